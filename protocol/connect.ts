@@ -1,0 +1,47 @@
+import { io } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
+import type { ClientToServerEvents, ServerToClientEvents } from './events.js';
+import { CAPS_NAMESPACE } from './events.js';
+import type { AckResult } from './result.js';
+
+/** A client's socket, typed from the client's side of the contract. */
+export type CapsClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
+
+/** `http://host:3000` or `http://host:3000/caps` → the `/caps` namespace URL. */
+export function namespaceUrl(url: string): string {
+  const base = url.replace(/\/+$/, '');
+  return base.endsWith(CAPS_NAMESPACE) ? base : `${base}${CAPS_NAMESPACE}`;
+}
+
+/** Opens (without waiting) a websocket-only connection to a hub's `/caps` namespace. */
+export function connectCaps(url: string, auth: Record<string, string>): CapsClientSocket {
+  return io(namespaceUrl(url), {
+    auth,
+    // websocket only: no long-polling round trips, and no sticky sessions needed behind a balancer
+    transports: ['websocket'],
+    forceNew: true,
+    reconnectionDelay: 250,
+    reconnectionDelayMax: 2_000,
+  });
+}
+
+/** Resolves on the socket's next `connect`, or rejects after `timeoutMs`. */
+export function waitConnected(socket: CapsClientSocket, timeoutMs: number): Promise<void> {
+  if (socket.connected) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off('connect', onConnect);
+      reject(new Error(`not connected to the hub within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onConnect = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    socket.once('connect', onConnect);
+  });
+}
+
+/** Why an ack did not come back ok, as one line. */
+export function describeFailure(result: AckResult<unknown>): string {
+  return result.ok ? 'ok' : `${result.error.code}: ${result.error.message}`;
+}

@@ -1,0 +1,46 @@
+/**
+ * Every error CAPS reports, in one table: a stable code, a default message and an HTTP status.
+ * The same codes travel in error acks, in `connect_error` data, in logs and (later) in HTTP bodies.
+ * docs/errors.md lists the same codes; tests/errors-doc.test.ts keeps the two in step.
+ */
+export const CAPS_ERRORS = {
+  CAPS_ERR_INVALID_PAYLOAD: { status: 400, message: 'The payload does not match the schema of this event' },
+  CAPS_ERR_UNKNOWN_EVENT: { status: 400, message: 'This event is not part of the CAPS protocol' },
+  CAPS_ERR_MISSING_NAME: { status: 400, message: 'join and leave need a store name or a client id' },
+  CAPS_ERR_NOT_FOUND: { status: 404, message: 'No such resource' },
+  CAPS_ERR_INTERNAL: { status: 500, message: 'The hub failed to handle this request' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+/** A stable, namespaced error code such as `CAPS_ERR_INVALID_PAYLOAD`. */
+export type CapsErrorCode = keyof typeof CAPS_ERRORS;
+
+/** Every code, in table order. */
+export const CAPS_ERROR_CODES = Object.keys(CAPS_ERRORS) as CapsErrorCode[];
+
+/** What travels over the wire when something is refused. */
+export interface CapsErrorBody {
+  code: CapsErrorCode;
+  message: string;
+}
+
+/** An error with a stable code; `cause` survives through `ErrorOptions`. */
+export class CapsError extends Error {
+  override readonly name = 'CapsError';
+  readonly code: CapsErrorCode;
+  readonly status: number;
+
+  constructor(code: CapsErrorCode, message?: string, options?: ErrorOptions) {
+    super(message ?? CAPS_ERRORS[code].message, options);
+    this.code = code;
+    this.status = CAPS_ERRORS[code].status;
+  }
+
+  toBody(): CapsErrorBody {
+    return { code: this.code, message: this.message };
+  }
+}
+
+/** Narrows an unknown string to a known code (for clients reading acks). */
+export function isCapsErrorCode(value: unknown): value is CapsErrorCode {
+  return typeof value === 'string' && Object.hasOwn(CAPS_ERRORS, value);
+}

@@ -1,0 +1,39 @@
+import type { AckCallback } from './result.js';
+import type { GetAllResult, JoinResult, ParcelMessage, PublishResult, ReceivedResult, ClientRole } from './messages.js';
+import type { GetAllPayload, PublishPayload, ReceivedPayload, RoomPayload } from './schemas.js';
+
+/** What a client may emit on `/caps`. Every ack is optional: lab clients rarely ask for one. */
+export interface ClientToServerEvents {
+  join: (room: RoomPayload, ack?: AckCallback<JoinResult>) => void;
+  leave: (room: RoomPayload, ack?: AckCallback<JoinResult>) => void;
+  pickup: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
+  'in-transit': (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
+  delivered: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
+  received: (payload: ReceivedPayload, ack?: AckCallback<ReceivedResult>) => void;
+  getAll: (payload: GetAllPayload, ack?: AckCallback<GetAllResult>) => void;
+}
+
+/** A client's answer to a message: anything truthy-free works; `{ ok: true }` is conventional. */
+export type MessageAck = (result?: unknown) => void;
+
+/** What the hub emits to clients on `/caps`. */
+export interface ServerToClientEvents {
+  pickup: (message: ParcelMessage, ack: MessageAck) => void;
+  'in-transit': (message: ParcelMessage, ack: MessageAck) => void;
+  delivered: (message: ParcelMessage, ack: MessageAck) => void;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface InterServerEvents {}
+
+/** What the hub keeps on each socket. */
+export interface SocketData {
+  role: ClientRole;
+  /** A driver's name, or a lab client's id. */
+  name: string;
+  /** Stores whose rooms a vendor has joined. */
+  stores: Set<string>;
+}
+
+/** The namespace every CAPS client connects to. */
+export const CAPS_NAMESPACE = '/caps';

@@ -1,0 +1,58 @@
+import type { Order, ParcelEvent } from './schemas.js';
+
+/**
+ * A message the hub sends to a client. It carries the order's fields at top level and under
+ * `order`, plus `event`, `messageId`, `clientId` and `queueId`, so that every course client
+ * variant reads what it expects (`payload.orderId`, `payload.order.orderId`, `payload.messageId`).
+ */
+export interface ParcelMessage extends Order {
+  event: ParcelEvent;
+  /** Unique per message; clients dedupe on it. */
+  messageId: string;
+  /** Position in the queue it travels through; increases by one per message in that queue. */
+  seq: number;
+  /** The queue the message travels through: a store's name, or the driver pool. */
+  queueId: string;
+  /** Same as queueId: the lab reads `clientId`. */
+  clientId: string;
+  order: Order;
+  /** When the hub recorded the step (ISO 8601). */
+  time: string;
+  /** The driver who reported the step, for in-transit and delivered. */
+  driver?: string;
+}
+
+/** Answer to a publish once the hub has accepted it. */
+export interface PublishResult {
+  event: ParcelEvent;
+  store: string;
+  orderId: string;
+  /** True when this exact step was published before: acknowledged, not relayed again. */
+  duplicate: boolean;
+}
+
+/** Answer to join and leave. */
+export interface JoinResult {
+  role: ClientRole;
+  /** The room joined or left: a store's name, or the driver pool. */
+  room: string;
+}
+
+export interface ReceivedResult {
+  queue: string;
+  messageId: string;
+  /** False when the message was not (or no longer) queued: nothing to remove. */
+  removed: boolean;
+}
+
+export interface GetAllResult {
+  queue: string;
+  /** How many messages were sent again. */
+  sent: number;
+}
+
+/** Who a connection is. `unknown` is a lab client that has not said yet. */
+export type ClientRole = 'vendor' | 'driver' | 'unknown';
+
+/** The queue every driver takes pickups from. */
+export const DRIVER_QUEUE = 'driver';

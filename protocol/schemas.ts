@@ -1,0 +1,224 @@
+import { z } from 'zod';
+import type { CapsErrorBody } from './errors.js';
+
+/**
+ * Zod schemas of every inbound payload. The hub parses at the boundary and works with the
+ * outputs only; the clients use the inferred types to build what they send.
+ *
+ * The course's clients send parcels in two shapes, and both are accepted:
+ *   flat     { store, orderId, customer, address }
+ *   wrapped  { event, messageId, clientId | queueId, order: { store, orderId, customer, address } }
+ * and a lab driver re-emits the message it received, which carries both at once.
+ */
+
+export const PARCEL_EVENTS = ['pickup', 'in-transit', 'delivered'] as const;
+/** A parcel's steps, in the order they must happen. */
+export type ParcelEvent = (typeof PARCEL_EVENTS)[number];
+
+export const LIMITS = {
+  name: 100,
+  orderId: 100,
+  customer: 200,
+  address: 500,
+  messageId: 100,
+  time: 64,
+} as const;
+
+const text = (max: number) => z.string().trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
+
+/** A store (and room) name, a driver name or a client id. */
+export const nameSchema = text(LIMITS.name);
+
+/** A complete order, as a vendor hands it over. */
+export const orderSchema = z.strictObject({
+  store: nameSchema,
+  orderId: text(LIMITS.orderId),
+  customer: text(LIMITS.customer),
+  address: text(LIMITS.address),
+});
+export type Order = z.infer<typeof orderSchema>;
+
+/** A parcel reference: enough to name it; customer and address may come along. */
+const orderRefSchema = z.strictObject({
+  store: nameSchema,
+  orderId: text(LIMITS.orderId),
+  customer: text(LIMITS.customer).optional(),
+  address: text(LIMITS.address).optional(),
+});
+
+/**
+ * Fields a publisher may send beside the order: the lab's wrapper, or a re-emitted message.
+ * `event` is informational: a lab driver re-emits the pickup it received (event: 'pickup') as
+ * in-transit and delivered, so the event name on the wire decides, never this field.
+ */
+const envelopeShape = {
+  event: z.enum(PARCEL_EVENTS).optional(),
+  messageId: text(LIMITS.messageId).optional(),
+  seq: z.number().int().nonnegative().optional(),
+  clientId: nameSchema.optional(),
+  queueId: nameSchema.optional(),
+  time: z.string().max(LIMITS.time).optional(),
+  driver: nameSchema.optional(),
+};
+
+const publishShapeSchema = z.strictObject({
+  store: nameSchema.optional(),
+  orderId: text(LIMITS.orderId).optional(),
+  customer: text(LIMITS.customer).optional(),
+  address: text(LIMITS.address).optional(),
+  order: orderRefSchema.optional(),
+  ...envelopeShape,
+});
+
+/** What the hub works with once a publish has been parsed, whatever shape it came in. */
+export interface PublishInput {
+  event: ParcelEvent;
+  store: string;
+  orderId: string;
+  customer?: string;
+  address?: string;
+  /** The publisher's own message id, when it sent one (lab wrapped form). */
+  messageId?: string;
+}
+
+/** The payload a client may emit for `pickup`, `in-transit` or `delivered`. */
+export type PublishPayload = z.input<typeof publishShapeSchema>;
+
+/** Builds the schema for one parcel event: pickup needs the whole order, later steps a reference. */
+function publishSchema(event: ParcelEvent) {
+  return publishShapeSchema
+    .superRefine((p, ctx) => {
+      const top = { store: p.store, orderId: p.orderId, customer: p.customer, address: p.address };
+      const merged = p.order ? { ...top, ...p.order } : top;
+      if (p.order) {
+        for (const key of ['store', 'orderId'] as const) {
+          if (top[key] !== undefined && top[key] !== p.order[key]) {
+            ctx.addIssue({ code: 'custom', path: [key], message: `disagrees with order.${key}` });
+          }
+        }
+      }
+      const required = event === 'pickup' ? (['store', 'orderId', 'customer', 'address'] as const) : (['store', 'orderId'] as const);
+      for (const key of required) {
+        if (merged[key] === undefined) {
+          ctx.addIssue({ code: 'custom', path: [key], message: 'is required' });
+        }
+      }
+    })
+    .transform((p): PublishInput => {
+      const src = p.order ?? p;
+      const out: PublishInput = { event, store: src.store ?? '', orderId: src.orderId ?? '' };
+      const customer = src.customer ?? p.customer;
+      const address = src.address ?? p.address;
+      if (customer !== undefined) out.customer = customer;
+      if (address !== undefined) out.address = address;
+      if (p.messageId !== undefined) out.messageId = p.messageId;
+      return out;
+    });
+}
+
+export const publishSchemas = {
+  pickup: publishSchema('pickup'),
+  'in-transit': publishSchema('in-transit'),
+  delivered: publishSchema('delivered'),
+} as const;
+
+/** `join` and `leave`: a name, or an object naming the client, queue or store. */
+const namedObjectSchema = z
+  .strictObject({
+    clientId: nameSchema.optional(),
+    queueId: nameSchema.optional(),
+    store: nameSchema.optional(),
+  })
+  .transform((o) => o.clientId ?? o.queueId ?? o.store);
+
+export const roomSchema = z.union([nameSchema, namedObjectSchema]).transform((name, ctx) => {
+  if (name === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'names no store or client: send a string or { clientId | queueId | store }' });
+    return z.NEVER;
+  }
+  return name;
+});
+export type RoomPayload = z.input<typeof roomSchema>;
+
+/** Parses a `join`/`leave` payload; one that names nothing gets `CAPS_ERR_MISSING_NAME`. */
+export function parseRoom(raw: unknown): ReturnType<typeof parsePayload<typeof roomSchema>> {
+  const namesNothing =
+    raw === undefined ||
+    raw === null ||
+    (typeof raw === 'string' && raw.trim() === '') ||
+    (typeof raw === 'object' && !Array.isArray(raw) && !['clientId', 'queueId', 'store'].some((key) => (raw as Record<string, unknown>)[key] !== undefined));
+  if (namesNothing) {
+    return { ok: false, error: { code: 'CAPS_ERR_MISSING_NAME', message: 'join and leave need a store name or { clientId | queueId | store }' } };
+  }
+  return parsePayload(roomSchema, raw);
+}
+
+/** `received`: the lab's way to take a message off its queue. */
+export const receivedSchema = z
+  .strictObject({
+    clientId: nameSchema.optional(),
+    queueId: nameSchema.optional(),
+    messageId: text(LIMITS.messageId),
+    event: z.enum(PARCEL_EVENTS).optional(),
+  })
+  .transform((r, ctx) => {
+    const queue = r.queueId ?? r.clientId;
+    if (queue === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['clientId'], message: 'clientId or queueId is required' });
+      return z.NEVER;
+    }
+    return { queue, messageId: r.messageId, ...(r.event ? { event: r.event } : {}) };
+  });
+export type ReceivedPayload = z.input<typeof receivedSchema>;
+export type ReceivedInput = z.output<typeof receivedSchema>;
+
+/** `getAll`: have every queued message sent again. A bare string names the queue. */
+export const getAllSchema = z
+  .union([
+    nameSchema.transform((queue) => ({ queueId: queue })),
+    z.strictObject({
+      clientId: nameSchema.optional(),
+      queueId: nameSchema.optional(),
+      event: z.enum(PARCEL_EVENTS).optional(),
+    }),
+  ])
+  .transform((g, ctx) => {
+    const queue = ('queueId' in g ? g.queueId : undefined) ?? ('clientId' in g ? g.clientId : undefined);
+    if (queue === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['clientId'], message: 'clientId or queueId is required' });
+      return z.NEVER;
+    }
+    const event = 'event' in g ? g.event : undefined;
+    return { queue, ...(event ? { event } : {}) };
+  });
+export type GetAllPayload = z.input<typeof getAllSchema>;
+export type GetAllInput = z.output<typeof getAllSchema>;
+
+/** The identity a client may claim in the handshake (`auth`) in open lab mode. */
+export const handshakeSchema = z.object({
+  role: z.enum(['vendor', 'driver']).optional(),
+  store: nameSchema.optional(),
+  name: nameSchema.optional(),
+});
+export type HandshakeAuth = z.input<typeof handshakeSchema>;
+
+/** One short line naming what is wrong, for error acks and logs. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((issue) => {
+      const where = issue.path.length > 0 ? issue.path.join('.') : 'payload';
+      return `${where}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+/** Parses with a schema and turns a failure into a coded error body. */
+export function parsePayload<S extends z.ZodType>(
+  schema: S,
+  raw: unknown,
+): { ok: true; value: z.output<S> } | { ok: false; error: CapsErrorBody } {
+  const parsed = schema.safeParse(raw);
+  if (parsed.success) return { ok: true, value: parsed.data };
+  return { ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: describeIssues(parsed.error) } };
+}

@@ -1,0 +1,106 @@
+import { EventEmitter } from 'node:events';
+import type { CapsClientSocket } from '../protocol/connect.js';
+import { connectCaps, describeFailure, waitConnected } from '../protocol/connect.js';
+import type { MessageAck } from '../protocol/events.js';
+import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
+import type { ParcelEvent } from '../protocol/schemas.js';
+
+export interface DriverOptions {
+  url: string;
+  /** This driver's name, shown in the hub's logs and in each parcel's history. */
+  name: string;
+  /** Time between reporting in-transit and delivered, in ms. Default 1000. */
+  delay?: number;
+  /** How long to wait for each publish ack before sending again. Default 5000 ms. */
+  ackTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface DriverEvents {
+  'picked-up': [ParcelMessage];
+  delivered: [ParcelMessage];
+  problem: [string];
+}
+
+/** A driver's process: takes pickups, reports in-transit, then delivered. */
+export class DriverClient extends EventEmitter<DriverEvents> {
+  readonly socket: CapsClientSocket;
+  private readonly log: (line: string) => void;
+  private readonly delay: number;
+  private readonly ackTimeoutMs: number;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private closed = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly options: DriverOptions) {
+    super();
+    this.log = options.log ?? ((line) => console.log(line));
+    this.delay = options.delay ?? 1_000;
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
+    this.socket = connectCaps(options.url, { role: 'driver', name: options.name });
+    this.socket.on('connect', () => this.log(`DRIVER: ${options.name} connected to ${options.url}`));
+    this.socket.on('connect_error', (err) => this.emitProblem(`cannot reach the hub at ${options.url}: ${err.message}`));
+    this.socket.on('disconnect', (reason) => {
+      if (!this.closed) this.log(`DRIVER: ${options.name} lost the hub (${reason}); reconnecting`);
+    });
+    this.socket.on('pickup', (message, ack) => this.onPickup(message, ack));
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  start(timeoutMs = 10_000): Promise<void> {
+    return waitConnected(this.socket, timeoutMs);
+  }
+
+  /** Stops and disconnects; parcels in hand are left to the hub to hand to another driver. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      for (const timer of this.timers) clearTimeout(timer);
+      this.timers.clear();
+      this.socket.disconnect();
+    })();
+    return this.closing;
+  }
+
+  private onPickup(message: ParcelMessage, ack: MessageAck): void {
+    ack({ ok: true });
+    this.log(`DRIVER: picked up ${message.orderId}`);
+    this.emit('picked-up', message);
+    void this.report('in-transit', message).then(() => {
+      if (this.closed) return;
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        this.log(`DRIVER: delivered ${message.orderId}`);
+        void this.report('delivered', message).then((result) => {
+          if (result) this.emit('delivered', message);
+        });
+      }, this.delay);
+      this.timers.add(timer);
+    });
+  }
+
+  /** Publishes a step for a parcel; sends again until the hub acknowledges it. */
+  private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | undefined> {
+    const payload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address };
+    while (!this.closed) {
+      try {
+        const result = await this.socket.timeout(this.ackTimeoutMs).emitWithAck(event, payload);
+        if (result.ok) return result.data;
+        this.emitProblem(`${event} for ${message.orderId} refused: ${describeFailure(result)}`);
+        return undefined;
+      } catch {
+        this.emitProblem(`no ack for ${event} of ${message.orderId} within ${this.ackTimeoutMs} ms; sending again`);
+      }
+    }
+    return undefined;
+  }
+
+  private emitProblem(problem: string): void {
+    if (this.closed) return;
+    this.log(`DRIVER: ${problem}`);
+    this.emit('problem', problem);
+  }
+}

@@ -1,0 +1,83 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { Server } from 'socket.io';
+import { CAPS_NAMESPACE } from '../protocol/events.js';
+import { fail } from '../protocol/result.js';
+import { handleConnection } from './connection.js';
+import type { Logger } from './logger.js';
+import { createLogger } from './logger.js';
+import type { DispatchMode } from './router.js';
+import { Router } from './router.js';
+import type { CapsServer } from './types.js';
+
+export interface HubOptions {
+  /** TCP port; 0 picks a free one. Default 3000. */
+  port?: number;
+  /** Interface to listen on; default: every interface. */
+  host?: string;
+  /** Open lab mode: no authentication. */
+  allowAnonymous?: boolean;
+  /** How pickups reach drivers. Default `one`. */
+  dispatch?: DispatchMode;
+  /** Largest message a client may send, in bytes. Default 64 KiB. */
+  maxPayloadBytes?: number;
+  logger?: Logger;
+}
+
+export interface Hub {
+  /** The port the hub listens on (useful after `port: 0`). */
+  readonly port: number;
+  /** `http://localhost:PORT` (or the host given). */
+  readonly url: string;
+  /** Stops accepting, disconnects every client, and resolves when the port is free. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Starts a hub; resolves once it is listening. */
+export async function createHub(options: HubOptions = {}): Promise<Hub> {
+  const logger = options.logger ?? createLogger();
+  const app = express();
+  app.disable('x-powered-by');
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok', uptime: process.uptime() });
+  });
+  app.use((_req, res) => {
+    res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));
+  });
+
+  const httpServer = createServer(app);
+  const io: CapsServer = new Server(httpServer, {
+    maxHttpBufferSize: options.maxPayloadBytes ?? 64 * 1024,
+    // no browser pages on other origins talk to the hub
+    cors: { origin: false },
+  });
+  const nsp = io.of(CAPS_NAMESPACE);
+  const router = new Router(nsp, logger, options.dispatch ?? 'one');
+  nsp.on('connection', (socket) => handleConnection({ logger, router }, socket));
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(options.port ?? 3000, options.host, () => {
+      httpServer.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (httpServer.address() as AddressInfo).port;
+  const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    url,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        // io.close() closes the HTTP server too; idle keep-alive connections would hold it open
+        httpServer.closeIdleConnections();
+        void io.close(() => resolve());
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,22 @@
+import { DRIVER_QUEUE } from '../protocol/messages.js';
+
+/**
+ * The course's drivers name themselves `driver`, `DRIVER`, `driver-client` and the like.
+ * Any id that starts with "driver" (any case) therefore means the driver pool, never a store.
+ */
+export function isDriverId(id: string): boolean {
+  return /^driver/i.test(id);
+}
+
+/** Maps a client id from a lab payload to the queue it means: the driver pool or a store. */
+export function queueOf(id: string): string {
+  return isDriverId(id) ? DRIVER_QUEUE : id;
+}
+
+/** Socket.IO room of a store's vendors. Prefixed so that no store name can collide with the pool. */
+export function storeRoom(store: string): string {
+  return `store:${store}`;
+}
+
+/** Socket.IO room of every driver. */
+export const DRIVERS_ROOM = 'drivers';

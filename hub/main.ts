@@ -1,0 +1,41 @@
+import type { CommandSpec } from '../cli/args.js';
+import { runCommand, untilSignal } from '../cli/args.js';
+import { createHub } from './hub.js';
+import { createLogger } from './logger.js';
+
+export const hubCommand = {
+  usage: 'caps hub',
+  summary: 'Runs the CAPS hub: relays pickup, in-transit and delivered between vendors and drivers on the /caps namespace.',
+  flags: {
+    port: { type: 'integer', description: 'TCP port to listen on; 0 picks a free one', placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
+    host: { type: 'string', description: 'interface to listen on (default: every interface)', placeholder: 'HOST' },
+    'allow-anonymous': { type: 'boolean', description: "open lab mode: any client may connect without a token (until tokens land, the only mode)" },
+    dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver; broadcast: to every driver (the lab)', choices: ['one', 'broadcast'], default: 'one' },
+    json: { type: 'boolean', description: 'log one JSON object per line instead of readable lines' },
+  },
+  examples: ['caps hub --port 3000', 'PORT=4000 caps hub --json'],
+} as const satisfies CommandSpec;
+
+export function runHub(argv: readonly string[]): Promise<number> {
+  return runCommand(hubCommand, argv, async (flags) => {
+    const logger = createLogger({ format: flags.json ? 'json' : 'human' });
+    logger.warn('OPEN LAB MODE: anyone who can reach this port may connect, read and publish parcels (no authentication yet)');
+    let hub;
+    try {
+      hub = await createHub({ port: flags.port, host: flags.host, allowAnonymous: true, dispatch: flags.dispatch as 'one' | 'broadcast', logger });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') {
+        process.stderr.write(`caps hub: port ${flags.port} is in use; stop what uses it or pick another with --port\n`);
+        return 1;
+      }
+      throw err;
+    }
+    logger.info(`CAPS hub listening on ${hub.url} (namespace /caps, dispatch ${flags.dispatch})`, { port: hub.port });
+    const signal = await untilSignal();
+    logger.info('STOPPING', { signal });
+    await hub.close();
+    logger.info('STOPPED');
+    return 0;
+  });
+}

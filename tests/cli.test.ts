@@ -1,0 +1,279 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { CommandSpec } from '../cli/args.js';
+import { demoCommand } from '../cli/demo.js';
+import { driverCommand } from '../driver/main.js';
+import { hubCommand } from '../hub/main.js';
+import { vendorCommand } from '../vendor/main.js';
+import type { CliProcess } from './helpers/cli.js';
+import { childProcesses, healthz, isAlive, killAllCli, portOf, runCli, startCli } from './helpers/cli.js';
+import { RawClient, order } from './helpers/hub.js';
+
+const LISTENING = /listening on (http:\/\/\S+)/;
+const DEMO_RUNNING = /^\[demo\]\s+CAPS demo running: hub at (http:\/\/\S+)/;
+
+/** Process ids found while a test ran (e.g. `caps demo`'s children): SIGKILLed afterwards if still alive. */
+const strayPids = new Set<number>();
+const rawClients: RawClient[] = [];
+
+afterEach(async () => {
+  for (const client of rawClients.splice(0)) client.close();
+  await killAllCli();
+  for (const pid of strayPids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  strayPids.clear();
+});
+
+/** Starts `caps hub` on 127.0.0.1 and a free port; resolves once it says where it listens. */
+async function startHub(extra: string[] = []): Promise<{ hub: CliProcess; url: string }> {
+  const hub = startCli(['hub', '--port', '0', '--host', '127.0.0.1', ...extra]);
+  const [line] = await hub.stdout.waitFor(LISTENING, 'the hub to report where it listens', 10_000);
+  const url = LISTENING.exec(line ?? '')?.[1];
+  if (url === undefined) throw new Error(`no URL in the hub's listening line: ${line}`);
+  return { hub, url };
+}
+
+/** The first capture group of each line matching `pattern`. */
+function captures(lines: readonly string[], pattern: RegExp): string[] {
+  return lines.map((line) => pattern.exec(line)?.[1]).filter((id): id is string => id !== undefined);
+}
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+async function expectConnectionRefused(port: number, what: string): Promise<void> {
+  const error = await healthz(port).then(
+    (status) => new Error(`${what}: GET /healthz on port ${port} still answered ${status}`),
+    (err: NodeJS.ErrnoException) => err,
+  );
+  expect((error as NodeJS.ErrnoException).code, `${what}: ${error.message}`).toBe('ECONNREFUSED');
+}
+
+describe('caps hub + driver + vendor as separate processes', () => {
+  it('delivers 3 parcels end to end; the vendor exits 0 by itself; SIGTERM stops driver and hub with 0', async () => {
+    const { hub, url } = await startHub();
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+
+    const driver = startCli(['driver', '--url', url, '--name', 'd1', '--delay', '0']);
+    // the hub dispatches a pickup only to drivers online at that moment: the driver must be in first
+    await hub.lines.waitFor(/^CONNECTED .*role=driver name=d1\b/, 'the hub to log driver d1 connecting');
+
+    const vendor = startCli(['vendor', '--url', url, '--store', 'acme-widgets', '--count', '3', '--interval', '50']);
+    expect(await vendor.waitExit('the vendor to deliver its 3 parcels and exit by itself', 20_000)).toEqual({ code: 0, signal: null });
+
+    const thanked = captures(vendor.lines.all, /^VENDOR: Thank you for delivering (\S+) to /);
+    expect(thanked).toHaveLength(3);
+    const ids = new Set(thanked);
+    expect(ids.size).toBe(3);
+    expect(new Set(captures(vendor.lines.all, /^VENDOR: handed over (\S+) for /))).toEqual(ids);
+    expect(vendor.lines.all).toContain('VENDOR: all 3 parcels delivered');
+    expect(vendor.stderr.all).toEqual([]);
+
+    // the driver logs before it reports, but its pipe may still be in flight: wait, bounded
+    const anyId = [...ids].map(escape).join('|');
+    await driver.lines.waitFor(new RegExp(`^DRIVER: delivered (${anyId})$`), 'the driver to log delivering the 3 parcels', 10_000, 3);
+    expect(new Set(captures(driver.lines.all, /^DRIVER: picked up (\S+)$/))).toEqual(ids);
+    expect(captures(driver.lines.all, /^DRIVER: picked up (\S+)$/)).toHaveLength(3);
+    expect(captures(driver.lines.all, /^DRIVER: delivered (\S+)$/).sort()).toEqual([...ids].sort());
+
+    await hub.lines.waitFor(/^DISCONNECTED .*role=vendor store=acme-widgets\b/, 'the hub to log the vendor disconnecting');
+    expect(hub.lines.matching(/^CONNECTED .*role=vendor store=acme-widgets\b/)).toHaveLength(1);
+    for (const id of ids) {
+      for (const event of ['pickup', 'in-transit', 'delivered']) {
+        const logged = hub.lines.matching(new RegExp(`^EVENT: \\{ event: '${event}'.*orderId: '${escape(id)}'`));
+        expect(logged, `hub EVENT lines for ${event} of ${id}`).toHaveLength(1);
+      }
+    }
+
+    driver.stop('SIGTERM');
+    expect(await driver.waitExit('the driver to stop after SIGTERM')).toEqual({ code: 0, signal: null });
+    expect(driver.stderr.all).toEqual([]);
+    await hub.lines.waitFor(/^DISCONNECTED .*role=driver name=d1\b/, 'the hub to log driver d1 disconnecting');
+
+    hub.stop('SIGTERM');
+    expect(await hub.waitExit('the hub to stop after SIGTERM')).toEqual({ code: 0, signal: null });
+    expect(hub.lines.all.slice(-2)).toEqual(['STOPPING signal=SIGTERM', 'STOPPED']);
+    expect(hub.stderr.all).toEqual([]);
+    await expectConnectionRefused(portOf(url), 'after the hub stopped');
+  });
+});
+
+describe('caps hub --json', () => {
+  it('writes one JSON object per stdout line, from start to stop', async () => {
+    const { hub, url } = await startHub(['--json']);
+    const client = new RawClient(url);
+    rawClients.push(client);
+    await client.connected();
+    const parcel = order('acme-widgets', 1);
+    await expect(client.request('pickup', parcel)).resolves.toMatchObject({ ok: true });
+    client.close();
+    await hub.stdout.waitFor(/"msg":"DISCONNECTED"/, 'the hub to log the raw client disconnecting');
+    hub.stop('SIGTERM');
+    expect(await hub.waitExit('the JSON hub to stop after SIGTERM')).toEqual({ code: 0, signal: null });
+
+    expect(hub.stdout.all.length).toBeGreaterThan(0);
+    const records = hub.stdout.all.map((line, i) => {
+      try {
+        return JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        throw new Error(`stdout line ${i + 1} is not JSON: ${line}`);
+      }
+    });
+    for (const record of records) {
+      expect(record).toEqual(expect.objectContaining({ time: expect.any(String), level: expect.stringMatching(/^(info|warn|error)$/), msg: expect.any(String) }));
+    }
+    const msgs = records.map((r) => String(r['msg']));
+    expect(msgs[0]).toMatch(/^OPEN LAB MODE/);
+    expect(msgs[1]).toMatch(LISTENING);
+    expect(records[1]).toMatchObject({ port: portOf(url) });
+    expect(msgs).toEqual(expect.arrayContaining(['CONNECTED', 'EVENT', 'DISCONNECTED']));
+    expect(records.find((r) => r['msg'] === 'EVENT')).toMatchObject({ event: 'pickup', payload: { orderId: parcel.orderId } });
+    expect(msgs.slice(-2)).toEqual(['STOPPING', 'STOPPED']);
+    expect(hub.stderr.all).toEqual([]);
+  });
+});
+
+// runCli cleans up after itself, so these short runs can go side by side
+describe.concurrent('--help', () => {
+  const specs: Array<[string, CommandSpec]> = [
+    ['hub', hubCommand],
+    ['vendor', vendorCommand],
+    ['driver', driverCommand],
+    ['demo', demoCommand],
+  ];
+
+  it.each(['--help', '-h', 'help'])('caps %s exits 0 and lists every command', async (flag) => {
+    const result = await runCli([flag]);
+    expect(result.code, result.output).toBe(0);
+    expect(result.stdout).toContain('Usage: caps <command>');
+    for (const [name, spec] of specs) {
+      expect(spec.usage).toBe(`caps ${name}`);
+      expect(result.stdout).toMatch(new RegExp(`^  ${name}\\s+\\S`, 'm'));
+    }
+    expect(result.stderr).toBe('');
+  });
+
+  it.each(specs)('caps %s --help exits 0 and documents every flag of its spec', async (name, spec) => {
+    const result = await runCli([name, '--help']);
+    expect(result.code, result.output).toBe(0);
+    expect(result.stdout).toContain('Usage:');
+    expect(result.stdout).toContain(`Usage: ${spec.usage} [flags]`);
+    expect(result.stdout).toContain(spec.summary);
+    for (const [flag, def] of Object.entries(spec.flags)) {
+      expect(result.stdout, `--${flag} in '${spec.usage} --help'`).toMatch(new RegExp(`^  --${escape(flag)}\\b`, 'm'));
+      if (def.type === 'choice') expect(result.stdout).toContain(`--${flag} ${def.choices.join('|')}`);
+      if (def.type !== 'boolean' && def.default !== undefined) expect(result.stdout).toContain(`default ${def.default}`);
+      if (def.type !== 'boolean' && def.env !== undefined) expect(result.stdout).toContain(`env ${def.env}`);
+    }
+    expect(result.stdout).toContain('-h, --help');
+    expect(result.stderr).toBe('');
+  });
+});
+
+describe.concurrent('usage errors exit 2', () => {
+  it.each<[string, string[], RegExp]>([
+    ['an unknown flag', ['vendor', '--bogus'], /^caps vendor: unknown flag --bogus$/m],
+    ['a non-integer --count', ['vendor', '--count', 'x'], /^caps vendor: --count must be a whole number, got 'x'$/m],
+    ['a --count below its minimum', ['vendor', '--count', '0'], /^caps vendor: --count must be at least 1, got 0$/m],
+    ['a flag without its value', ['driver', '--name'], /^caps driver: --name needs a value$/m],
+    ['a stray argument', ['driver', 'd1'], /^caps driver: unexpected argument 'd1'$/m],
+    ['a --port out of range', ['hub', '--port', '99999'], /^caps hub: --port must be at most 65535, got 99999$/m],
+    ['an unknown --dispatch', ['hub', '--dispatch', 'sideways'], /^caps hub: --dispatch must be one of one, broadcast; got 'sideways'$/m],
+    ['a value on a boolean flag', ['hub', '--json=yes'], /^caps hub: --json takes no value$/m],
+    ['an unknown command', ['frobnicate'], /^caps: unknown command 'frobnicate'$/m],
+  ])('%s: caps %j', async (_what, args, message) => {
+    const result = await runCli(args);
+    expect(result.code, result.output).toBe(2);
+    expect(result.signal).toBeNull();
+    expect(result.stderr).toMatch(message);
+    expect(result.stdout).toBe('');
+  });
+
+  it('a bad value from the environment (PORT=abc caps hub) names the variable', async () => {
+    const result = await runCli(['hub', '--host', '127.0.0.1'], { env: { PORT: 'abc' } });
+    expect(result.code, result.output).toBe(2);
+    expect(result.stderr).toMatch(/^caps hub: PORT must be a whole number, got 'abc'$/m);
+  });
+
+  it('no command at all: exits 2 and shows the usage', async () => {
+    const result = await runCli([]);
+    expect(result.code, result.output).toBe(2);
+    expect(result.stderr).toContain('Usage: caps <command>');
+  });
+});
+
+describe('caps hub on a port in use', () => {
+  it('exits 1 and says the port is in use', async () => {
+    const { hub, url } = await startHub();
+    const port = String(portOf(url));
+    const second = await runCli(['hub', '--port', port, '--host', '127.0.0.1']);
+    expect(second.code, second.output).toBe(1);
+    expect(second.stderr).toMatch(new RegExp(`^caps hub: port ${port} is in use\\b`, 'm'));
+    expect(second.output).not.toMatch(LISTENING);
+
+    // the first hub is unaffected
+    await expect(healthz(portOf(url))).resolves.toBe(200);
+    hub.stop('SIGTERM');
+    expect(await hub.waitExit('the first hub to stop after SIGTERM')).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('caps demo', () => {
+  /** Starts the demo and waits until it runs; returns the hub's port and the 5 processes it started. */
+  async function startDemo(): Promise<{ demo: CliProcess; port: number; children: Array<{ pid: number; args: string }> }> {
+    const demo = startCli(['demo', '--port', '0', '--interval', '200', '--delay', '50']);
+    const [running] = await demo.lines.waitFor(DEMO_RUNNING, "the demo to say it's running", 15_000);
+    const url = DEMO_RUNNING.exec(running ?? '')?.[1];
+    if (url === undefined) throw new Error(`no hub URL in the demo's line: ${running}`);
+    const port = portOf(url);
+    const children = await childProcesses(demo.pid);
+    for (const child of children) strayPids.add(child.pid);
+    const commands = children.map((c) => /caps\.js (\w+)/.exec(c.args)?.[1]).sort();
+    expect(commands, children.map((c) => `${c.pid} ${c.args}`).join('\n')).toEqual(['driver', 'driver', 'hub', 'vendor', 'vendor']);
+    return { demo, port, children };
+  }
+
+  function expectAllGone(children: ReadonlyArray<{ pid: number; args: string }>): void {
+    expect(children.filter((c) => isAlive(c.pid)).map((c) => `${c.pid} ${c.args}`)).toEqual([]);
+  }
+
+  it('runs parcels end to end; SIGINT stops every process it started and exits 0', async () => {
+    const { demo, port, children } = await startDemo();
+    await demo.lines.waitFor(/^\[[\w-]+\]\s+VENDOR: Thank you for delivering \S+/, 'a vendor in the demo to thank a driver', 15_000);
+    await expect(healthz(port)).resolves.toBe(200);
+
+    demo.stop('SIGINT');
+    expect(await demo.waitExit('the demo to stop after SIGINT', 15_000)).toEqual({ code: 0, signal: null });
+    expect(demo.lines.all.at(-1)).toMatch(/^\[demo\]\s+all processes stopped$/);
+    expect(demo.lines.matching(/^\[demo\]\s+stopping all processes$/)).toHaveLength(1);
+    expect(demo.lines.matching(/exited unexpectedly/)).toEqual([]);
+    expect(demo.lines.matching(/^\[hub\]\s+STOPPED$/)).toHaveLength(1);
+    expectAllGone(children);
+    await expectConnectionRefused(port, 'after the demo stopped');
+  });
+
+  it('Ctrl-C in a terminal (SIGINT to the whole process group) also stops cleanly with exit 0', async () => {
+    const { demo, port, children } = await startDemo();
+    demo.signalGroup('SIGINT');
+    expect(await demo.waitExit('the demo to stop after SIGINT to its process group', 15_000)).toEqual({ code: 0, signal: null });
+    expect(demo.lines.all.at(-1)).toMatch(/^\[demo\]\s+all processes stopped$/);
+    expect(demo.lines.matching(/exited unexpectedly/)).toEqual([]);
+    expectAllGone(children);
+    await expectConnectionRefused(port, 'after the demo stopped');
+  });
+
+  it('reports a hub that dies, stops the others and exits 1', async () => {
+    const { demo, port, children } = await startDemo();
+    const hub = children.find((c) => /caps\.js hub\b/.test(c.args));
+    if (!hub) throw new Error('no hub among the demo children');
+    process.kill(hub.pid, 'SIGKILL');
+
+    await demo.lines.waitFor(/^\[demo\]\s+hub exited unexpectedly \(signal SIGKILL\)$/, 'the demo to report the hub died');
+    await demo.lines.waitFor(/^\[demo\]\s+the hub died; stopping the others$/, 'the demo to say it stops the others');
+    expect(await demo.waitExit('the demo to exit after its hub died', 15_000)).toEqual({ code: 1, signal: null });
+    expect(demo.lines.all.at(-1)).toMatch(/^\[demo\]\s+all processes stopped$/);
+    // only the hub died unexpectedly: the others were stopped by the demo
+    expect(demo.lines.matching(/exited unexpectedly/)).toHaveLength(1);
+    expectAllGone(children);
+    await expectConnectionRefused(port, 'after the hub was killed');
+  });
+});

@@ -1,0 +1,100 @@
+import { EventEmitter } from 'node:events';
+import { io } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
+import type { Hub, HubOptions } from '../../hub/hub.js';
+import { createHub } from '../../hub/hub.js';
+import { createLogger } from '../../hub/logger.js';
+import type { ParcelMessage } from '../../protocol/messages.js';
+import { Lines, waitUntil } from './wait.js';
+
+export interface TestHub {
+  hub: Hub;
+  url: string;
+  /** Every line the hub logged (JSON lines, so tests can parse fields). */
+  logs: Lines;
+  close(): Promise<void>;
+}
+
+/** A real hub on 127.0.0.1 and a free port, logging JSON lines into memory. */
+export async function startHub(options: Partial<HubOptions> = {}): Promise<TestHub> {
+  const logs = new Lines();
+  const hub = await createHub({
+    port: 0,
+    host: '127.0.0.1',
+    allowAnonymous: true,
+    logger: createLogger({ format: 'json', write: logs.push }),
+    ...options,
+  });
+  return { hub, url: hub.url, logs, close: () => hub.close() };
+}
+
+/** Parsed JSON log records with `msg` equal to `message`. */
+export function records(logs: Lines, message: string): Array<Record<string, unknown>> {
+  return logs.all.map((line) => JSON.parse(line) as Record<string, unknown>).filter((r) => r['msg'] === message);
+}
+
+/**
+ * A raw socket.io-client on `/caps`, as the course's own clients connect (no CAPS client code),
+ * that records everything it receives.
+ */
+export class RawClient extends EventEmitter {
+  readonly socket: Socket;
+  readonly received: Array<{ event: string; payload: ParcelMessage }> = [];
+
+  constructor(url: string, opts: { auth?: Record<string, string>; autoAck?: boolean; defaultTransports?: boolean } = {}) {
+    super();
+    // the course's clients use socket.io-client's defaults: long-polling first, then websocket
+    const transports = opts.defaultTransports ? {} : { transports: ['websocket'] };
+    this.socket = io(`${url}/caps`, { forceNew: true, ...transports, auth: opts.auth ?? {} });
+    this.socket.onAny((event: string, payload: ParcelMessage, ack?: unknown) => {
+      if (opts.autoAck !== false && typeof ack === 'function') (ack as (r: unknown) => void)({ ok: true });
+      this.received.push({ event, payload });
+      this.emit('message');
+    });
+  }
+
+  connected(timeoutMs = 5_000): Promise<void> {
+    return waitUntil(this.socket, 'connect', () => (this.socket.connected ? true : undefined), 'raw client to connect', timeoutMs).then(() => undefined);
+  }
+
+  /** Emits and waits for the hub's ack (bounded). */
+  request<T = unknown>(event: string, payload: unknown, timeoutMs = 5_000): Promise<T> {
+    return this.socket.timeout(timeoutMs).emitWithAck(event, payload) as Promise<T>;
+  }
+
+  of(event: string): ParcelMessage[] {
+    return this.received.filter((r) => r.event === event).map((r) => r.payload);
+  }
+
+  waitFor(event: string, count: number, what: string, timeoutMs = 10_000): Promise<ParcelMessage[]> {
+    return waitUntil(this, 'message', () => {
+      const got = this.of(event);
+      return got.length >= count ? got : undefined;
+    }, `${what}: ${count} '${event}' message(s)`, timeoutMs);
+  }
+
+  close(): void {
+    this.socket.disconnect();
+  }
+}
+
+/** Closes everything registered, newest first; for `afterEach`. */
+export class Cleanup {
+  private readonly steps: Array<() => unknown> = [];
+
+  add<T>(thing: T, step: (thing: T) => unknown): T {
+    this.steps.push(() => step(thing));
+    return thing;
+  }
+
+  async run(): Promise<void> {
+    while (this.steps.length > 0) {
+      const step = this.steps.pop();
+      await step?.();
+    }
+  }
+}
+
+export function order(store: string, n: number | string) {
+  return { store, orderId: `${store}-order-${n}`, customer: `Customer ${n}`, address: `${n} Main Street, Springfield` };
+}

@@ -1,0 +1,376 @@
+import { describe, it, expect } from 'vitest';
+import type { z } from 'zod';
+import type { CapsErrorBody } from '../protocol/errors.js';
+import type { ParcelMessage } from '../protocol/messages.js';
+import type { Order, ParcelEvent, PublishInput } from '../protocol/schemas.js';
+import { getAllSchema, LIMITS, PARCEL_EVENTS, parsePayload, publishSchemas, receivedSchema, roomSchema } from '../protocol/schemas.js';
+
+/** Parses and fails the test, showing the error, when the schema refuses. */
+function accept<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
+  const parsed = parsePayload(schema, raw);
+  if (!parsed.ok) throw new Error(`expected ${JSON.stringify(raw)} to be accepted, got ${parsed.error.code}: ${parsed.error.message}`);
+  return parsed.value;
+}
+
+/** Parses and fails the test, showing the value, when the schema accepts. */
+function refuse(schema: z.ZodType, raw: unknown): CapsErrorBody {
+  const parsed = parsePayload(schema, raw);
+  if (parsed.ok) throw new Error(`expected ${show(raw)} to be refused, got ${JSON.stringify(parsed.value)}`);
+  expect(parsed.error.code).toBe('CAPS_ERR_INVALID_PAYLOAD');
+  return parsed.error;
+}
+
+function show(raw: unknown): string {
+  return raw === undefined ? 'undefined' : JSON.stringify(raw);
+}
+
+const order: Order = { store: 'acme', orderId: 'o-1', customer: 'Ada Lovelace', address: '1 Analytical Way' };
+
+/** What every accepted pickup of `order` comes out as, whatever shape it came in. */
+const normalized: PublishInput = { event: 'pickup', ...order };
+
+/** A message exactly as the hub sends it (typed, so it stays in step with ParcelMessage). */
+function outbound(event: ParcelEvent, extra: Partial<ParcelMessage> = {}): ParcelMessage {
+  return {
+    ...order,
+    event,
+    messageId: 'm-42',
+    seq: 7,
+    queueId: 'driver',
+    clientId: 'driver',
+    order: { ...order },
+    time: '2024-05-01T12:00:00.000Z',
+    ...extra,
+  };
+}
+
+describe('publishSchemas.pickup: accepted shapes', () => {
+  it('accepts the flat form', () => {
+    expect(accept(publishSchemas.pickup, { ...order })).toStrictEqual(normalized);
+  });
+
+  it('accepts the wrapped lab form with clientId', () => {
+    const value = accept(publishSchemas.pickup, { event: 'pickup', messageId: 'm-1', clientId: 'acme', order: { ...order } });
+    expect(value).toStrictEqual({ ...normalized, messageId: 'm-1' });
+  });
+
+  it('accepts the wrapped lab form with queueId', () => {
+    const value = accept(publishSchemas.pickup, { event: 'pickup', messageId: 'm-1', queueId: 'acme', order: { ...order } });
+    expect(value).toStrictEqual({ ...normalized, messageId: 'm-1' });
+  });
+
+  it('accepts the wrapped form without event or messageId', () => {
+    expect(accept(publishSchemas.pickup, { clientId: 'acme', order: { ...order } })).toStrictEqual(normalized);
+  });
+
+  it('accepts a re-emitted outbound message (order fields top-level and under order)', () => {
+    expect(accept(publishSchemas.pickup, outbound('pickup'))).toStrictEqual({ ...normalized, messageId: 'm-42' });
+  });
+
+  it('accepts a re-emitted outbound message that names a driver', () => {
+    expect(accept(publishSchemas.pickup, outbound('pickup', { driver: 'driver-1' }))).toStrictEqual({ ...normalized, messageId: 'm-42' });
+  });
+
+  it('gives the same normalized order for every shape', () => {
+    const shapes: unknown[] = [
+      { ...order },
+      { event: 'pickup', messageId: 'm-1', clientId: 'acme', order: { ...order } },
+      { event: 'pickup', messageId: 'm-1', queueId: 'acme', order: { ...order } },
+      outbound('pickup'),
+    ];
+    for (const shape of shapes) {
+      const { messageId: _messageId, ...rest } = accept(publishSchemas.pickup, shape);
+      expect(rest).toStrictEqual(normalized);
+    }
+  });
+
+  it('trims surrounding whitespace', () => {
+    const padded = { store: ' acme ', orderId: '\to-1\n', customer: ' Ada Lovelace', address: '1 Analytical Way ' };
+    expect(accept(publishSchemas.pickup, padded)).toStrictEqual(normalized);
+  });
+
+  it('accepts every field at exactly its limit', () => {
+    const atLimit = {
+      store: 's'.repeat(LIMITS.name),
+      orderId: 'o'.repeat(LIMITS.orderId),
+      customer: 'c'.repeat(LIMITS.customer),
+      address: 'a'.repeat(LIMITS.address),
+    };
+    const value = accept(publishSchemas.pickup, { ...atLimit, messageId: 'm'.repeat(LIMITS.messageId), time: 't'.repeat(LIMITS.time) });
+    expect(value).toStrictEqual({ event: 'pickup', ...atLimit, messageId: 'm'.repeat(LIMITS.messageId) });
+  });
+});
+
+describe('publishSchemas: later steps', () => {
+  for (const event of ['in-transit', 'delivered'] as const) {
+    it(`${event} accepts { store, orderId } alone`, () => {
+      expect(accept(publishSchemas[event], { store: 'acme', orderId: 'o-1' })).toStrictEqual({ event, store: 'acme', orderId: 'o-1' });
+    });
+
+    it(`${event} accepts a wrapped reference without customer or address`, () => {
+      const value = accept(publishSchemas[event], { event, messageId: 'm-2', clientId: 'driver', order: { store: 'acme', orderId: 'o-1' } });
+      expect(value).toStrictEqual({ event, store: 'acme', orderId: 'o-1', messageId: 'm-2' });
+    });
+
+    it(`${event} accepts a whole order and keeps customer and address`, () => {
+      expect(accept(publishSchemas[event], { ...order })).toStrictEqual({ event, ...order });
+    });
+
+    it(`${event} accepts a re-emitted ${event} message`, () => {
+      const message = outbound(event, { queueId: 'acme', clientId: 'acme', driver: 'driver-1' });
+      expect(accept(publishSchemas[event], message)).toStrictEqual({ event, ...order, messageId: 'm-42' });
+    });
+
+    it(`${event} refuses a missing orderId`, () => {
+      expect(refuse(publishSchemas[event], { store: 'acme' }).message).toMatch(/\borderId: is required/);
+    });
+
+    it(`${event} refuses a missing store`, () => {
+      expect(refuse(publishSchemas[event], { orderId: 'o-1' }).message).toMatch(/\bstore: is required/);
+    });
+  }
+});
+
+describe('publishSchemas.pickup: refusals', () => {
+  it.each([
+    ['null', null],
+    ['undefined', undefined],
+    ['a number', 42],
+    ['a string', 'x'],
+    ['an array', []],
+  ])('refuses %s', (_what, raw) => {
+    const error = refuse(publishSchemas.pickup, raw);
+    expect(error.message).toMatch(/^payload: .*expected object/);
+  });
+
+  it.each(['store', 'orderId', 'customer', 'address'] as const)('refuses a flat order without %s', (key) => {
+    const { [key]: _gone, ...rest } = order;
+    expect(refuse(publishSchemas.pickup, rest).message).toContain(`${key}: is required`);
+  });
+
+  it.each(['store', 'orderId', 'customer', 'address'] as const)('refuses a wrapped order without %s', (key) => {
+    const { [key]: _gone, ...rest } = order;
+    const error = refuse(publishSchemas.pickup, { event: 'pickup', messageId: 'm-1', clientId: 'acme', order: rest });
+    expect(error.message).toContain(key);
+  });
+
+  it.each(['store', 'orderId', 'customer', 'address'] as const)('refuses an empty %s', (key) => {
+    expect(refuse(publishSchemas.pickup, { ...order, [key]: '' }).message).toContain(`${key}: must not be empty`);
+  });
+
+  it.each(['store', 'orderId', 'customer', 'address'] as const)('refuses a whitespace-only %s', (key) => {
+    expect(refuse(publishSchemas.pickup, { ...order, [key]: '   ' }).message).toContain(`${key}: must not be empty`);
+  });
+
+  it('refuses an empty messageId and an empty order field under order', () => {
+    expect(refuse(publishSchemas.pickup, { ...order, messageId: '' }).message).toContain('messageId: must not be empty');
+    expect(refuse(publishSchemas.pickup, { order: { ...order, orderId: '' } }).message).toContain('order.orderId: must not be empty');
+  });
+
+  const overLong: [string, number][] = [
+    ['store', LIMITS.name],
+    ['orderId', LIMITS.orderId],
+    ['customer', LIMITS.customer],
+    ['address', LIMITS.address],
+    ['messageId', LIMITS.messageId],
+    ['time', LIMITS.time],
+    ['clientId', LIMITS.name],
+    ['queueId', LIMITS.name],
+    ['driver', LIMITS.name],
+  ];
+  it.each(overLong)('refuses a %s over %i characters', (key, max) => {
+    const error = refuse(publishSchemas.pickup, { ...order, [key]: 'x'.repeat(max + 1) });
+    expect(error.message).toMatch(new RegExp(`^${key}: `));
+    expect(error.message).toContain(`${max}`);
+  });
+
+  it.each(['store', 'orderId', 'customer', 'address'] as const)('refuses an over-long order.%s', (key) => {
+    const max = key === 'store' ? LIMITS.name : LIMITS[key];
+    const error = refuse(publishSchemas.pickup, { order: { ...order, [key]: 'x'.repeat(max + 1) } });
+    expect(error.message).toContain(`order.${key}: must be at most ${max} characters`);
+  });
+
+  it('refuses an unknown extra key at top level', () => {
+    expect(refuse(publishSchemas.pickup, { ...order, price: 9 }).message).toMatch(/Unrecognized key.*"price"/);
+  });
+
+  it('refuses an unknown extra key under order', () => {
+    const error = refuse(publishSchemas.pickup, { order: { ...order, price: 9 } });
+    expect(error.message).toMatch(/^order: Unrecognized key.*"price"/);
+  });
+
+  it.each([
+    ['store', 5],
+    ['orderId', 5],
+    ['customer', true],
+    ['address', { street: 'x' }],
+    ['messageId', 12],
+    ['clientId', ['acme']],
+    ['time', 1714564800000],
+    ['seq', '7'],
+    ['order', 'o-1'],
+    ['order', []],
+  ])('refuses %s of the wrong type (%j)', (key, value) => {
+    expect(refuse(publishSchemas.pickup, { ...order, [key]: value }).message).toMatch(new RegExp(`^${key}: `));
+  });
+
+  it.each([-1, 1.5, Number.NaN])('refuses seq %s', (seq) => {
+    expect(refuse(publishSchemas.pickup, { ...order, seq }).message).toMatch(/^seq: /);
+  });
+
+  it('refuses an unknown event name', () => {
+    expect(refuse(publishSchemas.pickup, { ...order, event: 'lost' }).message).toMatch(/^event: /);
+  });
+
+  it('refuses a wrapped order whose store disagrees with the top-level store', () => {
+    const error = refuse(publishSchemas.pickup, { store: 'other', event: 'pickup', messageId: 'm-1', order: { ...order } });
+    expect(error.message).toContain('store: disagrees with order.store');
+  });
+
+  it('refuses a wrapped order whose orderId disagrees with the top-level orderId', () => {
+    const error = refuse(publishSchemas.pickup, { ...order, orderId: 'o-2', order: { ...order } });
+    expect(error.message).toContain('orderId: disagrees with order.orderId');
+  });
+
+  it('refuses a re-emitted message whose top-level store was changed', () => {
+    expect(refuse(publishSchemas.pickup, outbound('pickup', { store: 'other' })).message).toContain('store: disagrees with order.store');
+  });
+
+  it('refuses an own __proto__ key at top level', () => {
+    const raw: unknown = JSON.parse('{"__proto__": {"customer": "x"}, "store": "acme", "orderId": "o-1", "customer": "Ada", "address": "1 Way"}');
+    expect(Object.hasOwn(raw as object, '__proto__')).toBe(true);
+    expect(refuse(publishSchemas.pickup, raw).message).toContain('__proto__');
+  });
+
+  it('refuses an own __proto__ key under order', () => {
+    const raw: unknown = JSON.parse('{"order": {"__proto__": {"polluted": true}, "store": "acme", "orderId": "o-1", "customer": "Ada", "address": "1 Way"}}');
+    expect(refuse(publishSchemas.pickup, raw).message).toContain('__proto__');
+  });
+
+  it('does not pollute Object.prototype while parsing __proto__', () => {
+    const raw: unknown = JSON.parse('{"__proto__": {"polluted": true}, "store": "acme", "orderId": "o-1"}');
+    parsePayload(publishSchemas.delivered, raw);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+});
+
+describe('publishSchemas: the event name on the wire decides, not the event field', () => {
+  // protocol/schemas.ts: `event` is informational, because a lab driver re-emits the pickup it
+  // received (event: 'pickup') as in-transit and delivered.
+  for (const event of ['in-transit', 'delivered'] as const) {
+    it(`accepts a pickup message re-emitted as ${event}, as ${event}`, () => {
+      expect(accept(publishSchemas[event], outbound('pickup'))).toStrictEqual({ event, ...order, messageId: 'm-42' });
+    });
+
+    it(`accepts a wrapped order whose event field says pickup, sent as ${event}`, () => {
+      const value = accept(publishSchemas[event], { event: 'pickup', messageId: 'm-1', clientId: 'driver', order: { ...order } });
+      expect(value).toStrictEqual({ event, ...order, messageId: 'm-1' });
+    });
+  }
+
+  it.each(PARCEL_EVENTS.filter((e) => e !== 'pickup'))('takes a pickup whose event field says %s as a pickup', (event) => {
+    expect(accept(publishSchemas.pickup, { ...order, event })).toStrictEqual(normalized);
+  });
+});
+
+describe('roomSchema', () => {
+  it.each([
+    ['a string', 'acme', 'acme'],
+    ['a padded string', '  acme ', 'acme'],
+    ['{ clientId }', { clientId: 'driver' }, 'driver'],
+    ['{ queueId }', { queueId: 'DRIVER' }, 'DRIVER'],
+    ['{ store }', { store: 'acme' }, 'acme'],
+  ])('accepts %s', (_what, raw, name) => {
+    expect(accept(roomSchema, raw)).toBe(name);
+  });
+
+  it.each([
+    ['{}', {}],
+    ["''", ''],
+    ['5', 5],
+    ['null', null],
+    ['undefined', undefined],
+    ['{ name }', { name: 'acme' }],
+    ['{ store: "" }', { store: '' }],
+    ['an over-long name', 'x'.repeat(LIMITS.name + 1)],
+  ])('refuses %s', (_what, raw) => {
+    expect(refuse(roomSchema, raw).message.length).toBeGreaterThan(0);
+  });
+
+  it('names what is missing when the object names nothing', () => {
+    expect(refuse(roomSchema, {}).message).toContain('names no store or client');
+  });
+
+  it('refuses an own __proto__ key', () => {
+    expect(refuse(roomSchema, JSON.parse('{"__proto__": {"store": "x"}}')).message).toContain('__proto__');
+  });
+});
+
+describe('receivedSchema', () => {
+  it('accepts { clientId, messageId }', () => {
+    expect(accept(receivedSchema, { clientId: 'driver', messageId: 'm-1' })).toStrictEqual({ queue: 'driver', messageId: 'm-1' });
+  });
+
+  it('accepts { clientId, messageId, event }', () => {
+    const value = accept(receivedSchema, { clientId: 'acme', messageId: 'm-1', event: 'delivered' });
+    expect(value).toStrictEqual({ queue: 'acme', messageId: 'm-1', event: 'delivered' });
+  });
+
+  it('accepts { queueId, messageId }', () => {
+    expect(accept(receivedSchema, { queueId: 'driver', messageId: 'm-1' })).toStrictEqual({ queue: 'driver', messageId: 'm-1' });
+  });
+
+  it('prefers queueId when both ids are sent', () => {
+    expect(accept(receivedSchema, { queueId: 'q', clientId: 'c', messageId: 'm-1' })).toStrictEqual({ queue: 'q', messageId: 'm-1' });
+  });
+
+  it('refuses a missing queue id', () => {
+    expect(refuse(receivedSchema, { messageId: 'm-1' }).message).toContain('clientId: clientId or queueId is required');
+  });
+
+  it('refuses a missing messageId', () => {
+    expect(refuse(receivedSchema, { clientId: 'driver' }).message).toMatch(/^messageId: /);
+  });
+
+  it.each([
+    ['a bare string', 'driver'],
+    ['null', null],
+    ['an unknown event', { clientId: 'driver', messageId: 'm-1', event: 'lost' }],
+    ['an extra key', { clientId: 'driver', messageId: 'm-1', extra: 1 }],
+    ['an empty messageId', { clientId: 'driver', messageId: '' }],
+  ])('refuses %s', (_what, raw) => {
+    refuse(receivedSchema, raw);
+  });
+});
+
+describe('getAllSchema', () => {
+  it('accepts { clientId }', () => {
+    expect(accept(getAllSchema, { clientId: 'driver' })).toStrictEqual({ queue: 'driver' });
+  });
+
+  it('accepts { clientId, event }', () => {
+    expect(accept(getAllSchema, { clientId: 'acme', event: 'delivered' })).toStrictEqual({ queue: 'acme', event: 'delivered' });
+  });
+
+  it('accepts { queueId }', () => {
+    expect(accept(getAllSchema, { queueId: 'driver' })).toStrictEqual({ queue: 'driver' });
+  });
+
+  it('accepts a bare string', () => {
+    expect(accept(getAllSchema, 'driver')).toStrictEqual({ queue: 'driver' });
+  });
+
+  it('refuses a missing queue id', () => {
+    expect(refuse(getAllSchema, {}).message).toContain('clientId or queueId is required');
+    expect(refuse(getAllSchema, { event: 'pickup' }).message).toContain('clientId or queueId is required');
+  });
+
+  it.each([
+    ['an empty string', ''],
+    ['a number', 5],
+    ['null', null],
+    ['an unknown event', { clientId: 'driver', event: 'lost' }],
+  ])('refuses %s', (_what, raw) => {
+    refuse(getAllSchema, raw);
+  });
+});

@@ -11,6 +11,7 @@ export const demoCommand = {
   flags: {
     port: { type: 'integer', description: "the hub's TCP port; 0 picks a free one", placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
     interval: { type: 'integer', description: 'milliseconds between new parcels at each vendor', placeholder: 'MS', default: 2000, min: 1 },
+    data: { type: 'string', description: "the hub's data folder (its SQLite store)", placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
     delay: { type: 'integer', description: 'milliseconds each driver takes between in-transit and delivered', placeholder: 'MS', default: 1000, min: 0 },
   },
   examples: ['npm start', 'npm start -- --port 4000 --interval 500'],
@@ -89,7 +90,7 @@ export function runDemo(argv: readonly string[]): Promise<number> {
     let hubUrl: string | undefined;
     const listening = new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`the hub did not report listening within ${HUB_START_TIMEOUT_MS} ms`)), HUB_START_TIMEOUT_MS);
-      const hub = start('hub', ['hub', '--port', String(flags.port), '--host', '127.0.0.1', '--allow-anonymous'], (line) => {
+      const hub = start('hub', ['hub', '--port', String(flags.port), '--host', '127.0.0.1', '--data', flags.data, '--allow-anonymous'], (line) => {
         const match = /listening on (http:\/\/\S+)/.exec(line);
         if (match?.[1] && !hubUrl) {
           hubUrl = match[1];

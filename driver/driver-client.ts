@@ -4,6 +4,7 @@ import { connectCaps, describeFailure, waitConnected } from '../protocol/connect
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
+import { RecentIds } from '../protocol/recent-ids.js';
 
 export interface DriverOptions {
   url: string;
@@ -29,6 +30,10 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   private readonly delay: number;
   private readonly ackTimeoutMs: number;
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Pickups in hand, by messageId, with the ack to answer once delivered. */
+  private readonly jobs = new Map<string, { ack: MessageAck }>();
+  /** Pickups already delivered: a copy sent again is only acknowledged. */
+  private readonly finished = new RecentIds(10_000);
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -65,32 +70,59 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     return this.closing;
   }
 
+  /**
+   * Takes a pickup. Its ack goes back only once the parcel is delivered: if this driver stops
+   * half-way, the hub still holds the pickup and hands it to another driver.
+   */
   private onPickup(message: ParcelMessage, ack: MessageAck): void {
-    ack({ ok: true });
+    if (this.finished.has(message.messageId)) {
+      ack({ ok: true });
+      return;
+    }
+    const job = this.jobs.get(message.messageId);
+    if (job) {
+      // sent again (a reconnect, or our ack was late): answer on the newest callback when done
+      job.ack = ack;
+      return;
+    }
+    this.jobs.set(message.messageId, { ack });
     this.log(`DRIVER: picked up ${message.orderId}`);
     this.emit('picked-up', message);
-    void this.report('in-transit', message).then(() => {
-      if (this.closed) return;
-      const timer = setTimeout(() => {
-        this.timers.delete(timer);
-        this.log(`DRIVER: delivered ${message.orderId}`);
-        void this.report('delivered', message).then((result) => {
-          if (result) this.emit('delivered', message);
-        });
-      }, this.delay);
-      this.timers.add(timer);
-    });
+    void this.deliver(message);
   }
 
-  /** Publishes a step for a parcel; sends again until the hub acknowledges it. */
-  private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | undefined> {
+  private async deliver(message: ParcelMessage): Promise<void> {
+    const transit = await this.report('in-transit', message);
+    if (this.closed) return;
+    if (transit !== 'refused') {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          resolve();
+        }, this.delay);
+        this.timers.add(timer);
+      });
+      if (this.closed) return;
+      this.log(`DRIVER: delivered ${message.orderId}`);
+      const delivered = await this.report('delivered', message);
+      if (this.closed) return;
+      if (delivered !== 'refused') this.emit('delivered', message);
+    }
+    // done with it either way: a refused step will not succeed by trying again
+    this.finished.add(message.messageId);
+    this.jobs.get(message.messageId)?.ack({ ok: true });
+    this.jobs.delete(message.messageId);
+  }
+
+  /** Publishes a step for a parcel; sends again until the hub answers. */
+  private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | 'refused' | undefined> {
     const payload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address };
     while (!this.closed) {
       try {
         const result = await this.socket.timeout(this.ackTimeoutMs).emitWithAck(event, payload);
         if (result.ok) return result.data;
         this.emitProblem(`${event} for ${message.orderId} refused: ${describeFailure(result)}`);
-        return undefined;
+        return 'refused';
       } catch {
         this.emitProblem(`no ack for ${event} of ${message.orderId} within ${this.ackTimeoutMs} ms; sending again`);
       }

@@ -7,8 +7,12 @@ import { fail } from '../protocol/result.js';
 import { handleConnection } from './connection.js';
 import type { Logger } from './logger.js';
 import { createLogger } from './logger.js';
-import type { DispatchMode } from './router.js';
-import { Router } from './router.js';
+import type { DeliveryOptions, DispatchMode } from './delivery.js';
+import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
+import { MemoryStore } from './store/memory-store.js';
+import { SqliteStore } from './store/sqlite-store.js';
+import type { QueueStore, StoreKind } from './store/store.js';
+import { DEFAULT_LIMITS } from './store/store.js';
 import type { CapsServer } from './types.js';
 
 export interface HubOptions {
@@ -22,6 +26,18 @@ export interface HubOptions {
   dispatch?: DispatchMode;
   /** Largest message a client may send, in bytes. Default 64 KiB. */
   maxPayloadBytes?: number;
+  /** Where parcels and queues live. Default `sqlite`. */
+  store?: StoreKind;
+  /** Folder of the SQLite store. Default `./data`. */
+  dataDir?: string;
+  /** SQLite's fsync policy: `full` (default) survives power loss, `normal` a killed process. */
+  sync?: 'full' | 'normal';
+  /** Messages one queue may hold before steps into it are refused. Default 10,000. */
+  maxQueueDepth?: number;
+  /** First wait for a client's ack before sending again (doubles each try). Default 30 s. */
+  ackTimeoutMs?: number;
+  /** Pickups one driver may hold at once. Default 64. */
+  driverPrefetch?: number;
   logger?: Logger;
 }
 
@@ -53,16 +69,30 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     cors: { origin: false },
   });
   const nsp = io.of(CAPS_NAMESPACE);
-  const router = new Router(nsp, logger, options.dispatch ?? 'one');
-  nsp.on('connection', (socket) => handleConnection({ logger, router }, socket));
-
-  await new Promise<void>((resolve, reject) => {
-    httpServer.once('error', reject);
-    httpServer.listen(options.port ?? 3000, options.host, () => {
-      httpServer.off('error', reject);
-      resolve();
+  const store = openStore(options);
+  const deliveryOptions: DeliveryOptions = {
+    ...DEFAULT_DELIVERY,
+    ...(options.dispatch ? { dispatch: options.dispatch } : {}),
+    ...(options.ackTimeoutMs ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
+    ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
+  };
+  const delivery = new Delivery(nsp, store, logger, deliveryOptions);
+  try {
+    await delivery.load();
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(options.port ?? 3000, options.host, () => {
+        httpServer.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  // connections are taken only once the queues are loaded, so a backlog is never missed
+  nsp.on('connection', (socket) => handleConnection({ logger, store, delivery }, socket));
+  logger.info('STORE', { kind: store.kind, ...(store.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}) });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
@@ -72,12 +102,22 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     port,
     url,
     close() {
-      closing ??= new Promise<void>((resolve) => {
-        // io.close() closes the HTTP server too; idle keep-alive connections would hold it open
-        httpServer.closeIdleConnections();
-        void io.close(() => resolve());
-      });
+      closing ??= (async () => {
+        delivery.close();
+        await new Promise<void>((resolve) => {
+          // io.close() closes the HTTP server too; idle keep-alive connections would hold it open
+          httpServer.closeIdleConnections();
+          void io.close(() => resolve());
+        });
+        await store.close();
+      })();
       return closing;
     },
   };
+}
+
+function openStore(options: HubOptions): QueueStore {
+  const limits = { ...DEFAULT_LIMITS, ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}) };
+  if (options.store === 'memory') return new MemoryStore(limits);
+  return new SqliteStore({ dir: options.dataDir ?? './data', sync: options.sync ?? 'full', ...limits });
 }

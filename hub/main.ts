@@ -11,9 +11,14 @@ export const hubCommand = {
     host: { type: 'string', description: 'interface to listen on (default: every interface)', placeholder: 'HOST' },
     'allow-anonymous': { type: 'boolean', description: "open lab mode: any client may connect without a token (until tokens land, the only mode)" },
     dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver; broadcast: to every driver (the lab)', choices: ['one', 'broadcast'], default: 'one' },
+    store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart)', choices: ['sqlite', 'memory'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
+    data: { type: 'string', description: 'folder of the SQLite store', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
+    sync: { type: 'choice', description: 'SQLite fsync: full survives power loss, normal only a killed process', choices: ['full', 'normal'], default: 'full' },
+    'ack-timeout': { type: 'integer', description: "first wait for a client's ack before sending again (doubles each try)", placeholder: 'MS', default: 30000, min: 100 },
+    'max-queue': { type: 'integer', description: 'messages one queue may hold; past it, publishes into it are refused with CAPS_ERR_QUEUE_FULL', placeholder: 'N', default: 10000, min: 1 },
     json: { type: 'boolean', description: 'log one JSON object per line instead of readable lines' },
   },
-  examples: ['caps hub --port 3000', 'PORT=4000 caps hub --json'],
+  examples: ['caps hub --port 3000 --data ./data', 'PORT=4000 caps hub --json --store memory'],
 } as const satisfies CommandSpec;
 
 export function runHub(argv: readonly string[]): Promise<number> {
@@ -22,14 +27,26 @@ export function runHub(argv: readonly string[]): Promise<number> {
     logger.warn('OPEN LAB MODE: anyone who can reach this port may connect, read and publish parcels (no authentication yet)');
     let hub;
     try {
-      hub = await createHub({ port: flags.port, host: flags.host, allowAnonymous: true, dispatch: flags.dispatch as 'one' | 'broadcast', logger });
+      hub = await createHub({
+        port: flags.port,
+        host: flags.host,
+        allowAnonymous: true,
+        dispatch: flags.dispatch as 'one' | 'broadcast',
+        store: flags.store as 'sqlite' | 'memory',
+        dataDir: flags.data,
+        sync: flags.sync as 'full' | 'normal',
+        ackTimeoutMs: flags['ack-timeout'],
+        maxQueueDepth: flags['max-queue'],
+        logger,
+      });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EADDRINUSE') {
         process.stderr.write(`caps hub: port ${flags.port} is in use; stop what uses it or pick another with --port\n`);
         return 1;
       }
-      throw err;
+      process.stderr.write(`caps hub: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 1;
     }
     logger.info(`CAPS hub listening on ${hub.url} (namespace /caps, dispatch ${flags.dispatch})`, { port: hub.port });
     const signal = await untilSignal();

@@ -7,6 +7,12 @@ export const CAPS_ERRORS = {
   CAPS_ERR_INVALID_PAYLOAD: { status: 400, message: 'The payload does not match the schema of this event' },
   CAPS_ERR_UNKNOWN_EVENT: { status: 400, message: 'This event is not part of the CAPS protocol' },
   CAPS_ERR_MISSING_NAME: { status: 400, message: 'join and leave need a store name or a client id' },
+  CAPS_ERR_UNKNOWN_PARCEL: { status: 404, message: 'No pickup was recorded for this parcel' },
+  CAPS_ERR_OUT_OF_ORDER: { status: 409, message: 'This step cannot follow the parcel\'s current state' },
+  CAPS_ERR_QUEUE_FULL: { status: 503, message: 'The queue this step would go into is full; try again once its client catches up' },
+  CAPS_ERR_UNKNOWN_QUEUE: { status: 404, message: 'No such queue' },
+  CAPS_ERR_UNKNOWN_MESSAGE: { status: 404, message: 'No such message in this queue' },
+  CAPS_ERR_STORAGE: { status: 503, message: 'The hub cannot store events right now' },
   CAPS_ERR_NOT_FOUND: { status: 404, message: 'No such resource' },
   CAPS_ERR_INTERNAL: { status: 500, message: 'The hub failed to handle this request' },
 } as const satisfies Record<string, { status: number; message: string }>;

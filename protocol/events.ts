@@ -33,6 +33,11 @@ export interface SocketData {
   name: string;
   /** Stores whose rooms a vendor has joined. */
   stores: Set<string>;
+  /**
+   * True once the client is known to acknowledge messages (our clients from the start, a lab
+   * client after its first ack or `received`). Only such clients are re-sent on a timer.
+   */
+  acks: boolean;
 }
 
 /** The namespace every CAPS client connects to. */

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CommandSpec } from '../cli/args.js';
 import { demoCommand } from '../cli/demo.js';
@@ -14,8 +17,17 @@ const DEMO_RUNNING = /^\[demo\]\s+CAPS demo running: hub at (http:\/\/\S+)/;
 /** Process ids found while a test ran (e.g. `caps demo`'s children): SIGKILLed afterwards if still alive. */
 const strayPids = new Set<number>();
 const rawClients: RawClient[] = [];
+const tempDirs: string[] = [];
+
+/** A fresh data folder for a hub, removed after the test. */
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'caps-cli-'));
+  tempDirs.push(dir);
+  return dir;
+}
 
 afterEach(async () => {
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   for (const client of rawClients.splice(0)) client.close();
   await killAllCli();
   for (const pid of strayPids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
@@ -24,7 +36,7 @@ afterEach(async () => {
 
 /** Starts `caps hub` on 127.0.0.1 and a free port; resolves once it says where it listens. */
 async function startHub(extra: string[] = []): Promise<{ hub: CliProcess; url: string }> {
-  const hub = startCli(['hub', '--port', '0', '--host', '127.0.0.1', ...extra]);
+  const hub = startCli(['hub', '--port', '0', '--host', '127.0.0.1', '--data', tempDir(), ...extra]);
   const [line] = await hub.stdout.waitFor(LISTENING, 'the hub to report where it listens', 10_000);
   const url = LISTENING.exec(line ?? '')?.[1];
   if (url === undefined) throw new Error(`no URL in the hub's listening line: ${line}`);
@@ -123,8 +135,9 @@ describe('caps hub --json', () => {
     }
     const msgs = records.map((r) => String(r['msg']));
     expect(msgs[0]).toMatch(/^OPEN LAB MODE/);
-    expect(msgs[1]).toMatch(LISTENING);
-    expect(records[1]).toMatchObject({ port: portOf(url) });
+    const listening = records.find((r) => LISTENING.test(String(r['msg'])));
+    expect(listening).toMatchObject({ port: portOf(url) });
+    expect(records.find((r) => r['msg'] === 'STORE')).toMatchObject({ kind: 'sqlite', sync: 'full' });
     expect(msgs).toEqual(expect.arrayContaining(['CONNECTED', 'EVENT', 'DISCONNECTED']));
     expect(records.find((r) => r['msg'] === 'EVENT')).toMatchObject({ event: 'pickup', payload: { orderId: parcel.orderId } });
     expect(msgs.slice(-2)).toEqual(['STOPPING', 'STOPPED']);
@@ -189,7 +202,7 @@ describe.concurrent('usage errors exit 2', () => {
   });
 
   it('a bad value from the environment (PORT=abc caps hub) names the variable', async () => {
-    const result = await runCli(['hub', '--host', '127.0.0.1'], { env: { PORT: 'abc' } });
+    const result = await runCli(['hub', '--host', '127.0.0.1', '--store', 'memory'], { env: { PORT: 'abc' } });
     expect(result.code, result.output).toBe(2);
     expect(result.stderr).toMatch(/^caps hub: PORT must be a whole number, got 'abc'$/m);
   });
@@ -205,7 +218,7 @@ describe('caps hub on a port in use', () => {
   it('exits 1 and says the port is in use', async () => {
     const { hub, url } = await startHub();
     const port = String(portOf(url));
-    const second = await runCli(['hub', '--port', port, '--host', '127.0.0.1']);
+    const second = await runCli(['hub', '--port', port, '--host', '127.0.0.1', '--store', 'memory']);
     expect(second.code, second.output).toBe(1);
     expect(second.stderr).toMatch(new RegExp(`^caps hub: port ${port} is in use\\b`, 'm'));
     expect(second.output).not.toMatch(LISTENING);
@@ -220,7 +233,7 @@ describe('caps hub on a port in use', () => {
 describe('caps demo', () => {
   /** Starts the demo and waits until it runs; returns the hub's port and the 5 processes it started. */
   async function startDemo(): Promise<{ demo: CliProcess; port: number; children: Array<{ pid: number; args: string }> }> {
-    const demo = startCli(['demo', '--port', '0', '--interval', '200', '--delay', '50']);
+    const demo = startCli(['demo', '--port', '0', '--interval', '200', '--delay', '50', '--data', tempDir()]);
     const [running] = await demo.lines.waitFor(DEMO_RUNNING, "the demo to say it's running", 15_000);
     const url = DEMO_RUNNING.exec(running ?? '')?.[1];
     if (url === undefined) throw new Error(`no hub URL in the demo's line: ${running}`);

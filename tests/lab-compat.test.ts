@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ParcelMessage } from '../protocol/messages.js';
-import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
+import { Cleanup, RawClient, order, records, startHub } from './helpers/hub.js';
 
 /**
  * The course's own clients, written as they are in the lab: plain socket.io-client, default
@@ -77,18 +77,26 @@ describe('the course’s clients, unchanged', () => {
     expect(logs.matching(/REFUSED/)).toEqual([]);
   });
 
-  it('answers join, leave, received and getAll with an ok ack when asked for one', async () => {
+  it('answers join, leave and getAll with an ok ack when asked for one', async () => {
     const { url } = cleanup.add(await startHub(), (h) => h.close());
     const client = cleanup.add(new RawClient(url), (c) => c.close());
     await client.connected();
     await expect(client.request('join', 'acme')).resolves.toEqual({ ok: true, data: { role: 'vendor', room: 'acme' } });
     await expect(client.request('join', { store: 'acme' })).resolves.toMatchObject({ ok: true });
-    await expect(client.request('received', { clientId: 'acme', messageId: 'm1' })).resolves.toMatchObject({ ok: true });
-    await expect(client.request('getAll', { clientId: 'acme', event: 'delivered' })).resolves.toMatchObject({ ok: true });
+    await expect(client.request('getAll', { clientId: 'acme', event: 'delivered' })).resolves.toEqual({ ok: true, data: { queue: 'acme', sent: 0 } });
     await expect(client.request('getAll', 'acme')).resolves.toMatchObject({ ok: true });
     await expect(client.request('leave', { queueId: 'acme' })).resolves.toEqual({ ok: true, data: { role: 'vendor', room: 'acme' } });
     const driver = cleanup.add(new RawClient(url), (c) => c.close());
     await expect(driver.request('join', 'driver')).resolves.toEqual({ ok: true, data: { role: 'driver', room: 'driver' } });
+  });
+
+  it('refuses received for an unknown queue or message with a code, never an exception', async () => {
+    const { url, logs } = cleanup.add(await startHub(), (h) => h.close());
+    const client = cleanup.add(new RawClient(url), (c) => c.close());
+    await expect(client.request('received', { clientId: 'nowhere', messageId: 'm1' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_UNKNOWN_QUEUE' } });
+    await expect(client.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    await expect(client.request('received', { queueId: 'DRIVER', messageId: 'no-such-message' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_UNKNOWN_MESSAGE' } });
+    expect(records(logs, 'REFUSED').map((r) => r['code'])).toEqual(['CAPS_ERR_UNKNOWN_QUEUE', 'CAPS_ERR_UNKNOWN_MESSAGE']);
   });
 
   it('stops sending a store’s events to a client that left its room', async () => {

@@ -6,6 +6,7 @@ import { connectCaps, describeFailure, waitConnected } from '../protocol/connect
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
 import type { Order } from '../protocol/schemas.js';
+import { RecentIds } from '../protocol/recent-ids.js';
 
 export interface VendorOptions {
   /** Hub URL, e.g. `http://localhost:3000`. */
@@ -37,6 +38,8 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   private readonly ackTimeoutMs: number;
   /** Orders this process published and is waiting to see delivered. */
   private readonly awaiting = new Set<string>();
+  /** Messages already handled: the hub delivers at least once, so some arrive twice. */
+  private readonly seen = new RecentIds(10_000);
   private closed = false;
   private closing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -141,12 +144,14 @@ export class VendorClient extends EventEmitter<VendorEvents> {
 
   private onInTransit(message: ParcelMessage, ack: MessageAck): void {
     ack({ ok: true });
+    if (!this.seen.add(message.messageId)) return;
     this.log(`VENDOR: ${message.orderId} is on its way to ${message.customer}`);
     this.emit('in-transit', message);
   }
 
   private onDelivered(message: ParcelMessage, ack: MessageAck): void {
     ack({ ok: true });
+    if (!this.seen.add(message.messageId)) return;
     this.log(`VENDOR: Thank you for delivering ${message.orderId} to ${message.customer}`);
     this.awaiting.delete(message.orderId);
     this.emit('delivered', message);

@@ -1,0 +1,287 @@
+import type { ParcelMessage } from '../protocol/messages.js';
+import { DRIVER_QUEUE } from '../protocol/messages.js';
+import type { ParcelEvent } from '../protocol/schemas.js';
+import { DRIVERS_ROOM, storeRoom } from './identity.js';
+import type { Logger } from './logger.js';
+import type { AckOutcome, QueueStore } from './store/store.js';
+import type { CapsNamespace, CapsSocket } from './types.js';
+
+/** `one`: each pickup goes to exactly one driver. `broadcast`: to every driver (the lab's hub). */
+export type DispatchMode = 'one' | 'broadcast';
+
+export interface DeliveryOptions {
+  dispatch: DispatchMode;
+  /** First wait for a client's ack before sending again; doubles on each try. */
+  ackTimeoutMs: number;
+  /** Longest wait between tries. */
+  maxBackoffMs: number;
+  /** Pickups one driver may hold unacknowledged at once. */
+  driverPrefetch: number;
+}
+
+export const DEFAULT_DELIVERY: DeliveryOptions = {
+  dispatch: 'one',
+  ackTimeoutMs: 30_000,
+  maxBackoffMs: 300_000,
+  driverPrefetch: 64,
+};
+
+interface Entry {
+  message: ParcelMessage;
+  /** The driver holding this pickup (dispatch `one`). */
+  holder?: CapsSocket;
+  /** How many times it was sent; sets the back-off of the next wait. */
+  attempts: number;
+}
+
+/** How a message left its queue. */
+export type AckVia = 'ack' | 'received' | 'delivered';
+
+/**
+ * Moves queued messages to connected clients and takes them off their queue when acknowledged.
+ *
+ * - The driver queue: with dispatch `one` each pickup is held by one driver at a time (competing
+ *   consumers, round robin, at most `driverPrefetch` each); if that driver disconnects or does not
+ *   acknowledge in time, the pickup goes to another driver. With `broadcast` every driver gets it.
+ * - A store's queue: every vendor process of the store gets each message; the first ack removes it.
+ * - Unacknowledged messages are sent again on reconnect (join), on `getAll`, and after the ack
+ *   time-out, with back-off. A lab client that never acknowledges anything is not re-sent on a
+ *   timer (it would repeat itself forever); its messages wait for `received`, `getAll` or a
+ *   reconnect.
+ */
+export class Delivery {
+  private readonly queues = new Map<string, Map<string, Entry>>();
+  private readonly held = new Map<string, Set<Entry>>();
+  private readonly backlogNoted = new Map<string, number>();
+  private nextDriver = 0;
+  private closed = false;
+  /** Messages sent again after a time-out or a lost consumer. */
+  redeliveries = 0;
+
+  constructor(
+    private readonly nsp: CapsNamespace,
+    private readonly store: QueueStore,
+    private readonly logger: Logger,
+    private readonly options: DeliveryOptions,
+  ) {}
+
+  /** Loads what the store still holds (after a restart) so it flows when clients connect. */
+  async load(): Promise<void> {
+    for (const info of await this.store.queues()) {
+      for (const message of await this.store.pending(info.queue)) this.entries(info.queue).set(message.messageId, { message, attempts: 0 });
+      if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth });
+    }
+  }
+
+  /** A message the store has committed: send it where it goes. */
+  add(message: ParcelMessage): void {
+    const entry: Entry = { message, attempts: 0 };
+    const queue = message.queueId;
+    this.entries(queue).set(message.messageId, entry);
+    if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
+      this.pump();
+    } else {
+      const sockets = this.consumers(queue);
+      for (const socket of sockets) this.send(socket, entry);
+    }
+    this.noteBacklog(queue);
+  }
+
+  /** Takes a message off its queue (whoever acknowledged it), then frees its driver for more. */
+  async ack(queue: string, messageId: string, via: AckVia): Promise<AckOutcome> {
+    const entries = this.queues.get(queue);
+    const entry = entries?.get(messageId);
+    if (entry) {
+      entries?.delete(messageId);
+      this.release(entry);
+    }
+    const outcome = await this.store.ack(queue, messageId);
+    if (entry && entries?.size === 0 && this.backlogNoted.has(queue)) {
+      this.backlogNoted.delete(queue);
+      this.logger.info('QUEUE DRAINED', { queue, via });
+    }
+    if (entry && queue === DRIVER_QUEUE) this.pump();
+    return outcome;
+  }
+
+  /** A driver that reports a parcel delivered has done with its pickup, whether or not it acked. */
+  async settlePickup(store: string, orderId: string): Promise<void> {
+    for (const entry of this.queues.get(DRIVER_QUEUE)?.values() ?? []) {
+      if (entry.message.store === store && entry.message.orderId === orderId) {
+        await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
+        return;
+      }
+    }
+  }
+
+  /** A driver came online or asked for work. */
+  driverReady(socket: CapsSocket): void {
+    if (this.options.dispatch === 'one') this.pump();
+    else this.replay(socket, DRIVER_QUEUE);
+  }
+
+  /** Sends everything queued for `queue` to one socket, in order (reconnect, join, getAll). */
+  replay(socket: CapsSocket, queue: string, event?: ParcelEvent): number {
+    const entries = this.queues.get(queue);
+    if (!entries || entries.size === 0) return 0;
+    let sent = 0;
+    if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
+      // a driver asking for the pickups gets what it holds plus what nobody holds
+      for (const entry of entries.values()) {
+        if (event && entry.message.event !== event) continue;
+        if (entry.holder && entry.holder !== socket) continue;
+        if (!entry.holder) this.hold(entry, socket);
+        this.send(socket, entry);
+        sent++;
+      }
+    } else {
+      for (const entry of entries.values()) {
+        if (event && entry.message.event !== event) continue;
+        this.send(socket, entry);
+        sent++;
+      }
+    }
+    if (sent > 0) this.logger.info('REPLAY', { queue, messages: sent, socket: socket.id });
+    return sent;
+  }
+
+  /** A client is gone: what it held goes to someone else. */
+  disconnected(socket: CapsSocket): void {
+    const holding = this.held.get(socket.id);
+    this.held.delete(socket.id);
+    if (!holding || holding.size === 0) return;
+    for (const entry of holding) entry.holder = undefined;
+    this.redeliveries += holding.size;
+    this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.size, reason: 'driver disconnected', socket: socket.id });
+    this.pump();
+  }
+
+  depth(queue: string): number {
+    return this.queues.get(queue)?.size ?? 0;
+  }
+
+  knows(queue: string): boolean {
+    return this.queues.has(queue);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  private entries(queue: string): Map<string, Entry> {
+    let entries = this.queues.get(queue);
+    if (!entries) {
+      entries = new Map();
+      this.queues.set(queue, entries);
+    }
+    return entries;
+  }
+
+  /** Hands waiting pickups to drivers with room for more, round robin. */
+  private pump(): void {
+    const entries = this.queues.get(DRIVER_QUEUE);
+    if (this.closed || !entries || entries.size === 0) return;
+    const drivers = this.drivers();
+    if (drivers.length === 0) return;
+    for (const entry of entries.values()) {
+      if (entry.holder) continue;
+      const driver = this.pickDriver(drivers);
+      if (!driver) return;
+      this.hold(entry, driver);
+      this.send(driver, entry);
+    }
+  }
+
+  private pickDriver(drivers: CapsSocket[]): CapsSocket | undefined {
+    for (let i = 0; i < drivers.length; i++) {
+      const driver = drivers[(this.nextDriver + i) % drivers.length];
+      if (driver && (this.held.get(driver.id)?.size ?? 0) < this.options.driverPrefetch) {
+        this.nextDriver = (this.nextDriver + i + 1) % drivers.length;
+        return driver;
+      }
+    }
+    return undefined;
+  }
+
+  private hold(entry: Entry, socket: CapsSocket): void {
+    entry.holder = socket;
+    let set = this.held.get(socket.id);
+    if (!set) {
+      set = new Set();
+      this.held.set(socket.id, set);
+    }
+    set.add(entry);
+  }
+
+  private release(entry: Entry): void {
+    if (entry.holder) this.held.get(entry.holder.id)?.delete(entry);
+    entry.holder = undefined;
+  }
+
+  private send(socket: CapsSocket, entry: Entry): void {
+    if (this.closed) return;
+    entry.attempts++;
+    const wait = Math.min(this.options.ackTimeoutMs * 2 ** (entry.attempts - 1), this.options.maxBackoffMs);
+    const { queueId: queue, messageId, event } = entry.message;
+    socket.timeout(wait).emit(event, entry.message, (err: Error | null) => {
+      if (this.closed) return;
+      if (!err) {
+        socket.data.acks = true;
+        void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
+        return;
+      }
+      if (this.queues.get(queue)?.get(messageId) !== entry) return; // acknowledged some other way meanwhile
+      if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
+        if (entry.holder !== socket) return;
+        this.release(entry);
+        this.redeliveries++;
+        this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
+        this.pump();
+      } else if (socket.connected && socket.data.acks) {
+        this.redeliveries++;
+        this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
+        this.send(socket, entry);
+      }
+    });
+  }
+
+  /** Who receives messages of a fan-out queue: a store's vendors, or (broadcast) every driver. */
+  private consumers(queue: string): CapsSocket[] {
+    if (queue === DRIVER_QUEUE) return this.drivers();
+    const room = this.nsp.adapter.rooms.get(storeRoom(queue));
+    if (!room) return [];
+    const out: CapsSocket[] = [];
+    for (const id of room) {
+      const socket = this.nsp.sockets.get(id);
+      if (socket) out.push(socket);
+    }
+    return out;
+  }
+
+  /**
+   * Drivers who said so; failing those, lab clients that have not said who they are (the
+   * course's drivers often never do).
+   */
+  private drivers(): CapsSocket[] {
+    const room = this.nsp.adapter.rooms.get(DRIVERS_ROOM);
+    const drivers: CapsSocket[] = [];
+    for (const id of room ?? []) {
+      const socket = this.nsp.sockets.get(id);
+      if (socket) drivers.push(socket);
+    }
+    if (drivers.length > 0) return drivers;
+    return [...this.nsp.sockets.values()].filter((socket) => socket.data.role === 'unknown');
+  }
+
+  /** Logs a backlog when a queue has nobody to take it, at 1, 10, 100, ... messages. */
+  private noteBacklog(queue: string): void {
+    const depth = this.depth(queue);
+    const consumers = queue === DRIVER_QUEUE ? this.drivers().length : this.consumers(queue).length;
+    if (consumers > 0 && queue !== DRIVER_QUEUE) return;
+    const noted = this.backlogNoted.get(queue) ?? 0;
+    if (depth >= Math.max(1, noted * 10) && (consumers === 0 || depth >= 10)) {
+      this.backlogNoted.set(queue, depth);
+      this.logger.warn('BACKLOG', { queue, depth, waiting: consumers === 0 ? `no ${queue === DRIVER_QUEUE ? 'driver' : 'vendor'} online` : 'drivers busy' });
+    }
+  }
+}

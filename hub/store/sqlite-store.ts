@@ -1,0 +1,202 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { ParcelMessage } from '../../protocol/messages.js';
+import type { ParcelEvent } from '../../protocol/schemas.js';
+import { CapsError } from '../../protocol/errors.js';
+import type { Mutation } from './store-core.js';
+import { StoreCore } from './store-core.js';
+import type { AckOutcome, ParcelRecord, QueueInfo, QueueStore, StepInput, StepOutcome, StoreLimits } from './store.js';
+import { DEFAULT_LIMITS } from './store.js';
+
+export interface SqliteStoreOptions extends Partial<StoreLimits> {
+  /** Folder for `caps.sqlite` (created if missing). */
+  dir: string;
+  /**
+   * `full`: fsync on every commit, survives power loss. `normal`: survives a killed process, may
+   * lose the last commits on power loss. Default `full`.
+   */
+  sync?: 'full' | 'normal';
+}
+
+/** Parcels kept in memory before delivered ones are dropped from the cache (they stay on disk). */
+const PARCEL_CACHE = 50_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS parcels (
+  store TEXT NOT NULL, order_id TEXT NOT NULL, customer TEXT NOT NULL, address TEXT NOT NULL,
+  state TEXT NOT NULL, driver TEXT, PRIMARY KEY (store, order_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS steps (
+  store TEXT NOT NULL, order_id TEXT NOT NULL, event TEXT NOT NULL, time TEXT NOT NULL, driver TEXT,
+  PRIMARY KEY (store, order_id, event)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+  queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL,
+  PRIMARY KEY (queue, seq)
+);
+`;
+
+/**
+ * The embedded default: SQLite in WAL mode. State is worked out in memory (StoreCore) and the
+ * changes of one event-loop turn are committed together in one transaction, so one fsync covers
+ * many events; every caller is answered only after the commit that holds its change.
+ */
+export class SqliteStore implements QueueStore {
+  readonly kind = 'sqlite' as const;
+  private readonly db: Database.Database;
+  private readonly core: StoreCore;
+  private batch: Mutation[] = [];
+  private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  private scheduled = false;
+  private broken: Error | undefined;
+  private closing: Promise<void> | undefined;
+  private readonly statements;
+
+  constructor(options: SqliteStoreOptions) {
+    mkdirSync(options.dir, { recursive: true });
+    this.db = new Database(join(options.dir, 'caps.sqlite'));
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+    this.db.exec(SCHEMA);
+    this.statements = {
+      upsertParcel: this.db.prepare(
+        `INSERT INTO parcels (store, order_id, customer, address, state, driver) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (store, order_id) DO UPDATE SET state = excluded.state, driver = excluded.driver`,
+      ),
+      insertStep: this.db.prepare('INSERT OR IGNORE INTO steps (store, order_id, event, time, driver) VALUES (?, ?, ?, ?, ?)'),
+      upsertQueue: this.db.prepare('INSERT INTO queues (queue, last_seq) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq'),
+      insertMessage: this.db.prepare('INSERT INTO messages (queue, seq, message_id, body) VALUES (?, ?, ?, ?)'),
+      deleteMessage: this.db.prepare('DELETE FROM messages WHERE message_id = ?'),
+      selectParcel: this.db.prepare<[string, string], { customer: string; address: string; state: string; driver: string | null }>(
+        'SELECT customer, address, state, driver FROM parcels WHERE store = ? AND order_id = ?',
+      ),
+      selectSteps: this.db.prepare<[string, string], { event: string; time: string; driver: string | null }>(
+        "SELECT event, time, driver FROM steps WHERE store = ? AND order_id = ? ORDER BY CASE event WHEN 'pickup' THEN 0 WHEN 'in-transit' THEN 1 ELSE 2 END",
+      ),
+    };
+    this.core = new StoreCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
+    const queues = this.db.prepare<[], { queue: string; last_seq: number }>('SELECT queue, last_seq FROM queues').all();
+    const bodies = this.db.prepare<[string], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq');
+    for (const { queue, last_seq } of queues) {
+      this.core.restoreQueue(queue, last_seq, bodies.all(queue).map((row) => JSON.parse(row.body) as ParcelMessage));
+    }
+  }
+
+  async recordStep(input: StepInput): Promise<StepOutcome> {
+    this.assertUsable();
+    const outcome = this.core.recordStep(input, this.batch);
+    // a duplicate or a refusal is answered after the commit too: the step it refers to may still be in this batch
+    await this.commitSoon();
+    return outcome;
+  }
+
+  async ack(queue: string, messageId: string): Promise<AckOutcome> {
+    this.assertUsable();
+    const outcome = this.core.ack(queue, messageId, this.batch);
+    if (outcome === 'removed') await this.commitSoon();
+    return outcome;
+  }
+
+  async pending(queue: string): Promise<ParcelMessage[]> {
+    return this.core.pending(queue);
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    return this.core.queues();
+  }
+
+  async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
+    const parcel = this.core.getParcel(store, orderId);
+    return parcel && structuredClone(parcel);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.batch.length > 0 || this.waiters.length > 0) this.commit();
+      this.db.close();
+    })();
+    return this.closing;
+  }
+
+  private assertUsable(): void {
+    if (this.closing) throw new CapsError('CAPS_ERR_STORAGE', 'the store is closed');
+    if (this.broken) throw new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
+  }
+
+  private commitSoon(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        // everything that arrives in this turn of the event loop shares one transaction
+        setImmediate(() => this.commit());
+      }
+    });
+  }
+
+  private commit(): void {
+    this.scheduled = false;
+    const batch = this.batch;
+    const waiters = this.waiters;
+    this.batch = [];
+    this.waiters = [];
+    try {
+      if (batch.length > 0) this.db.transaction(() => this.apply(batch))();
+    } catch (err) {
+      // memory is now ahead of disk: refuse everything from here on rather than acknowledge what is not stored
+      this.broken = err instanceof Error ? err : new Error(String(err));
+      const failure = new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
+      for (const waiter of waiters) waiter.reject(failure);
+      return;
+    }
+    for (const waiter of waiters) waiter.resolve();
+    this.evictDelivered();
+  }
+
+  private apply(batch: Mutation[]): void {
+    const s = this.statements;
+    for (const m of batch) {
+      switch (m.kind) {
+        case 'step': {
+          const { order, state, driver } = m.parcel;
+          s.upsertParcel.run(order.store, order.orderId, order.customer, order.address, state, driver ?? null);
+          s.insertStep.run(m.input.store, m.input.orderId, m.input.event, m.input.time, m.input.driver ?? null);
+          break;
+        }
+        case 'enqueue':
+          s.upsertQueue.run(m.message.queueId, m.lastSeq);
+          s.insertMessage.run(m.message.queueId, m.message.seq, m.message.messageId, JSON.stringify(m.message));
+          break;
+        case 'ack':
+          s.deleteMessage.run(m.messageId);
+          break;
+      }
+    }
+  }
+
+  private loadParcel(store: string, orderId: string): ParcelRecord | undefined {
+    const row = this.statements.selectParcel.get(store, orderId);
+    if (!row) return undefined;
+    const history = this.statements.selectSteps.all(store, orderId).map((step) => ({
+      event: step.event as ParcelEvent,
+      time: step.time,
+      ...(step.driver !== null ? { driver: step.driver } : {}),
+    }));
+    return {
+      order: { store, orderId, customer: row.customer, address: row.address },
+      state: row.state as ParcelEvent,
+      ...(row.driver !== null ? { driver: row.driver } : {}),
+      history,
+    };
+  }
+
+  /** Delivered parcels are on disk; keep memory bounded by dropping them from the cache. */
+  private evictDelivered(): void {
+    if (this.core.parcels.size <= PARCEL_CACHE || this.batch.length > 0) return;
+    for (const [key, parcel] of this.core.parcels) {
+      if (parcel.state === 'delivered') this.core.parcels.delete(key);
+    }
+  }
+}

@@ -1,0 +1,152 @@
+import { randomUUID } from 'node:crypto';
+import type { ParcelMessage } from '../../protocol/messages.js';
+import { DRIVER_QUEUE } from '../../protocol/messages.js';
+import type { Order } from '../../protocol/schemas.js';
+import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StoreLimits } from './store.js';
+
+/** A change to persist, in the order it happened. */
+export type Mutation =
+  | { kind: 'step'; parcel: ParcelRecord; input: StepInput }
+  | { kind: 'enqueue'; message: ParcelMessage; lastSeq: number }
+  | { kind: 'ack'; queue: string; messageId: string };
+
+interface QueueState {
+  lastSeq: number;
+  /** messageId → message, in sequence order (Map keeps insertion order). */
+  messages: Map<string, ParcelMessage>;
+}
+
+/** How many acknowledged message ids to remember, to tell "already acknowledged" from "unknown". */
+const RECENT_ACKS = 10_000;
+
+export function parcelKey(store: string, orderId: string): string {
+  return `${store}\u0000${orderId}`;
+}
+
+/**
+ * The parcel state machine and the queues, in memory and synchronous. Both the memory store and
+ * the SQLite store run their logic here, so they behave the same; SQLite persists the mutations.
+ *
+ * `loadParcel` lets a store keep only some parcels in memory and fetch the rest on demand.
+ */
+export class StoreCore {
+  readonly parcels = new Map<string, ParcelRecord>();
+  readonly queueStates = new Map<string, QueueState>();
+  private readonly recentAcks = new Set<string>();
+
+  constructor(
+    private readonly limits: StoreLimits,
+    private readonly loadParcel: (store: string, orderId: string) => ParcelRecord | undefined = () => undefined,
+  ) {}
+
+  getParcel(store: string, orderId: string): ParcelRecord | undefined {
+    const key = parcelKey(store, orderId);
+    let parcel = this.parcels.get(key);
+    if (!parcel) {
+      parcel = this.loadParcel(store, orderId);
+      if (parcel) this.parcels.set(key, parcel);
+    }
+    return parcel;
+  }
+
+  recordStep(input: StepInput, mutations: Mutation[]): StepOutcome {
+    const existing = this.getParcel(input.store, input.orderId);
+    if (existing?.history.some((step) => step.event === input.event)) return { status: 'duplicate' };
+
+    let parcel: ParcelRecord;
+    if (input.event === 'pickup') {
+      if (input.customer === undefined || input.address === undefined) {
+        return { status: 'refused', code: 'CAPS_ERR_INVALID_PAYLOAD', reason: 'a pickup needs customer and address' };
+      }
+      parcel = {
+        order: { store: input.store, orderId: input.orderId, customer: input.customer, address: input.address },
+        state: 'pickup',
+        history: [],
+      };
+    } else {
+      if (!existing) {
+        return { status: 'refused', code: 'CAPS_ERR_UNKNOWN_PARCEL', reason: `no pickup was recorded for order ${input.orderId} of ${input.store}` };
+      }
+      if (input.event === 'in-transit' && existing.state === 'delivered') {
+        return { status: 'refused', code: 'CAPS_ERR_OUT_OF_ORDER', reason: `order ${input.orderId} is already delivered` };
+      }
+      parcel = existing;
+    }
+
+    const queue = input.event === 'pickup' ? DRIVER_QUEUE : input.store;
+    const state = this.queueState(queue);
+    if (state.messages.size >= this.limits.maxQueueDepth) {
+      return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `queue ${queue} holds ${state.messages.size} messages, its limit` };
+    }
+
+    parcel.state = input.event;
+    if (input.driver !== undefined) parcel.driver = input.driver;
+    parcel.history.push({ event: input.event, time: input.time, ...(input.driver !== undefined ? { driver: input.driver } : {}) });
+    this.parcels.set(parcelKey(input.store, input.orderId), parcel);
+
+    state.lastSeq += 1;
+    const message = buildMessage(parcel.order, input, queue, state.lastSeq);
+    state.messages.set(message.messageId, message);
+    mutations.push({ kind: 'step', parcel, input }, { kind: 'enqueue', message, lastSeq: state.lastSeq });
+    return { status: 'accepted', message };
+  }
+
+  ack(queue: string, messageId: string, mutations: Mutation[]): AckOutcome {
+    const state = this.queueStates.get(queue);
+    if (!state) return 'unknown-queue';
+    if (state.messages.delete(messageId)) {
+      this.rememberAck(messageId);
+      mutations.push({ kind: 'ack', queue, messageId });
+      return 'removed';
+    }
+    return this.recentAcks.has(messageId) ? 'already-acknowledged' : 'unknown-message';
+  }
+
+  pending(queue: string): ParcelMessage[] {
+    return [...(this.queueStates.get(queue)?.messages.values() ?? [])];
+  }
+
+  queues(): QueueInfo[] {
+    return [...this.queueStates.entries()].map(([queue, state]) => {
+      const oldest = state.messages.values().next().value;
+      return { queue, depth: state.messages.size, ...(oldest ? { oldest: oldest.time } : {}) };
+    });
+  }
+
+  /** For stores that load their queues at start. */
+  restoreQueue(queue: string, lastSeq: number, messages: ParcelMessage[]): void {
+    this.queueStates.set(queue, { lastSeq, messages: new Map(messages.map((m) => [m.messageId, m])) });
+  }
+
+  private queueState(queue: string): QueueState {
+    let state = this.queueStates.get(queue);
+    if (!state) {
+      state = { lastSeq: 0, messages: new Map() };
+      this.queueStates.set(queue, state);
+    }
+    return state;
+  }
+
+  private rememberAck(messageId: string): void {
+    this.recentAcks.add(messageId);
+    if (this.recentAcks.size > RECENT_ACKS) {
+      const oldest = this.recentAcks.values().next().value;
+      if (oldest !== undefined) this.recentAcks.delete(oldest);
+    }
+  }
+}
+
+/** The outbound message: the order's fields at top level and under `order`, for every lab client. */
+export function buildMessage(order: Order, input: StepInput, queue: string, seq: number): ParcelMessage {
+  return {
+    ...order,
+    event: input.event,
+    messageId: randomUUID(),
+    seq,
+    queueId: queue,
+    clientId: queue,
+    order: { ...order },
+    time: input.time,
+    ...(input.driver !== undefined ? { driver: input.driver } : {}),
+  };
+}

@@ -32,6 +32,11 @@ interface Entry {
   holder?: CapsSocket;
   /** How many times it was sent; sets the back-off of the next wait. */
   attempts: number;
+  /**
+   * Connections it was already sent to. Within one connection socket.io delivers in order and
+   * without loss, so a replay (join, getAll) skips them; a reconnect is a new socket and gets it.
+   */
+  sentTo: WeakSet<CapsSocket>;
 }
 
 /** How a message left its queue. */
@@ -68,14 +73,14 @@ export class Delivery {
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
   async load(): Promise<void> {
     for (const info of await this.store.queues()) {
-      for (const message of await this.store.pending(info.queue)) this.entries(info.queue).set(message.messageId, { message, attempts: 0 });
+      for (const message of await this.store.pending(info.queue)) this.entries(info.queue).set(message.messageId, newEntry(message));
       if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth });
     }
   }
 
   /** A message the store has committed: send it where it goes. */
   add(message: ParcelMessage): void {
-    const entry: Entry = { message, attempts: 0 };
+    const entry = newEntry(message);
     const queue = message.queueId;
     this.entries(queue).set(message.messageId, entry);
     if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
@@ -120,26 +125,25 @@ export class Delivery {
     else this.replay(socket, DRIVER_QUEUE);
   }
 
-  /** Sends everything queued for `queue` to one socket, in order (reconnect, join, getAll). */
+  /**
+   * Sends what is queued for `queue` to one socket, in order (connect, join, getAll): everything
+   * not yet sent on this connection. A driver (dispatch `one`) gets what nobody holds.
+   */
   replay(socket: CapsSocket, queue: string, event?: ParcelEvent): number {
     const entries = this.queues.get(queue);
     if (!entries || entries.size === 0) return 0;
+    const competing = queue === DRIVER_QUEUE && this.options.dispatch === 'one';
     let sent = 0;
-    if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
-      // a driver asking for the pickups gets what it holds plus what nobody holds
-      for (const entry of entries.values()) {
-        if (event && entry.message.event !== event) continue;
-        if (entry.holder && entry.holder !== socket) continue;
-        if (!entry.holder) this.hold(entry, socket);
-        this.send(socket, entry);
-        sent++;
+    for (const entry of entries.values()) {
+      if (event && entry.message.event !== event) continue;
+      if (entry.sentTo.has(socket)) continue;
+      if (competing) {
+        if (entry.holder) continue;
+        if ((this.held.get(socket.id)?.size ?? 0) >= this.options.driverPrefetch) break;
+        this.hold(entry, socket);
       }
-    } else {
-      for (const entry of entries.values()) {
-        if (event && entry.message.event !== event) continue;
-        this.send(socket, entry);
-        sent++;
-      }
+      this.send(socket, entry);
+      sent++;
     }
     if (sent > 0) this.logger.info('REPLAY', { queue, messages: sent, socket: socket.id });
     return sent;
@@ -221,6 +225,7 @@ export class Delivery {
   private send(socket: CapsSocket, entry: Entry): void {
     if (this.closed) return;
     entry.attempts++;
+    entry.sentTo.add(socket);
     const wait = Math.min(this.options.ackTimeoutMs * 2 ** (entry.attempts - 1), this.options.maxBackoffMs);
     const { queueId: queue, messageId, event } = entry.message;
     socket.timeout(wait).emit(event, entry.message, (err: Error | null) => {
@@ -284,4 +289,8 @@ export class Delivery {
       this.logger.warn('BACKLOG', { queue, depth, waiting: consumers === 0 ? `no ${queue === DRIVER_QUEUE ? 'driver' : 'vendor'} online` : 'drivers busy' });
     }
   }
+}
+
+function newEntry(message: ParcelMessage): Entry {
+  return { message, attempts: 0, sentTo: new WeakSet() };
 }

@@ -1,0 +1,158 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DRIVER_QUEUE } from '../protocol/messages.js';
+import { MemoryStore } from '../hub/store/memory-store.js';
+import { SqliteStore } from '../hub/store/sqlite-store.js';
+import type { QueueStore, StepInput } from '../hub/store/store.js';
+
+/** One contract, every store: the hub must not be able to tell them apart. */
+const dirs: string[] = [];
+const open: QueueStore[] = [];
+afterEach(async () => {
+  for (const store of open.splice(0)) await store.close();
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'caps-store-'));
+  dirs.push(dir);
+  return dir;
+}
+
+const factories: Array<[string, (maxQueueDepth?: number) => QueueStore]> = [
+  ['memory', (maxQueueDepth = 10_000) => new MemoryStore({ maxQueueDepth })],
+  ['sqlite', (maxQueueDepth = 10_000) => new SqliteStore({ dir: tempDir(), maxQueueDepth })],
+];
+
+let clock = 0;
+function step(event: StepInput['event'], store: string, n: number, extra: Partial<StepInput> = {}): StepInput {
+  clock++;
+  return {
+    event,
+    store,
+    orderId: `${store}-${n}`,
+    ...(event === 'pickup' ? { customer: `Customer ${n}`, address: `${n} Main St` } : { driver: 'd1' }),
+    time: new Date(Date.UTC(2026, 10, 21, 12, 0, clock)).toISOString(),
+    ...extra,
+  };
+}
+
+describe.each(factories)('%s store contract', (_kind, make) => {
+  function create(maxQueueDepth?: number): QueueStore {
+    const store = make(maxQueueDepth);
+    open.push(store);
+    return store;
+  }
+
+  it('queues a pickup for the drivers and later steps for the store, with increasing seq', async () => {
+    const store = create();
+    const first = await store.recordStep(step('pickup', 'acme', 1));
+    const second = await store.recordStep(step('pickup', 'acme', 2));
+    expect(first).toMatchObject({ status: 'accepted', message: { event: 'pickup', queueId: DRIVER_QUEUE, clientId: DRIVER_QUEUE, seq: 1, orderId: 'acme-1', order: { orderId: 'acme-1', customer: 'Customer 1' } } });
+    expect(second).toMatchObject({ status: 'accepted', message: { seq: 2 } });
+    const transit = await store.recordStep(step('in-transit', 'acme', 1));
+    expect(transit).toMatchObject({ status: 'accepted', message: { event: 'in-transit', queueId: 'acme', seq: 1, driver: 'd1', customer: 'Customer 1', address: '1 Main St' } });
+    expect((await store.pending(DRIVER_QUEUE)).map((m) => m.orderId)).toEqual(['acme-1', 'acme-2']);
+    expect((await store.pending('acme')).map((m) => m.event)).toEqual(['in-transit']);
+    const queues = await store.queues();
+    expect(queues.map((q) => [q.queue, q.depth]).sort()).toEqual([['acme', 1], [DRIVER_QUEUE, 2]]);
+    expect(queues.every((q) => typeof q.oldest === 'string')).toBe(true);
+  });
+
+  it('records a parcel’s state and history', async () => {
+    const store = create();
+    await store.recordStep(step('pickup', 'acme', 1));
+    await store.recordStep(step('in-transit', 'acme', 1));
+    await store.recordStep(step('delivered', 'acme', 1));
+    const parcel = await store.parcel('acme', 'acme-1');
+    expect(parcel).toMatchObject({ order: { store: 'acme', orderId: 'acme-1', customer: 'Customer 1' }, state: 'delivered', driver: 'd1' });
+    expect(parcel?.history.map((h) => h.event)).toEqual(['pickup', 'in-transit', 'delivered']);
+    expect(await store.parcel('acme', 'nope')).toBeUndefined();
+  });
+
+  it('treats the same step twice as a duplicate, serially and concurrently, and queues it once', async () => {
+    const store = create();
+    expect((await store.recordStep(step('pickup', 'acme', 1))).status).toBe('accepted');
+    expect((await store.recordStep(step('pickup', 'acme', 1, { customer: 'Someone Else' }))).status).toBe('duplicate');
+    const concurrent = await Promise.all(Array.from({ length: 10 }, () => store.recordStep(step('in-transit', 'acme', 1))));
+    expect(concurrent.map((o) => o.status).sort()).toEqual(['accepted', ...Array<string>(9).fill('duplicate')]);
+    expect(await store.pending(DRIVER_QUEUE)).toHaveLength(1);
+    expect(await store.pending('acme')).toHaveLength(1);
+    expect((await store.parcel('acme', 'acme-1'))?.order.customer).toBe('Customer 1');
+  });
+
+  it('refuses steps out of order, and stores nothing for them', async () => {
+    const store = create();
+    expect(await store.recordStep(step('in-transit', 'acme', 9))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_UNKNOWN_PARCEL' });
+    expect(await store.recordStep(step('delivered', 'acme', 9))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_UNKNOWN_PARCEL' });
+    await store.recordStep(step('pickup', 'acme', 1));
+    // delivered straight from pickup is allowed (a driver may hand over at once)
+    expect((await store.recordStep(step('delivered', 'acme', 1))).status).toBe('accepted');
+    expect(await store.recordStep(step('in-transit', 'acme', 1))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_OUT_OF_ORDER' });
+    expect((await store.pending('acme')).map((m) => m.event)).toEqual(['delivered']);
+    expect(await store.parcel('acme', 'acme-9')).toBeUndefined();
+  });
+
+  it('takes acknowledged messages off their queue, and tells unknown from already acknowledged', async () => {
+    const store = create();
+    const accepted = await store.recordStep(step('pickup', 'acme', 1));
+    if (accepted.status !== 'accepted') throw new Error('pickup not accepted');
+    const id = accepted.message.messageId;
+    expect(await store.ack('nowhere', id)).toBe('unknown-queue');
+    expect(await store.ack(DRIVER_QUEUE, 'no-such-id')).toBe('unknown-message');
+    expect(await store.ack(DRIVER_QUEUE, id)).toBe('removed');
+    expect(await store.ack(DRIVER_QUEUE, id)).toBe('already-acknowledged');
+    expect(await store.pending(DRIVER_QUEUE)).toEqual([]);
+    expect((await store.queues()).find((q) => q.queue === DRIVER_QUEUE)).toMatchObject({ depth: 0 });
+  });
+
+  it('refuses a step into a full queue with CAPS_ERR_QUEUE_FULL and stores nothing of it', async () => {
+    const store = create(2);
+    await store.recordStep(step('pickup', 'acme', 1));
+    await store.recordStep(step('pickup', 'acme', 2));
+    expect(await store.recordStep(step('pickup', 'acme', 3))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
+    expect(await store.parcel('acme', 'acme-3')).toBeUndefined();
+    const [first] = await store.pending(DRIVER_QUEUE);
+    await store.ack(DRIVER_QUEUE, first?.messageId ?? '');
+    expect((await store.recordStep(step('pickup', 'acme', 3))).status).toBe('accepted');
+  });
+
+  it('keeps order and seq per queue across many steps', async () => {
+    const store = create();
+    await Promise.all(Array.from({ length: 50 }, (_, i) => store.recordStep(step('pickup', i % 2 ? 'a' : 'b', i))));
+    const seqs = (await store.pending(DRIVER_QUEUE)).map((m) => m.seq);
+    expect(seqs).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+  });
+});
+
+describe('sqlite store on disk', () => {
+  it('survives close and reopen: queues, parcels, dedupe, and seq never reused', async () => {
+    const dir = tempDir();
+    const before = new SqliteStore({ dir });
+    await before.recordStep(step('pickup', 'acme', 1));
+    const second = await before.recordStep(step('pickup', 'acme', 2));
+    await before.recordStep(step('in-transit', 'acme', 1));
+    if (second.status !== 'accepted') throw new Error('pickup not accepted');
+    await before.ack(DRIVER_QUEUE, second.message.messageId);
+    await before.close();
+    await before.close();
+
+    const after = new SqliteStore({ dir });
+    open.push(after);
+    expect((await after.pending(DRIVER_QUEUE)).map((m) => [m.orderId, m.seq])).toEqual([['acme-1', 1]]);
+    expect((await after.pending('acme')).map((m) => m.event)).toEqual(['in-transit']);
+    expect(await after.parcel('acme', 'acme-1')).toMatchObject({ state: 'in-transit', history: [{ event: 'pickup' }, { event: 'in-transit', driver: 'd1' }] });
+    expect((await after.recordStep(step('pickup', 'acme', 1))).status).toBe('duplicate');
+    expect((await after.recordStep(step('in-transit', 'acme', 1))).status).toBe('duplicate');
+    const third = await after.recordStep(step('pickup', 'acme', 3));
+    expect(third).toMatchObject({ status: 'accepted', message: { seq: 3 } });
+  });
+
+  it('refuses to work after it is closed, with CAPS_ERR_STORAGE', async () => {
+    const store = new SqliteStore({ dir: tempDir() });
+    await store.close();
+    await expect(store.recordStep(step('pickup', 'acme', 1))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+  });
+});

@@ -3,11 +3,13 @@ import { runDriver } from '../driver/main.js';
 import { runHub } from '../hub/main.js';
 import { runVendor } from '../vendor/main.js';
 import { runDemo } from './demo.js';
+import { runToken } from './token.js';
 
 const COMMANDS: Record<string, { run: (argv: readonly string[]) => Promise<number>; summary: string }> = {
   hub: { run: runHub, summary: 'run the hub (socket.io namespace /caps, HTTP /healthz)' },
   vendor: { run: runVendor, summary: "run one store's vendor: publishes parcels, thanks drivers" },
   driver: { run: runDriver, summary: 'run one driver: picks up, reports in-transit and delivered' },
+  token: { run: runToken, summary: "mint a token for a vendor, a driver or a dashboard with the hub's secret" },
   demo: { run: runDemo, summary: 'hub + 2 vendors + 2 drivers as separate processes (npm start)' },
 };
 

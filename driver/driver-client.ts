@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { connectCaps, describeFailure, waitConnected } from '../protocol/connect.js';
+import { connectCaps, describeFailure, refusalOf, waitConnected } from '../protocol/connect.js';
+import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
@@ -10,6 +11,8 @@ export interface DriverOptions {
   url: string;
   /** This driver's name, shown in the hub's logs and in each parcel's history. */
   name: string;
+  /** A driver token for this name (`caps token`); required unless the hub runs in lab mode. */
+  token?: string;
   /** Time between reporting in-transit and delivered, in ms. Default 1000. */
   delay?: number;
   /** How long to wait for each publish ack before sending again. Default 5000 ms. */
@@ -21,6 +24,8 @@ export interface DriverEvents {
   'picked-up': [ParcelMessage];
   delivered: [ParcelMessage];
   problem: [string];
+  /** The hub refused the connection (bad or expired token): retrying will not help. */
+  refused: [CapsErrorBody];
 }
 
 /** A driver's process: takes pickups, reports in-transit, then delivered. */
@@ -42,9 +47,13 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     this.log = options.log ?? ((line) => console.log(line));
     this.delay = options.delay ?? 1_000;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
-    this.socket = connectCaps(options.url, { role: 'driver', name: options.name });
+    this.socket = connectCaps(options.url, { role: 'driver', name: options.name, ...(options.token ? { token: options.token } : {}) });
     this.socket.on('connect', () => this.log(`DRIVER: ${options.name} connected to ${options.url}`));
-    this.socket.on('connect_error', (err) => this.emitProblem(`cannot reach the hub at ${options.url}: ${err.message}`));
+    this.socket.on('connect_error', (err) => {
+      const refusal = refusalOf(err);
+      if (refusal) this.emit('refused', refusal);
+      else this.emitProblem(`cannot reach the hub at ${options.url}: ${err.message}`);
+    });
     this.socket.on('disconnect', (reason) => {
       if (!this.closed) this.log(`DRIVER: ${options.name} lost the hub (${reason}); reconnecting`);
     });

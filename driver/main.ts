@@ -1,23 +1,41 @@
 import type { CommandSpec } from '../cli/args.js';
 import { runCommand, untilSignal } from '../cli/args.js';
 import { DriverClient } from './driver-client.js';
+import type { CapsErrorBody } from '../protocol/errors.js';
+import { peekClaims } from '../protocol/token.js';
 
 export const driverCommand = {
   usage: 'caps driver',
   summary: 'Runs one driver: takes pickups from the hub, reports in-transit, then delivered after --delay ms.',
   flags: {
     url: { type: 'string', description: 'hub URL', placeholder: 'URL', default: 'http://localhost:3000', env: 'CAPS_URL' },
-    name: { type: 'string', description: "this driver's name (default: driver-<pid>)", placeholder: 'NAME', env: 'CAPS_DRIVER' },
+    token: { type: 'string', description: "driver token from 'caps token --role driver --name NAME' (not needed by a hub in lab mode)", placeholder: 'TOKEN', env: 'CAPS_TOKEN' },
+    name: { type: 'string', description: "this driver's name (default: the token's name, else driver-<pid>)", placeholder: 'NAME', env: 'CAPS_DRIVER' },
     delay: { type: 'integer', description: 'milliseconds between in-transit and delivered', placeholder: 'MS', default: 1000, min: 0 },
   },
-  examples: ['caps driver --name d1', 'caps driver --delay 0'],
+  examples: ['caps driver --token "$(caps token --role driver --name d1)"', 'caps driver --delay 0 --token TOKEN'],
 } as const satisfies CommandSpec;
 
 export function runDriver(argv: readonly string[]): Promise<number> {
   return runCommand(driverCommand, argv, async (flags) => {
-    const driver = new DriverClient({ url: flags.url, name: flags.name ?? `driver-${process.pid}`, delay: flags.delay });
-    await untilSignal();
+    const claims = flags.token ? peekClaims(flags.token) : undefined;
+    if (flags.token && claims?.role !== 'driver') {
+      process.stderr.write(`caps driver: --token is not a driver token${claims ? ` (it is a ${claims.role} token)` : ''}\n`);
+      return 2;
+    }
+    const tokenName = claims?.role === 'driver' ? claims.name : undefined;
+    if (flags.name && tokenName && flags.name !== tokenName) {
+      process.stderr.write(`caps driver: the token is for driver ${tokenName} but --name says ${flags.name}\n`);
+      return 2;
+    }
+    const name = flags.name ?? tokenName ?? `driver-${process.pid}`;
+    const driver = new DriverClient({ url: flags.url, name, delay: flags.delay, ...(flags.token ? { token: flags.token } : {}) });
+    const refused = new Promise<CapsErrorBody>((resolve) => driver.once('refused', resolve));
+    const outcome = await Promise.race([untilSignal().then(() => 0), refused.then((why) => {
+      console.error(`caps driver: the hub refused the connection: ${why.code}: ${why.message}`);
+      return 1;
+    })]);
     await driver.close();
-    return 0;
+    return outcome;
   });
 }

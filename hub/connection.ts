@@ -7,10 +7,14 @@ import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { AckResult } from '../protocol/result.js';
 import { fail, ok } from '../protocol/result.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
+import type { TokenSubject } from '../protocol/token.js';
 import { getAllSchema, handshakeSchema, parsePayload, parseRoom, publishSchemas, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
 import type { Delivery } from './delivery.js';
 import { DRIVERS_ROOM, isDriverId, queueOf, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
+import type { Counters } from './counters.js';
+import type { RateLimitOptions } from './rate-limit.js';
+import { RateLimiter } from './rate-limit.js';
 import type { QueueStore } from './store/store.js';
 import type { CapsSocket } from './types.js';
 
@@ -18,6 +22,8 @@ export interface ConnectionContext {
   logger: Logger;
   store: QueueStore;
   delivery: Delivery;
+  counters: Counters;
+  rateLimit: RateLimitOptions;
 }
 
 const KNOWN_EVENTS = new Set<string>(['join', 'leave', 'received', 'getAll', ...PARCEL_EVENTS]);
@@ -32,24 +38,56 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   socket.data.stores = new Set();
   socket.data.acks = false;
 
-  const claimed = handshakeSchema.safeParse(socket.handshake.auth ?? {});
-  if (claimed.success && claimed.data.role === 'driver') {
+  // identity: from the verified token; in open lab mode, what the client claims (or later says)
+  const { auth } = socket.data;
+  const claimed = auth ?? handshakeSchema.safeParse(socket.handshake.auth ?? {}).data;
+  if (claimed?.role === 'driver') {
     socket.data.acks = true;
-    becomeDriver(socket, claimed.data.name ?? socket.id);
-  } else if (claimed.success && claimed.data.role === 'vendor' && claimed.data.store) {
+    becomeDriver(socket, ('name' in claimed ? claimed.name : undefined) ?? socket.id);
+  } else if (claimed?.role === 'vendor' && claimed.store) {
     socket.data.acks = true;
-    becomeVendor(socket, claimed.data.store);
+    becomeVendor(socket, claimed.store);
+  } else if (claimed?.role === 'dashboard') {
+    socket.data.role = 'dashboard';
   }
-  logger.info('CONNECTED', who(socket));
+  logger.info('CONNECTED', { ...who(socket), authenticated: auth !== undefined });
   // a client that said who it is gets its backlog right away
-  if (claimed.success && claimed.data.role === 'driver') delivery.driverReady(socket);
+  if (claimed?.role === 'driver') delivery.driverReady(socket);
   for (const store of socket.data.stores) delivery.replay(socket, store);
 
   const refuse = (event: string, code: CapsErrorCode, message: string | undefined, ack: unknown): void => {
     const result = fail(code, message);
+    ctx.counters.refuse(code);
     logger.warn('REFUSED', { code, event, socket: socket.id, reason: result.error.message });
     reply(ack, result);
   };
+
+  // a flooding socket is slowed (its events refused), then cut off
+  const limiter = new RateLimiter(ctx.rateLimit);
+  let cutOff = false;
+  socket.use((packet, next) => {
+    // packets already read from the wire still arrive after the cut: drop them quietly
+    if (cutOff) return;
+    const verdict = limiter.take();
+    if (verdict === 'ok') {
+      next();
+      return;
+    }
+    const ack = packet.at(-1);
+    ctx.counters.refuse('CAPS_ERR_RATE_LIMITED');
+    if (limiter.refusedInRow === 1) logger.warn('REFUSED', { code: 'CAPS_ERR_RATE_LIMITED', event: String(packet[0]).slice(0, 100), socket: socket.id, reason: 'rate limit; further refusals in this run are counted, not logged' });
+    reply(ack, fail('CAPS_ERR_RATE_LIMITED'));
+    if (verdict === 'cut-off') {
+      cutOff = true;
+      logger.warn('CUT OFF', { ...who(socket), reason: `${limiter.refusedInRow} events over the rate limit` });
+      socket.disconnect(true);
+    }
+  });
+
+  /** In authenticated mode, what each role may do; an anonymous lab client may do anything. */
+  const forbid = (what: string): AckResult<never> => fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not ${what}`);
+  const mayUseQueue = (queue: string): boolean =>
+    !auth || (auth.role === 'vendor' && queue === auth.store) || (auth.role === 'driver' && queue === DRIVER_QUEUE);
 
   const settle = (event: string, ack: unknown, result: AckResult<unknown>): void => {
     if (!result.ok) refuse(event, result.error.code, result.error.message, ack);
@@ -87,6 +125,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parseRoom(raw);
     if (!parsed.ok) return parsed;
     const name = parsed.value;
+    if (auth && !mayUseQueue(queueOf(name)) && !(auth.role === 'driver' && name === auth.name)) return forbid(`join ${name}`);
     const asDriver = isDriverId(name) || socket.data.role === 'driver';
     const result: JoinResult = asDriver ? { role: 'driver', room: DRIVER_QUEUE } : { role: 'vendor', room: name };
     if (asDriver) becomeDriver(socket, isDriverId(name) ? socket.data.name : name);
@@ -101,6 +140,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parseRoom(raw);
     if (!parsed.ok) return parsed;
     const name = parsed.value;
+    if (auth && !mayUseQueue(queueOf(name)) && !(auth.role === 'driver' && name === auth.name)) return forbid(`leave ${name}`);
     let result: JoinResult;
     if (isDriverId(name) || socket.data.role === 'driver') {
       void socket.leave(DRIVERS_ROOM);
@@ -122,9 +162,10 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parsePayload(receivedSchema, raw);
     if (!parsed.ok) return parsed;
     const { messageId } = parsed.value;
+    const queue = queueOf(parsed.value.queue);
+    if (!mayUseQueue(queue)) return forbid(`acknowledge messages of queue ${parsed.value.queue}`);
     identifyByQueue(socket, parsed.value.queue);
     socket.data.acks = true;
-    const queue = queueOf(parsed.value.queue);
     const outcome = await delivery.ack(queue, messageId, 'received');
     switch (outcome) {
       case 'removed':
@@ -140,8 +181,9 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   on('getAll', (raw) => {
     const parsed = parsePayload(getAllSchema, raw);
     if (!parsed.ok) return parsed;
-    identifyByQueue(socket, parsed.value.queue);
     const queue = queueOf(parsed.value.queue);
+    if (!mayUseQueue(queue)) return forbid(`read queue ${parsed.value.queue}`);
+    identifyByQueue(socket, parsed.value.queue);
     if (queue === DRIVER_QUEUE && socket.data.role === 'unknown') becomeDriver(socket, socket.id);
     const sent = delivery.replay(socket, queue, parsed.value.event);
     return ok({ queue, sent });
@@ -163,6 +205,20 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
   const parsed = parsePayload(publishSchemas[event], raw);
   if (!parsed.ok) return parsed;
   const input = parsed.value;
+  const { auth } = socket.data;
+  if (auth) {
+    if (event === 'pickup' && auth.role !== 'vendor') return fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not publish pickup`);
+    if (event !== 'pickup' && auth.role !== 'driver') return fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not publish ${event}`);
+    if (auth.role === 'vendor' && input.store !== auth.store) {
+      return fail('CAPS_ERR_FORBIDDEN', `the token is for store ${auth.store}; the payload names ${input.store}`);
+    }
+    if (auth.role === 'driver') {
+      const parcel = await ctx.store.parcel(input.store, input.orderId);
+      if (parcel && parcel.driver !== auth.name && !ctx.delivery.wasDispatchedTo(input.store, input.orderId, auth.name)) {
+        return fail('CAPS_ERR_NOT_DISPATCHED', `order ${input.orderId} of ${input.store} was not dispatched to ${auth.name}`);
+      }
+    }
+  }
   if (event === 'pickup') {
     // open lab mode: a client that hands over a parcel is that store's vendor
     if (socket.data.role !== 'vendor' || !socket.data.stores.has(input.store)) becomeVendor(socket, input.store);
@@ -170,6 +226,7 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
     becomeDriver(socket, socket.id);
   }
   const time = new Date().toISOString();
+  ctx.counters.receive(event);
   const outcome = await ctx.store.recordStep({
     event,
     store: input.store,
@@ -208,6 +265,13 @@ function becomeVendor(socket: CapsSocket, store: string): void {
   socket.data.role = 'vendor';
   socket.data.stores.add(store);
   void socket.join(storeRoom(store));
+}
+
+function describeAuth(auth: TokenSubject | undefined): string {
+  if (!auth) return 'an anonymous client';
+  if (auth.role === 'vendor') return `a vendor of ${auth.store}`;
+  if (auth.role === 'driver') return `driver ${auth.name}`;
+  return 'a dashboard';
 }
 
 function who(socket: CapsSocket): Record<string, unknown> {

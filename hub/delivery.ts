@@ -37,6 +37,8 @@ interface Entry {
    * without loss, so a replay (join, getAll) skips them; a reconnect is a new socket and gets it.
    */
   sentTo: WeakSet<CapsSocket>;
+  /** A driver that let this pickup time out: offered to the others first. */
+  avoid?: CapsSocket;
 }
 
 /** How a message left its queue. */
@@ -58,6 +60,8 @@ export class Delivery {
   private readonly queues = new Map<string, Map<string, Entry>>();
   private readonly held = new Map<string, Set<Entry>>();
   private readonly backlogNoted = new Map<string, number>();
+  /** Drivers each undelivered parcel was sent to, by store and orderId (in memory only). */
+  private readonly dispatched = new Map<string, Set<string>>();
   private nextDriver = 0;
   private closed = false;
   /** Messages sent again after a time-out or a lost consumer. */
@@ -109,8 +113,14 @@ export class Delivery {
     return outcome;
   }
 
+  /** True when the pickup of this parcel was sent to the driver named `name`. */
+  wasDispatchedTo(store: string, orderId: string, name: string): boolean {
+    return this.dispatched.get(`${store}\u0000${orderId}`)?.has(name) ?? false;
+  }
+
   /** A driver that reports a parcel delivered has done with its pickup, whether or not it acked. */
   async settlePickup(store: string, orderId: string): Promise<void> {
+    this.dispatched.delete(`${store}\u0000${orderId}`);
     for (const entry of this.queues.get(DRIVER_QUEUE)?.values() ?? []) {
       if (entry.message.store === store && entry.message.orderId === orderId) {
         await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
@@ -189,14 +199,19 @@ export class Delivery {
     if (drivers.length === 0) return;
     for (const entry of entries.values()) {
       if (entry.holder) continue;
-      const driver = this.pickDriver(drivers);
+      const driver = this.pickDriver(drivers, entry.avoid);
       if (!driver) return;
       this.hold(entry, driver);
       this.send(driver, entry);
     }
   }
 
-  private pickDriver(drivers: CapsSocket[]): CapsSocket | undefined {
+  private pickDriver(drivers: CapsSocket[], avoid?: CapsSocket): CapsSocket | undefined {
+    const candidates = avoid && drivers.length > 1 ? drivers.filter((d) => d !== avoid) : drivers;
+    return this.pickFrom(candidates) ?? (candidates === drivers ? undefined : this.pickFrom(drivers));
+  }
+
+  private pickFrom(drivers: CapsSocket[]): CapsSocket | undefined {
     for (let i = 0; i < drivers.length; i++) {
       const driver = drivers[(this.nextDriver + i) % drivers.length];
       if (driver && (this.held.get(driver.id)?.size ?? 0) < this.options.driverPrefetch) {
@@ -226,6 +241,12 @@ export class Delivery {
     if (this.closed) return;
     entry.attempts++;
     entry.sentTo.add(socket);
+    if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
+      const key = `${entry.message.store}\u0000${entry.message.orderId}`;
+      const names = this.dispatched.get(key) ?? new Set<string>();
+      names.add(socket.data.name);
+      this.dispatched.set(key, names);
+    }
     const wait = Math.min(this.options.ackTimeoutMs * 2 ** (entry.attempts - 1), this.options.maxBackoffMs);
     const { queueId: queue, messageId, event } = entry.message;
     socket.timeout(wait).emit(event, entry.message, (err: Error | null) => {
@@ -239,6 +260,7 @@ export class Delivery {
       if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
         if (entry.holder !== socket) return;
         this.release(entry);
+        entry.avoid = socket;
         this.redeliveries++;
         this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
         this.pump();

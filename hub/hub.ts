@@ -4,7 +4,11 @@ import express from 'express';
 import { Server } from 'socket.io';
 import { CAPS_NAMESPACE } from '../protocol/events.js';
 import { fail } from '../protocol/result.js';
+import { authenticate } from './auth.js';
 import { handleConnection } from './connection.js';
+import { Counters } from './counters.js';
+import type { RateLimitOptions } from './rate-limit.js';
+import { DEFAULT_RATE_LIMIT } from './rate-limit.js';
 import type { Logger } from './logger.js';
 import { createLogger } from './logger.js';
 import type { DeliveryOptions, DispatchMode } from './delivery.js';
@@ -20,8 +24,12 @@ export interface HubOptions {
   port?: number;
   /** Interface to listen on; default: every interface. */
   host?: string;
-  /** Open lab mode: no authentication. */
+  /** Open lab mode: clients may connect without a token (a token, when sent, is still checked). */
   allowAnonymous?: boolean;
+  /** The HMAC secret tokens are signed with. Required unless `allowAnonymous`. */
+  secret?: string;
+  /** Per-socket event rate limit. */
+  rateLimit?: Partial<RateLimitOptions>;
   /** How pickups reach drivers. Default `one`. */
   dispatch?: DispatchMode;
   /** Largest message a client may send, in bytes. Default 64 KiB. */
@@ -44,6 +52,8 @@ export interface HubOptions {
 export interface Hub {
   /** The port the hub listens on (useful after `port: 0`). */
   readonly port: number;
+  /** What the hub has counted so far (refusals by code, events received). */
+  readonly counters: Counters;
   /** `http://localhost:PORT` (or the host given). */
   readonly url: string;
   /** Stops accepting, disconnects every client, and resolves when the port is free. Idempotent. */
@@ -53,6 +63,11 @@ export interface Hub {
 /** Starts a hub; resolves once it is listening. */
 export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const logger = options.logger ?? createLogger();
+  if (!options.allowAnonymous && !options.secret) {
+    throw new Error('a hub that requires tokens needs a secret (or allowAnonymous for the open lab mode)');
+  }
+  const counters = new Counters();
+  const rateLimit: RateLimitOptions = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
   const app = express();
   app.disable('x-powered-by');
   app.get('/healthz', (_req, res) => {
@@ -90,8 +105,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     await store.close();
     throw err;
   }
+  nsp.use(authenticate({ secret: options.secret, allowAnonymous: options.allowAnonymous === true, logger, counters }));
   // connections are taken only once the queues are loaded, so a backlog is never missed
-  nsp.on('connection', (socket) => handleConnection({ logger, store, delivery }, socket));
+  nsp.on('connection', (socket) => handleConnection({ logger, store, delivery, counters, rateLimit }, socket));
   logger.info('STORE', { kind: store.kind, ...(store.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}) });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
@@ -101,6 +117,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   return {
     port,
     url,
+    counters,
     close() {
       closing ??= (async () => {
         delivery.close();

@@ -2,6 +2,7 @@ import type { CommandSpec } from '../cli/args.js';
 import { runCommand, untilSignal } from '../cli/args.js';
 import { createHub } from './hub.js';
 import { createLogger } from './logger.js';
+import { loadSecret } from './secret.js';
 
 export const hubCommand = {
   usage: 'caps hub',
@@ -9,10 +10,10 @@ export const hubCommand = {
   flags: {
     port: { type: 'integer', description: 'TCP port to listen on; 0 picks a free one', placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
     host: { type: 'string', description: 'interface to listen on (default: every interface)', placeholder: 'HOST' },
-    'allow-anonymous': { type: 'boolean', description: "open lab mode: any client may connect without a token (until tokens land, the only mode)" },
+    'allow-anonymous': { type: 'boolean', description: "open lab mode: clients may connect without a token (the course's clients); tokens sent are still checked" },
     dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver; broadcast: to every driver (the lab)', choices: ['one', 'broadcast'], default: 'one' },
     store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart)', choices: ['sqlite', 'memory'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
-    data: { type: 'string', description: 'folder of the SQLite store', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
+    data: { type: 'string', description: 'folder of the SQLite store and of the token secret (unless CAPS_SECRET is set)', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
     sync: { type: 'choice', description: 'SQLite fsync: full survives power loss, normal only a killed process', choices: ['full', 'normal'], default: 'full' },
     'ack-timeout': { type: 'integer', description: "first wait for a client's ack before sending again (doubles each try)", placeholder: 'MS', default: 30000, min: 100 },
     'max-queue': { type: 'integer', description: 'messages one queue may hold; past it, publishes into it are refused with CAPS_ERR_QUEUE_FULL', placeholder: 'N', default: 10000, min: 1 },
@@ -24,13 +25,19 @@ export const hubCommand = {
 export function runHub(argv: readonly string[]): Promise<number> {
   return runCommand(hubCommand, argv, async (flags) => {
     const logger = createLogger({ format: flags.json ? 'json' : 'human' });
-    logger.warn('OPEN LAB MODE: anyone who can reach this port may connect, read and publish parcels (no authentication yet)');
+    const allowAnonymous = flags['allow-anonymous'];
+    if (allowAnonymous) {
+      logger.warn('OPEN LAB MODE (--allow-anonymous): anyone who can reach this port may connect without a token, read every store\'s parcels and publish');
+    }
     let hub;
     try {
+      const { secret, source } = loadSecret(flags.data);
+      logger.info('TOKENS', { secret: source, mint: `caps token --data ${flags.data} --role vendor --store NAME` });
       hub = await createHub({
+        secret,
         port: flags.port,
         host: flags.host,
-        allowAnonymous: true,
+        allowAnonymous,
         dispatch: flags.dispatch as 'one' | 'broadcast',
         store: flags.store as 'sqlite' | 'memory',
         dataDir: flags.data,

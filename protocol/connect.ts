@@ -3,6 +3,8 @@ import type { Socket } from 'socket.io-client';
 import type { ClientToServerEvents, ServerToClientEvents } from './events.js';
 import { CAPS_NAMESPACE } from './events.js';
 import type { AckResult } from './result.js';
+import type { CapsErrorBody } from './errors.js';
+import { isCapsErrorCode } from './errors.js';
 
 /** A client's socket, typed from the client's side of the contract. */
 export type CapsClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -39,6 +41,16 @@ export function waitConnected(socket: CapsClientSocket, timeoutMs: number): Prom
     };
     socket.once('connect', onConnect);
   });
+}
+
+/** The hub's coded refusal inside a `connect_error`, if that is what it is. */
+export function refusalOf(err: Error): CapsErrorBody | undefined {
+  const data = (err as Error & { data?: unknown }).data;
+  if (data !== null && typeof data === 'object' && isCapsErrorCode((data as Record<string, unknown>)['code'])) {
+    const body = data as Record<string, unknown>;
+    return { code: body['code'] as CapsErrorBody['code'], message: String(body['message'] ?? err.message) };
+  }
+  return undefined;
 }
 
 /** Why an ack did not come back ok, as one line. */

@@ -13,6 +13,11 @@ export const CAPS_ERRORS = {
   CAPS_ERR_UNKNOWN_QUEUE: { status: 404, message: 'No such queue' },
   CAPS_ERR_UNKNOWN_MESSAGE: { status: 404, message: 'No such message in this queue' },
   CAPS_ERR_STORAGE: { status: 503, message: 'The hub cannot store events right now' },
+  CAPS_ERR_UNAUTHORIZED: { status: 401, message: 'A valid token is required' },
+  CAPS_ERR_TOKEN_EXPIRED: { status: 401, message: 'The token has expired' },
+  CAPS_ERR_FORBIDDEN: { status: 403, message: 'This token does not allow that' },
+  CAPS_ERR_NOT_DISPATCHED: { status: 403, message: 'This parcel was not dispatched to this driver' },
+  CAPS_ERR_RATE_LIMITED: { status: 429, message: 'Too many events: slow down' },
   CAPS_ERR_NOT_FOUND: { status: 404, message: 'No such resource' },
   CAPS_ERR_INTERNAL: { status: 500, message: 'The hub failed to handle this request' },
 } as const satisfies Record<string, { status: number; message: string }>;

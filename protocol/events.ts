@@ -1,5 +1,6 @@
 import type { AckCallback } from './result.js';
 import type { GetAllResult, JoinResult, ParcelMessage, PublishResult, ReceivedResult, ClientRole } from './messages.js';
+import type { TokenSubject } from './token.js';
 import type { GetAllPayload, PublishPayload, ReceivedPayload, RoomPayload } from './schemas.js';
 
 /** What a client may emit on `/caps`. Every ack is optional: lab clients rarely ask for one. */
@@ -38,6 +39,8 @@ export interface SocketData {
    * client after its first ack or `received`). Only such clients are re-sent on a timer.
    */
   acks: boolean;
+  /** The verified token's subject; absent for an anonymous lab client. */
+  auth?: TokenSubject;
 }
 
 /** The namespace every CAPS client connects to. */

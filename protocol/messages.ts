@@ -52,7 +52,7 @@ export interface GetAllResult {
 }
 
 /** Who a connection is. `unknown` is a lab client that has not said yet. */
-export type ClientRole = 'vendor' | 'driver' | 'unknown';
+export type ClientRole = 'vendor' | 'driver' | 'dashboard' | 'unknown';
 
 /** The queue every driver takes pickups from. */
 export const DRIVER_QUEUE = 'driver';

@@ -36,7 +36,7 @@ afterEach(async () => {
 
 /** Starts `caps hub` on 127.0.0.1 and a free port; resolves once it says where it listens. */
 async function startHub(extra: string[] = []): Promise<{ hub: CliProcess; url: string }> {
-  const hub = startCli(['hub', '--port', '0', '--host', '127.0.0.1', '--data', tempDir(), ...extra]);
+  const hub = startCli(['hub', '--port', '0', '--host', '127.0.0.1', '--data', tempDir(), '--allow-anonymous', ...extra]);
   const [line] = await hub.stdout.waitFor(LISTENING, 'the hub to report where it listens', 10_000);
   const url = LISTENING.exec(line ?? '')?.[1];
   if (url === undefined) throw new Error(`no URL in the hub's listening line: ${line}`);

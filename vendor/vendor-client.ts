@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { faker } from '@faker-js/faker';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { connectCaps, describeFailure, waitConnected } from '../protocol/connect.js';
+import { connectCaps, describeFailure, refusalOf, waitConnected } from '../protocol/connect.js';
+import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
 import type { Order } from '../protocol/schemas.js';
@@ -13,6 +14,8 @@ export interface VendorOptions {
   url: string;
   /** The store this vendor works for; its room and queue. */
   store: string;
+  /** A vendor token for this store (`caps token`); required unless the hub runs in lab mode. */
+  token?: string;
   /** Publish a new order every this many ms. Default 2000. */
   interval?: number;
   /** Publish this many orders, then finish once all are delivered. Default: forever. */
@@ -28,6 +31,8 @@ export interface VendorEvents {
   delivered: [ParcelMessage];
   /** An error the vendor reports and carries on from (publish refused, hub unreachable). */
   problem: [string];
+  /** The hub refused the connection (bad or expired token): retrying will not help. */
+  refused: [CapsErrorBody];
 }
 
 /** A store's process: hands parcels to the hub and thanks the drivers who deliver them. */
@@ -49,9 +54,13 @@ export class VendorClient extends EventEmitter<VendorEvents> {
     this.log = options.log ?? ((line) => console.log(line));
     this.interval = options.interval ?? 2_000;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
-    this.socket = connectCaps(options.url, { role: 'vendor', store: options.store });
+    this.socket = connectCaps(options.url, { role: 'vendor', store: options.store, ...(options.token ? { token: options.token } : {}) });
     this.socket.on('connect', () => this.log(`VENDOR: ${options.store} connected to ${options.url}`));
-    this.socket.on('connect_error', (err) => this.emitProblem(`cannot reach the hub at ${options.url}: ${err.message}`));
+    this.socket.on('connect_error', (err) => {
+      const refusal = refusalOf(err);
+      if (refusal) this.emit('refused', refusal);
+      else this.emitProblem(`cannot reach the hub at ${options.url}: ${err.message}`);
+    });
     this.socket.on('disconnect', (reason) => {
       if (!this.closed) this.log(`VENDOR: ${options.store} lost the hub (${reason}); reconnecting`);
     });

@@ -6,6 +6,8 @@ import { createHub } from '../../hub/hub.js';
 import { createLogger } from '../../hub/logger.js';
 import type { ParcelMessage } from '../../protocol/messages.js';
 import { Lines, waitUntil } from './wait.js';
+import type { TokenSubject } from '../../protocol/token.js';
+import { signToken } from '../../protocol/token.js';
 
 export interface TestHub {
   hub: Hub;
@@ -27,6 +29,18 @@ export async function startHub(options: Partial<HubOptions> = {}): Promise<TestH
     ...options,
   });
   return { hub, url: hub.url, logs, close: () => hub.close() };
+}
+
+export const TEST_SECRET = 'test-secret-0123456789abcdef';
+
+/** A hub that requires tokens signed with TEST_SECRET (the default outside lab mode). */
+export function startSecureHub(options: Partial<HubOptions> = {}): Promise<TestHub> {
+  return startHub({ allowAnonymous: false, secret: TEST_SECRET, ...options });
+}
+
+/** A token for the secure test hub. */
+export function tokenFor(subject: TokenSubject, options: { expiresInSeconds?: number; now?: number; secret?: string } = {}): string {
+  return signToken(options.secret ?? TEST_SECRET, subject, options);
 }
 
 /** Parsed JSON log records with `msg` equal to `message`. */
@@ -51,6 +65,17 @@ export class RawClient extends EventEmitter {
       if (opts.autoAck !== false && typeof ack === 'function') (ack as (r: unknown) => void)({ ok: true });
       this.received.push({ event, payload });
       this.emit('message');
+    });
+  }
+
+  /** Resolves with the hub's refusal (`connect_error` data) of this connection. */
+  refused(timeoutMs = 5_000): Promise<{ code?: string; message?: string }> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('timed out waiting for connect_error')), timeoutMs);
+      this.socket.once('connect_error', (err: Error & { data?: { code?: string; message?: string } }) => {
+        clearTimeout(timer);
+        resolve(err.data ?? {});
+      });
     });
   }
 

@@ -1,0 +1,53 @@
+import { CapsError } from '../protocol/errors.js';
+import type { TokenSubject } from '../protocol/token.js';
+import { verifyToken } from '../protocol/token.js';
+import type { Counters } from './counters.js';
+import type { Logger } from './logger.js';
+import type { CapsSocket } from './types.js';
+
+export interface AuthOptions {
+  secret: string | undefined;
+  allowAnonymous: boolean;
+  logger: Logger;
+  counters: Counters;
+}
+
+/**
+ * Namespace middleware: checks `auth.token` from the handshake. A refused connection gets
+ * `connect_error` with `err.data = { code, message }`. In open lab mode a client without a token
+ * is let in anonymously; a token it does send must still be valid.
+ */
+export function authenticate(options: AuthOptions) {
+  return (socket: CapsSocket, next: (err?: Error) => void): void => {
+    const auth: unknown = socket.handshake.auth;
+    const token = auth !== null && typeof auth === 'object' ? (auth as Record<string, unknown>)['token'] : undefined;
+    if (token === undefined && options.allowAnonymous) {
+      next();
+      return;
+    }
+    try {
+      if (!options.secret) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
+      const claims = verifyToken(options.secret, token);
+      socket.data.auth = subjectOf(claims);
+      next();
+    } catch (err) {
+      const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_UNAUTHORIZED', undefined, { cause: err });
+      options.counters.refuse(capsError.code);
+      options.logger.warn('REFUSED CONNECTION', { code: capsError.code, reason: capsError.message, address: socket.handshake.address });
+      const refusal = new Error(capsError.message) as Error & { data: unknown };
+      refusal.data = capsError.toBody();
+      next(refusal);
+    }
+  };
+}
+
+function subjectOf(claims: TokenSubject & { iat?: number; exp?: number; v?: number }): TokenSubject {
+  switch (claims.role) {
+    case 'vendor':
+      return { role: 'vendor', store: claims.store };
+    case 'driver':
+      return { role: 'driver', name: claims.name };
+    case 'dashboard':
+      return claims.store !== undefined ? { role: 'dashboard', store: claims.store } : { role: 'dashboard' };
+  }
+}

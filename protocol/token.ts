@@ -1,0 +1,69 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { z } from 'zod';
+import { CapsError } from './errors.js';
+import { nameSchema } from './schemas.js';
+
+/**
+ * CAPS tokens: `base64url(JSON claims).base64url(HMAC-SHA256(secret, first part))`.
+ * A token names a role and, for a vendor, its store; the hub takes identity from it, never from
+ * a payload. Minted by `caps token` with the hub's secret.
+ */
+export const ROLES = ['vendor', 'driver', 'dashboard'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const claimsSchema = z.discriminatedUnion('role', [
+  z.strictObject({ v: z.literal(1), role: z.literal('vendor'), store: nameSchema, iat: z.number().int(), exp: z.number().int().optional() }),
+  z.strictObject({ v: z.literal(1), role: z.literal('driver'), name: nameSchema, iat: z.number().int(), exp: z.number().int().optional() }),
+  z.strictObject({ v: z.literal(1), role: z.literal('dashboard'), store: nameSchema.optional(), iat: z.number().int(), exp: z.number().int().optional() }),
+]);
+export type TokenClaims = z.infer<typeof claimsSchema>;
+
+export type TokenSubject = { role: 'vendor'; store: string } | { role: 'driver'; name: string } | { role: 'dashboard'; store?: string };
+
+/** Longest token the hub will look at: anything longer is refused unread. */
+const MAX_TOKEN_LENGTH = 2_048;
+
+export function signToken(secret: string, subject: TokenSubject, options: { expiresInSeconds?: number; now?: number } = {}): string {
+  const iat = Math.floor((options.now ?? Date.now()) / 1000);
+  const claims = { v: 1, ...subject, iat, ...(options.expiresInSeconds !== undefined ? { exp: iat + options.expiresInSeconds } : {}) };
+  const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
+  return `${body}.${mac(secret, body)}`;
+}
+
+/** Checks signature and expiry; throws CapsError `CAPS_ERR_UNAUTHORIZED` or `CAPS_ERR_TOKEN_EXPIRED`. */
+export function verifyToken(secret: string, token: unknown, now = Date.now()): TokenClaims {
+  if (typeof token !== 'string' || token.length === 0) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'a token is required: auth: { token }');
+  if (token.length > MAX_TOKEN_LENGTH) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'the token is too long');
+  const [body, signature, extra] = token.split('.');
+  if (!body || !signature || extra !== undefined) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'the token is malformed');
+  const expected = Buffer.from(mac(secret, body));
+  const given = Buffer.from(signature);
+  if (expected.length !== given.length || !timingSafeEqual(expected, given)) {
+    throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'the token signature does not match (tampered, or signed with another secret)');
+  }
+  const claims = decodeClaims(body);
+  if (!claims) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'the token claims are malformed');
+  if (claims.exp !== undefined && claims.exp * 1000 <= now) {
+    throw new CapsError('CAPS_ERR_TOKEN_EXPIRED', `the token expired at ${new Date(claims.exp * 1000).toISOString()}`);
+  }
+  return claims;
+}
+
+/** Reads a token's claims without checking it: clients use it to learn their own store or name. */
+export function peekClaims(token: string): TokenClaims | undefined {
+  const [body] = token.split('.');
+  return body ? decodeClaims(body) : undefined;
+}
+
+function decodeClaims(body: string): TokenClaims | undefined {
+  try {
+    const parsed = claimsSchema.safeParse(JSON.parse(Buffer.from(body, 'base64url').toString('utf8')));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function mac(secret: string, body: string): string {
+  return createHmac('sha256', secret).update(body).digest('base64url');
+}

@@ -1,0 +1,185 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { DriverClient } from '../driver/driver-client.js';
+import { signToken, verifyToken } from '../protocol/token.js';
+import type { ParcelMessage } from '../protocol/messages.js';
+import { VendorClient } from '../vendor/vendor-client.js';
+import { Cleanup, RawClient, TEST_SECRET, order, records, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { waitUntil } from './helpers/wait.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+function raw(url: string, token?: string, autoAck = true): RawClient {
+  return cleanup.add(new RawClient(url, { ...(token !== undefined ? { auth: { token } } : {}), autoAck }), (c) => c.close());
+}
+
+describe('tokens', () => {
+  it('sign and verify; tampering, another secret and expiry are caught', () => {
+    const token = signToken(TEST_SECRET, { role: 'vendor', store: 'acme' });
+    expect(verifyToken(TEST_SECRET, token)).toMatchObject({ role: 'vendor', store: 'acme' });
+    const [body, sig] = token.split('.');
+    const forged = `${Buffer.from(JSON.stringify({ v: 1, role: 'vendor', store: 'other', iat: 1 })).toString('base64url')}.${sig}`;
+    expect(() => verifyToken(TEST_SECRET, forged)).toThrow(expect.objectContaining({ code: 'CAPS_ERR_UNAUTHORIZED' }));
+    expect(() => verifyToken('another-secret-0123456789', token)).toThrow(expect.objectContaining({ code: 'CAPS_ERR_UNAUTHORIZED' }));
+    expect(() => verifyToken(TEST_SECRET, `${body}`)).toThrow(expect.objectContaining({ code: 'CAPS_ERR_UNAUTHORIZED' }));
+    const expired = signToken(TEST_SECRET, { role: 'driver', name: 'd1' }, { expiresInSeconds: 60, now: Date.now() - 120_000 });
+    expect(() => verifyToken(TEST_SECRET, expired)).toThrow(expect.objectContaining({ code: 'CAPS_ERR_TOKEN_EXPIRED' }));
+    const fresh = signToken(TEST_SECRET, { role: 'driver', name: 'd1' }, { expiresInSeconds: 60 });
+    expect(verifyToken(TEST_SECRET, fresh)).toMatchObject({ role: 'driver', name: 'd1' });
+  });
+});
+
+describe('connecting', () => {
+  const refusals: Array<[string, () => string | undefined, string]> = [
+    ['no token', () => undefined, 'CAPS_ERR_UNAUTHORIZED'],
+    ['a malformed token', () => 'not-a-token', 'CAPS_ERR_UNAUTHORIZED'],
+    ['a tampered token', () => `${tokenFor({ role: 'vendor', store: 'acme' })}x`, 'CAPS_ERR_UNAUTHORIZED'],
+    ['a token of another hub', () => tokenFor({ role: 'vendor', store: 'acme' }, { secret: 'someone-elses-secret-123' }), 'CAPS_ERR_UNAUTHORIZED'],
+    ['an expired token', () => tokenFor({ role: 'vendor', store: 'acme' }, { expiresInSeconds: 1, now: Date.now() - 10_000 }), 'CAPS_ERR_TOKEN_EXPIRED'],
+  ];
+
+  it.each(refusals)('refuses %s with connect_error and a code, logged and counted', async (_what, token, code) => {
+    const { url, logs, hub } = cleanup.add(await startSecureHub(), (h) => h.close());
+    const client = raw(url, token());
+    await expect(client.refused()).resolves.toMatchObject({ code });
+    expect(records(logs, 'REFUSED CONNECTION')).toEqual([expect.objectContaining({ code })]);
+    expect(hub.counters.refusedCount(code as 'CAPS_ERR_UNAUTHORIZED')).toBe(1);
+  });
+
+  it('in open lab mode lets clients in without a token, but still checks a token that is sent', async () => {
+    const { url } = cleanup.add(await startHub({ secret: TEST_SECRET }), (h) => h.close());
+    await raw(url).connected();
+    await expect(raw(url, 'forged.token').refused()).resolves.toMatchObject({ code: 'CAPS_ERR_UNAUTHORIZED' });
+    await raw(url, tokenFor({ role: 'vendor', store: 'acme' })).connected();
+  });
+});
+
+describe('what each role may do', () => {
+  async function setup() {
+    const hub = cleanup.add(await startSecureHub(), (h) => h.close());
+    const vendor = raw(hub.url, tokenFor({ role: 'vendor', store: 'acme' }));
+    const driver = raw(hub.url, tokenFor({ role: 'driver', name: 'd1' }));
+    await Promise.all([vendor.connected(), driver.connected()]);
+    return { ...hub, vendor, driver };
+  }
+
+  it('refuses a pickup whose payload names another store, and relays nothing', async () => {
+    const { vendor, driver, hub } = await setup();
+    await expect(vendor.request('pickup', order('other-store', 1))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    await expect(vendor.request('pickup', { event: 'pickup', clientId: 'acme', order: order('other-store', 2) })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    await driver.request('join', 'driver');
+    expect(driver.received).toEqual([]);
+    expect(hub.counters.refusedCount('CAPS_ERR_FORBIDDEN')).toBe(2);
+  });
+
+  it('refuses a vendor publishing driver steps, a driver publishing pickups, and a dashboard publishing anything', async () => {
+    const { url, vendor, driver } = await setup();
+    await vendor.request('pickup', order('acme', 1));
+    for (const event of ['in-transit', 'delivered']) {
+      await expect(vendor.request(event, order('acme', 1))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    }
+    await expect(driver.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    const dashboard = raw(url, tokenFor({ role: 'dashboard' }));
+    await dashboard.connected();
+    for (const event of ['pickup', 'in-transit', 'delivered']) {
+      await expect(dashboard.request(event, order('acme', 1))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    }
+    await expect(dashboard.request('join', 'acme')).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+  });
+
+  it('refuses a driver reporting a parcel that was not dispatched to it', async () => {
+    const { url, vendor, driver } = await setup();
+    const parcel = order('acme', 1);
+    await vendor.request('pickup', parcel);
+    await driver.waitFor('pickup', 1, 'd1 to get the pickup');
+    const other = raw(url, tokenFor({ role: 'driver', name: 'd2' }));
+    await other.connected();
+    await expect(other.request('in-transit', parcel)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
+    await expect(other.request('delivered', parcel)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
+    await expect(driver.request('in-transit', parcel)).resolves.toMatchObject({ ok: true });
+    await expect(driver.request('delivered', parcel)).resolves.toMatchObject({ ok: true });
+  });
+
+  it('keeps a vendor to its own room and queue: join, getAll and received of another store are refused', async () => {
+    const { vendor } = await setup();
+    await expect(vendor.request('join', 'acme')).resolves.toMatchObject({ ok: true });
+    for (const [event, payload] of [
+      ['join', 'other-store'],
+      ['join', { store: 'other-store' }],
+      ['join', 'driver'],
+      ['getAll', { clientId: 'other-store' }],
+      ['getAll', { queueId: 'DRIVER' }],
+      ['received', { clientId: 'other-store', messageId: 'm1' }],
+    ] as const) {
+      await expect(vendor.request(event, payload), `${event} ${JSON.stringify(payload)}`).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    }
+  });
+
+  it('ignores what a client claims in the handshake: the token decides', async () => {
+    const { url } = await setup();
+    const sneaky = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }), role: 'driver', name: 'boss', store: 'other' } }), (c) => c.close());
+    await expect(sneaky.request('join', 'driver')).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    await expect(sneaky.request('pickup', order('acme', 9))).resolves.toMatchObject({ ok: true });
+  });
+});
+
+describe('cross-tenant canary', () => {
+  it('never lets a vendor of one store see anything of another store', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    const stores = ['store-a', 'store-b'] as const;
+    const vendors = stores.map((store) => cleanup.add(new VendorClient({ url, store, token: tokenFor({ role: 'vendor', store }), log: () => undefined }), (v) => v.close()));
+    const drivers = ['d1', 'd2'].map((name) => cleanup.add(new DriverClient({ url, name, delay: 0, token: tokenFor({ role: 'driver', name }), log: () => undefined }), (d) => d.close()));
+    // a second connection of store A that records every message it is ever sent
+    const canary = raw(url, tokenFor({ role: 'vendor', store: 'store-a' }), false);
+    await Promise.all([...vendors.map((v) => v.start()), ...drivers.map((d) => d.start()), canary.connected()]);
+    const delivered = new Map<string, ParcelMessage[]>(stores.map((s) => [s, []]));
+    vendors.forEach((v, i) => v.on('delivered', (m) => delivered.get(stores[i] ?? '')?.push(m)));
+
+    await Promise.all(vendors.flatMap((v) => Array.from({ length: 15 }, () => v.publish())));
+    for (const [i, v] of vendors.entries()) {
+      await waitUntil(v, 'delivered', () => ((delivered.get(stores[i] ?? '')?.length ?? 0) >= 15 ? true : undefined), `${stores[i]} to hear 15 deliveries`);
+    }
+    // replay: the canary asks for its queue again, and tries the other store's
+    await expect(canary.request('getAll', { clientId: 'store-a' })).resolves.toMatchObject({ ok: true });
+    await expect(canary.request('getAll', { clientId: 'store-b' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    await canary.request('join', 'store-a');
+
+    expect(canary.received.length).toBeGreaterThanOrEqual(30);
+    expect(canary.received.filter((r) => r.payload.store !== 'store-a' || r.payload.order.store !== 'store-a')).toEqual([]);
+    expect(delivered.get('store-a')?.every((m) => m.store === 'store-a')).toBe(true);
+    expect(delivered.get('store-b')?.every((m) => m.store === 'store-b')).toBe(true);
+  });
+});
+
+describe('hostile input', () => {
+  it('refuses a payload with a __proto__ key and pollutes nothing', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    const vendor = raw(url, tokenFor({ role: 'vendor', store: 'acme' }));
+    const payload = JSON.parse('{"__proto__": {"polluted": true}, "store": "acme", "orderId": "o1", "customer": "c", "address": "a"}') as object;
+    await expect(vendor.request('pickup', payload)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
+    const ctor = JSON.parse('{"constructor": {"prototype": {"polluted": true}}, "store": "acme", "orderId": "o1", "customer": "c", "address": "a"}') as object;
+    await expect(vendor.request('pickup', ctor)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('slows a flooding client with CAPS_ERR_RATE_LIMITED, then cuts it off; others see no change', async () => {
+    const { url, logs, hub } = cleanup.add(await startSecureHub({ rateLimit: { ratePerSecond: 5, burst: 10, cutOffAfter: 40 } }), (h) => h.close());
+    const flood = raw(url, tokenFor({ role: 'vendor', store: 'acme' }));
+    const calm = raw(url, tokenFor({ role: 'vendor', store: 'calm' }));
+    await Promise.all([flood.connected(), calm.connected()]);
+    const answers: unknown[] = [];
+    const cut = waitUntil(flood.socket, 'disconnect', () => (flood.socket.connected ? undefined : true), 'the flooding client to be cut off');
+    for (let i = 0; i < 100; i++) flood.socket.emit('join', 'acme', (r: unknown) => answers.push(r));
+    await cut;
+    // the burst goes through (acks may arrive in any order), the rest is refused until the cut
+    const oks = answers.filter((a) => (a as { ok: boolean }).ok).length;
+    expect(oks).toBeGreaterThanOrEqual(10);
+    expect(oks).toBeLessThan(15);
+    expect(answers.filter((a) => (a as { error?: { code: string } }).error?.code === 'CAPS_ERR_RATE_LIMITED').length).toBeGreaterThanOrEqual(30);
+    expect(hub.counters.refusedCount('CAPS_ERR_RATE_LIMITED')).toBeGreaterThanOrEqual(40);
+    expect(records(logs, 'CUT OFF')).toHaveLength(1);
+    // one REFUSED line per run of refusals, not one per event
+    expect(records(logs, 'REFUSED').filter((r) => r['code'] === 'CAPS_ERR_RATE_LIMITED')).toHaveLength(1);
+    await expect(calm.request('pickup', order('calm', 1))).resolves.toMatchObject({ ok: true });
+  });
+});

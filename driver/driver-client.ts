@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { connectCaps, describeFailure, refusalOf, waitConnected } from '../protocol/connect.js';
+import { connectCaps, describeFailure, refusalOf, request, waitConnected } from '../protocol/connect.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
@@ -40,6 +40,7 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   /** Pickups already delivered: a copy sent again is only acknowledged. */
   private readonly finished = new RecentIds(10_000);
   private closed = false;
+  private readonly aborter = new AbortController();
   private closing: Promise<void> | undefined;
 
   constructor(private readonly options: DriverOptions) {
@@ -72,6 +73,7 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true;
+      this.aborter.abort();
       for (const timer of this.timers) clearTimeout(timer);
       this.timers.clear();
       this.socket.disconnect();
@@ -128,11 +130,12 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     const payload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address };
     while (!this.closed) {
       try {
-        const result = await this.socket.timeout(this.ackTimeoutMs).emitWithAck(event, payload);
+        const result = await request(this.socket, event, payload, this.ackTimeoutMs, this.aborter.signal);
         if (result.ok) return result.data;
         this.emitProblem(`${event} for ${message.orderId} refused: ${describeFailure(result)}`);
         return 'refused';
       } catch {
+        if (this.closed) return undefined;
         this.emitProblem(`no ack for ${event} of ${message.orderId} within ${this.ackTimeoutMs} ms; sending again`);
       }
     }

@@ -3,6 +3,8 @@ import type { Socket } from 'socket.io-client';
 import type { ClientToServerEvents, ServerToClientEvents } from './events.js';
 import { CAPS_NAMESPACE } from './events.js';
 import type { AckResult } from './result.js';
+import type { PublishResult } from './messages.js';
+import type { ParcelEvent, PublishPayload } from './schemas.js';
 import type { CapsErrorBody } from './errors.js';
 import { isCapsErrorCode } from './errors.js';
 
@@ -56,4 +58,38 @@ export function refusalOf(err: Error): CapsErrorBody | undefined {
 /** Why an ack did not come back ok, as one line. */
 export function describeFailure(result: AckResult<unknown>): string {
   return result.ok ? 'ok' : `${result.error.code}: ${result.error.message}`;
+}
+
+/**
+ * Emits with an ack, resolving with the hub's answer; rejects after `timeoutMs` or as soon as
+ * `signal` aborts (a client closing must not wait out its ack time-outs).
+ */
+export function request(
+  socket: CapsClientSocket,
+  event: ParcelEvent,
+  payload: PublishPayload,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<AckResult<PublishResult>> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(new Error('closed'));
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(new Error('closed'));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      reject(new Error(`no ack within ${timeoutMs} ms`));
+    }, timeoutMs);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const onAck = (result: AckResult<PublishResult>): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      resolve(result);
+    };
+    socket.emit(event as 'pickup', payload, onAck);
+  });
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { faker } from '@faker-js/faker';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { connectCaps, describeFailure, refusalOf, waitConnected } from '../protocol/connect.js';
+import { connectCaps, describeFailure, refusalOf, request, waitConnected } from '../protocol/connect.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
@@ -46,6 +46,7 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   /** Messages already handled: the hub delivers at least once, so some arrive twice. */
   private readonly seen = new RecentIds(10_000);
   private closed = false;
+  private readonly aborter = new AbortController();
   private closing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
 
@@ -98,7 +99,7 @@ export class VendorClient extends EventEmitter<VendorEvents> {
     for (;;) {
       if (this.closed) throw new Error('vendor closed before the hub acknowledged the pickup');
       try {
-        const result = await this.socket.timeout(this.ackTimeoutMs).emitWithAck('pickup', order);
+        const result = await request(this.socket, 'pickup', order, this.ackTimeoutMs, this.aborter.signal);
         if (result.ok) {
           this.log(`VENDOR: handed over ${order.orderId} for ${order.customer}`);
           return result.data;
@@ -107,6 +108,7 @@ export class VendorClient extends EventEmitter<VendorEvents> {
         throw new Error(`pickup refused: ${describeFailure(result)}`);
       } catch (err) {
         if (err instanceof Error && err.message.startsWith('pickup refused')) throw err;
+        if (this.closed) throw new Error('vendor closed before the hub acknowledged the pickup');
         this.emitProblem(`no ack for ${order.orderId} within ${this.ackTimeoutMs} ms; sending again`);
       }
     }
@@ -145,6 +147,7 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true;
+      this.aborter.abort();
       clearTimeout(this.timer);
       this.socket.disconnect();
     })();

@@ -1,0 +1,105 @@
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { signToken, verifyToken } from '../protocol/token.js';
+import type { CliProcess } from './helpers/cli.js';
+import { killAllCli, runCli, startCli } from './helpers/cli.js';
+
+const LISTENING = /listening on (http:\/\/\S+)/;
+const dirs: string[] = [];
+afterEach(async () => {
+  await killAllCli();
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'caps-token-'));
+  dirs.push(dir);
+  return dir;
+}
+
+/** Runs `caps token` and returns the token it printed. */
+async function mint(data: string, ...args: string[]): Promise<string> {
+  const result = await runCli(['token', '--data', data, ...args], { env: { CAPS_SECRET: undefined } });
+  expect(result.code, result.output).toBe(0);
+  const token = result.stdout.trim();
+  expect(token).toMatch(/^[\w-]+\.[\w-]+$/);
+  return token;
+}
+
+async function startAuthHub(data: string): Promise<{ hub: CliProcess; url: string }> {
+  const hub = startCli(['hub', '--port', '0', '--host', '127.0.0.1', '--data', data], { CAPS_SECRET: undefined });
+  const [line] = await hub.stdout.waitFor(LISTENING, 'the hub to report where it listens', 10_000);
+  const url = LISTENING.exec(line ?? '')?.[1];
+  if (!url) throw new Error(`no URL in ${line}`);
+  return { hub, url };
+}
+
+describe('caps token', () => {
+  it('mints tokens with the secret kept in the data folder (created private on first use)', async () => {
+    const data = tempDir();
+    const vendor = await mint(data, '--role', 'vendor', '--store', 'acme-widgets');
+    const secretFile = join(data, 'secret');
+    expect(statSync(secretFile).mode & 0o777).toBe(0o600);
+    const secret = readFileSync(secretFile, 'utf8').trim();
+    expect(verifyToken(secret, vendor)).toMatchObject({ role: 'vendor', store: 'acme-widgets' });
+    const driver = await mint(data, '--role', 'driver', '--name', 'd1', '--expires-in', '12h');
+    const claims = verifyToken(secret, driver);
+    expect(claims).toMatchObject({ role: 'driver', name: 'd1' });
+    expect((claims.exp ?? 0) - claims.iat).toBe(12 * 3600);
+    expect(verifyToken(secret, await mint(data, '--role', 'dashboard'))).toMatchObject({ role: 'dashboard' });
+  });
+
+  it('uses CAPS_SECRET when it is set', async () => {
+    const result = await runCli(['token', '--data', tempDir(), '--role', 'driver', '--name', 'd9'], { env: { CAPS_SECRET: 'an-environment-secret-123' } });
+    expect(result.code, result.output).toBe(0);
+    expect(verifyToken('an-environment-secret-123', result.stdout.trim())).toMatchObject({ name: 'd9' });
+  });
+
+  const misuse: Array<[string, string[], RegExp]> = [
+    ['no role', [], /--role is required/],
+    ['a vendor without a store', ['--role', 'vendor'], /--role vendor needs --store NAME/],
+    ['a driver without a name', ['--role', 'driver'], /--role driver needs --name NAME/],
+    ['a driver with a store', ['--role', 'driver', '--name', 'd', '--store', 's'], /--store is for vendors/],
+    ['a bad expiry', ['--role', 'driver', '--name', 'd', '--expires-in', 'soon'], /--expires-in must look like/],
+    ['an unknown role', ['--role', 'admin'], /--role must be one of vendor, driver, dashboard/],
+  ];
+  it.each(misuse)('exits 2 on %s', async (_what, args, message) => {
+    const result = await runCli(['token', '--data', tempDir(), ...args]);
+    expect(result.code, result.output).toBe(2);
+    expect(result.stderr).toMatch(message);
+    expect(result.stdout).toBe('');
+  });
+});
+
+describe('an authenticated hub from the command line', () => {
+  it('carries parcels for clients with minted tokens', async () => {
+    const data = tempDir();
+    const { url } = await startAuthHub(data);
+    const driver = startCli(['driver', '--url', url, '--delay', '0', '--token', await mint(data, '--role', 'driver', '--name', 'd1')]);
+    await driver.lines.waitFor(/DRIVER: d1 connected/, 'the driver (named by its token) to connect');
+    const vendor = startCli(['vendor', '--url', url, '--count', '2', '--interval', '20', '--token', await mint(data, '--role', 'vendor', '--store', 'acme-widgets')]);
+    expect(await vendor.waitExit('the vendor to deliver 2 parcels and exit', 20_000)).toEqual({ code: 0, signal: null });
+    expect(vendor.lines.matching(/^VENDOR: Thank you for delivering /)).toHaveLength(2);
+    expect(vendor.lines.matching(/acme-widgets connected/)).toHaveLength(1);
+  });
+
+  it('sends a client away with the refusal code: no token, an expired token, a token of the wrong role', async () => {
+    const data = tempDir();
+    const { url } = await startAuthHub(data);
+    const none = await runCli(['vendor', '--url', url, '--count', '1'], { env: { CAPS_TOKEN: undefined } });
+    expect(none.code, none.output).toBe(1);
+    expect(none.stderr).toMatch(/the hub refused the connection: CAPS_ERR_UNAUTHORIZED/);
+
+    const secret = readFileSync(join(data, 'secret'), 'utf8').trim();
+    const expired = signToken(secret, { role: 'driver', name: 'd1' }, { expiresInSeconds: 60, now: Date.now() - 3_600_000 });
+    const late = await runCli(['driver', '--url', url, '--token', expired]);
+    expect(late.code, late.output).toBe(1);
+    expect(late.stderr).toMatch(/CAPS_ERR_TOKEN_EXPIRED/);
+
+    const wrong = await runCli(['vendor', '--url', url, '--token', await mint(data, '--role', 'driver', '--name', 'd1')]);
+    expect(wrong.code, wrong.output).toBe(2);
+    expect(wrong.stderr).toMatch(/--token is not a vendor token \(it is a driver token\)/);
+  });
+});

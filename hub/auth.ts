@@ -1,7 +1,7 @@
 import { CapsError } from '../protocol/errors.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { verifyToken } from '../protocol/token.js';
-import type { Counters } from './counters.js';
+import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
 import type { CapsSocket } from './types.js';
 
@@ -9,7 +9,7 @@ export interface AuthOptions {
   secret: string | undefined;
   allowAnonymous: boolean;
   logger: Logger;
-  counters: Counters;
+  metrics: Metrics;
 }
 
 /**
@@ -32,7 +32,7 @@ export function authenticate(options: AuthOptions) {
       next();
     } catch (err) {
       const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_UNAUTHORIZED', undefined, { cause: err });
-      options.counters.refuse(capsError.code);
+      options.metrics.refuse(capsError.code);
       options.logger.warn('REFUSED CONNECTION', { code: capsError.code, reason: capsError.message, address: socket.handshake.address });
       const refusal = new Error(capsError.message) as Error & { data: unknown };
       refusal.data = capsError.toBody();

@@ -9,10 +9,11 @@ import { fail, ok } from '../protocol/result.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { getAllSchema, handshakeSchema, parsePayload, parseRoom, publishSchemas, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
+import type { Dashboards } from './dashboards.js';
 import type { Delivery } from './delivery.js';
 import { DRIVERS_ROOM, isDriverId, queueOf, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
-import type { Counters } from './counters.js';
+import type { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { RateLimiter } from './rate-limit.js';
 import type { QueueStore } from './store/store.js';
@@ -22,8 +23,9 @@ export interface ConnectionContext {
   logger: Logger;
   store: QueueStore;
   delivery: Delivery;
-  counters: Counters;
+  metrics: Metrics;
   rateLimit: RateLimitOptions;
+  dashboards: Dashboards;
 }
 
 const KNOWN_EVENTS = new Set<string>(['join', 'leave', 'received', 'getAll', ...PARCEL_EVENTS]);
@@ -49,6 +51,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     becomeVendor(socket, claimed.store);
   } else if (claimed?.role === 'dashboard') {
     socket.data.role = 'dashboard';
+    ctx.dashboards.watch(socket, 'store' in claimed ? claimed.store : undefined);
   }
   logger.info('CONNECTED', { ...who(socket), authenticated: auth !== undefined });
   // a client that said who it is gets its backlog right away
@@ -57,7 +60,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
 
   const refuse = (event: string, code: CapsErrorCode, message: string | undefined, ack: unknown): void => {
     const result = fail(code, message);
-    ctx.counters.refuse(code);
+    ctx.metrics.refuse(code);
     logger.warn('REFUSED', { code, event, socket: socket.id, reason: result.error.message });
     reply(ack, result);
   };
@@ -74,7 +77,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
       return;
     }
     const ack = packet.at(-1);
-    ctx.counters.refuse('CAPS_ERR_RATE_LIMITED');
+    ctx.metrics.refuse('CAPS_ERR_RATE_LIMITED');
     if (limiter.refusedInRow === 1) logger.warn('REFUSED', { code: 'CAPS_ERR_RATE_LIMITED', event: String(packet[0]).slice(0, 100), socket: socket.id, reason: 'rate limit; further refusals in this run are counted, not logged' });
     reply(ack, fail('CAPS_ERR_RATE_LIMITED'));
     if (verdict === 'cut-off') {
@@ -226,7 +229,7 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
     becomeDriver(socket, socket.id);
   }
   const time = new Date().toISOString();
-  ctx.counters.receive(event);
+  ctx.metrics.receive(event);
   const outcome = await ctx.store.recordStep({
     event,
     store: input.store,
@@ -241,7 +244,10 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
   if (outcome.status === 'accepted') {
     ctx.logger.event(event, outcome.message.order, time);
     ctx.delivery.add(outcome.message);
+    ctx.dashboards.step(outcome.message);
+    if (event === 'delivered') ctx.metrics.latency.observe(Math.max(0, Date.parse(time) - Date.parse(outcome.pickedUpAt)) / 1000);
   } else {
+    ctx.metrics.duplicates.inc({ event });
     ctx.logger.info('DUPLICATE', { event, store: input.store, orderId: input.orderId, socket: socket.id });
   }
   if (event === 'delivered' && socket.data.role === 'driver') await ctx.delivery.settlePickup(input.store, input.orderId);

@@ -3,6 +3,7 @@ import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
 import { DRIVERS_ROOM, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
 import type { AckOutcome, QueueStore } from './store/store.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
 
@@ -72,6 +73,7 @@ export class Delivery {
     private readonly store: QueueStore,
     private readonly logger: Logger,
     private readonly options: DeliveryOptions,
+    private readonly metrics: Metrics,
   ) {}
 
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
@@ -166,8 +168,28 @@ export class Delivery {
     if (!holding || holding.size === 0) return;
     for (const entry of holding) entry.holder = undefined;
     this.redeliveries += holding.size;
+    this.metrics.redeliveries.inc(holding.size);
     this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.size, reason: 'driver disconnected', socket: socket.id });
     this.pump();
+  }
+
+  /** Every connected driver and the pickups it holds (dispatch `one`). */
+  driverLoads(): Array<{ name: string; socket: string; holding: Array<{ store: string; orderId: string }> }> {
+    return this.drivers()
+      .filter((socket) => socket.data.role === 'driver')
+      .map((socket) => ({
+        name: socket.data.name,
+        socket: socket.id,
+        holding: [...(this.held.get(socket.id) ?? [])].map((e) => ({ store: e.message.store, orderId: e.message.orderId })),
+      }));
+  }
+
+  /** Depth and oldest message of every queue the hub knows. */
+  queueStats(now = Date.now()): Array<{ queue: string; depth: number; oldestAgeSeconds: number }> {
+    return [...this.queues.entries()].map(([queue, entries]) => {
+      const oldest = entries.values().next().value;
+      return { queue, depth: entries.size, oldestAgeSeconds: oldest ? Math.max(0, (now - Date.parse(oldest.message.time)) / 1000) : 0 };
+    });
   }
 
   depth(queue: string): number {
@@ -241,6 +263,7 @@ export class Delivery {
     if (this.closed) return;
     entry.attempts++;
     entry.sentTo.add(socket);
+    this.metrics.sent.inc({ event: entry.message.event });
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
       const key = `${entry.message.store}\u0000${entry.message.orderId}`;
       const names = this.dispatched.get(key) ?? new Set<string>();
@@ -262,10 +285,12 @@ export class Delivery {
         this.release(entry);
         entry.avoid = socket;
         this.redeliveries++;
+        this.metrics.redeliveries.inc();
         this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
         this.pump();
       } else if (socket.connected && socket.data.acks) {
         this.redeliveries++;
+        this.metrics.redeliveries.inc();
         this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
         this.send(socket, entry);
       }

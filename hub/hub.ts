@@ -1,12 +1,15 @@
 import { createServer } from 'node:http';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { Server } from 'socket.io';
 import { CAPS_NAMESPACE } from '../protocol/events.js';
 import { fail } from '../protocol/result.js';
 import { authenticate } from './auth.js';
+import { Dashboards } from './dashboards.js';
+import { trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
-import { Counters } from './counters.js';
+import { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { DEFAULT_RATE_LIMIT } from './rate-limit.js';
 import type { Logger } from './logger.js';
@@ -52,13 +55,16 @@ export interface HubOptions {
 export interface Hub {
   /** The port the hub listens on (useful after `port: 0`). */
   readonly port: number;
-  /** What the hub has counted so far (refusals by code, events received). */
-  readonly counters: Counters;
+  /** What the hub counts (Prometheus registry, and refusals by code for tests). */
+  readonly metrics: Metrics;
   /** `http://localhost:PORT` (or the host given). */
   readonly url: string;
   /** Stops accepting, disconnects every client, and resolves when the port is free. Idempotent. */
   close(): Promise<void>;
 }
+
+/** The dashboard's static files (web/ at the top of the package; dist/hub/hub.js is two levels down). */
+const WEB_DIR = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../web/' : '../web/', import.meta.url));
 
 /** Starts a hub; resolves once it is listening. */
 export async function createHub(options: HubOptions = {}): Promise<Hub> {
@@ -66,17 +72,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   if (!options.allowAnonymous && !options.secret) {
     throw new Error('a hub that requires tokens needs a secret (or allowAnonymous for the open lab mode)');
   }
-  const counters = new Counters();
+  const metrics = new Metrics();
   const rateLimit: RateLimitOptions = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
   const app = express();
   app.disable('x-powered-by');
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok', uptime: process.uptime() });
-  });
-  app.use((_req, res) => {
-    res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));
-  });
-
   const httpServer = createServer(app);
   const io: CapsServer = new Server(httpServer, {
     maxHttpBufferSize: options.maxPayloadBytes ?? 64 * 1024,
@@ -91,7 +90,37 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     ...(options.ackTimeoutMs ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
   };
-  const delivery = new Delivery(nsp, store, logger, deliveryOptions);
+  const delivery = new Delivery(nsp, store, logger, deliveryOptions, metrics);
+  const dashboards = new Dashboards(nsp, delivery, metrics);
+  const allowAnonymous = options.allowAnonymous === true;
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok', uptime: process.uptime() });
+  });
+  app.get('/readyz', async (_req, res) => {
+    try {
+      await store.ping();
+      res.json({ status: 'ready', store: store.kind });
+    } catch (err) {
+      res.status(503).json({ status: 'not ready', store: store.kind, reason: err instanceof Error ? err.message : String(err) });
+    }
+  });
+  app.get('/metrics', async (_req, res) => {
+    metrics.clients.reset();
+    for (const socket of nsp.sockets.values()) metrics.clients.inc({ role: socket.data.role });
+    metrics.queueDepth.reset();
+    metrics.queueOldest.reset();
+    for (const q of delivery.queueStats()) {
+      metrics.queueDepth.set({ queue: q.queue }, q.depth);
+      metrics.queueOldest.set({ queue: q.queue }, q.oldestAgeSeconds);
+    }
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.use('/api', trackingApi({ store, delivery, metrics, secret: options.secret, allowAnonymous }));
+  app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
+  app.use((_req, res) => {
+    res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));
+  });
   try {
     await delivery.load();
     await new Promise<void>((resolve, reject) => {
@@ -105,9 +134,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     await store.close();
     throw err;
   }
-  nsp.use(authenticate({ secret: options.secret, allowAnonymous: options.allowAnonymous === true, logger, counters }));
+  nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, metrics }));
   // connections are taken only once the queues are loaded, so a backlog is never missed
-  nsp.on('connection', (socket) => handleConnection({ logger, store, delivery, counters, rateLimit }, socket));
+  nsp.on('connection', (socket) => handleConnection({ logger, store, delivery, metrics, rateLimit, dashboards }, socket));
   logger.info('STORE', { kind: store.kind, ...(store.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}) });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
@@ -117,10 +146,11 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   return {
     port,
     url,
-    counters,
+    metrics,
     close() {
       closing ??= (async () => {
         delivery.close();
+        dashboards.close();
         await new Promise<void>((resolve) => {
           // io.close() closes the HTTP server too; idle keep-alive connections would hold it open
           httpServer.closeIdleConnections();

@@ -1,5 +1,5 @@
 import type { AckCallback } from './result.js';
-import type { GetAllResult, JoinResult, ParcelMessage, PublishResult, ReceivedResult, ClientRole } from './messages.js';
+import type { ClientRole, DashboardStats, GetAllResult, JoinResult, ParcelMessage, ParcelUpdate, PublishResult, ReceivedResult } from './messages.js';
 import type { TokenSubject } from './token.js';
 import type { GetAllPayload, PublishPayload, ReceivedPayload, RoomPayload } from './schemas.js';
 
@@ -22,6 +22,10 @@ export interface ServerToClientEvents {
   pickup: (message: ParcelMessage, ack: MessageAck) => void;
   'in-transit': (message: ParcelMessage, ack: MessageAck) => void;
   delivered: (message: ParcelMessage, ack: MessageAck) => void;
+  /** Dashboards only: a step as it is recorded. */
+  parcel: (update: ParcelUpdate) => void;
+  /** Dashboards only: a snapshot each second. */
+  stats: (stats: DashboardStats) => void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type

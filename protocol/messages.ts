@@ -56,3 +56,24 @@ export type ClientRole = 'vendor' | 'driver' | 'dashboard' | 'unknown';
 
 /** The queue every driver takes pickups from. */
 export const DRIVER_QUEUE = 'driver';
+
+/** A recorded step as dashboards see it, live. */
+export interface ParcelUpdate {
+  event: ParcelEvent;
+  store: string;
+  orderId: string;
+  customer: string;
+  address: string;
+  time: string;
+  seq: number;
+  driver?: string;
+}
+
+/** What a dashboard is sent every second. */
+export interface DashboardStats {
+  time: string;
+  eventsPerSecond: number;
+  clients: Record<ClientRole, number>;
+  queues: Array<{ queue: string; depth: number; oldestAgeSeconds: number }>;
+  drivers: Array<{ name: string; holding: string[] }>;
+}

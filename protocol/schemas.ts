@@ -196,7 +196,7 @@ export type GetAllInput = z.output<typeof getAllSchema>;
 
 /** The identity a client may claim in the handshake (`auth`) in open lab mode. */
 export const handshakeSchema = z.object({
-  role: z.enum(['vendor', 'driver']).optional(),
+  role: z.enum(['vendor', 'driver', 'dashboard']).optional(),
   store: nameSchema.optional(),
   name: nameSchema.optional(),
 });

@@ -86,7 +86,7 @@ describe('fuzz', () => {
       }
     }
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
-    expect(hub.counters.refusedCount('CAPS_ERR_INVALID_PAYLOAD')).toBeGreaterThan(1_000);
+    expect(hub.metrics.refusedCount('CAPS_ERR_INVALID_PAYLOAD')).toBeGreaterThan(1_000);
 
     // the hub is still up and serving: a fresh client completes a parcel
     const health = await fetch(`${url}/healthz`);

@@ -43,7 +43,7 @@ describe('connecting', () => {
     const client = raw(url, token());
     await expect(client.refused()).resolves.toMatchObject({ code });
     expect(records(logs, 'REFUSED CONNECTION')).toEqual([expect.objectContaining({ code })]);
-    expect(hub.counters.refusedCount(code as 'CAPS_ERR_UNAUTHORIZED')).toBe(1);
+    expect(hub.metrics.refusedCount(code as 'CAPS_ERR_UNAUTHORIZED')).toBe(1);
   });
 
   it('in open lab mode lets clients in without a token, but still checks a token that is sent', async () => {
@@ -69,7 +69,7 @@ describe('what each role may do', () => {
     await expect(vendor.request('pickup', { event: 'pickup', clientId: 'acme', order: order('other-store', 2) })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
     await driver.request('join', 'driver');
     expect(driver.received).toEqual([]);
-    expect(hub.counters.refusedCount('CAPS_ERR_FORBIDDEN')).toBe(2);
+    expect(hub.metrics.refusedCount('CAPS_ERR_FORBIDDEN')).toBe(2);
   });
 
   it('refuses a vendor publishing driver steps, a driver publishing pickups, and a dashboard publishing anything', async () => {
@@ -176,7 +176,7 @@ describe('hostile input', () => {
     expect(oks).toBeGreaterThanOrEqual(10);
     expect(oks).toBeLessThan(15);
     expect(answers.filter((a) => (a as { error?: { code: string } }).error?.code === 'CAPS_ERR_RATE_LIMITED').length).toBeGreaterThanOrEqual(30);
-    expect(hub.counters.refusedCount('CAPS_ERR_RATE_LIMITED')).toBeGreaterThanOrEqual(40);
+    expect(hub.metrics.refusedCount('CAPS_ERR_RATE_LIMITED')).toBeGreaterThanOrEqual(40);
     expect(records(logs, 'CUT OFF')).toHaveLength(1);
     // one REFUSED line per run of refusals, not one per event
     expect(records(logs, 'REFUSED').filter((r) => r['code'] === 'CAPS_ERR_RATE_LIMITED')).toHaveLength(1);

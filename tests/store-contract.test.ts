@@ -119,6 +119,27 @@ describe.each(factories)('%s store contract', (_kind, make) => {
     expect((await store.recordStep(step('pickup', 'acme', 3))).status).toBe('accepted');
   });
 
+  it('finds parcels by orderId, lists a store newest first in pages, and counts states', async () => {
+    const store = create();
+    for (let i = 0; i < 5; i++) await store.recordStep(step('pickup', 'acme', i));
+    await store.recordStep(step('pickup', 'other', 1));
+    await store.recordStep(step('delivered', 'acme', 1));
+    expect((await store.findParcels('acme-1')).map((p) => [p.order.store, p.state])).toEqual([['acme', 'delivered']]);
+    expect(await store.findParcels('nope')).toEqual([]);
+    const first = await store.listParcels('acme', { limit: 2 });
+    expect(first.parcels.map((p) => p.order.orderId)).toEqual(['acme-4', 'acme-3']);
+    const second = await store.listParcels('acme', { limit: 2, ...(first.next ? { after: first.next } : {}) });
+    expect(second.parcels.map((p) => p.order.orderId)).toEqual(['acme-2', 'acme-1']);
+    const third = await store.listParcels('acme', { limit: 2, ...(second.next ? { after: second.next } : {}) });
+    expect(third).toEqual({ parcels: [expect.objectContaining({ state: 'pickup' })] });
+    expect((await store.listParcels('acme', { limit: 10, status: 'delivered' })).parcels.map((p) => p.order.orderId)).toEqual(['acme-1']);
+    expect(await store.stores()).toEqual([
+      { store: 'acme', counts: { pickup: 4, 'in-transit': 0, delivered: 1 } },
+      { store: 'other', counts: { pickup: 1, 'in-transit': 0, delivered: 0 } },
+    ]);
+    await expect(store.ping()).resolves.toBeUndefined();
+  });
+
   it('keeps order and seq per queue across many steps', async () => {
     const store = create();
     await Promise.all(Array.from({ length: 50 }, (_, i) => store.recordStep(step('pickup', i % 2 ? 'a' : 'b', i))));

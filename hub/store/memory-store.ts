@@ -1,8 +1,9 @@
 import type { ParcelMessage } from '../../protocol/messages.js';
 import type { Mutation } from './store-core.js';
 import { StoreCore } from './store-core.js';
-import type { AckOutcome, ParcelRecord, QueueInfo, QueueStore, StepInput, StepOutcome, StoreLimits } from './store.js';
-import { DEFAULT_LIMITS } from './store.js';
+import type { ParcelEvent } from '../../protocol/schemas.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
+import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './store.js';
 
 /**
  * Keeps everything in the hub's memory: fast, and gone when the hub stops. Parcels are never
@@ -36,6 +37,30 @@ export class MemoryStore implements QueueStore {
     const parcel = this.core.getParcel(store, orderId);
     return parcel && structuredClone(parcel);
   }
+
+  async findParcels(orderId: string): Promise<ParcelRecord[]> {
+    return [...this.core.allParcels()].filter((p) => p.order.orderId === orderId).map((p) => structuredClone(p));
+  }
+
+  async listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage> {
+    const { after, status, limit } = options;
+    const matching = [...this.core.allParcels()]
+      .filter((p) => p.order.store === store && (status === undefined || p.state === status) && (after === undefined || isAfter(p, after)))
+      .sort(newestFirst);
+    return page(matching.slice(0, limit + 1).map((p) => structuredClone(p)), limit);
+  }
+
+  async stores(): Promise<StoreSummary[]> {
+    const byStore = new Map<string, StoreSummary>();
+    for (const p of this.core.allParcels()) {
+      const summary = byStore.get(p.order.store) ?? { store: p.order.store, counts: { pickup: 0, 'in-transit': 0, delivered: 0 } };
+      summary.counts[p.state]++;
+      byStore.set(p.order.store, summary);
+    }
+    return [...byStore.values()].sort((a, b) => a.store.localeCompare(b.store));
+  }
+
+  async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
 }

@@ -6,8 +6,8 @@ import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
 import type { Mutation } from './store-core.js';
 import { StoreCore } from './store-core.js';
-import type { AckOutcome, ParcelRecord, QueueInfo, QueueStore, StepInput, StepOutcome, StoreLimits } from './store.js';
-import { DEFAULT_LIMITS } from './store.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
+import { DEFAULT_LIMITS, page } from './store.js';
 
 export interface SqliteStoreOptions extends Partial<StoreLimits> {
   /** Folder for `caps.sqlite` (created if missing). */
@@ -25,7 +25,7 @@ const PARCEL_CACHE = 50_000;
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS parcels (
   store TEXT NOT NULL, order_id TEXT NOT NULL, customer TEXT NOT NULL, address TEXT NOT NULL,
-  state TEXT NOT NULL, driver TEXT, PRIMARY KEY (store, order_id)
+  state TEXT NOT NULL, driver TEXT, created_at TEXT NOT NULL DEFAULT '', PRIMARY KEY (store, order_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS steps (
   store TEXT NOT NULL, order_id TEXT NOT NULL, event TEXT NOT NULL, time TEXT NOT NULL, driver TEXT,
@@ -60,9 +60,16 @@ export class SqliteStore implements QueueStore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
     this.db.exec(SCHEMA);
+    // data folders from before parcels had a creation time
+    const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(parcels)').all();
+    if (!columns.some((c) => c.name === 'created_at')) this.db.exec("ALTER TABLE parcels ADD COLUMN created_at TEXT NOT NULL DEFAULT ''");
+    this.db.exec(`
+      CREATE INDEX IF NOT EXISTS parcels_by_order ON parcels (order_id);
+      CREATE INDEX IF NOT EXISTS parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);
+    `);
     this.statements = {
       upsertParcel: this.db.prepare(
-        `INSERT INTO parcels (store, order_id, customer, address, state, driver) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (store, order_id) DO UPDATE SET state = excluded.state, driver = excluded.driver`,
       ),
       insertStep: this.db.prepare('INSERT OR IGNORE INTO steps (store, order_id, event, time, driver) VALUES (?, ?, ?, ?, ?)'),
@@ -72,6 +79,13 @@ export class SqliteStore implements QueueStore {
       selectParcel: this.db.prepare<[string, string], { customer: string; address: string; state: string; driver: string | null }>(
         'SELECT customer, address, state, driver FROM parcels WHERE store = ? AND order_id = ?',
       ),
+      selectByOrder: this.db.prepare<[string], { store: string }>('SELECT store FROM parcels WHERE order_id = ?'),
+      selectPage: this.db.prepare<[{ store: string; status: string | null; t: string; id: string; all: number; limit: number }], { order_id: string }>(
+        `SELECT order_id FROM parcels WHERE store = @store AND (@status IS NULL OR state = @status)
+           AND (@all = 1 OR created_at < @t OR (created_at = @t AND order_id < @id))
+         ORDER BY created_at DESC, order_id DESC LIMIT @limit`,
+      ),
+      selectCounts: this.db.prepare<[], { store: string; state: string; n: number }>('SELECT store, state, count(*) AS n FROM parcels GROUP BY store, state ORDER BY store'),
       selectSteps: this.db.prepare<[string, string], { event: string; time: string; driver: string | null }>(
         "SELECT event, time, driver FROM steps WHERE store = ? AND order_id = ? ORDER BY CASE event WHEN 'pickup' THEN 0 WHEN 'in-transit' THEN 1 ELSE 2 END",
       ),
@@ -110,6 +124,33 @@ export class SqliteStore implements QueueStore {
   async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
     const parcel = this.core.getParcel(store, orderId);
     return parcel && structuredClone(parcel);
+  }
+
+  async findParcels(orderId: string): Promise<ParcelRecord[]> {
+    const found = this.statements.selectByOrder.all(orderId).map((row) => this.core.getParcel(row.store, orderId));
+    return found.filter((p): p is ParcelRecord => p !== undefined).map((p) => structuredClone(p));
+  }
+
+  async listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage> {
+    const { after, status, limit } = options;
+    const rows = this.statements.selectPage.all({ store, status: status ?? null, t: after?.t ?? '', id: after?.id ?? '', all: after ? 0 : 1, limit: limit + 1 });
+    const parcels = rows.map((row) => this.core.getParcel(store, row.order_id)).filter((p): p is ParcelRecord => p !== undefined);
+    return page(parcels.map((p) => structuredClone(p)), limit);
+  }
+
+  async stores(): Promise<StoreSummary[]> {
+    const byStore = new Map<string, StoreSummary>();
+    for (const row of this.statements.selectCounts.all()) {
+      const summary = byStore.get(row.store) ?? { store: row.store, counts: { pickup: 0, 'in-transit': 0, delivered: 0 } };
+      summary.counts[row.state as ParcelEvent] = row.n;
+      byStore.set(row.store, summary);
+    }
+    return [...byStore.values()];
+  }
+
+  async ping(): Promise<void> {
+    this.assertUsable();
+    this.db.prepare('SELECT 1').get();
   }
 
   close(): Promise<void> {
@@ -161,7 +202,7 @@ export class SqliteStore implements QueueStore {
       switch (m.kind) {
         case 'step': {
           const { order, state, driver } = m.parcel;
-          s.upsertParcel.run(order.store, order.orderId, order.customer, order.address, state, driver ?? null);
+          s.upsertParcel.run(order.store, order.orderId, order.customer, order.address, state, driver ?? null, m.parcel.history[0]?.time ?? m.input.time);
           s.insertStep.run(m.input.store, m.input.orderId, m.input.event, m.input.time, m.input.driver ?? null);
           break;
         }

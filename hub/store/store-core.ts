@@ -88,7 +88,12 @@ export class StoreCore {
     const message = buildMessage(parcel.order, input, queue, state.lastSeq);
     state.messages.set(message.messageId, message);
     mutations.push({ kind: 'step', parcel, input }, { kind: 'enqueue', message, lastSeq: state.lastSeq });
-    return { status: 'accepted', message };
+    return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time };
+  }
+
+  /** Every parcel in memory (the memory store holds them all). */
+  allParcels(): IterableIterator<ParcelRecord> {
+    return this.parcels.values();
   }
 
   ack(queue: string, messageId: string, mutations: Mutation[]): AckOutcome {

@@ -17,7 +17,7 @@ export interface StepInput {
 
 /** What became of a published step. Every outcome resolves only once it is durable. */
 export type StepOutcome =
-  | { status: 'accepted'; message: ParcelMessage }
+  | { status: 'accepted'; message: ParcelMessage; pickedUpAt: string }
   | { status: 'duplicate' }
   | { status: 'refused'; code: CapsErrorCode; reason: string };
 
@@ -47,6 +47,38 @@ export interface QueueInfo {
 
 export type StoreKind = 'memory' | 'sqlite';
 
+/** Where a page of a store's parcels ends: the next page starts after this parcel. */
+export interface ParcelCursor {
+  /** The pickup time of the last parcel of the page. */
+  t: string;
+  /** Its orderId (ties on time are ordered by orderId). */
+  id: string;
+}
+
+export interface ParcelPage {
+  parcels: ParcelRecord[];
+  next?: ParcelCursor;
+}
+
+export interface StoreSummary {
+  store: string;
+  counts: Record<ParcelEvent, number>;
+}
+
+/** Newest first: by pickup time, then orderId, both descending. */
+export function newestFirst(a: ParcelRecord, b: ParcelRecord): number {
+  const ta = a.history[0]?.time ?? '';
+  const tb = b.history[0]?.time ?? '';
+  if (ta !== tb) return ta < tb ? 1 : -1;
+  return a.order.orderId < b.order.orderId ? 1 : a.order.orderId > b.order.orderId ? -1 : 0;
+}
+
+/** True when `parcel` comes after `cursor` in newest-first order. */
+export function isAfter(parcel: ParcelRecord, cursor: ParcelCursor): boolean {
+  const t = parcel.history[0]?.time ?? '';
+  return t < cursor.t || (t === cursor.t && parcel.order.orderId < cursor.id);
+}
+
 /**
  * Where the hub keeps parcels and queues. Every implementation passes the same contract tests
  * (tests/store-contract.test.ts).
@@ -65,6 +97,14 @@ export interface QueueStore {
   /** Every queue that has ever held a message, with its depth. */
   queues(): Promise<QueueInfo[]>;
   parcel(store: string, orderId: string): Promise<ParcelRecord | undefined>;
+  /** Every parcel with this orderId, whatever its store. */
+  findParcels(orderId: string): Promise<ParcelRecord[]>;
+  /** A store's parcels, newest first, optionally only those in one state. */
+  listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage>;
+  /** Every store with parcels, and how many are in each state. */
+  stores(): Promise<StoreSummary[]>;
+  /** Resolves when the store can take writes; rejects with the reason when it cannot. */
+  ping(): Promise<void>;
   /** Idempotent. */
   close(): Promise<void>;
 }
@@ -75,3 +115,11 @@ export interface StoreLimits {
 }
 
 export const DEFAULT_LIMITS: StoreLimits = { maxQueueDepth: 10_000 };
+
+/** Cuts `limit + 1` sorted parcels into a page and the cursor of the next one. */
+export function page(parcels: ParcelRecord[], limit: number): ParcelPage {
+  if (parcels.length <= limit) return { parcels };
+  const shown = parcels.slice(0, limit);
+  const last = shown[shown.length - 1];
+  return last ? { parcels: shown, next: { t: last.history[0]?.time ?? '', id: last.order.orderId } } : { parcels: shown };
+}

@@ -1,0 +1,81 @@
+import type { DashboardStats, ParcelMessage } from '../protocol/messages.js';
+import type { Delivery } from './delivery.js';
+import type { Metrics } from './metrics.js';
+import type { CapsNamespace, CapsSocket } from './types.js';
+
+const ALL_STORES = 'dashboards';
+const storeDashboards = (store: string): string => `dashboards:${store}`;
+const STATS_EVERY_MS = 1_000;
+
+/**
+ * The live feed for dashboards: every recorded step as it happens (not queued: a dashboard
+ * shows the present and loads the past over HTTP), and a stats snapshot each second.
+ * A dashboard token limited to one store sees only that store.
+ */
+export class Dashboards {
+  private timer: NodeJS.Timeout | undefined;
+  private lastTotal = 0;
+  private lastAt = performance.now();
+
+  constructor(
+    private readonly nsp: CapsNamespace,
+    private readonly delivery: Delivery,
+    private readonly metrics: Metrics,
+  ) {}
+
+  watch(socket: CapsSocket, store: string | undefined): void {
+    void socket.join(store === undefined ? ALL_STORES : storeDashboards(store));
+    if (!this.timer) {
+      this.timer = setInterval(() => this.tick(), STATS_EVERY_MS);
+      // prevents the timer from keeping the process alive
+      this.timer.unref();
+    }
+    socket.emit('stats', this.stats(store));
+  }
+
+  step(message: ParcelMessage): void {
+    if (!this.timer) return;
+    const { event, store, orderId, customer, address, time, driver, seq } = message;
+    const update = { event, store, orderId, customer, address, time, seq, ...(driver !== undefined ? { driver } : {}) };
+    this.nsp.to(ALL_STORES).to(storeDashboards(store)).emit('parcel', update);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  stats(store?: string): DashboardStats {
+    const now = performance.now();
+    const total = this.metrics.receivedTotal();
+    const seconds = (now - this.lastAt) / 1000;
+    const eventsPerSecond = seconds > 0 ? (total - this.lastTotal) / seconds : 0;
+    const clients = { vendor: 0, driver: 0, dashboard: 0, unknown: 0 };
+    for (const socket of this.nsp.sockets.values()) clients[socket.data.role]++;
+    return {
+      time: new Date().toISOString(),
+      eventsPerSecond: Math.round(eventsPerSecond * 10) / 10,
+      clients,
+      queues: this.delivery.queueStats().filter((q) => store === undefined || q.queue === store),
+      drivers: this.delivery.driverLoads().map((d) => ({
+        name: d.name,
+        holding: d.holding.filter((h) => store === undefined || h.store === store).map((h) => h.orderId),
+      })),
+    };
+  }
+
+  private tick(): void {
+    const rooms = this.nsp.adapter.rooms;
+    const watched = [...rooms.keys()].filter((room) => room === ALL_STORES || room.startsWith(`${ALL_STORES}:`));
+    if (watched.length === 0) {
+      this.close();
+      return;
+    }
+    const all = this.stats();
+    for (const room of watched) {
+      this.nsp.to(room).emit('stats', room === ALL_STORES ? all : this.stats(room.slice(ALL_STORES.length + 1)));
+    }
+    this.lastTotal = this.metrics.receivedTotal();
+    this.lastAt = performance.now();
+  }
+}

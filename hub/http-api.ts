@@ -1,0 +1,176 @@
+import type { NextFunction, Request, Response } from 'express';
+import { Router } from 'express';
+import { z } from 'zod';
+import { CapsError } from '../protocol/errors.js';
+import type { CapsErrorCode } from '../protocol/errors.js';
+import { fail, ok } from '../protocol/result.js';
+import { PARCEL_EVENTS, nameSchema } from '../protocol/schemas.js';
+import type { TokenSubject } from '../protocol/token.js';
+import { verifyToken } from '../protocol/token.js';
+import type { Delivery } from './delivery.js';
+import type { Metrics } from './metrics.js';
+import type { ParcelCursor, ParcelRecord, QueueStore } from './store/store.js';
+import { DRIVER_QUEUE } from '../protocol/messages.js';
+
+export interface ApiOptions {
+  store: QueueStore;
+  delivery: Delivery;
+  metrics: Metrics;
+  secret: string | undefined;
+  allowAnonymous: boolean;
+}
+
+/** Who is asking: a verified token's subject, or `anonymous` in open lab mode. */
+type Caller = TokenSubject | { role: 'anonymous' };
+
+const listQuery = z.strictObject({
+  status: z.enum(PARCEL_EVENTS).optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(500).optional(),
+});
+
+/**
+ * The tracking API: JSON, `Authorization: Bearer <token>`, scoped like the socket roles. Answers
+ * `{ ok: true, data }` or `{ ok: false, error: { code, message } }` with the code's HTTP status.
+ */
+export function trackingApi(options: ApiOptions): Router {
+  const { store, delivery } = options;
+  const api = Router();
+
+  api.use((req, res, next) => {
+    try {
+      res.locals['caller'] = callerOf(req, options);
+      next();
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  api.get('/packages/:orderId', async (req, res) => {
+    const caller = res.locals['caller'] as Caller;
+    const orderId = parseName(req.params['orderId'], 'orderId');
+    const visible = (await store.findParcels(orderId)).filter((p) => mayRead(caller, p));
+    const [parcel] = visible;
+    // another store's parcel is "not found", so that existence does not leak across stores
+    if (!parcel) throw new CapsError('CAPS_ERR_NOT_FOUND', `no parcel ${orderId}`);
+    res.json(ok(timeline(parcel)));
+  });
+
+  api.get('/stores', async (_req, res) => {
+    const caller = res.locals['caller'] as Caller;
+    const scope = storeScope(caller);
+    if (caller.role === 'driver') throw new CapsError('CAPS_ERR_FORBIDDEN', 'drivers do not list stores');
+    const stores = (await store.stores()).filter((s) => scope === undefined || s.store === scope);
+    res.json(ok({ stores }));
+  });
+
+  api.get('/stores/:store/packages', async (req, res) => {
+    const caller = res.locals['caller'] as Caller;
+    const name = parseName(req.params['store'], 'store');
+    const scope = storeScope(caller);
+    if (caller.role === 'driver' || (scope !== undefined && scope !== name)) {
+      throw new CapsError('CAPS_ERR_FORBIDDEN', `this token may not read the parcels of ${name}`);
+    }
+    const query = listQuery.safeParse(req.query);
+    if (!query.success) throw new CapsError('CAPS_ERR_INVALID_QUERY', query.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '));
+    const after = query.data.cursor !== undefined ? decodeCursor(query.data.cursor) : undefined;
+    const page = await store.listParcels(name, { limit: query.data.limit, ...(query.data.status ? { status: query.data.status } : {}), ...(after ? { after } : {}) });
+    res.json(ok({ store: name, packages: page.parcels.map(timeline), next: page.next ? encodeCursor(page.next) : null }));
+  });
+
+  api.get('/queues', (_req, res) => {
+    const caller = res.locals['caller'] as Caller;
+    const queues = delivery.queueStats().filter((q) => mayReadQueue(caller, q.queue));
+    res.json(ok({ queues }));
+  });
+
+  api.get('/drivers', (_req, res) => {
+    const caller = res.locals['caller'] as Caller;
+    const scope = storeScope(caller);
+    const drivers = delivery
+      .driverLoads()
+      .filter((d) => caller.role !== 'driver' || d.name === caller.name)
+      .map((d) => ({ name: d.name, holding: d.holding.filter((h) => scope === undefined || h.store === scope) }));
+    res.json(ok({ drivers }));
+  });
+
+  api.use((_req, res) => {
+    res.status(404).json(fail('CAPS_ERR_NOT_FOUND', 'no such API route'));
+  });
+
+  api.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_INTERNAL', undefined, { cause: err });
+    if (capsError.code === 'CAPS_ERR_UNAUTHORIZED' || capsError.code === 'CAPS_ERR_TOKEN_EXPIRED' || capsError.code === 'CAPS_ERR_FORBIDDEN' || capsError.code === 'CAPS_ERR_INVALID_QUERY') {
+      options.metrics.refuse(capsError.code);
+    }
+    res.status(capsError.status).json(fail(capsError.code as CapsErrorCode, capsError.message));
+  });
+  return api;
+}
+
+function callerOf(req: Request, options: ApiOptions): Caller {
+  const header = req.get('authorization');
+  if (header === undefined) {
+    if (options.allowAnonymous) return { role: 'anonymous' };
+    throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'send Authorization: Bearer <token>');
+  }
+  const match = /^Bearer\s+(\S+)$/i.exec(header);
+  if (!match?.[1]) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'the Authorization header must be: Bearer <token>');
+  if (!options.secret) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
+  const claims = verifyToken(options.secret, match[1]);
+  if (claims.role === 'vendor') return { role: 'vendor', store: claims.store };
+  if (claims.role === 'driver') return { role: 'driver', name: claims.name };
+  return claims.store !== undefined ? { role: 'dashboard', store: claims.store } : { role: 'dashboard' };
+}
+
+/** The one store a caller is limited to, or undefined for every store. */
+function storeScope(caller: Caller): string | undefined {
+  return caller.role === 'vendor' || caller.role === 'dashboard' ? caller.store : undefined;
+}
+
+function mayRead(caller: Caller, parcel: ParcelRecord): boolean {
+  if (caller.role === 'driver') return parcel.driver === caller.name || parcel.history.some((h) => h.driver === caller.name);
+  const scope = storeScope(caller);
+  return scope === undefined || parcel.order.store === scope;
+}
+
+function mayReadQueue(caller: Caller, queue: string): boolean {
+  if (caller.role === 'driver') return queue === DRIVER_QUEUE;
+  const scope = storeScope(caller);
+  return scope === undefined || queue === scope;
+}
+
+function parseName(value: unknown, what: string): string {
+  const parsed = nameSchema.safeParse(value);
+  if (!parsed.success) throw new CapsError('CAPS_ERR_INVALID_QUERY', `${what}: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  return parsed.data;
+}
+
+function timeline(parcel: ParcelRecord) {
+  return {
+    ...parcel.order,
+    state: parcel.state,
+    ...(parcel.driver !== undefined ? { driver: parcel.driver } : {}),
+    history: parcel.history.map((step) => ({ ...step, store: parcel.order.store })),
+  };
+}
+
+function encodeCursor(cursor: ParcelCursor): string {
+  return Buffer.from(JSON.stringify(cursor)).toString('base64url');
+}
+
+const cursorSchema = z.strictObject({ t: z.string().max(64), id: z.string().max(200) });
+
+function decodeCursor(text: string): ParcelCursor {
+  try {
+    const parsed = cursorSchema.safeParse(JSON.parse(Buffer.from(text, 'base64url').toString('utf8')));
+    if (parsed.success) return parsed.data;
+  } catch {
+    // fall through to the coded error
+  }
+  throw new CapsError('CAPS_ERR_INVALID_QUERY', 'cursor: not a cursor this API returned');
+}

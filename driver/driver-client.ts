@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { connectCaps, describeFailure, refusalOf, request, waitConnected } from '../protocol/connect.js';
+import { backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, waitConnected } from '../protocol/connect.js';
+import { TRANSIENT_CODES } from '../protocol/errors.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
@@ -49,11 +50,11 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     this.delay = options.delay ?? 1_000;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
     this.socket = connectCaps(options.url, { role: 'driver', name: options.name, ...(options.token ? { token: options.token } : {}) });
-    this.socket.on('connect', () => this.log(`DRIVER: ${options.name} connected to ${options.url}`));
+    this.socket.on('connect', () => this.log(`DRIVER: ${options.name} connected to ${currentHub(this.socket)}`));
     this.socket.on('connect_error', (err) => {
       const refusal = refusalOf(err);
       if (refusal) this.emit('refused', refusal);
-      else this.emitProblem(`cannot reach the hub at ${options.url}: ${err.message}`);
+      else this.emitProblem(`cannot reach the hub at ${currentHub(this.socket)}: ${err.message}`);
     });
     this.socket.on('disconnect', (reason) => {
       if (!this.closed) this.log(`DRIVER: ${options.name} lost the hub (${reason}); reconnecting`);
@@ -128,10 +129,15 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   /** Publishes a step for a parcel; sends again until the hub answers. */
   private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | 'refused' | undefined> {
     const payload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address };
-    while (!this.closed) {
+    for (let attempt = 1; !this.closed; attempt++) {
       try {
         const result = await request(this.socket, event, payload, this.ackTimeoutMs, this.aborter.signal);
         if (result.ok) return result.data;
+        if (TRANSIENT_CODES.has(result.error.code)) {
+          this.emitProblem(`${event} for ${message.orderId} not taken yet (${describeFailure(result)}); trying again in ${backoff(attempt)} ms`);
+          await pause(backoff(attempt), this.aborter.signal);
+          continue;
+        }
         this.emitProblem(`${event} for ${message.orderId} refused: ${describeFailure(result)}`);
         return 'refused';
       } catch {

@@ -8,7 +8,7 @@ export const driverCommand = {
   usage: 'caps driver',
   summary: 'Runs one driver: takes pickups from the hub, reports in-transit, then delivered after --delay ms.',
   flags: {
-    url: { type: 'string', description: 'hub URL', placeholder: 'URL', default: 'http://localhost:3000', env: 'CAPS_URL' },
+    url: { type: 'string', description: 'hub URL; several, comma-separated, to move on to the next when a hub is gone', placeholder: 'URL[,URL...]', default: 'http://localhost:3000', env: 'CAPS_URL' },
     token: { type: 'string', description: "driver token from 'caps token --role driver --name NAME' (not needed by a hub in lab mode)", placeholder: 'TOKEN', env: 'CAPS_TOKEN' },
     name: { type: 'string', description: "this driver's name (default: the token's name, else driver-<pid>)", placeholder: 'NAME', env: 'CAPS_DRIVER' },
     delay: { type: 'integer', description: 'milliseconds between in-transit and delivered', placeholder: 'MS', default: 1000, min: 0 },

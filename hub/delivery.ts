@@ -4,6 +4,7 @@ import type { ParcelEvent } from '../protocol/schemas.js';
 import { DRIVERS_ROOM, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import type { ClusterEvent, RedisCluster } from './cluster.js';
 import type { AckOutcome, QueueStore } from './store/store.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
 
@@ -27,6 +28,13 @@ export const DEFAULT_DELIVERY: DeliveryOptions = {
   driverPrefetch: 64,
 };
 
+/** Several hubs: how often a hub retries pickups claimed elsewhere (a dead hub's claims expire). */
+const CLUSTER_PUMP_MS = 1_000;
+/** Several hubs: how often a hub re-reads the queues from Redis. */
+const CLUSTER_RESYNC_MS = 5_000;
+/** A claim outlives the ack wait by this much, so it never lapses while its driver is still in time. */
+const CLAIM_SLACK_MS = 1_000;
+
 interface Entry {
   message: ParcelMessage;
   /** The driver holding this pickup (dispatch `one`). */
@@ -40,6 +48,10 @@ interface Entry {
   sentTo: WeakSet<CapsSocket>;
   /** A driver that let this pickup time out: offered to the others first. */
   avoid?: CapsSocket;
+  /** Several hubs: a claim for this pickup is being asked of Redis. */
+  claiming?: boolean;
+  /** Several hubs: another hub's driver holds it; try again after this time (ms). */
+  elsewhereUntil?: number;
 }
 
 /** How a message left its queue. */
@@ -65,6 +77,7 @@ export class Delivery {
   private readonly dispatched = new Map<string, Set<string>>();
   private nextDriver = 0;
   private closed = false;
+  private readonly clusterTimers: NodeJS.Timeout[] = [];
   /** Messages sent again after a time-out or a lost consumer. */
   redeliveries = 0;
 
@@ -74,6 +87,7 @@ export class Delivery {
     private readonly logger: Logger,
     private readonly options: DeliveryOptions,
     private readonly metrics: Metrics,
+    private readonly cluster?: RedisCluster,
   ) {}
 
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
@@ -82,10 +96,68 @@ export class Delivery {
       for (const message of await this.store.pending(info.queue)) this.entries(info.queue).set(message.messageId, newEntry(message));
       if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth });
     }
+    if (this.cluster) {
+      await this.cluster.open((event) => this.onClusterEvent(event));
+      this.cluster.onResubscribed = () => void this.resync();
+      // prevents the timers from keeping the process alive
+      this.clusterTimers.push(setInterval(() => this.pump(), CLUSTER_PUMP_MS).unref(), setInterval(() => void this.resync(), CLUSTER_RESYNC_MS).unref());
+    }
   }
 
-  /** A message the store has committed: send it where it goes. */
+  /**
+   * Several hubs: re-reads every queue from Redis, adding what this hub missed and dropping what
+   * another hub's client acknowledged. News between hubs is best effort; this makes it whole.
+   */
+  async resync(): Promise<void> {
+    if (this.closed) return;
+    try {
+      for (const info of await this.store.queues()) {
+        const pending = await this.store.pending(info.queue);
+        const ids = new Set(pending.map((m) => m.messageId));
+        const entries = this.entries(info.queue);
+        for (const [id, entry] of entries) {
+          if (!ids.has(id)) {
+            entries.delete(id);
+            this.release(entry);
+          }
+        }
+        for (const message of pending) if (!entries.has(message.messageId)) this.deliverNew(message);
+      }
+      this.pump();
+    } catch (err) {
+      this.logger.warn('RESYNC FAILED', { error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** A message the store has committed: send it where it goes (and tell the other hubs). */
   add(message: ParcelMessage): void {
+    this.deliverNew(message);
+    this.cluster?.announce({ type: 'added', message });
+  }
+
+  private onClusterEvent(event: ClusterEvent): void {
+    if (this.closed) return;
+    switch (event.type) {
+      case 'added':
+        if (!this.queues.get(event.message.queueId)?.has(event.message.messageId)) this.deliverNew(event.message);
+        break;
+      case 'acked': {
+        const entries = this.queues.get(event.queue);
+        const entry = entries?.get(event.messageId);
+        if (entry) {
+          entries?.delete(event.messageId);
+          this.release(entry);
+        }
+        break;
+      }
+      case 'released':
+        for (const entry of this.queues.get(DRIVER_QUEUE)?.values() ?? []) delete entry.elsewhereUntil;
+        this.pump();
+        break;
+    }
+  }
+
+  private deliverNew(message: ParcelMessage): void {
     const entry = newEntry(message);
     const queue = message.queueId;
     this.entries(queue).set(message.messageId, entry);
@@ -107,6 +179,7 @@ export class Delivery {
       this.release(entry);
     }
     const outcome = await this.store.ack(queue, messageId);
+    if (outcome === 'removed') this.cluster?.announce({ type: 'acked', queue, messageId });
     if (entry && entries?.size === 0 && this.backlogNoted.has(queue)) {
       this.backlogNoted.delete(queue);
       this.logger.info('QUEUE DRAINED', { queue, via });
@@ -145,6 +218,11 @@ export class Delivery {
     const entries = this.queues.get(queue);
     if (!entries || entries.size === 0) return 0;
     const competing = queue === DRIVER_QUEUE && this.options.dispatch === 'one';
+    if (competing && this.cluster) {
+      // pickups are claimed across hubs first: the pump hands this driver its share
+      this.pump();
+      return 0;
+    }
     let sent = 0;
     for (const entry of entries.values()) {
       if (event && entry.message.event !== event) continue;
@@ -166,7 +244,11 @@ export class Delivery {
     const holding = this.held.get(socket.id);
     this.held.delete(socket.id);
     if (!holding || holding.size === 0) return;
-    for (const entry of holding) entry.holder = undefined;
+    for (const entry of holding) {
+      entry.holder = undefined;
+      if (this.cluster) void this.cluster.unclaim(entry.message.messageId);
+    }
+    if (this.cluster) this.cluster.announce({ type: 'released' });
     this.redeliveries += holding.size;
     this.metrics.redeliveries.inc(holding.size);
     this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.size, reason: 'driver disconnected', socket: socket.id });
@@ -202,6 +284,7 @@ export class Delivery {
 
   close(): void {
     this.closed = true;
+    for (const timer of this.clusterTimers) clearInterval(timer);
   }
 
   private entries(queue: string): Map<string, Entry> {
@@ -219,13 +302,42 @@ export class Delivery {
     if (this.closed || !entries || entries.size === 0) return;
     const drivers = this.drivers();
     if (drivers.length === 0) return;
+    const now = Date.now();
     for (const entry of entries.values()) {
-      if (entry.holder) continue;
+      if (entry.holder || entry.claiming || (entry.elsewhereUntil ?? 0) > now) continue;
       const driver = this.pickDriver(drivers, entry.avoid);
       if (!driver) return;
       this.hold(entry, driver);
-      this.send(driver, entry);
+      if (this.cluster) this.claimThenSend(entry, driver);
+      else this.send(driver, entry);
     }
+  }
+
+  /** Several hubs: the pickup goes to this hub's driver only if no other hub's driver has it. */
+  private claimThenSend(entry: Entry, driver: CapsSocket): void {
+    const cluster = this.cluster;
+    if (!cluster) return;
+    entry.claiming = true;
+    const { messageId } = entry.message;
+    void cluster.claim(messageId, this.waitFor(entry.attempts + 1) + CLAIM_SLACK_MS).then((claimed) => {
+      entry.claiming = false;
+      const stillHere = this.queues.get(DRIVER_QUEUE)?.get(messageId) === entry;
+      if (claimed && stillHere && entry.holder === driver && driver.connected && !this.closed) {
+        this.send(driver, entry);
+        return;
+      }
+      if (claimed) void cluster.unclaim(messageId);
+      if (entry.holder === driver) this.release(entry);
+      if (!claimed) {
+        entry.elsewhereUntil = Date.now() + CLUSTER_PUMP_MS;
+        // the driver has room again: offer it the next pickup
+        this.pump();
+      }
+    });
+  }
+
+  private waitFor(attempt: number): number {
+    return Math.min(this.options.ackTimeoutMs * 2 ** (attempt - 1), this.options.maxBackoffMs);
   }
 
   private pickDriver(drivers: CapsSocket[], avoid?: CapsSocket): CapsSocket | undefined {
@@ -270,7 +382,7 @@ export class Delivery {
       names.add(socket.data.name);
       this.dispatched.set(key, names);
     }
-    const wait = Math.min(this.options.ackTimeoutMs * 2 ** (entry.attempts - 1), this.options.maxBackoffMs);
+    const wait = this.waitFor(entry.attempts);
     const { queueId: queue, messageId, event } = entry.message;
     socket.timeout(wait).emit(event, entry.message, (err: Error | null) => {
       if (this.closed) return;
@@ -284,6 +396,7 @@ export class Delivery {
         if (entry.holder !== socket) return;
         this.release(entry);
         entry.avoid = socket;
+        if (this.cluster) void this.cluster.unclaim(messageId);
         this.redeliveries++;
         this.metrics.redeliveries.inc();
         this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });

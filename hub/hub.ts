@@ -18,6 +18,10 @@ import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
 import { MemoryStore } from './store/memory-store.js';
 import { SqliteStore } from './store/sqlite-store.js';
+import { RedisStore } from './store/redis-store.js';
+import { RedisCluster } from './cluster.js';
+import { Redis } from 'ioredis';
+import { createAdapter } from '@socket.io/redis-streams-adapter';
 import type { QueueStore, StoreKind } from './store/store.js';
 import { DEFAULT_LIMITS } from './store/store.js';
 import type { CapsServer } from './types.js';
@@ -37,8 +41,12 @@ export interface HubOptions {
   dispatch?: DispatchMode;
   /** Largest message a client may send, in bytes. Default 64 KiB. */
   maxPayloadBytes?: number;
-  /** Where parcels and queues live. Default `sqlite`. */
+  /** Where parcels and queues live. Default `sqlite`; `redis` when `redisUrl` is given. */
   store?: StoreKind;
+  /** Share queues, parcels and room fan-out with every hub on this Redis (`redis://host:port`). */
+  redisUrl?: string;
+  /** Key prefix in Redis (several deployments, or tests, on one Redis). Default `caps:`. */
+  redisPrefix?: string;
   /** Folder of the SQLite store. Default `./data`. */
   dataDir?: string;
   /** SQLite's fsync policy: `full` (default) survives power loss, `normal` a killed process. */
@@ -83,14 +91,18 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     cors: { origin: false },
   });
   const nsp = io.of(CAPS_NAMESPACE);
-  const store = openStore(options);
+  const { store, cluster, adapterClient } = await openStore(options);
+  if (adapterClient) {
+    // rooms span every hub on this Redis (dashboards hear steps recorded on any hub)
+    io.adapter(createAdapter(adapterClient, { streamName: `${options.redisPrefix ?? 'caps:'}socket.io` }));
+  }
   const deliveryOptions: DeliveryOptions = {
     ...DEFAULT_DELIVERY,
     ...(options.dispatch ? { dispatch: options.dispatch } : {}),
     ...(options.ackTimeoutMs ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
   };
-  const delivery = new Delivery(nsp, store, logger, deliveryOptions, metrics);
+  const delivery = new Delivery(io.of(CAPS_NAMESPACE), store, logger, deliveryOptions, metrics, cluster);
   const dashboards = new Dashboards(nsp, delivery, metrics);
   const allowAnonymous = options.allowAnonymous === true;
 
@@ -131,13 +143,18 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       });
     });
   } catch (err) {
-    await store.close();
+    delivery.close();
+    await Promise.all([store.close(), cluster?.close(), adapterClient?.quit().catch(() => undefined)]);
     throw err;
   }
   nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, metrics }));
   // connections are taken only once the queues are loaded, so a backlog is never missed
   nsp.on('connection', (socket) => handleConnection({ logger, store, delivery, metrics, rateLimit, dashboards }, socket));
-  logger.info('STORE', { kind: store.kind, ...(store.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}) });
+  logger.info('STORE', {
+    kind: store.kind,
+    ...(store.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}),
+    ...(store.kind === 'redis' ? { redis: redactUrl(options.redisUrl ?? ''), hub: cluster?.hubId } : {}),
+  });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
@@ -156,15 +173,33 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           httpServer.closeIdleConnections();
           void io.close(() => resolve());
         });
-        await store.close();
+        await Promise.all([store.close(), cluster?.close(), adapterClient?.quit().catch(() => adapterClient.disconnect())]);
       })();
       return closing;
     },
   };
 }
 
-function openStore(options: HubOptions): QueueStore {
+async function openStore(options: HubOptions): Promise<{ store: QueueStore; cluster?: RedisCluster; adapterClient?: Redis }> {
   const limits = { ...DEFAULT_LIMITS, ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}) };
-  if (options.store === 'memory') return new MemoryStore(limits);
-  return new SqliteStore({ dir: options.dataDir ?? './data', sync: options.sync ?? 'full', ...limits });
+  if (options.redisUrl) {
+    const prefix = options.redisPrefix ?? 'caps:';
+    const store = new RedisStore({ url: options.redisUrl, prefix, ...limits });
+    try {
+      await store.open();
+    } catch (err) {
+      await store.close();
+      throw new Error(`cannot reach Redis at ${redactUrl(options.redisUrl)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    const adapterClient = new Redis(options.redisUrl, { retryStrategy: (times) => Math.min(times * 100, 1_000) });
+    adapterClient.on('error', () => undefined);
+    return { store, cluster: new RedisCluster(options.redisUrl, store.redis, prefix), adapterClient };
+  }
+  if (options.store === 'memory') return { store: new MemoryStore(limits) };
+  return { store: new SqliteStore({ dir: options.dataDir ?? './data', sync: options.sync ?? 'full', ...limits }) };
+}
+
+/** A Redis URL without its password, for logs. */
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, '//***@');
 }

@@ -12,7 +12,8 @@ export const hubCommand = {
     host: { type: 'string', description: 'interface to listen on (default: every interface)', placeholder: 'HOST' },
     'allow-anonymous': { type: 'boolean', description: "open lab mode: clients may connect without a token (the course's clients); tokens sent are still checked" },
     dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver; broadcast: to every driver (the lab)', choices: ['one', 'broadcast'], default: 'one' },
-    store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart)', choices: ['sqlite', 'memory'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
+    store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart); --redis implies redis', choices: ['sqlite', 'memory', 'redis'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
+    redis: { type: 'string', description: 'share queues, parcels and rooms with every hub on this Redis (run it with appendonly yes, appendfsync always)', placeholder: 'URL', env: 'REDIS_URL' },
     data: { type: 'string', description: 'folder of the SQLite store and of the token secret (unless CAPS_SECRET is set)', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
     sync: { type: 'choice', description: 'SQLite fsync: full survives power loss, normal only a killed process', choices: ['full', 'normal'], default: 'full' },
     'ack-timeout': { type: 'integer', description: "first wait for a client's ack before sending again (doubles each try)", placeholder: 'MS', default: 30000, min: 100 },
@@ -29,6 +30,10 @@ export function runHub(argv: readonly string[]): Promise<number> {
     if (allowAnonymous) {
       logger.warn('OPEN LAB MODE (--allow-anonymous): anyone who can reach this port may connect without a token, read every store\'s parcels and publish');
     }
+    if (flags.store === 'redis' && !flags.redis) {
+      process.stderr.write('caps hub: --store redis needs --redis URL (or REDIS_URL)\nRun \'caps hub --help\' to see the flags.\n');
+      return 2;
+    }
     let hub;
     try {
       const { secret, source } = loadSecret(flags.data);
@@ -39,7 +44,8 @@ export function runHub(argv: readonly string[]): Promise<number> {
         host: flags.host,
         allowAnonymous,
         dispatch: flags.dispatch as 'one' | 'broadcast',
-        store: flags.store as 'sqlite' | 'memory',
+        store: flags.store as 'sqlite' | 'memory' | 'redis',
+        ...(flags.redis ? { redisUrl: flags.redis } : {}),
         dataDir: flags.data,
         sync: flags.sync as 'full' | 'normal',
         ackTimeoutMs: flags['ack-timeout'],

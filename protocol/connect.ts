@@ -17,9 +17,30 @@ export function namespaceUrl(url: string): string {
   return base.endsWith(CAPS_NAMESPACE) ? base : `${base}${CAPS_NAMESPACE}`;
 }
 
-/** Opens (without waiting) a websocket-only connection to a hub's `/caps` namespace. */
+/** `--url` may list several hubs, comma-separated: `http://a:3000,http://b:3000`. */
+export function hubUrls(url: string): string[] {
+  return url
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+}
+
+const current = new WeakMap<CapsClientSocket, string>();
+
+/** The hub URL a socket is using (or trying) now. */
+export function currentHub(socket: CapsClientSocket): string {
+  return current.get(socket) ?? '';
+}
+
+/**
+ * Opens (without waiting) a websocket-only connection to a hub's `/caps` namespace. With several
+ * hub URLs, each reconnect attempt moves on to the next one, so a client whose hub is gone
+ * carries on with another hub of the same Redis.
+ */
 export function connectCaps(url: string, auth: Record<string, string>): CapsClientSocket {
-  return io(namespaceUrl(url), {
+  const urls = hubUrls(url);
+  const first = urls[0] ?? url;
+  const socket: CapsClientSocket = io(namespaceUrl(first), {
     auth,
     // websocket only: no long-polling round trips, and no sticky sessions needed behind a balancer
     transports: ['websocket'],
@@ -27,6 +48,18 @@ export function connectCaps(url: string, auth: Record<string, string>): CapsClie
     reconnectionDelay: 250,
     reconnectionDelayMax: 2_000,
   });
+  current.set(socket, first);
+  if (urls.length > 1) {
+    let index = 0;
+    socket.io.on('reconnect_attempt', () => {
+      index = (index + 1) % urls.length;
+      const next = urls[index] ?? first;
+      current.set(socket, next);
+      // the manager opens its next connection to this URI (socket.io-client keeps it private)
+      (socket.io as unknown as { uri: string }).uri = namespaceUrl(next);
+    });
+  }
+  return socket;
 }
 
 /** Resolves on the socket's next `connect`, or rejects after `timeoutMs`. */
@@ -92,4 +125,26 @@ export function request(
     };
     socket.emit(event as 'pickup', payload, onAck);
   });
+}
+
+/** Waits `ms`, or less if `signal` aborts first (a closing client does not wait out its back-off). */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Back-off before try `attempt` (1, 2, ...) after a transient refusal: 250 ms doubling to 2 s. */
+export function backoff(attempt: number): number {
+  return Math.min(250 * 2 ** Math.max(0, attempt - 1), 2_000);
 }

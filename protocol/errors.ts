@@ -56,3 +56,6 @@ export class CapsError extends Error {
 export function isCapsErrorCode(value: unknown): value is CapsErrorCode {
   return typeof value === 'string' && Object.hasOwn(CAPS_ERRORS, value);
 }
+
+/** Refusals that may pass if the same request is sent again a little later. */
+export const TRANSIENT_CODES: ReadonlySet<CapsErrorCode> = new Set<CapsErrorCode>(['CAPS_ERR_STORAGE', 'CAPS_ERR_QUEUE_FULL', 'CAPS_ERR_RATE_LIMITED', 'CAPS_ERR_INTERNAL']);

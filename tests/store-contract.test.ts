@@ -1,7 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RedisStore } from '../hub/store/redis-store.js';
+import { TestRedis } from './helpers/redis.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import { MemoryStore } from '../hub/store/memory-store.js';
 import { SqliteStore } from '../hub/store/sqlite-store.js';
@@ -21,9 +24,19 @@ function tempDir(): string {
   return dir;
 }
 
+let redis: TestRedis | undefined;
+beforeAll(async () => {
+  redis = await TestRedis.start();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
 const factories: Array<[string, (maxQueueDepth?: number) => QueueStore]> = [
   ['memory', (maxQueueDepth = 10_000) => new MemoryStore({ maxQueueDepth })],
   ['sqlite', (maxQueueDepth = 10_000) => new SqliteStore({ dir: tempDir(), maxQueueDepth })],
+  // every store gets its own key prefix on the test's own redis-server
+  ['redis', (maxQueueDepth = 10_000) => new RedisStore({ url: redis?.url ?? '', prefix: `t${randomUUID()}:`, maxQueueDepth })],
 ];
 
 let clock = 0;

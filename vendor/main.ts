@@ -8,7 +8,7 @@ export const vendorCommand = {
   usage: 'caps vendor',
   summary: "Runs one store's vendor: hands a new parcel (a fake order) to the hub every --interval ms and thanks the driver when it is delivered.",
   flags: {
-    url: { type: 'string', description: 'hub URL', placeholder: 'URL', default: 'http://localhost:3000', env: 'CAPS_URL' },
+    url: { type: 'string', description: 'hub URL; several, comma-separated, to move on to the next when a hub is gone', placeholder: 'URL[,URL...]', default: 'http://localhost:3000', env: 'CAPS_URL' },
     token: { type: 'string', description: "vendor token from 'caps token --role vendor --store NAME' (not needed by a hub in lab mode)", placeholder: 'TOKEN', env: 'CAPS_TOKEN' },
     store: { type: 'string', description: "the store's name (its room on the hub); default: the token's store, else 1-800-flowers", placeholder: 'NAME', env: 'CAPS_STORE' },
     interval: { type: 'integer', description: 'milliseconds between new parcels', placeholder: 'MS', default: 2000, min: 1 },

@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { faker } from '@faker-js/faker';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { connectCaps, describeFailure, refusalOf, request, waitConnected } from '../protocol/connect.js';
+import { backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, waitConnected } from '../protocol/connect.js';
+import { TRANSIENT_CODES } from '../protocol/errors.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
@@ -56,11 +57,11 @@ export class VendorClient extends EventEmitter<VendorEvents> {
     this.interval = options.interval ?? 2_000;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
     this.socket = connectCaps(options.url, { role: 'vendor', store: options.store, ...(options.token ? { token: options.token } : {}) });
-    this.socket.on('connect', () => this.log(`VENDOR: ${options.store} connected to ${options.url}`));
+    this.socket.on('connect', () => this.log(`VENDOR: ${options.store} connected to ${currentHub(this.socket)}`));
     this.socket.on('connect_error', (err) => {
       const refusal = refusalOf(err);
       if (refusal) this.emit('refused', refusal);
-      else this.emitProblem(`cannot reach the hub at ${options.url}: ${err.message}`);
+      else this.emitProblem(`cannot reach the hub at ${currentHub(this.socket)}: ${err.message}`);
     });
     this.socket.on('disconnect', (reason) => {
       if (!this.closed) this.log(`VENDOR: ${options.store} lost the hub (${reason}); reconnecting`);
@@ -96,13 +97,19 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   /** Hands one order to the hub; resolves once the hub has acknowledged it. Sends again until it does. */
   async publish(order: Order = this.makeOrder()): Promise<PublishResult> {
     this.awaiting.add(order.orderId);
-    for (;;) {
+    for (let attempt = 1; ; attempt++) {
       if (this.closed) throw new Error('vendor closed before the hub acknowledged the pickup');
       try {
         const result = await request(this.socket, 'pickup', order, this.ackTimeoutMs, this.aborter.signal);
         if (result.ok) {
           this.log(`VENDOR: handed over ${order.orderId} for ${order.customer}`);
           return result.data;
+        }
+        if (TRANSIENT_CODES.has(result.error.code)) {
+          // the hub could not take it now (its storage is away, a queue is full): nothing was stored
+          this.emitProblem(`pickup ${order.orderId} not taken yet (${describeFailure(result)}); trying again in ${backoff(attempt)} ms`);
+          await pause(backoff(attempt), this.aborter.signal);
+          continue;
         }
         this.awaiting.delete(order.orderId);
         throw new Error(`pickup refused: ${describeFailure(result)}`);

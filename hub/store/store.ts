@@ -45,7 +45,7 @@ export interface QueueInfo {
   oldest?: string;
 }
 
-export type StoreKind = 'memory' | 'sqlite';
+export type StoreKind = 'memory' | 'sqlite' | 'redis';
 
 /** Where a page of a store's parcels ends: the next page starts after this parcel. */
 export interface ParcelCursor {

@@ -7,7 +7,8 @@ export const CHROMIUM = '/usr/bin/chromium';
 
 /**
  * Before any test: build `dist/` (the CLI tests run it), and make sure the system tools the
- * suite drives are installed: Debian's chromium for the dashboard test. Installs it with apt-get
+ * suite drives are installed: Debian's chromium for the dashboard test and redis-server for the Redis tests (each test
+ * starts its own on a free port; the machine's Redis, if any, is never used). Installs it with apt-get
  * when running as root; otherwise fails with the exact command to run. Never skips.
  */
 export default function setup(): void {
@@ -16,6 +17,7 @@ export default function setup(): void {
     stdio: 'inherit',
   });
   ensurePackage(CHROMIUM, 'chromium');
+  ensurePackage('/usr/bin/redis-server', 'redis-server');
 }
 
 function ensurePackage(binary: string, aptPackage: string): void {

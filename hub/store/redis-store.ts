@@ -1,0 +1,263 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { CapsError } from '../../protocol/errors.js';
+import type { CapsErrorCode } from '../../protocol/errors.js';
+import type { ParcelMessage } from '../../protocol/messages.js';
+import type { ParcelEvent } from '../../protocol/schemas.js';
+import type {
+  AckOutcome,
+  ParcelCursor,
+  ParcelPage,
+  ParcelRecord,
+  QueueInfo,
+  QueueStore,
+  StepInput,
+  StepOutcome,
+  StoreLimits,
+  StoreSummary,
+} from './store.js';
+import { DEFAULT_LIMITS } from './store.js';
+
+/**
+ * Parcels and queues in Redis, shared by every hub that points at it. Each step is validated,
+ * recorded and queued by one Lua script, so it is atomic across hubs. Durable as far as the
+ * Redis server is: run it with `appendonly yes` and `appendfsync always` for acks that survive a
+ * Redis restart.
+ *
+ * Keys (under the prefix): p:<store>\0<order> parcel hash · s:<store>\0<order> steps hash ·
+ * o:<order> set of stores · sp:<store>:<state|all> parcels by time (lex) · c:<store> counts ·
+ * stores · q:<queue> messages by seq · seq:<queue> · m:<id> message · queues · acked:<id>.
+ */
+const RECORD_STEP = `
+local p, event, store, oid, customer, address, driver, time, maxDepth, msgId = unpack(ARGV)
+local id = store .. '\\0' .. oid
+local pk, sk = p .. 'p:' .. id, p .. 's:' .. id
+if redis.call('HEXISTS', sk, event) == 1 then return {'duplicate'} end
+local state = redis.call('HGET', pk, 'state')
+if event == 'pickup' then
+  if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
+else
+  if not state then return {'refused', 'CAPS_ERR_UNKNOWN_PARCEL', 'no pickup was recorded for order ' .. oid .. ' of ' .. store} end
+  if event == 'in-transit' and state == 'delivered' then return {'refused', 'CAPS_ERR_OUT_OF_ORDER', 'order ' .. oid .. ' is already delivered'} end
+end
+local queue = store
+if event == 'pickup' then queue = 'driver' end
+local qk = p .. 'q:' .. queue
+local depth = redis.call('ZCARD', qk)
+if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. queue .. ' holds ' .. depth .. ' messages, its limit'} end
+local created
+if event == 'pickup' then
+  created = time
+  redis.call('HSET', pk, 'customer', customer, 'address', address, 'state', 'pickup', 'created', time)
+  redis.call('SADD', p .. 'o:' .. oid, store)
+  redis.call('SADD', p .. 'stores', store)
+  redis.call('HINCRBY', p .. 'c:' .. store, 'pickup', 1)
+  redis.call('ZADD', p .. 'sp:' .. store .. ':all', 0, time .. '\\0' .. oid)
+  redis.call('ZADD', p .. 'sp:' .. store .. ':pickup', 0, time .. '\\0' .. oid)
+else
+  created = redis.call('HGET', pk, 'created')
+  redis.call('HINCRBY', p .. 'c:' .. store, state, -1)
+  redis.call('HINCRBY', p .. 'c:' .. store, event, 1)
+  redis.call('ZREM', p .. 'sp:' .. store .. ':' .. state, created .. '\\0' .. oid)
+  redis.call('ZADD', p .. 'sp:' .. store .. ':' .. event, 0, created .. '\\0' .. oid)
+  redis.call('HSET', pk, 'state', event)
+  if driver ~= '' then redis.call('HSET', pk, 'driver', driver) end
+end
+local step = {time = time}
+if driver ~= '' then step.driver = driver end
+redis.call('HSET', sk, event, cjson.encode(step))
+local seq = redis.call('INCR', p .. 'seq:' .. queue)
+local parcel = redis.call('HMGET', pk, 'customer', 'address')
+local order = {store = store, orderId = oid, customer = parcel[1], address = parcel[2]}
+local msg = {store = store, orderId = oid, customer = parcel[1], address = parcel[2], event = event, messageId = msgId,
+  seq = seq, queueId = queue, clientId = queue, order = order, time = time}
+if driver ~= '' then msg.driver = driver end
+local body = cjson.encode(msg)
+redis.call('SET', p .. 'm:' .. msgId, body)
+redis.call('ZADD', qk, seq, msgId)
+redis.call('SADD', p .. 'queues', queue)
+return {'accepted', body, created}
+`;
+
+const ACK = `
+local p, queue, id = unpack(ARGV)
+if redis.call('SISMEMBER', p .. 'queues', queue) == 0 then return 'unknown-queue' end
+if redis.call('ZREM', p .. 'q:' .. queue, id) == 1 then
+  redis.call('DEL', p .. 'm:' .. id)
+  redis.call('SET', p .. 'acked:' .. id, '1', 'EX', 86400)
+  return 'removed'
+end
+if redis.call('EXISTS', p .. 'acked:' .. id) == 1 then return 'already-acknowledged' end
+return 'unknown-message'
+`;
+
+type RedisWithScripts = Redis & {
+  capsRecordStep(...args: string[]): Promise<string[]>;
+  capsAck(...args: string[]): Promise<AckOutcome>;
+};
+
+export interface RedisStoreOptions extends Partial<StoreLimits> {
+  url: string;
+  /** Key prefix, so several CAPS deployments (or tests) can share one Redis. Default `caps:`. */
+  prefix?: string;
+}
+
+const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2 };
+
+export class RedisStore implements QueueStore {
+  readonly kind = 'redis' as const;
+  readonly prefix: string;
+  readonly redis: RedisWithScripts;
+  private readonly limits: StoreLimits;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: RedisStoreOptions) {
+    this.prefix = options.prefix ?? 'caps:';
+    this.limits = { ...DEFAULT_LIMITS, ...options };
+    this.redis = new Redis(options.url, {
+      // fail at once while Redis is away: the hub refuses publishes rather than queueing them in memory
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (times) => Math.min(times * 100, 1_000),
+      lazyConnect: true,
+    }) as RedisWithScripts;
+    this.redis.on('error', () => undefined); // reported through ping() and refused writes instead
+    this.redis.defineCommand('capsRecordStep', { numberOfKeys: 0, lua: RECORD_STEP });
+    this.redis.defineCommand('capsAck', { numberOfKeys: 0, lua: ACK });
+  }
+
+  /** Connects; rejects when Redis cannot be reached. */
+  async open(): Promise<void> {
+    if (this.redis.status === 'wait') await this.redis.connect();
+    await this.ping();
+  }
+
+  /** Waits briefly for a (re)connecting Redis; a Redis that stays away is reported, not waited for. */
+  private ready(timeoutMs = 2_000): Promise<void> {
+    if (this.redis.status === 'wait') void this.redis.connect().catch(() => undefined);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.redis.off('ready', onReady);
+        reject(new CapsError('CAPS_ERR_STORAGE', `Redis is not reachable (${this.redis.status})`));
+      }, timeoutMs);
+      const onReady = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.redis.once('ready', onReady);
+    });
+  }
+
+  async recordStep(input: StepInput): Promise<StepOutcome> {
+    const reply = await this.call(() =>
+      this.redis.capsRecordStep(
+        this.prefix,
+        input.event,
+        input.store,
+        input.orderId,
+        input.customer ?? '',
+        input.address ?? '',
+        input.driver ?? '',
+        input.time,
+        String(this.limits.maxQueueDepth),
+        randomUUID(),
+      ),
+    );
+    switch (reply[0]) {
+      case 'duplicate':
+        return { status: 'duplicate' };
+      case 'refused':
+        return { status: 'refused', code: reply[1] as CapsErrorCode, reason: reply[2] ?? '' };
+      default:
+        return { status: 'accepted', message: JSON.parse(reply[1] ?? '{}') as ParcelMessage, pickedUpAt: reply[2] ?? input.time };
+    }
+  }
+
+  ack(queue: string, messageId: string): Promise<AckOutcome> {
+    return this.call(() => this.redis.capsAck(this.prefix, queue, messageId));
+  }
+
+  async pending(queue: string): Promise<ParcelMessage[]> {
+    const ids = await this.call(() => this.redis.zrange(`${this.prefix}q:${queue}`, 0, -1));
+    if (ids.length === 0) return [];
+    const bodies = await this.call(() => this.redis.mget(ids.map((id) => `${this.prefix}m:${id}`)));
+    return bodies.filter((b): b is string => b !== null).map((b) => JSON.parse(b) as ParcelMessage);
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    const names = await this.call(() => this.redis.smembers(`${this.prefix}queues`));
+    const out: QueueInfo[] = [];
+    for (const queue of names.sort()) {
+      const [first] = await this.call(() => this.redis.zrange(`${this.prefix}q:${queue}`, 0, 0));
+      const depth = await this.call(() => this.redis.zcard(`${this.prefix}q:${queue}`));
+      const body = first ? await this.call(() => this.redis.get(`${this.prefix}m:${first}`)) : null;
+      out.push({ queue, depth, ...(body ? { oldest: (JSON.parse(body) as ParcelMessage).time } : {}) });
+    }
+    return out;
+  }
+
+  async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
+    const id = `${store}\0${orderId}`;
+    const [fields, steps] = await this.call(() => Promise.all([this.redis.hgetall(`${this.prefix}p:${id}`), this.redis.hgetall(`${this.prefix}s:${id}`)]));
+    if (!fields['state']) return undefined;
+    const history = Object.entries(steps)
+      .map(([event, json]) => ({ event: event as ParcelEvent, ...(JSON.parse(json) as { time: string; driver?: string }) }))
+      .sort((a, b) => EVENT_ORDER[a.event] - EVENT_ORDER[b.event]);
+    return {
+      order: { store, orderId, customer: fields['customer'] ?? '', address: fields['address'] ?? '' },
+      state: fields['state'] as ParcelEvent,
+      ...(fields['driver'] ? { driver: fields['driver'] } : {}),
+      history,
+    };
+  }
+
+  async findParcels(orderId: string): Promise<ParcelRecord[]> {
+    const stores = await this.call(() => this.redis.smembers(`${this.prefix}o:${orderId}`));
+    const found = await Promise.all(stores.sort().map((store) => this.parcel(store, orderId)));
+    return found.filter((p): p is ParcelRecord => p !== undefined);
+  }
+
+  async listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage> {
+    const key = `${this.prefix}sp:${store}:${options.status ?? 'all'}`;
+    const max = options.after ? `(${options.after.t}\0${options.after.id}` : '+';
+    const members = await this.call(() => this.redis.zrevrangebylex(key, max, '-', 'LIMIT', 0, options.limit + 1));
+    const parcels = (await Promise.all(members.map((m) => this.parcel(store, m.slice(m.indexOf('\0') + 1))))).filter((p): p is ParcelRecord => p !== undefined);
+    if (parcels.length <= options.limit) return { parcels };
+    const shown = parcels.slice(0, options.limit);
+    const last = shown[shown.length - 1];
+    return { parcels: shown, ...(last ? { next: { t: last.history[0]?.time ?? '', id: last.order.orderId } } : {}) };
+  }
+
+  async stores(): Promise<StoreSummary[]> {
+    const names = await this.call(() => this.redis.smembers(`${this.prefix}stores`));
+    const out: StoreSummary[] = [];
+    for (const store of names.sort()) {
+      const counts = await this.call(() => this.redis.hgetall(`${this.prefix}c:${store}`));
+      out.push({ store, counts: { pickup: Number(counts['pickup'] ?? 0), 'in-transit': Number(counts['in-transit'] ?? 0), delivered: Number(counts['delivered'] ?? 0) } });
+    }
+    return out;
+  }
+
+  async ping(): Promise<void> {
+    await this.call(() => this.redis.ping());
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.redis.quit().then(
+      () => undefined,
+      () => this.redis.disconnect(),
+    );
+    return this.closing;
+  }
+
+  /** Runs a Redis command; a Redis that is away becomes CAPS_ERR_STORAGE, never an ack. */
+  private async call<T>(command: () => Promise<T>): Promise<T> {
+    if (this.closing) throw new CapsError('CAPS_ERR_STORAGE', 'the store is closed');
+    if (this.redis.status !== 'ready') await this.ready();
+    try {
+      return await command();
+    } catch (err) {
+      throw new CapsError('CAPS_ERR_STORAGE', `Redis: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DriverClient } from '../driver/driver-client.js';
+import type { ParcelMessage } from '../protocol/messages.js';
+import { VendorClient } from '../vendor/vendor-client.js';
+import type { CliProcess } from './helpers/cli.js';
+import { killAllCli, startCli } from './helpers/cli.js';
+import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
+import { TestRedis, freePort } from './helpers/redis.js';
+import { Lines, waitUntil } from './helpers/wait.js';
+
+const cleanup = new Cleanup();
+let redis: TestRedis;
+beforeAll(async () => {
+  redis = await TestRedis.start();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+afterEach(async () => {
+  await cleanup.run();
+  await killAllCli();
+  // a test that stopped Redis leaves it running again for the next one
+  if (!redis.running) await redis.run();
+});
+
+/** Two in-process hubs on the test's Redis, under a prefix of their own. */
+async function twoHubs(options: { ackTimeoutMs?: number; driverPrefetch?: number } = {}) {
+  const prefix = `t${randomUUID()}:`;
+  const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, ...options }), (h) => h.close());
+  const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, ...options }), (h) => h.close());
+  return { a, b, prefix };
+}
+
+function collect(vendor: VendorClient): ParcelMessage[] {
+  const got: ParcelMessage[] = [];
+  vendor.on('delivered', (m) => got.push(m));
+  return got;
+}
+
+describe('several hubs on one Redis', () => {
+  it('carries parcels from a vendor on hub A to a driver on hub B, and back to every vendor of the store on either hub', async () => {
+    const { a, b } = await twoHubs();
+    const onA = cleanup.add(new VendorClient({ url: a.url, store: 'acme', log: () => undefined }), (v) => v.close());
+    const alsoOnB = cleanup.add(new VendorClient({ url: b.url, store: 'acme', log: () => undefined }), (v) => v.close());
+    const driver = cleanup.add(new DriverClient({ url: b.url, name: 'd-on-b', delay: 0, log: () => undefined }), (d) => d.close());
+    await Promise.all([onA.start(), alsoOnB.start(), driver.start()]);
+    const heardOnA = collect(onA);
+    const heardOnB = collect(alsoOnB);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await onA.publish()).orderId);
+    await waitUntil(onA, 'delivered', () => (heardOnA.length >= 5 ? true : undefined), 'the vendor on hub A to hear 5 deliveries');
+    await waitUntil(alsoOnB, 'delivered', () => (heardOnB.length >= 5 ? true : undefined), 'the vendor of the same store on hub B to hear them too');
+    expect(heardOnA.map((m) => m.orderId).sort()).toEqual([...ids].sort());
+    expect(heardOnB.map((m) => m.orderId).sort()).toEqual([...ids].sort());
+    expect(heardOnA.every((m) => m.driver === 'd-on-b')).toBe(true);
+  });
+
+  it('gives each pickup to exactly one driver across hubs', async () => {
+    // two pickups a driver at most, so the hub where pickups arrive cannot keep them all
+    const { a, b } = await twoHubs({ driverPrefetch: 2 });
+    const drivers = [
+      cleanup.add(new DriverClient({ url: a.url, name: 'da', delay: 0, log: () => undefined }), (d) => d.close()),
+      cleanup.add(new DriverClient({ url: b.url, name: 'db', delay: 0, log: () => undefined }), (d) => d.close()),
+    ];
+    const picked = new Map<string, string[]>();
+    for (const d of drivers) d.on('picked-up', (m) => picked.set(m.orderId, [...(picked.get(m.orderId) ?? []), d.name]));
+    const vendor = cleanup.add(new VendorClient({ url: a.url, store: 'acme', log: () => undefined }), (v) => v.close());
+    await Promise.all([vendor.start(), ...drivers.map((d) => d.start())]);
+    const delivered = collect(vendor);
+    await Promise.all(Array.from({ length: 30 }, () => vendor.publish()));
+    await waitUntil(vendor, 'delivered', () => (delivered.length >= 30 ? true : undefined), '30 parcels delivered across two hubs');
+    expect([...picked.values()].filter((names) => names.length !== 1)).toEqual([]);
+    expect(new Set([...picked.values()].map((names) => names[0])).size).toBe(2);
+  });
+
+  it('loses nothing when a hub is killed: its clients move on to the next hub in --url', async () => {
+    const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const [portA, portB] = [await freePort(), await freePort()];
+    const hubArgs = (port: number) => ['hub', '--port', String(port), '--host', '127.0.0.1', '--redis', own.url, '--allow-anonymous', '--ack-timeout', '1000', '--json'];
+    const hubA: CliProcess = startCli(hubArgs(portA));
+    const hubB: CliProcess = startCli(hubArgs(portB));
+    await Promise.all([hubA.stdout.waitFor(/listening on/, 'hub A to listen'), hubB.stdout.waitFor(/listening on/, 'hub B to listen')]);
+    const [urlA, urlB] = [`http://127.0.0.1:${portA}`, `http://127.0.0.1:${portB}`];
+    const lines = new Lines();
+    const vendor = cleanup.add(new VendorClient({ url: `${urlA},${urlB}`, store: 'acme', ackTimeoutMs: 500, log: lines.push }), (v) => v.close());
+    const drivers = [
+      cleanup.add(new DriverClient({ url: `${urlA},${urlB}`, name: 'd1', delay: 5, ackTimeoutMs: 500, log: lines.push }), (d) => d.close()),
+      cleanup.add(new DriverClient({ url: `${urlB},${urlA}`, name: 'd2', delay: 5, ackTimeoutMs: 500, log: lines.push }), (d) => d.close()),
+    ];
+    await Promise.all([vendor.start(), ...drivers.map((d) => d.start())]);
+    const delivered = collect(vendor);
+    const acked: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      acked.push((await vendor.publish()).orderId);
+      if (acked.length === 10) {
+        hubA.child.kill('SIGKILL');
+        await hubA.waitExit('hub A to die');
+      }
+    }
+    const missing = (): string[] => acked.filter((id) => !delivered.some((m) => m.orderId === id));
+    await waitUntil(vendor, 'delivered', () => (missing().length === 0 ? true : undefined), 'every acknowledged pickup to be delivered after hub A died', 40_000).catch((err: Error) => {
+      throw new Error(`${err.message}; missing ${missing().join(', ')}`);
+    });
+    // exactly once after the client's dedupe, and the vendor now talks to hub B
+    expect(new Set(delivered.map((m) => m.orderId)).size).toBe(delivered.length);
+    expect(lines.matching(new RegExp(`acme connected to ${urlB}`)).length).toBeGreaterThan(0);
+  });
+
+  it('loses no acknowledged event when Redis stops and comes back, and refuses publishes meanwhile', async () => {
+    const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const prefix = `t${randomUUID()}:`;
+    const a = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: prefix }), (h) => h.close());
+    const b = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: prefix }), (h) => h.close());
+    const vendor = cleanup.add(new VendorClient({ url: a.url, store: 'acme', ackTimeoutMs: 5_000, log: () => undefined }), (v) => v.close());
+    const driver = cleanup.add(new DriverClient({ url: b.url, name: 'd1', delay: 0, ackTimeoutMs: 5_000, log: () => undefined }), (d) => d.close());
+    const probe = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: 'probe' } }), (c) => c.close());
+    await Promise.all([vendor.start(), driver.start(), probe.connected()]);
+    const delivered = collect(vendor);
+    const acked: string[] = [];
+    for (let i = 0; i < 10; i++) acked.push((await vendor.publish()).orderId);
+
+    await own.kill();
+    const ready = await fetch(`${a.url}/readyz`);
+    expect(ready.status).toBe(503);
+    await expect(probe.request('pickup', order('probe', 1), 10_000)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_STORAGE' } });
+    // publishes made while Redis is away are retried by the vendor until they are stored
+    const during = Array.from({ length: 5 }, () => vendor.publish().then((r) => acked.push(r.orderId)));
+    await own.run();
+    await Promise.all(during);
+    for (let i = 0; i < 5; i++) acked.push((await vendor.publish()).orderId);
+    expect((await fetch(`${a.url}/readyz`)).status).toBe(200);
+
+    const missing = (): string[] => acked.filter((id) => !delivered.some((m) => m.orderId === id));
+    await waitUntil(vendor, 'delivered', () => (missing().length === 0 ? true : undefined), 'every acknowledged pickup to be delivered after Redis came back', 30_000).catch((err: Error) => {
+      throw new Error(`${err.message}; missing ${missing().join(', ')}`);
+    });
+    expect(acked).toHaveLength(20);
+    expect(new Set(delivered.map((m) => m.orderId)).size).toBe(delivered.length);
+  });
+});

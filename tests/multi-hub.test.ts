@@ -105,7 +105,7 @@ describe('several hubs on one Redis', () => {
     // exactly once after the client's dedupe, and the vendor now talks to hub B
     expect(new Set(delivered.map((m) => m.orderId)).size).toBe(delivered.length);
     expect(lines.matching(new RegExp(`acme connected to ${urlB}`)).length).toBeGreaterThan(0);
-  });
+  }, 60_000);
 
   it('loses no acknowledged event when Redis stops and comes back, and refuses publishes meanwhile', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
@@ -137,5 +137,5 @@ describe('several hubs on one Redis', () => {
     });
     expect(acked).toHaveLength(20);
     expect(new Set(delivered.map((m) => m.orderId)).size).toBe(delivered.length);
-  });
+  }, 60_000);
 });

@@ -1,13 +1,18 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { fstatSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import type { Interface } from 'node:readline';
+import { isatty } from 'node:tty';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec } from './args.js';
 import { runCommand, untilSignal } from './args.js';
 
 export const demoCommand = {
   usage: 'caps demo',
-  summary: 'Runs the whole system as separate processes: a hub, vendors 1-800-flowers and acme-widgets, and two drivers, in one prefixed log stream. Ctrl-C stops them all.',
+  summary:
+    'Runs the whole system as separate processes: a hub, vendors 1-800-flowers and acme-widgets, and two drivers, in one prefixed log stream. ' +
+    "Reads commands on standard input (stop, kill, start, restart NAME; status; help). Ctrl-C stops them all.",
   flags: {
     port: { type: 'integer', description: "the hub's TCP port; 0 picks a free one", placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
     interval: { type: 'integer', description: 'milliseconds between new parcels at each vendor', placeholder: 'MS', default: 2000, min: 1 },
@@ -21,11 +26,53 @@ const CAPS_SCRIPT = fileURLToPath(new URL('./caps.js', import.meta.url));
 const COLORS = [36, 33, 35, 32, 34, 31];
 const HUB_START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
+const LISTENING = /listening on (http:\/\/\S+)/;
 
+const HINT =
+  "Type 'stop driver-1' and 'stop driver-2' to build a backlog, 'start driver-1' to drain it, " +
+  "'restart hub' to kill -9 and restart the hub, 'help' for more.";
+
+const HELP = [
+  'commands (one per line):',
+  '  stop NAME      stop a process (SIGTERM)',
+  '  kill NAME      kill a process (SIGKILL); a killed hub loses nothing',
+  '  start NAME     start a stopped process again with the same flags (the hub on the same port and data folder)',
+  '  restart NAME   kill -9 the hub, or stop any other process, then start it again',
+  '  status         each process: running or stopped, and its pid',
+  '  help           this list',
+];
+
+/** One run of a child: the process, and how it ended once it has. */
+interface Run {
+  process: ChildProcess;
+  /** Resolves (with e.g. `code 0` or `signal SIGKILL`) once it has exited and its output is read. */
+  exited: Promise<string>;
+  /** How it ended; undefined while it runs. */
+  ended: string | undefined;
+  /** Ended on purpose (a command, or the demo stopping): not reported as unexpected. */
+  deliberate: boolean;
+}
+
+/** A process of the demo, by name; started again with the same arguments. */
 interface Child {
   name: string;
-  process: ChildProcess;
-  exited: Promise<number | null>;
+  /** Its colour. */
+  index: number;
+  args: () => string[];
+  onLine?: (line: string) => void;
+  /** The latest run. */
+  run?: Run;
+}
+
+/** Whether commands can come on standard input: a terminal, a pipe or a file (not /dev/null, not closed). */
+function stdinAvailable(): boolean {
+  try {
+    if (isatty(0)) return true;
+    const stat = fstatSync(0);
+    return stat.isFIFO() || stat.isSocket() || stat.isFile();
+  } catch {
+    return false;
+  }
 }
 
 export function runDemo(argv: readonly string[]): Promise<number> {
@@ -34,6 +81,8 @@ export function runDemo(argv: readonly string[]): Promise<number> {
     const width = '[1-800-flowers]'.length + 1;
     const children: Child[] = [];
     let stopping = false;
+    /** The hub's port once it is known, so that a restarted hub comes back where its clients look (even with --port 0). */
+    let hubPort: number | undefined;
     let onHubDied: (() => void) | undefined;
     const hubDied = new Promise<'hub-died'>((resolve) => {
       onHubDied = () => resolve('hub-died');
@@ -47,58 +96,176 @@ export function runDemo(argv: readonly string[]): Promise<number> {
       return color ? `\x1b[${COLORS[index % COLORS.length]}m${label}\x1b[0m ` : `${label} `;
     }
 
-    const start = (name: string, args: string[], onLine?: (line: string) => void): Child => {
-      const index = children.length + 1;
-      const child = spawn(process.execPath, [CAPS_SCRIPT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      for (const stream of [child.stdout, child.stderr]) {
+    const running = (child: Child): Run | undefined => (child.run && child.run.ended === undefined ? child.run : undefined);
+
+    /** Starts a run of `child`. */
+    const launch = (child: Child): Run => {
+      const proc = spawn(process.execPath, [CAPS_SCRIPT, ...child.args()], { stdio: ['ignore', 'pipe', 'pipe'] });
+      for (const stream of [proc.stdout, proc.stderr]) {
         createInterface({ input: stream }).on('line', (line) => {
-          process.stdout.write(`${prefix(name, index)}${line}\n`);
-          onLine?.(line);
+          process.stdout.write(`${prefix(child.name, child.index)}${line}\n`);
+          child.onLine?.(line);
         });
       }
-      const exited = new Promise<number | null>((resolve) => {
-        child.on('exit', (code, signal) => {
-          if (!stopping) {
-            say(`${name} exited unexpectedly (${signal ? `signal ${signal}` : `code ${code}`})`);
-            if (name === 'hub') onHubDied?.();
+      const run: Run = { process: proc, exited: Promise.resolve(''), ended: undefined, deliberate: false };
+      run.exited = new Promise<string>((resolve) => {
+        const ended = (how: string): void => {
+          if (run.ended !== undefined) return;
+          run.ended = how;
+          if (stopping) {
+            // the demo is stopping everything: it says so once
+          } else if (run.deliberate) {
+            say(`${child.name} stopped (${how})`);
+          } else {
+            say(`${child.name} exited unexpectedly (${how})`);
+            if (child.name === 'hub') onHubDied?.();
           }
-          resolve(code);
-        });
+          resolve(how);
+        };
+        // 'close', not 'exit': by then every line it wrote has been shown
+        proc.once('close', (code, signal) => ended(signal ? `signal ${signal}` : `code ${code}`));
+        proc.once('error', (err) => ended(`could not start: ${err.message}`));
       });
-      const entry = { name, process: child, exited };
-      children.push(entry);
-      return entry;
+      child.run = run;
+      return run;
+    };
+
+    const add = (name: string, args: () => string[], onLine?: (line: string) => void): Child => {
+      const child: Child = { name, index: children.length + 1, args, onLine };
+      children.push(child);
+      return child;
+    };
+
+    /** Sends `signal` to a running child and waits until it has exited (SIGKILL after a while, if SIGTERM does not do it). */
+    const end = async (child: Child, signal: 'SIGTERM' | 'SIGKILL'): Promise<boolean> => {
+      const run = running(child);
+      if (!run) {
+        say(`${child.name} is not running`);
+        return false;
+      }
+      run.deliberate = true;
+      say(`${signal === 'SIGKILL' ? 'killing' : 'stopping'} ${child.name} (pid ${run.process.pid}, ${signal})`);
+      run.process.kill(signal);
+      const timer =
+        signal === 'SIGTERM'
+          ? setTimeout(() => {
+              say(`${child.name} did not stop within ${STOP_TIMEOUT_MS} ms; killing it`);
+              run.process.kill('SIGKILL');
+            }, STOP_TIMEOUT_MS)
+          : undefined;
+      await run.exited;
+      clearTimeout(timer);
+      return true;
+    };
+
+    const startAgain = (child: Child): void => {
+      if (stopping) return;
+      const run = running(child);
+      if (run) {
+        say(`${child.name} is already running (pid ${run.process.pid})`);
+        return;
+      }
+      const started = launch(child);
+      say(`started ${child.name} (pid ${started.process.pid})`);
     };
 
     const stopAll = async (): Promise<void> => {
       stopping = true;
-      // the demo runs in open lab mode, so its hub listens on this machine only (--host 127.0.0.1)
-    // drivers and vendors first, so the hub logs their goodbyes
-      for (const child of [...children].reverse()) {
-        if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGTERM');
+      // drivers and vendors first, so the hub logs their goodbyes
+      const runs = children.map(running).filter((run): run is Run => run !== undefined);
+      for (const run of [...runs].reverse()) {
+        run.deliberate = true;
+        run.process.kill('SIGTERM');
       }
       await Promise.all(
-        children.map(async (child) => {
-          const timer = setTimeout(() => child.process.kill('SIGKILL'), STOP_TIMEOUT_MS);
-          await child.exited;
+        runs.map(async (run) => {
+          const timer = setTimeout(() => run.process.kill('SIGKILL'), STOP_TIMEOUT_MS);
+          await run.exited;
           clearTimeout(timer);
         }),
       );
+    };
+
+    const command = async (line: string): Promise<void> => {
+      const [verb, name, ...rest] = line.trim().split(/\s+/);
+      if (!verb) return;
+      const names = children.map((c) => c.name).join(', ');
+      const target = (): Child | undefined => {
+        if (name === undefined || rest.length > 0) {
+          say(`usage: ${verb} NAME (one of ${names})`);
+          return undefined;
+        }
+        const child = children.find((c) => c.name === name);
+        if (!child) say(`no process named '${name}'; the names are ${names}`);
+        return child;
+      };
+      switch (verb.toLowerCase()) {
+        case 'stop': {
+          const child = target();
+          if (child) await end(child, 'SIGTERM');
+          return;
+        }
+        case 'kill': {
+          const child = target();
+          if (child) await end(child, 'SIGKILL');
+          return;
+        }
+        case 'start': {
+          const child = target();
+          if (child) startAgain(child);
+          return;
+        }
+        case 'restart': {
+          const child = target();
+          if (!child) return;
+          // the hub is killed outright: what it acknowledged is on disk, nothing is lost
+          if (running(child)) await end(child, child.name === 'hub' ? 'SIGKILL' : 'SIGTERM');
+          startAgain(child);
+          return;
+        }
+        case 'status':
+          for (const child of children) {
+            const run = running(child);
+            say(`${child.name.padEnd(width - 2)} ${run ? `running  pid ${run.process.pid}` : `stopped${child.run?.ended ? `  (${child.run.ended})` : ''}`}`);
+          }
+          return;
+        case 'help':
+        case '?':
+          for (const text of HELP) say(text);
+          say(`NAME is one of ${names}. Ctrl-C stops them all.`);
+          return;
+        default:
+          say(`unknown command '${line.trim()}'; type 'help' for the list`);
+      }
+    };
+
+    /** Reads commands from standard input, one per line, one at a time. */
+    const readCommands = (): Interface => {
+      const input = createInterface({ input: process.stdin });
+      let chain = Promise.resolve();
+      input.on('line', (line) => {
+        chain = chain.then(() => (stopping ? undefined : command(line))).catch((err: unknown) => {
+          say(`command '${line.trim()}' failed: ${err instanceof Error ? err.message : String(err)}`);
+        });
+      });
+      return input;
     };
 
     const stop = untilSignal();
     let hubUrl: string | undefined;
     const listening = new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`the hub did not report listening within ${HUB_START_TIMEOUT_MS} ms`)), HUB_START_TIMEOUT_MS);
-      const hub = start('hub', ['hub', '--port', String(flags.port), '--host', '127.0.0.1', '--data', flags.data, '--allow-anonymous'], (line) => {
-        const match = /listening on (http:\/\/\S+)/.exec(line);
+      // the demo runs in open lab mode, so its hub listens on this machine only (--host 127.0.0.1)
+      const hub = add('hub', () => ['hub', '--port', String(hubPort ?? flags.port), '--host', '127.0.0.1', '--data', flags.data, '--allow-anonymous'], (line) => {
+        const match = LISTENING.exec(line);
         if (match?.[1] && !hubUrl) {
           hubUrl = match[1];
+          hubPort = Number(new URL(hubUrl).port) || flags.port;
           clearTimeout(timer);
           resolve(hubUrl);
         }
       });
-      void hub.exited.then(() => {
+      void launch(hub).exited.then(() => {
         clearTimeout(timer);
         reject(new Error('the hub exited before it was listening'));
       });
@@ -106,7 +273,7 @@ export function runDemo(argv: readonly string[]): Promise<number> {
 
     let url: string;
     try {
-      url = await Promise.race([listening, stop.then(() => undefined)]) ?? '';
+      url = (await Promise.race([listening, stop.then(() => undefined)])) ?? '';
     } catch (err) {
       say(`cannot start: ${err instanceof Error ? err.message : String(err)}`);
       await stopAll();
@@ -118,14 +285,21 @@ export function runDemo(argv: readonly string[]): Promise<number> {
     }
 
     const common = ['--url', url];
-    start('1-800-flowers', ['vendor', ...common, '--store', '1-800-flowers', '--interval', String(flags.interval)]);
-    start('acme-widgets', ['vendor', ...common, '--store', 'acme-widgets', '--interval', String(flags.interval)]);
-    start('driver-1', ['driver', ...common, '--name', 'driver-1', '--delay', String(flags.delay)]);
-    start('driver-2', ['driver', ...common, '--name', 'driver-2', '--delay', String(flags.delay)]);
+    for (const store of ['1-800-flowers', 'acme-widgets']) {
+      launch(add(store, () => ['vendor', ...common, '--store', store, '--interval', String(flags.interval)]));
+    }
+    for (const name of ['driver-1', 'driver-2']) {
+      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay)]));
+    }
     say(`CAPS demo running: hub at ${url}  (health: ${url}/healthz). Press Ctrl-C to stop.`);
+    const commands = stdinAvailable() ? readCommands() : undefined;
+    if (commands) say(HINT);
 
     const outcome = await Promise.race([stop, hubDied]);
     say(outcome === 'hub-died' ? 'the hub died; stopping the others' : 'stopping all processes');
+    commands?.close();
+    // standard input would keep the process alive
+    if (commands) process.stdin.destroy();
     await stopAll();
     say('all processes stopped');
     return outcome === 'hub-died' ? 1 : 0;

@@ -7,7 +7,7 @@ import { demoCommand } from '../cli/demo.js';
 import { driverCommand } from '../driver/main.js';
 import { hubCommand } from '../hub/main.js';
 import { vendorCommand } from '../vendor/main.js';
-import type { CliProcess } from './helpers/cli.js';
+import type { CliProcess, StartOptions } from './helpers/cli.js';
 import { childProcesses, healthz, isAlive, killAllCli, portOf, runCli, startCli } from './helpers/cli.js';
 import { RawClient, order } from './helpers/hub.js';
 
@@ -232,8 +232,8 @@ describe('caps hub on a port in use', () => {
 
 describe('caps demo', () => {
   /** Starts the demo and waits until it runs; returns the hub's port and the 5 processes it started. */
-  async function startDemo(): Promise<{ demo: CliProcess; port: number; children: Array<{ pid: number; args: string }> }> {
-    const demo = startCli(['demo', '--port', '0', '--interval', '200', '--delay', '50', '--data', tempDir()]);
+  async function startDemo(options: StartOptions = {}): Promise<{ demo: CliProcess; port: number; children: Array<{ pid: number; args: string }> }> {
+    const demo = startCli(['demo', '--port', '0', '--interval', '200', '--delay', '50', '--data', tempDir()], {}, options);
     const [running] = await demo.lines.waitFor(DEMO_RUNNING, "the demo to say it's running", 15_000);
     const url = DEMO_RUNNING.exec(running ?? '')?.[1];
     if (url === undefined) throw new Error(`no hub URL in the demo's line: ${running}`);
@@ -247,6 +247,43 @@ describe('caps demo', () => {
 
   function expectAllGone(children: ReadonlyArray<{ pid: number; args: string }>): void {
     expect(children.filter((c) => isAlive(c.pid)).map((c) => `${c.pid} ${c.args}`)).toEqual([]);
+  }
+
+  /** The demo's children now (after commands restarted some), remembered for the clean-up. */
+  async function currentChildren(demo: CliProcess): Promise<Array<{ pid: number; args: string }>> {
+    const children = await childProcesses(demo.pid);
+    for (const child of children) strayPids.add(child.pid);
+    return children;
+  }
+
+  /** Where the `nth` line matching `pattern` is (-1: not there). */
+  function indexOfMatch(lines: readonly string[], pattern: RegExp, nth = 1): number {
+    let seen = 0;
+    for (let i = 0; i < lines.length; i++) {
+      if (pattern.test(lines[i] ?? '') && ++seen === nth) return i;
+    }
+    return -1;
+  }
+
+  /**
+   * Runs `action`, then waits for one more line matching `pattern` than there were before it;
+   * resolves with that line's index in `lines.all`.
+   */
+  async function afterAction(lines: CliProcess['lines'], action: () => void, pattern: RegExp, what: string, timeoutMs = 15_000): Promise<number> {
+    const next = lines.matching(pattern).length + 1;
+    action();
+    await lines.waitFor(pattern, what, timeoutMs, next);
+    return indexOfMatch(lines.all, pattern, next);
+  }
+
+  async function expectCleanStop(demo: CliProcess, port: number): Promise<void> {
+    const children = await currentChildren(demo);
+    demo.stop('SIGINT');
+    expect(await demo.waitExit('the demo to stop after SIGINT', 15_000)).toEqual({ code: 0, signal: null });
+    expect(demo.lines.all.at(-1)).toMatch(/^\[demo\]\s+all processes stopped$/);
+    expect(demo.lines.matching(/exited unexpectedly/)).toEqual([]);
+    expectAllGone(children);
+    await expectConnectionRefused(port, 'after the demo stopped');
   }
 
   it('runs parcels end to end; SIGINT stops every process it started and exits 0', async () => {
@@ -289,4 +326,85 @@ describe('caps demo', () => {
     expectAllGone(children);
     await expectConnectionRefused(port, 'after the hub was killed');
   });
+
+  const PICKUP_EVENT = /^\[hub\]\s+EVENT: \{ event: 'pickup'.*?orderId: '([^']+)'/;
+
+  it("reads commands on stdin: stop both drivers and a backlog builds up; 'start driver-1' drains it", async () => {
+    const { demo, port } = await startDemo({ stdin: 'pipe' });
+    await demo.lines.waitFor(/^\[demo\]\s+Type 'stop driver-1' and 'stop driver-2' to build a backlog/, 'the demo to print its command hint');
+    // both drivers online first, so that stopping them is what leaves the pickups waiting
+    await demo.lines.waitFor(/^\[hub\]\s+CONNECTED .*role=driver name=driver-[12]\b/, 'the hub to log both drivers connecting', 15_000, 2);
+
+    const backlog = /^\[hub\]\s+WARN BACKLOG queue=driver depth=\d+ waiting="no driver online"$/;
+    const drained = /^\[hub\]\s+QUEUE DRAINED queue=driver\b/;
+    const driverGone = /^\[hub\]\s+DISCONNECTED .*role=driver name=driver-[12]\b/;
+    const backlogsBefore = demo.lines.matching(backlog).length;
+    demo.write('stop driver-1');
+    demo.write('stop driver-2');
+    const stopped = /^\[demo\]\s+driver-[12] stopped \(code 0\)$/;
+    await demo.lines.waitFor(stopped, 'the demo to report both drivers stopped (exit code 0)', 15_000, 2);
+    // the demo reports a stop once the process has exited and all its output is shown
+    const driversSilentFrom = indexOfMatch(demo.lines.all, stopped, 2);
+    await demo.lines.waitFor(driverGone, 'the hub to log both drivers disconnecting', 10_000, 2);
+    const noDriverFrom = indexOfMatch(demo.lines.all, driverGone, 2);
+
+    // pickups keep coming from the vendors, and nobody takes them
+    await demo.lines.waitFor(backlog, 'the hub to log a backlog on the driver queue with no driver online', 15_000, backlogsBefore + 1);
+    expect(indexOfMatch(demo.lines.all, backlog, backlogsBefore + 1)).toBeGreaterThan(noDriverFrom);
+    // from here on only a driver's ack can drain the queue
+    const drainedBefore = demo.lines.matching(drained).length;
+
+    const backAt = await afterAction(demo.lines, () => demo.write('start driver-1'), /^\[hub\]\s+CONNECTED .*role=driver name=driver-1\b/, 'the hub to log driver-1 connecting again');
+    await demo.lines.waitFor(/^\[demo\]\s+started driver-1 \(pid \d+\)$/, 'the demo to say it started driver-1 again');
+
+    // the pickups the hub took in while no driver was online (it logs each one before queueing it)
+    const waiting = captures(demo.lines.all.slice(noDriverFrom, backAt), PICKUP_EVENT);
+    expect(waiting.length, 'pickups handed over while no driver was online').toBeGreaterThan(0);
+    const anyWaiting = waiting.map(escape).join('|');
+    await demo.lines.waitFor(new RegExp(`^\\[driver-1\\]\\s+DRIVER: picked up (${anyWaiting})$`), `driver-1 to pick up all ${waiting.length} parcels of the backlog`, 15_000, waiting.length);
+    await demo.lines.waitFor(new RegExp(`^\\[(1-800-flowers|acme-widgets)\\]\\s+VENDOR: Thank you for delivering (${anyWaiting}) `), `the vendors to thank a driver for all ${waiting.length} parcels of the backlog`, 15_000, waiting.length);
+    await demo.lines.waitFor(drained, 'the hub to log the driver queue drained', 15_000, drainedBefore + 1);
+    expect(indexOfMatch(demo.lines.all, drained, drainedBefore + 1)).toBeGreaterThan(backAt);
+    // driver-2 is still stopped
+    expect(demo.lines.all.slice(driversSilentFrom + 1).filter((line) => line.startsWith('[driver-2]'))).toEqual([]);
+
+    await expectCleanStop(demo, port);
+  }, 60_000);
+
+  it("'restart hub' kills -9 the hub and starts it again on the same port; parcels keep flowing; the demo keeps running", async () => {
+    const { demo, port } = await startDemo({ stdin: 'pipe' });
+    await demo.lines.waitFor(/^\[[\w-]+\]\s+VENDOR: Thank you for delivering \S+/, 'a vendor in the demo to thank a driver', 15_000);
+    const hubStatus = /^\[demo\]\s+hub\s+running\s+pid (\d+)$/;
+
+    demo.write('status');
+    const [before] = await demo.lines.waitFor(hubStatus, "'status' to show the hub running");
+    const oldPid = Number(hubStatus.exec(before ?? '')?.[1]);
+
+    const listening = /^\[hub\]\s+.*listening on (http:\/\/\S+)/;
+    const relistenAt = await afterAction(demo.lines, () => demo.write('restart hub'), listening, 'the restarted hub to report where it listens');
+    expect(demo.lines.matching(new RegExp(`^\\[demo\\]\\s+killing hub \\(pid ${oldPid}, SIGKILL\\)$`))).toHaveLength(1);
+    expect(demo.lines.matching(/^\[demo\]\s+hub stopped \(signal SIGKILL\)$/)).toHaveLength(1);
+    expect(demo.lines.matching(/^\[demo\]\s+started hub \(pid \d+\)$/)).toHaveLength(1);
+    // the same port, though the demo was started with --port 0: the vendors and drivers find it again
+    expect(captures(demo.lines.matching(listening), listening)).toEqual([`http://127.0.0.1:${port}`, `http://127.0.0.1:${port}`]);
+
+    // a parcel the new hub took in is delivered, and its vendor says thank you
+    await demo.lines.waitFor(PICKUP_EVENT, 'the restarted hub to take in a pickup', 15_000, demo.lines.all.slice(0, relistenAt).filter((l) => PICKUP_EVENT.test(l)).length + 1);
+    const [id] = captures(demo.lines.all.slice(relistenAt), PICKUP_EVENT);
+    if (id === undefined) throw new Error('no pickup after the restart');
+    await demo.lines.waitFor(new RegExp(`^\\[[\\w-]+\\]\\s+VENDOR: Thank you for delivering ${escape(id)} `), `a vendor to thank a driver for ${id}, handed over after the restart`, 15_000);
+    await expect(healthz(port)).resolves.toBe(200);
+
+    demo.write('status');
+    const [, now] = await demo.lines.waitFor(hubStatus, "'status' to show the restarted hub running", 10_000, 2);
+    expect(Number(hubStatus.exec(now ?? '')?.[1])).not.toBe(oldPid);
+    demo.write('frobnicate');
+    await demo.lines.waitFor(/^\[demo\]\s+unknown command 'frobnicate'; type 'help' for the list$/, 'the demo to answer an unknown command');
+
+    expect(demo.exit, 'the demo must keep running when a command kills its hub').toBeUndefined();
+    expect(demo.lines.matching(/the hub died/)).toEqual([]);
+    await expectCleanStop(demo, port);
+    // the killed hub never got to say STOPPED; the new one did
+    expect(demo.lines.matching(/^\[hub\]\s+STOPPED$/)).toHaveLength(1);
+  }, 60_000);
 });

@@ -1,7 +1,8 @@
 import { execFile, spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import type { ChildProcess, ChildProcessByStdio } from 'node:child_process';
 import { get } from 'node:http';
 import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Lines } from './wait.js';
 
@@ -35,6 +36,13 @@ export interface CliProcess {
   signalGroup(signal: NodeJS.Signals): void;
   /** Waits (bounded) for the process to exit. */
   waitExit(what: string, timeoutMs?: number): Promise<Exit>;
+  /** Writes `line` and a newline to the process's standard input; only with `stdin: 'pipe'`. */
+  write(line: string): void;
+}
+
+export interface StartOptions {
+  /** `ignore` (the default): standard input is /dev/null. `pipe`: write to it with `write(line)`. */
+  stdin?: 'ignore' | 'pipe';
 }
 
 /** Started with `startCli`, not exited yet: `killAllCli` kills these. */
@@ -47,14 +55,14 @@ const everything = new Set<CliProcess>();
  * so `killAllCli()` also reaches the processes it starts (`caps demo`'s hub, vendors and drivers).
  * `env` entries set to undefined are removed.
  */
-export function startCli(args: readonly string[], env: Record<string, string | undefined> = {}): CliProcess {
-  const proc = spawnCli(args, env);
+export function startCli(args: readonly string[], env: Record<string, string | undefined> = {}, options: StartOptions = {}): CliProcess {
+  const proc = spawnCli(args, env, options);
   running.add(proc);
   void proc.exited.then(() => running.delete(proc));
   return proc;
 }
 
-function spawnCli(args: readonly string[], env: Record<string, string | undefined>): CliProcess {
+function spawnCli(args: readonly string[], env: Record<string, string | undefined>, options: StartOptions = {}): CliProcess {
   const childEnv: Record<string, string | undefined> = { ...process.env };
   for (const key of CLI_ENV) delete childEnv[key];
   for (const [key, value] of Object.entries(env)) {
@@ -62,12 +70,14 @@ function spawnCli(args: readonly string[], env: Record<string, string | undefine
     else childEnv[key] = value;
   }
   const child = spawn(process.execPath, [CAPS_JS, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: childEnv,
     detached: process.platform !== 'win32',
-  });
+  }) as ChildProcessByStdio<Writable | null, Readable, Readable>;
   const name = ['caps', ...args].join(' ');
   const lines = new Lines();
+  // a write after the process is gone fails with EPIPE: the test sees that in its own waits, not as a crash
+  child.stdin?.on('error', (err) => lines.push(`[test] writing to the standard input of ${name} failed: ${err.message}`));
   const stdout = new Lines();
   const stderr = new Lines();
   createInterface({ input: child.stdout }).on('line', (line) => {
@@ -120,6 +130,10 @@ function spawnCli(args: readonly string[], env: Record<string, string | undefine
           resolve(result);
         });
       });
+    },
+    write(line: string) {
+      if (!child.stdin) throw new Error(`cannot write '${line}' to ${name}: start it with { stdin: 'pipe' }`);
+      child.stdin.write(`${line}\n`);
     },
   };
   everything.add(proc);

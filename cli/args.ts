@@ -135,12 +135,13 @@ export async function runCommand<S extends CommandSpec>(spec: S, argv: readonly 
   return main(flags);
 }
 
-/** Resolves when the process is asked to stop (Ctrl-C or SIGTERM). */
+/**
+ * Resolves when the process is asked to stop (Ctrl-C or SIGTERM). The handlers stay installed,
+ * so a second Ctrl-C while stopping does not kill the process before it has cleaned up.
+ */
 export function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (signal: NodeJS.Signals): void => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
       resolve(signal);
     };
     process.on('SIGINT', on);

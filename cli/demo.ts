@@ -6,6 +6,8 @@ import type { Interface } from 'node:readline';
 import { isatty } from 'node:tty';
 import { fileURLToPath } from 'node:url';
 import type { CommandSpec } from './args.js';
+import { loadSecret } from '../hub/secret.js';
+import { signToken } from '../protocol/token.js';
 import { runCommand, untilSignal } from './args.js';
 
 export const demoCommand = {
@@ -60,6 +62,8 @@ interface Child {
   index: number;
   args: () => string[];
   onLine?: (line: string) => void;
+  /** Its token, handed over in CAPS_TOKEN. */
+  token?: string;
   /** The latest run. */
   run?: Run;
 }
@@ -100,7 +104,9 @@ export function runDemo(argv: readonly string[]): Promise<number> {
 
     /** Starts a run of `child`. */
     const launch = (child: Child): Run => {
-      const proc = spawn(process.execPath, [CAPS_SCRIPT, ...child.args()], { stdio: ['ignore', 'pipe', 'pipe'] });
+      // a token travels in the environment, not on the command line where `ps` would show it
+      const env = child.token ? { ...process.env, CAPS_TOKEN: child.token } : { ...process.env, CAPS_TOKEN: undefined };
+      const proc = spawn(process.execPath, [CAPS_SCRIPT, ...child.args()], { stdio: ['ignore', 'pipe', 'pipe'], env });
       for (const stream of [proc.stdout, proc.stderr]) {
         createInterface({ input: stream }).on('line', (line) => {
           process.stdout.write(`${prefix(child.name, child.index)}${line}\n`);
@@ -130,8 +136,8 @@ export function runDemo(argv: readonly string[]): Promise<number> {
       return run;
     };
 
-    const add = (name: string, args: () => string[], onLine?: (line: string) => void): Child => {
-      const child: Child = { name, index: children.length + 1, args, onLine };
+    const add = (name: string, args: () => string[], onLine?: (line: string) => void, token?: string): Child => {
+      const child: Child = { name, index: children.length + 1, args, onLine, ...(token ? { token } : {}) };
       children.push(child);
       return child;
     };
@@ -251,12 +257,20 @@ export function runDemo(argv: readonly string[]): Promise<number> {
       return input;
     };
 
+    // the hub and the demo read the same secret (CAPS_SECRET, or the secret file in --data)
+    let secret: string;
+    try {
+      secret = loadSecret(flags.data).secret;
+    } catch (err) {
+      say(`cannot read or create the token secret in ${flags.data}: ${err instanceof Error ? err.message : String(err)}`);
+      return 1;
+    }
     const stop = untilSignal();
     let hubUrl: string | undefined;
     const listening = new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`the hub did not report listening within ${HUB_START_TIMEOUT_MS} ms`)), HUB_START_TIMEOUT_MS);
-      // the demo runs in open lab mode, so its hub listens on this machine only (--host 127.0.0.1)
-      const hub = add('hub', () => ['hub', '--port', String(hubPort ?? flags.port), '--host', '127.0.0.1', '--data', flags.data, '--allow-anonymous'], (line) => {
+      // a demo: its hub listens on this machine only (--host 127.0.0.1), and runs authenticated
+      const hub = add('hub', () => ['hub', '--port', String(hubPort ?? flags.port), '--host', '127.0.0.1', '--data', flags.data], (line) => {
         const match = LISTENING.exec(line);
         if (match?.[1] && !hubUrl) {
           hubUrl = match[1];
@@ -286,12 +300,14 @@ export function runDemo(argv: readonly string[]): Promise<number> {
 
     const common = ['--url', url];
     for (const store of ['1-800-flowers', 'acme-widgets']) {
-      launch(add(store, () => ['vendor', ...common, '--store', store, '--interval', String(flags.interval)]));
+      launch(add(store, () => ['vendor', ...common, '--store', store, '--interval', String(flags.interval)], undefined, signToken(secret, { role: 'vendor', store })));
     }
     for (const name of ['driver-1', 'driver-2']) {
-      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay)]));
+      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay)], undefined, signToken(secret, { role: 'driver', name })));
     }
+    const dashboard = `${url}/#token=${signToken(secret, { role: 'dashboard' }, { expiresInSeconds: 7 * 86_400 })}`;
     say(`CAPS demo running: hub at ${url}  (health: ${url}/healthz). Press Ctrl-C to stop.`);
+    say(`Dashboard: ${dashboard}`);
     const commands = stdinAvailable() ? readCommands() : undefined;
     if (commands) say(HINT);
 

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, waitConnected } from '../protocol/connect.js';
+import { RequestFailed, backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, untilConnected, waitConnected } from '../protocol/connect.js';
 import { TRANSIENT_CODES } from '../protocol/errors.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
@@ -140,9 +140,14 @@ export class DriverClient extends EventEmitter<DriverEvents> {
         }
         this.emitProblem(`${event} for ${message.orderId} refused: ${describeFailure(result)}`);
         return 'refused';
-      } catch {
+      } catch (err) {
         if (this.closed) return undefined;
-        this.emitProblem(`no ack for ${event} of ${message.orderId} within ${this.ackTimeoutMs} ms; sending again`);
+        if (err instanceof RequestFailed && err.reason === 'disconnected') {
+          this.emitProblem(`lost the hub before it acknowledged ${event} of ${message.orderId}; sending again once reconnected`);
+          await untilConnected(this.socket, this.aborter.signal);
+        } else {
+          this.emitProblem(`no ack for ${event} of ${message.orderId} within ${this.ackTimeoutMs} ms; sending again`);
+        }
       }
     }
     return undefined;

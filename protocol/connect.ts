@@ -106,24 +106,55 @@ export function request(
 ): Promise<AckResult<PublishResult>> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) {
-      reject(new Error('closed'));
+      reject(new RequestFailed('closed'));
       return;
     }
-    const onAbort = (): void => {
+    const finish = (): void => {
       clearTimeout(timer);
-      reject(new Error('closed'));
+      signal.removeEventListener('abort', onAbort);
+      socket.off('disconnect', onDisconnect);
+    };
+    const onAbort = (): void => {
+      finish();
+      reject(new RequestFailed('closed'));
+    };
+    // socket.io drops the ack of a request in flight when the connection goes: say so at once
+    const onDisconnect = (): void => {
+      finish();
+      reject(new RequestFailed('disconnected'));
     };
     const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      reject(new Error(`no ack within ${timeoutMs} ms`));
+      finish();
+      reject(new RequestFailed('timeout'));
     }, timeoutMs);
     signal.addEventListener('abort', onAbort, { once: true });
-    const onAck = (result: AckResult<PublishResult>): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
+    if (socket.connected) socket.once('disconnect', onDisconnect);
+    socket.emit(event as 'pickup', payload, (result: AckResult<PublishResult>) => {
+      finish();
       resolve(result);
+    });
+  });
+}
+
+/** Why a request got no answer: the client closed, the connection went, or no ack in time. */
+export class RequestFailed extends Error {
+  override readonly name = 'RequestFailed';
+  constructor(readonly reason: 'closed' | 'disconnected' | 'timeout') {
+    super(reason);
+  }
+}
+
+/** Resolves once the socket is connected (at once if it is), or when `signal` aborts. */
+export function untilConnected(socket: CapsClientSocket, signal: AbortSignal): Promise<void> {
+  if (socket.connected || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      socket.off('connect', done);
+      signal.removeEventListener('abort', done);
+      resolve();
     };
-    socket.emit(event as 'pickup', payload, onAck);
+    socket.once('connect', done);
+    signal.addEventListener('abort', done, { once: true });
   });
 }
 

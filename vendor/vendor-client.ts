@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { faker } from '@faker-js/faker';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, waitConnected } from '../protocol/connect.js';
+import { RequestFailed, backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, untilConnected, waitConnected } from '../protocol/connect.js';
 import { TRANSIENT_CODES } from '../protocol/errors.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
@@ -114,9 +114,14 @@ export class VendorClient extends EventEmitter<VendorEvents> {
         this.awaiting.delete(order.orderId);
         throw new Error(`pickup refused: ${describeFailure(result)}`);
       } catch (err) {
-        if (err instanceof Error && err.message.startsWith('pickup refused')) throw err;
+        if (!(err instanceof RequestFailed)) throw err;
         if (this.closed) throw new Error('vendor closed before the hub acknowledged the pickup');
-        this.emitProblem(`no ack for ${order.orderId} within ${this.ackTimeoutMs} ms; sending again`);
+        if (err.reason === 'disconnected') {
+          this.emitProblem(`lost the hub before it acknowledged ${order.orderId}; sending again once reconnected`);
+          await untilConnected(this.socket, this.aborter.signal);
+        } else {
+          this.emitProblem(`no ack for ${order.orderId} within ${this.ackTimeoutMs} ms; sending again`);
+        }
       }
     }
   }

@@ -144,6 +144,17 @@ describe('cross-tenant canary', () => {
     await expect(canary.request('getAll', { clientId: 'store-b' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
     await canary.request('join', 'store-a');
 
+    // and over the HTTP API: B's list is refused, B's parcels are "not found", A's list holds only A's
+    const asA = { headers: { Authorization: `Bearer ${tokenFor({ role: 'vendor', store: 'store-a' })}` } };
+    expect((await fetch(`${url}/api/stores/store-b/packages`, asA)).status).toBe(403);
+    const someOfB = delivered.get('store-b')?.[0]?.orderId ?? '';
+    expect((await fetch(`${url}/api/packages/${someOfB}`, asA)).status).toBe(404);
+    const listA = (await (await fetch(`${url}/api/stores/store-a/packages?limit=100`, asA)).json()) as { data: { packages: Array<{ store: string }> } };
+    expect(listA.data.packages.length).toBe(15);
+    expect(listA.data.packages.every((p) => p.store === 'store-a')).toBe(true);
+    const visible = (await (await fetch(`${url}/api/stores`, asA)).json()) as { data: { stores: Array<{ store: string }> } };
+    expect(visible.data.stores.map((x) => x.store)).toEqual(['store-a']);
+
     expect(canary.received.length).toBeGreaterThanOrEqual(30);
     expect(canary.received.filter((r) => r.payload.store !== 'store-a' || r.payload.order.store !== 'store-a')).toEqual([]);
     expect(delivered.get('store-a')?.every((m) => m.store === 'store-a')).toBe(true);

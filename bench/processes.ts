@@ -31,7 +31,7 @@ export function startServer(args: readonly string[], nodeArgs: readonly string[]
     if (stderr.length > 20) stderr.splice(0, stderr.length - 20);
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const stop = async (graceMs = 5_000): Promise<void> => {
+  const stop = async (graceMs = 15_000): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);

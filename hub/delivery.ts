@@ -42,6 +42,15 @@ interface Entry {
   avoid?: CapsSocket;
 }
 
+/** A message sent and not yet acknowledged by that connection. */
+interface Pending {
+  entry: Entry;
+  socket: CapsSocket;
+  /** Date.now() after which the send counts as timed out. */
+  deadline: number;
+  wait: number;
+}
+
 /** How a message left its queue. */
 export type AckVia = 'ack' | 'received' | 'delivered';
 
@@ -63,6 +72,17 @@ export class Delivery {
   private readonly backlogNoted = new Map<string, number>();
   /** Drivers each undelivered parcel was sent to, by store and orderId (in memory only). */
   private readonly dispatched = new Map<string, Set<string>>();
+  /** Driver-queue entries by store and orderId, so a `delivered` finds its pickup without a scan. */
+  private readonly pickups = new Map<string, Entry>();
+  /** Driver-queue entries nobody holds, in sequence order (dispatch `one`): what pump() hands out. */
+  private unheld = new Set<Entry>();
+  /** A pickup went back to the pool (its driver left or timed out): unheld must be rebuilt in order. */
+  private unheldDirty = false;
+  /** The drivers room as an array, rebuilt only when someone joins or leaves it. */
+  private driverList: CapsSocket[] | undefined;
+  /** Every send waiting for its ack; one sweeper times them out instead of a timer per message. */
+  private readonly pending = new Set<Pending>();
+  private sweeper: NodeJS.Timeout | undefined;
   private nextDriver = 0;
   private closed = false;
   /** Messages sent again after a time-out or a lost consumer. */
@@ -74,12 +94,19 @@ export class Delivery {
     private readonly logger: Logger,
     private readonly options: DeliveryOptions,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    const forget = (room: unknown): void => {
+      if (room === DRIVERS_ROOM) this.driverList = undefined;
+    };
+    nsp.adapter.on('join-room', forget);
+    nsp.adapter.on('leave-room', forget);
+    nsp.adapter.on('delete-room', forget);
+  }
 
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
   async load(): Promise<void> {
     for (const info of await this.store.queues()) {
-      for (const message of await this.store.pending(info.queue)) this.entries(info.queue).set(message.messageId, newEntry(message));
+      for (const message of await this.store.pending(info.queue)) this.put(newEntry(message));
       if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth });
     }
   }
@@ -88,14 +115,15 @@ export class Delivery {
   add(message: ParcelMessage): void {
     const entry = newEntry(message);
     const queue = message.queueId;
-    this.entries(queue).set(message.messageId, entry);
+    this.put(entry);
     if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
       this.pump();
+      this.noteBacklog(queue, this.drivers().length);
     } else {
       const sockets = this.consumers(queue);
       for (const socket of sockets) this.send(socket, entry);
+      this.noteBacklog(queue, sockets.length);
     }
-    this.noteBacklog(queue);
   }
 
   /** Takes a message off its queue (whoever acknowledged it), then frees its driver for more. */
@@ -104,7 +132,11 @@ export class Delivery {
     const entry = entries?.get(messageId);
     if (entry) {
       entries?.delete(messageId);
-      this.release(entry);
+      this.release(entry, false);
+      if (queue === DRIVER_QUEUE) {
+        this.unheld.delete(entry);
+        this.pickups.delete(keyOf(entry.message.store, entry.message.orderId));
+      }
     }
     const outcome = await this.store.ack(queue, messageId);
     if (entry && entries?.size === 0 && this.backlogNoted.has(queue)) {
@@ -117,18 +149,15 @@ export class Delivery {
 
   /** True when the pickup of this parcel was sent to the driver named `name`. */
   wasDispatchedTo(store: string, orderId: string, name: string): boolean {
-    return this.dispatched.get(`${store}\u0000${orderId}`)?.has(name) ?? false;
+    return this.dispatched.get(keyOf(store, orderId))?.has(name) ?? false;
   }
 
   /** A driver that reports a parcel delivered has done with its pickup, whether or not it acked. */
   async settlePickup(store: string, orderId: string): Promise<void> {
-    this.dispatched.delete(`${store}\u0000${orderId}`);
-    for (const entry of this.queues.get(DRIVER_QUEUE)?.values() ?? []) {
-      if (entry.message.store === store && entry.message.orderId === orderId) {
-        await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
-        return;
-      }
-    }
+    const key = keyOf(store, orderId);
+    this.dispatched.delete(key);
+    const entry = this.pickups.get(key);
+    if (entry) await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
   }
 
   /** A driver came online or asked for work. */
@@ -167,6 +196,7 @@ export class Delivery {
     this.held.delete(socket.id);
     if (!holding || holding.size === 0) return;
     for (const entry of holding) entry.holder = undefined;
+    this.unheldDirty = true;
     this.redeliveries += holding.size;
     this.metrics.redeliveries.inc(holding.size);
     this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.size, reason: 'driver disconnected', socket: socket.id });
@@ -202,6 +232,20 @@ export class Delivery {
 
   close(): void {
     this.closed = true;
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    this.pending.clear();
+  }
+
+  /** Puts a message on its queue (and, for the driver pool, in the indexes pump() uses). */
+  private put(entry: Entry): void {
+    const { queueId: queue, messageId, store, orderId } = entry.message;
+    this.entries(queue).set(messageId, entry);
+    if (queue === DRIVER_QUEUE) {
+      this.pickups.set(keyOf(store, orderId), entry);
+      // new messages have the highest sequence number: appending keeps unheld in order
+      this.unheld.add(entry);
+    }
   }
 
   private entries(queue: string): Map<string, Entry> {
@@ -217,10 +261,15 @@ export class Delivery {
   private pump(): void {
     const entries = this.queues.get(DRIVER_QUEUE);
     if (this.closed || !entries || entries.size === 0) return;
+    if (this.unheldDirty) {
+      // rare (a driver left or timed out): rebuild in sequence order so the oldest goes first
+      this.unheld = new Set([...entries.values()].filter((e) => !e.holder));
+      this.unheldDirty = false;
+    }
+    if (this.unheld.size === 0) return;
     const drivers = this.drivers();
     if (drivers.length === 0) return;
-    for (const entry of entries.values()) {
-      if (entry.holder) continue;
+    for (const entry of this.unheld) {
       const driver = this.pickDriver(drivers, entry.avoid);
       if (!driver) return;
       this.hold(entry, driver);
@@ -246,6 +295,7 @@ export class Delivery {
 
   private hold(entry: Entry, socket: CapsSocket): void {
     entry.holder = socket;
+    this.unheld.delete(entry);
     let set = this.held.get(socket.id);
     if (!set) {
       set = new Set();
@@ -254,8 +304,12 @@ export class Delivery {
     set.add(entry);
   }
 
-  private release(entry: Entry): void {
-    if (entry.holder) this.held.get(entry.holder.id)?.delete(entry);
+  /** Frees a pickup from its driver; `requeue`: it goes back to the pool (not acknowledged). */
+  private release(entry: Entry, requeue = true): void {
+    if (entry.holder) {
+      this.held.get(entry.holder.id)?.delete(entry);
+      if (requeue) this.unheldDirty = true;
+    }
     entry.holder = undefined;
   }
 
@@ -265,36 +319,66 @@ export class Delivery {
     entry.sentTo.add(socket);
     this.metrics.sent.inc({ event: entry.message.event });
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
-      const key = `${entry.message.store}\u0000${entry.message.orderId}`;
+      const key = keyOf(entry.message.store, entry.message.orderId);
       const names = this.dispatched.get(key) ?? new Set<string>();
       names.add(socket.data.name);
       this.dispatched.set(key, names);
     }
     const wait = Math.min(this.options.ackTimeoutMs * 2 ** (entry.attempts - 1), this.options.maxBackoffMs);
+    const pending: Pending = { entry, socket, deadline: Date.now() + wait, wait };
+    this.pending.add(pending);
+    this.sweepSoon();
     const { queueId: queue, messageId, event } = entry.message;
-    socket.timeout(wait).emit(event, entry.message, (err: Error | null) => {
-      if (this.closed) return;
-      if (!err) {
-        socket.data.acks = true;
-        void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
-        return;
-      }
-      if (this.queues.get(queue)?.get(messageId) !== entry) return; // acknowledged some other way meanwhile
-      if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
-        if (entry.holder !== socket) return;
-        this.release(entry);
-        entry.avoid = socket;
-        this.redeliveries++;
-        this.metrics.redeliveries.inc();
-        this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
-        this.pump();
-      } else if (socket.connected && socket.data.acks) {
-        this.redeliveries++;
-        this.metrics.redeliveries.inc();
-        this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
-        this.send(socket, entry);
-      }
+    socket.emit(event, entry.message, () => {
+      // an ack after the time-out is ignored, as socket.io's own timeout() would: the message went elsewhere
+      if (this.closed || !this.pending.delete(pending)) return;
+      socket.data.acks = true;
+      void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
     });
+  }
+
+  /** Starts the sweeper that times out unacknowledged sends (stops itself when none are left). */
+  private sweepSoon(): void {
+    if (this.sweeper || this.closed) return;
+    const every = Math.max(10, Math.min(1_000, Math.floor(this.options.ackTimeoutMs / 4)));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    // prevents the timer from keeping the process alive
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const pending of this.pending) {
+      if (pending.deadline <= now) {
+        this.pending.delete(pending);
+        this.timedOut(pending);
+      }
+    }
+    if (this.pending.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  /** A send was not acknowledged in time: hand the pickup to another driver, or send it again. */
+  private timedOut({ entry, socket, wait }: Pending): void {
+    if (this.closed) return;
+    const { queueId: queue, messageId } = entry.message;
+    if (this.queues.get(queue)?.get(messageId) !== entry) return; // acknowledged some other way meanwhile
+    if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
+      if (entry.holder !== socket) return;
+      this.release(entry);
+      entry.avoid = socket;
+      this.redeliveries++;
+      this.metrics.redeliveries.inc();
+      this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
+      this.pump();
+    } else if (socket.connected && socket.data.acks) {
+      this.redeliveries++;
+      this.metrics.redeliveries.inc();
+      this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
+      this.send(socket, entry);
+    }
   }
 
   /** Who receives messages of a fan-out queue: a store's vendors, or (broadcast) every driver. */
@@ -315,27 +399,33 @@ export class Delivery {
    * course's drivers often never do).
    */
   private drivers(): CapsSocket[] {
-    const room = this.nsp.adapter.rooms.get(DRIVERS_ROOM);
-    const drivers: CapsSocket[] = [];
-    for (const id of room ?? []) {
-      const socket = this.nsp.sockets.get(id);
-      if (socket) drivers.push(socket);
+    if (!this.driverList) {
+      const room = this.nsp.adapter.rooms.get(DRIVERS_ROOM);
+      const list: CapsSocket[] = [];
+      for (const id of room ?? []) {
+        const socket = this.nsp.sockets.get(id);
+        if (socket) list.push(socket);
+      }
+      this.driverList = list;
     }
-    if (drivers.length > 0) return drivers;
+    if (this.driverList.length > 0) return this.driverList;
     return [...this.nsp.sockets.values()].filter((socket) => socket.data.role === 'unknown');
   }
 
   /** Logs a backlog when a queue has nobody to take it, at 1, 10, 100, ... messages. */
-  private noteBacklog(queue: string): void {
-    const depth = this.depth(queue);
-    const consumers = queue === DRIVER_QUEUE ? this.drivers().length : this.consumers(queue).length;
+  private noteBacklog(queue: string, consumers: number): void {
     if (consumers > 0 && queue !== DRIVER_QUEUE) return;
+    const depth = this.depth(queue);
     const noted = this.backlogNoted.get(queue) ?? 0;
     if (depth >= Math.max(1, noted * 10) && (consumers === 0 || depth >= 10)) {
       this.backlogNoted.set(queue, depth);
       this.logger.warn('BACKLOG', { queue, depth, waiting: consumers === 0 ? `no ${queue === DRIVER_QUEUE ? 'driver' : 'vendor'} online` : 'drivers busy' });
     }
   }
+}
+
+function keyOf(store: string, orderId: string): string {
+  return `${store}\u0000${orderId}`;
 }
 
 function newEntry(message: ParcelMessage): Entry {

@@ -37,9 +37,11 @@ interface Entry {
    * Connections it was already sent to. Within one connection socket.io delivers in order and
    * without loss, so a replay (join, getAll) skips them; a reconnect is a new socket and gets it.
    */
-  sentTo: WeakSet<CapsSocket>;
+  sentTo: string[];
   /** A driver that let this pickup time out: offered to the others first. */
   avoid?: CapsSocket;
+  /** Taken off its queue. */
+  acked?: boolean;
 }
 
 /** A message sent and not yet acknowledged by that connection. */
@@ -74,8 +76,13 @@ export class Delivery {
   private readonly dispatched = new Map<string, Set<string>>();
   /** Driver-queue entries by store and orderId, so a `delivered` finds its pickup without a scan. */
   private readonly pickups = new Map<string, Entry>();
-  /** Driver-queue entries nobody holds, in sequence order (dispatch `one`): what pump() hands out. */
-  private unheld = new Set<Entry>();
+  /**
+   * Driver-queue entries in sequence order from `unheldHead` on, of which pump() hands out those
+   * nobody holds (dispatch `one`). An array with a head, not a Set: a Set emptied from the front
+   * makes every walk from its start step over the deleted slots.
+   */
+  private unheld: Entry[] = [];
+  private unheldHead = 0;
   /** A pickup went back to the pool (its driver left or timed out): unheld must be rebuilt in order. */
   private unheldDirty = false;
   /** The drivers room as an array, rebuilt only when someone joins or leaves it. */
@@ -133,10 +140,8 @@ export class Delivery {
     if (entry) {
       entries?.delete(messageId);
       this.release(entry, false);
-      if (queue === DRIVER_QUEUE) {
-        this.unheld.delete(entry);
-        this.pickups.delete(keyOf(entry.message.store, entry.message.orderId));
-      }
+      entry.acked = true;
+      if (queue === DRIVER_QUEUE) this.pickups.delete(keyOf(entry.message.store, entry.message.orderId));
     }
     const outcome = await this.store.ack(queue, messageId);
     if (entry && entries?.size === 0 && this.backlogNoted.has(queue)) {
@@ -177,7 +182,7 @@ export class Delivery {
     let sent = 0;
     for (const entry of entries.values()) {
       if (event && entry.message.event !== event) continue;
-      if (entry.sentTo.has(socket)) continue;
+      if (entry.sentTo.includes(socket.id)) continue;
       if (competing) {
         if (entry.holder) continue;
         if ((this.held.get(socket.id)?.size ?? 0) >= this.options.driverPrefetch) break;
@@ -244,7 +249,7 @@ export class Delivery {
     if (queue === DRIVER_QUEUE) {
       this.pickups.set(keyOf(store, orderId), entry);
       // new messages have the highest sequence number: appending keeps unheld in order
-      this.unheld.add(entry);
+      this.unheld.push(entry);
     }
   }
 
@@ -263,17 +268,27 @@ export class Delivery {
     if (this.closed || !entries || entries.size === 0) return;
     if (this.unheldDirty) {
       // rare (a driver left or timed out): rebuild in sequence order so the oldest goes first
-      this.unheld = new Set([...entries.values()].filter((e) => !e.holder));
+      this.unheld = [...entries.values()].filter((e) => !e.holder);
+      this.unheldHead = 0;
       this.unheldDirty = false;
     }
-    if (this.unheld.size === 0) return;
     const drivers = this.drivers();
     if (drivers.length === 0) return;
-    for (const entry of this.unheld) {
+    while (this.unheldHead < this.unheld.length) {
+      const entry = this.unheld[this.unheldHead];
+      if (!entry || entry.holder || entry.acked) {
+        this.unheldHead++;
+        continue;
+      }
       const driver = this.pickDriver(drivers, entry.avoid);
-      if (!driver) return;
+      if (!driver) break;
       this.hold(entry, driver);
       this.send(driver, entry);
+      this.unheldHead++;
+    }
+    if (this.unheldHead > 1024 && this.unheldHead * 2 > this.unheld.length) {
+      this.unheld = this.unheld.slice(this.unheldHead);
+      this.unheldHead = 0;
     }
   }
 
@@ -295,7 +310,6 @@ export class Delivery {
 
   private hold(entry: Entry, socket: CapsSocket): void {
     entry.holder = socket;
-    this.unheld.delete(entry);
     let set = this.held.get(socket.id);
     if (!set) {
       set = new Set();
@@ -316,7 +330,7 @@ export class Delivery {
   private send(socket: CapsSocket, entry: Entry): void {
     if (this.closed) return;
     entry.attempts++;
-    entry.sentTo.add(socket);
+    if (!entry.sentTo.includes(socket.id)) entry.sentTo.push(socket.id);
     this.metrics.sent.inc({ event: entry.message.event });
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
       const key = keyOf(entry.message.store, entry.message.orderId);
@@ -429,5 +443,5 @@ function keyOf(store: string, orderId: string): string {
 }
 
 function newEntry(message: ParcelMessage): Entry {
-  return { message, attempts: 0, sentTo: new WeakSet() };
+  return { message, attempts: 0, sentTo: [] };
 }

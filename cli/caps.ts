@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { runBench } from '../bench/bench.js';
 import { runDriver } from '../driver/main.js';
 import { runHub } from '../hub/main.js';
 import { runVendor } from '../vendor/main.js';
@@ -11,6 +12,7 @@ const COMMANDS: Record<string, { run: (argv: readonly string[]) => Promise<numbe
   driver: { run: runDriver, summary: 'run one driver: picks up, reports in-transit and delivered' },
   token: { run: runToken, summary: "mint a token for a vendor, a driver or a dashboard with the hub's secret" },
   demo: { run: runDemo, summary: 'hub + 2 vendors + 2 drivers as separate processes (npm start)' },
+  bench: { run: runBench, summary: 'benchmark: CAPS against a bare relay (parcels/s, latency, CPU, RSS), or N idle connections' },
 };
 
 function usage(): string {

@@ -65,10 +65,10 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     reply(ack, result);
   };
 
-  // a flooding socket is slowed (its events refused), then cut off
+  // a flooding socket is slowed (its events refused), then cut off; no middleware at all when unlimited
   const limiter = new RateLimiter(ctx.rateLimit);
   let cutOff = false;
-  socket.use((packet, next) => {
+  if (Number.isFinite(ctx.rateLimit.ratePerSecond)) socket.use((packet, next) => {
     // packets already read from the wire still arrive after the cut: drop them quietly
     if (cutOff) return;
     const verdict = limiter.take();

@@ -45,13 +45,24 @@ interface Entry {
    * Connections it was already sent to. Within one connection socket.io delivers in order and
    * without loss, so a replay (join, getAll) skips them; a reconnect is a new socket and gets it.
    */
-  sentTo: WeakSet<CapsSocket>;
+  sentTo: string[];
   /** A driver that let this pickup time out: offered to the others first. */
   avoid?: CapsSocket;
+  /** Taken off its queue. */
+  acked?: boolean;
   /** Several hubs: a claim for this pickup is being asked of Redis. */
   claiming?: boolean;
   /** Several hubs: another hub's driver holds it; try again after this time (ms). */
   elsewhereUntil?: number;
+}
+
+/** A message sent and not yet acknowledged by that connection. */
+interface Pending {
+  entry: Entry;
+  socket: CapsSocket;
+  /** Date.now() after which the send counts as timed out. */
+  deadline: number;
+  wait: number;
 }
 
 /** How a message left its queue. */
@@ -75,6 +86,22 @@ export class Delivery {
   private readonly backlogNoted = new Map<string, number>();
   /** Drivers each undelivered parcel was sent to, by store and orderId (in memory only). */
   private readonly dispatched = new Map<string, Set<string>>();
+  /** Driver-queue entries by store and orderId, so a `delivered` finds its pickup without a scan. */
+  private readonly pickups = new Map<string, Entry>();
+  /**
+   * Driver-queue entries in sequence order from `unheldHead` on, of which pump() hands out those
+   * nobody holds (dispatch `one`). An array with a head, not a Set: a Set emptied from the front
+   * makes every walk from its start step over the deleted slots.
+   */
+  private unheld: Entry[] = [];
+  private unheldHead = 0;
+  /** A pickup went back to the pool (its driver left or timed out): unheld must be rebuilt in order. */
+  private unheldDirty = false;
+  /** The drivers room as an array, rebuilt only when someone joins or leaves it. */
+  private driverList: CapsSocket[] | undefined;
+  /** Every send waiting for its ack; one sweeper times them out instead of a timer per message. */
+  private readonly pending = new Set<Pending>();
+  private sweeper: NodeJS.Timeout | undefined;
   private nextDriver = 0;
   private closed = false;
   private readonly clusterTimers: NodeJS.Timeout[] = [];
@@ -88,12 +115,19 @@ export class Delivery {
     private readonly options: DeliveryOptions,
     private readonly metrics: Metrics,
     private readonly cluster?: RedisCluster,
-  ) {}
+  ) {
+    const forget = (room: unknown): void => {
+      if (room === DRIVERS_ROOM) this.driverList = undefined;
+    };
+    nsp.adapter.on('join-room', forget);
+    nsp.adapter.on('leave-room', forget);
+    nsp.adapter.on('delete-room', forget);
+  }
 
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
   async load(): Promise<void> {
     for (const info of await this.store.queues()) {
-      for (const message of await this.store.pending(info.queue)) this.entries(info.queue).set(message.messageId, newEntry(message));
+      for (const message of await this.store.pending(info.queue)) this.put(newEntry(message));
       if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth });
     }
     if (this.cluster) {
@@ -114,13 +148,8 @@ export class Delivery {
       for (const info of await this.store.queues()) {
         const pending = await this.store.pending(info.queue);
         const ids = new Set(pending.map((m) => m.messageId));
+        for (const [id, entry] of this.entries(info.queue)) if (!ids.has(id)) this.forget(entry);
         const entries = this.entries(info.queue);
-        for (const [id, entry] of entries) {
-          if (!ids.has(id)) {
-            entries.delete(id);
-            this.release(entry);
-          }
-        }
         for (const message of pending) if (!entries.has(message.messageId)) this.deliverNew(message);
       }
       this.pump();
@@ -142,32 +171,39 @@ export class Delivery {
         if (!this.queues.get(event.message.queueId)?.has(event.message.messageId)) this.deliverNew(event.message);
         break;
       case 'acked': {
-        const entries = this.queues.get(event.queue);
-        const entry = entries?.get(event.messageId);
-        if (entry) {
-          entries?.delete(event.messageId);
-          this.release(entry);
-        }
+        const entry = this.queues.get(event.queue)?.get(event.messageId);
+        if (entry) this.forget(entry);
         break;
       }
       case 'released':
         for (const entry of this.queues.get(DRIVER_QUEUE)?.values() ?? []) delete entry.elsewhereUntil;
+        this.unheldDirty = true;
         this.pump();
         break;
     }
   }
 
+  /** Drops a message another hub's client acknowledged (nothing to tell the store). */
+  private forget(entry: Entry): void {
+    const { queueId: queue, messageId, store, orderId } = entry.message;
+    this.queues.get(queue)?.delete(messageId);
+    this.release(entry, false);
+    entry.acked = true;
+    if (queue === DRIVER_QUEUE) this.pickups.delete(keyOf(store, orderId));
+  }
+
   private deliverNew(message: ParcelMessage): void {
     const entry = newEntry(message);
     const queue = message.queueId;
-    this.entries(queue).set(message.messageId, entry);
+    this.put(entry);
     if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
       this.pump();
+      this.noteBacklog(queue, this.drivers().length);
     } else {
       const sockets = this.consumers(queue);
       for (const socket of sockets) this.send(socket, entry);
+      this.noteBacklog(queue, sockets.length);
     }
-    this.noteBacklog(queue);
   }
 
   /** Takes a message off its queue (whoever acknowledged it), then frees its driver for more. */
@@ -176,7 +212,9 @@ export class Delivery {
     const entry = entries?.get(messageId);
     if (entry) {
       entries?.delete(messageId);
-      this.release(entry);
+      this.release(entry, false);
+      entry.acked = true;
+      if (queue === DRIVER_QUEUE) this.pickups.delete(keyOf(entry.message.store, entry.message.orderId));
     }
     const outcome = await this.store.ack(queue, messageId);
     if (outcome === 'removed') this.cluster?.announce({ type: 'acked', queue, messageId });
@@ -190,18 +228,15 @@ export class Delivery {
 
   /** True when the pickup of this parcel was sent to the driver named `name`. */
   wasDispatchedTo(store: string, orderId: string, name: string): boolean {
-    return this.dispatched.get(`${store}\u0000${orderId}`)?.has(name) ?? false;
+    return this.dispatched.get(keyOf(store, orderId))?.has(name) ?? false;
   }
 
   /** A driver that reports a parcel delivered has done with its pickup, whether or not it acked. */
   async settlePickup(store: string, orderId: string): Promise<void> {
-    this.dispatched.delete(`${store}\u0000${orderId}`);
-    for (const entry of this.queues.get(DRIVER_QUEUE)?.values() ?? []) {
-      if (entry.message.store === store && entry.message.orderId === orderId) {
-        await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
-        return;
-      }
-    }
+    const key = keyOf(store, orderId);
+    this.dispatched.delete(key);
+    const entry = this.pickups.get(key);
+    if (entry) await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
   }
 
   /** A driver came online or asked for work. */
@@ -226,7 +261,7 @@ export class Delivery {
     let sent = 0;
     for (const entry of entries.values()) {
       if (event && entry.message.event !== event) continue;
-      if (entry.sentTo.has(socket)) continue;
+      if (entry.sentTo.includes(socket.id)) continue;
       if (competing) {
         if (entry.holder) continue;
         if ((this.held.get(socket.id)?.size ?? 0) >= this.options.driverPrefetch) break;
@@ -248,7 +283,8 @@ export class Delivery {
       entry.holder = undefined;
       if (this.cluster) void this.cluster.unclaim(entry.message.messageId);
     }
-    if (this.cluster) this.cluster.announce({ type: 'released' });
+    this.cluster?.announce({ type: 'released' });
+    this.unheldDirty = true;
     this.redeliveries += holding.size;
     this.metrics.redeliveries.inc(holding.size);
     this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.size, reason: 'driver disconnected', socket: socket.id });
@@ -285,6 +321,20 @@ export class Delivery {
   close(): void {
     this.closed = true;
     for (const timer of this.clusterTimers) clearInterval(timer);
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    this.pending.clear();
+  }
+
+  /** Puts a message on its queue (and, for the driver pool, in the indexes pump() uses). */
+  private put(entry: Entry): void {
+    const { queueId: queue, messageId, store, orderId } = entry.message;
+    this.entries(queue).set(messageId, entry);
+    if (queue === DRIVER_QUEUE) {
+      this.pickups.set(keyOf(store, orderId), entry);
+      // new messages have the highest sequence number: appending keeps unheld in order
+      this.unheld.push(entry);
+    }
   }
 
   private entries(queue: string): Map<string, Entry> {
@@ -300,16 +350,37 @@ export class Delivery {
   private pump(): void {
     const entries = this.queues.get(DRIVER_QUEUE);
     if (this.closed || !entries || entries.size === 0) return;
+    if (this.unheldDirty) {
+      // rare (a driver left or timed out): rebuild in sequence order so the oldest goes first
+      this.unheld = [...entries.values()].filter((e) => !e.holder);
+      this.unheldHead = 0;
+      this.unheldDirty = false;
+    }
     const drivers = this.drivers();
     if (drivers.length === 0) return;
     const now = Date.now();
-    for (const entry of entries.values()) {
-      if (entry.holder || entry.claiming || (entry.elsewhereUntil ?? 0) > now) continue;
+    while (this.unheldHead < this.unheld.length) {
+      const entry = this.unheld[this.unheldHead];
+      if (!entry || entry.holder || entry.acked) {
+        this.unheldHead++;
+        continue;
+      }
+      if (entry.claiming || (entry.elsewhereUntil ?? 0) > now) {
+        // several hubs: another hub holds it for now; look again on the next rebuild
+        this.unheldDirty = true;
+        this.unheldHead++;
+        continue;
+      }
       const driver = this.pickDriver(drivers, entry.avoid);
-      if (!driver) return;
+      if (!driver) break;
       this.hold(entry, driver);
       if (this.cluster) this.claimThenSend(entry, driver);
       else this.send(driver, entry);
+      this.unheldHead++;
+    }
+    if (this.unheldHead > 1024 && this.unheldHead * 2 > this.unheld.length) {
+      this.unheld = this.unheld.slice(this.unheldHead);
+      this.unheldHead = 0;
     }
   }
 
@@ -321,18 +392,15 @@ export class Delivery {
     const { messageId } = entry.message;
     void cluster.claim(messageId, this.waitFor(entry.attempts + 1) + CLAIM_SLACK_MS).then((claimed) => {
       entry.claiming = false;
-      const stillHere = this.queues.get(DRIVER_QUEUE)?.get(messageId) === entry;
-      if (claimed && stillHere && entry.holder === driver && driver.connected && !this.closed) {
+      if (claimed && !entry.acked && entry.holder === driver && driver.connected && !this.closed) {
         this.send(driver, entry);
         return;
       }
       if (claimed) void cluster.unclaim(messageId);
       if (entry.holder === driver) this.release(entry);
-      if (!claimed) {
-        entry.elsewhereUntil = Date.now() + CLUSTER_PUMP_MS;
-        // the driver has room again: offer it the next pickup
-        this.pump();
-      }
+      if (!claimed) entry.elsewhereUntil = Date.now() + CLUSTER_PUMP_MS;
+      // the driver has room again: offer it the next pickup
+      this.pump();
     });
   }
 
@@ -366,48 +434,82 @@ export class Delivery {
     set.add(entry);
   }
 
-  private release(entry: Entry): void {
-    if (entry.holder) this.held.get(entry.holder.id)?.delete(entry);
+  /** Frees a pickup from its driver; `requeue`: it goes back to the pool (not acknowledged). */
+  private release(entry: Entry, requeue = true): void {
+    if (entry.holder) {
+      this.held.get(entry.holder.id)?.delete(entry);
+      if (requeue) this.unheldDirty = true;
+    }
     entry.holder = undefined;
   }
 
   private send(socket: CapsSocket, entry: Entry): void {
     if (this.closed) return;
     entry.attempts++;
-    entry.sentTo.add(socket);
+    if (!entry.sentTo.includes(socket.id)) entry.sentTo.push(socket.id);
     this.metrics.sent.inc({ event: entry.message.event });
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
-      const key = `${entry.message.store}\u0000${entry.message.orderId}`;
+      const key = keyOf(entry.message.store, entry.message.orderId);
       const names = this.dispatched.get(key) ?? new Set<string>();
       names.add(socket.data.name);
       this.dispatched.set(key, names);
     }
     const wait = this.waitFor(entry.attempts);
+    const pending: Pending = { entry, socket, deadline: Date.now() + wait, wait };
+    this.pending.add(pending);
+    this.sweepSoon();
     const { queueId: queue, messageId, event } = entry.message;
-    socket.timeout(wait).emit(event, entry.message, (err: Error | null) => {
-      if (this.closed) return;
-      if (!err) {
-        socket.data.acks = true;
-        void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
-        return;
-      }
-      if (this.queues.get(queue)?.get(messageId) !== entry) return; // acknowledged some other way meanwhile
-      if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
-        if (entry.holder !== socket) return;
-        this.release(entry);
-        entry.avoid = socket;
-        if (this.cluster) void this.cluster.unclaim(messageId);
-        this.redeliveries++;
-        this.metrics.redeliveries.inc();
-        this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
-        this.pump();
-      } else if (socket.connected && socket.data.acks) {
-        this.redeliveries++;
-        this.metrics.redeliveries.inc();
-        this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
-        this.send(socket, entry);
-      }
+    socket.emit(event, entry.message, () => {
+      // an ack after the time-out is ignored, as socket.io's own timeout() would: the message went elsewhere
+      if (this.closed || !this.pending.delete(pending)) return;
+      socket.data.acks = true;
+      void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
     });
+  }
+
+  /** Starts the sweeper that times out unacknowledged sends (stops itself when none are left). */
+  private sweepSoon(): void {
+    if (this.sweeper || this.closed) return;
+    const every = Math.max(10, Math.min(1_000, Math.floor(this.options.ackTimeoutMs / 4)));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    // prevents the timer from keeping the process alive
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const pending of this.pending) {
+      if (pending.deadline <= now) {
+        this.pending.delete(pending);
+        this.timedOut(pending);
+      }
+    }
+    if (this.pending.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  /** A send was not acknowledged in time: hand the pickup to another driver, or send it again. */
+  private timedOut({ entry, socket, wait }: Pending): void {
+    if (this.closed) return;
+    const { queueId: queue, messageId } = entry.message;
+    if (this.queues.get(queue)?.get(messageId) !== entry) return; // acknowledged some other way meanwhile
+    if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
+      if (entry.holder !== socket) return;
+      this.release(entry);
+      entry.avoid = socket;
+      if (this.cluster) void this.cluster.unclaim(messageId);
+      this.redeliveries++;
+      this.metrics.redeliveries.inc();
+      this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
+      this.pump();
+    } else if (socket.connected && socket.data.acks) {
+      this.redeliveries++;
+      this.metrics.redeliveries.inc();
+      this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
+      this.send(socket, entry);
+    }
   }
 
   /** Who receives messages of a fan-out queue: a store's vendors, or (broadcast) every driver. */
@@ -428,21 +530,23 @@ export class Delivery {
    * course's drivers often never do).
    */
   private drivers(): CapsSocket[] {
-    const room = this.nsp.adapter.rooms.get(DRIVERS_ROOM);
-    const drivers: CapsSocket[] = [];
-    for (const id of room ?? []) {
-      const socket = this.nsp.sockets.get(id);
-      if (socket) drivers.push(socket);
+    if (!this.driverList) {
+      const room = this.nsp.adapter.rooms.get(DRIVERS_ROOM);
+      const list: CapsSocket[] = [];
+      for (const id of room ?? []) {
+        const socket = this.nsp.sockets.get(id);
+        if (socket) list.push(socket);
+      }
+      this.driverList = list;
     }
-    if (drivers.length > 0) return drivers;
+    if (this.driverList.length > 0) return this.driverList;
     return [...this.nsp.sockets.values()].filter((socket) => socket.data.role === 'unknown');
   }
 
   /** Logs a backlog when a queue has nobody to take it, at 1, 10, 100, ... messages. */
-  private noteBacklog(queue: string): void {
-    const depth = this.depth(queue);
-    const consumers = queue === DRIVER_QUEUE ? this.drivers().length : this.consumers(queue).length;
+  private noteBacklog(queue: string, consumers: number): void {
     if (consumers > 0 && queue !== DRIVER_QUEUE) return;
+    const depth = this.depth(queue);
     const noted = this.backlogNoted.get(queue) ?? 0;
     if (depth >= Math.max(1, noted * 10) && (consumers === 0 || depth >= 10)) {
       this.backlogNoted.set(queue, depth);
@@ -451,6 +555,10 @@ export class Delivery {
   }
 }
 
+function keyOf(store: string, orderId: string): string {
+  return `${store}\u0000${orderId}`;
+}
+
 function newEntry(message: ParcelMessage): Entry {
-  return { message, attempts: 0, sentTo: new WeakSet() };
+  return { message, attempts: 0, sentTo: [] };
 }

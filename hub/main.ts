@@ -2,6 +2,7 @@ import type { CommandSpec } from '../cli/args.js';
 import { runCommand, untilSignal } from '../cli/args.js';
 import { createHub } from './hub.js';
 import { createLogger } from './logger.js';
+import type { RateLimitOptions } from './rate-limit.js';
 import { loadSecret } from './secret.js';
 
 export const hubCommand = {
@@ -18,6 +19,7 @@ export const hubCommand = {
     sync: { type: 'choice', description: 'SQLite fsync: full survives power loss, normal only a killed process', choices: ['full', 'normal'], default: 'full' },
     'ack-timeout': { type: 'integer', description: "first wait for a client's ack before sending again (doubles each try)", placeholder: 'MS', default: 30000, min: 100 },
     'max-queue': { type: 'integer', description: 'messages one queue may hold; past it, publishes into it are refused with CAPS_ERR_QUEUE_FULL', placeholder: 'N', default: 10000, min: 1 },
+    'rate-limit': { type: 'integer', description: 'events one connection may send per second (bursts of twice that) before it is slowed, then cut off; 0: no limit (benchmarks, trusted networks)', placeholder: 'N', default: 500, min: 0 },
     json: { type: 'boolean', description: 'log one JSON object per line instead of readable lines' },
   },
   examples: ['caps hub --port 3000 --data ./data', 'PORT=4000 caps hub --json --store memory'],
@@ -50,6 +52,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
         sync: flags.sync as 'full' | 'normal',
         ackTimeoutMs: flags['ack-timeout'],
         maxQueueDepth: flags['max-queue'],
+        rateLimit: rateLimitOf(flags['rate-limit']),
         logger,
       });
     } catch (err) {
@@ -68,4 +71,10 @@ export function runHub(argv: readonly string[]): Promise<number> {
     logger.info('STOPPED');
     return 0;
   });
+}
+
+/** `--rate-limit N`: N events/s with bursts of 2N; 0 turns the limit off. */
+export function rateLimitOf(perSecond: number): Partial<RateLimitOptions> {
+  if (perSecond === 0) return { ratePerSecond: Infinity, burst: Infinity };
+  return { ratePerSecond: perSecond, burst: 2 * perSecond };
 }

@@ -33,6 +33,9 @@ export class StoreCore {
   readonly parcels = new Map<string, ParcelRecord>();
   readonly queueStates = new Map<string, QueueState>();
   private readonly recentAcks = new Set<string>();
+  /** The same ids in the order they came, as a ring: the oldest is dropped without walking the Set. */
+  private readonly recentRing: Array<string | undefined> = new Array<string | undefined>(RECENT_ACKS);
+  private recentNext = 0;
 
   constructor(
     private readonly limits: StoreLimits,
@@ -133,25 +136,31 @@ export class StoreCore {
   }
 
   private rememberAck(messageId: string): void {
+    const oldest = this.recentRing[this.recentNext];
+    if (oldest !== undefined) this.recentAcks.delete(oldest);
+    this.recentRing[this.recentNext] = messageId;
+    this.recentNext = (this.recentNext + 1) % RECENT_ACKS;
     this.recentAcks.add(messageId);
-    if (this.recentAcks.size > RECENT_ACKS) {
-      const oldest = this.recentAcks.values().next().value;
-      if (oldest !== undefined) this.recentAcks.delete(oldest);
-    }
   }
 }
 
 /** The outbound message: the order's fields at top level and under `order`, for every lab client. */
 export function buildMessage(order: Order, input: StepInput, queue: string, seq: number): ParcelMessage {
-  return {
-    ...order,
+  // one literal of a fixed shape, no spreads: this runs for every event
+  const { store, orderId, customer, address } = order;
+  const message: ParcelMessage = {
+    store,
+    orderId,
+    customer,
+    address,
     event: input.event,
     messageId: randomUUID(),
     seq,
     queueId: queue,
     clientId: queue,
-    order: { ...order },
+    order: { store, orderId, customer, address },
     time: input.time,
-    ...(input.driver !== undefined ? { driver: input.driver } : {}),
   };
+  if (input.driver !== undefined) message.driver = input.driver;
+  return message;
 }

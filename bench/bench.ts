@@ -1,0 +1,295 @@
+/**
+ * `caps bench`: starts the server under test as its own process and a load generator in another,
+ * for each target in turn (the bare relay first: every figure is a ratio to it), then prints a
+ * table, writes the results as JSON and draws them as SVG.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { CommandSpec, FlagValues } from '../cli/args.js';
+import { runCommand, UsageError } from '../cli/args.js';
+import { renderChart } from './chart.js';
+import { runConnections } from './connections.js';
+import type { LoadConfig, LoadResult, LoadToParent } from './protocol.js';
+import { CAPS_JS, cpuTicks, forkChild, freePort, LOAD_JS, memory, Progress, RELAY_JS, startServer, waitListening } from './processes.js';
+import type { Server } from './processes.js';
+import { cpuShare, formatNumber, ratio } from './stats.js';
+import type { LatencySummary } from './stats.js';
+import type { Target } from './targets.js';
+import { parseTargets } from './targets.js';
+
+export const benchCommand = {
+  usage: 'caps bench',
+  summary:
+    'Measures CAPS against a bare Socket.IO relay (the course hub) under the same load: each target runs as its own process, ' +
+    'the load in another. V vendors keep K parcels in flight each (closed loop), then publish at a fixed rate (open loop); D drivers answer at once. ' +
+    'Prints parcels/s, events/s, pickup→delivered latency, hub CPU and peak RSS, each as a ratio to the relay; writes JSON and an SVG chart. ' +
+    'With --connections N: N idle drivers instead, hub RSS per connection, then a hub restart and the time until all are back and replayed.',
+  flags: {
+    vendors: { type: 'integer', description: 'vendor connections (one store each)', placeholder: 'V', default: 4, min: 1, max: 1000 },
+    drivers: { type: 'integer', description: 'driver connections; they ack each pickup and publish in-transit and delivered at once', placeholder: 'D', default: 4, min: 1, max: 1000 },
+    inflight: { type: 'integer', description: 'closed loop: parcels each vendor keeps in flight; 0 skips the closed-loop runs', placeholder: 'K', default: 16, min: 0, max: 10000 },
+    rate: { type: 'integer', description: 'open loop: parcels per second over all vendors, latency counted from when each was due; 0 skips the open-loop runs', placeholder: 'N', default: 1000, min: 0, max: 1000000 },
+    seconds: { type: 'integer', description: 'measured seconds of each run', placeholder: 'S', default: 8, min: 1, max: 3600 },
+    warmup: { type: 'integer', description: 'seconds of load before measuring', placeholder: 'S', default: 2, min: 0, max: 600 },
+    targets: { type: 'string', description: 'comma-separated: relay (the baseline, always run), memory, sqlite (CAPS with that store, synchronous=FULL)', placeholder: 'LIST', default: 'relay,memory,sqlite' },
+    store: { type: 'string', description: 'shorthand for --targets relay,STORE; in connections mode the hub store (default sqlite). memory|sqlite; redis is not measured by the bench yet and is refused', placeholder: 'memory|sqlite' },
+    connections: { type: 'integer', description: 'connections mode: N idle drivers (10000 is the target); hub RSS per connection, then restart and replay time', placeholder: 'N', min: 1, max: 100000 },
+    queued: { type: 'integer', description: 'connections mode: messages queued (unacknowledged) when the hub is restarted', placeholder: 'M', default: 1000, min: 0, max: 100000 },
+    out: { type: 'string', description: 'folder for results.json, chart.svg (and CPU profiles)', placeholder: 'DIR', default: 'bench-results' },
+    'cpu-prof': { type: 'boolean', description: 'write a V8 CPU profile of each CAPS hub run into --out (open in Chrome DevTools or speedscope)' },
+  },
+  examples: ['npm run bench', 'caps bench --store sqlite --seconds 20', 'caps bench --inflight 0 --rate 2000', 'caps bench --connections 10000'],
+} as const satisfies CommandSpec;
+
+type Flags = FlagValues<typeof benchCommand>;
+export type Loop = 'closed' | 'open';
+
+export interface RunResult {
+  target: Target;
+  loop: Loop;
+  /** Open loop: the offered rate. */
+  rate?: number;
+  parcelsPerSecond: number;
+  eventsPerSecond: number;
+  latencyMs: LatencySummary;
+  /** Cores the server used while measured (1 = one core busy). */
+  serverCpu: number;
+  /** Cores the load generator used (near 1: the generator, not the server, may be the limit). */
+  loadCpu: number;
+  serverPeakRssBytes: number;
+  errors: number;
+  outstanding: number;
+  firstError?: string;
+}
+
+export function runBench(argv: readonly string[]): Promise<number> {
+  return runCommand(benchCommand, argv, async (flags) => {
+    let targets: Target[];
+    try {
+      targets = parseTargets(argv.some((a) => a === '--targets' || a.startsWith('--targets=')) ? flags.targets : undefined, flags.store);
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      process.stderr.write(`caps bench: ${err.message}\nRun 'caps bench --help' to see the flags.\n`);
+      return 2;
+    }
+    const out = resolve(flags.out);
+    mkdirSync(out, { recursive: true });
+    if (flags.connections !== undefined) return runConnections(flags, out);
+    return runThroughput(flags, targets, out);
+  });
+}
+
+async function runThroughput(flags: Flags, targets: Target[], out: string): Promise<number> {
+  const loops: Loop[] = [...(flags.inflight > 0 ? (['closed'] as const) : []), ...(flags.rate > 0 ? (['open'] as const) : [])];
+  if (loops.length === 0) {
+    process.stderr.write('caps bench: --inflight 0 and --rate 0 leave nothing to run\n');
+    return 2;
+  }
+  const started = new Date();
+  process.stdout.write(
+    `caps bench: ${targets.join(', ')}; ${flags.vendors} vendors, ${flags.drivers} drivers; ` +
+      `${loops.map((l) => (l === 'closed' ? `closed loop K=${flags.inflight}` : `open loop ${flags.rate}/s`)).join(' and ')}; ` +
+      `${flags.warmup} s warm-up + ${flags.seconds} s each\n`,
+  );
+  const results: RunResult[] = [];
+  for (const loop of loops) {
+    for (const target of targets) {
+      try {
+        results.push(await runOne(flags, target, loop, out));
+      } catch (err) {
+        process.stderr.write(`caps bench: ${target} (${loop} loop) failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        return 1;
+      }
+    }
+  }
+  const table = formatTable(results);
+  const verdicts = verdictLines(results, flags.rate);
+  process.stdout.write(`\n${table}\n${verdicts.join('\n')}\n`);
+  const json = {
+    started: started.toISOString(),
+    command: `caps bench ${process.argv.slice(3).join(' ')}`.trim(),
+    machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
+    config: { vendors: flags.vendors, drivers: flags.drivers, inflight: flags.inflight, rate: flags.rate, seconds: flags.seconds, warmup: flags.warmup, targets },
+    results: results.map((r) => ({ ...r, ...ratiosOf(r, results) })),
+    table,
+    verdicts,
+  };
+  writeFileSync(join(out, 'results.json'), `${JSON.stringify(json, null, 2)}\n`);
+  const svg = renderChart(
+    `caps bench, ${started.toISOString().slice(0, 19)}Z: ${flags.vendors} vendors, ${flags.drivers} drivers`,
+    loops.map((loop) => ({
+      title: loop === 'closed' ? `closed loop, ${flags.inflight} in flight per vendor` : `open loop, ${flags.rate} parcels/s`,
+      rows: results.filter((r) => r.loop === loop).map((r) => ({ label: labelOf(r.target), parcelsPerSecond: r.parcelsPerSecond, p50: r.latencyMs.p50, p99: r.latencyMs.p99 })),
+    })),
+  );
+  writeFileSync(join(out, 'chart.svg'), svg);
+  process.stdout.write(`results: ${join(out, 'results.json')}\nchart:   ${join(out, 'chart.svg')}\n`);
+  return 0;
+}
+
+function labelOf(target: Target): string {
+  return target === 'relay' ? 'bare relay' : `CAPS ${target}`;
+}
+
+async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Promise<RunResult> {
+  const port = await freePort();
+  const dataDir = join(out, `data-${target}-${process.pid}`);
+  const profile = flags['cpu-prof'] && target !== 'relay' ? ['--cpu-prof', '--cpu-prof-dir', join(out, 'profiles'), '--cpu-prof-name', `${target}-${loop}-${Date.now()}.cpuprofile`] : [];
+  const args =
+    target === 'relay'
+      ? [RELAY_JS, '--port', String(port)]
+      : [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', target, '--data', dataDir, '--sync', 'full'];
+  rmSync(dataDir, { recursive: true, force: true });
+  const server = startServer(args, profile);
+  const progress = new Progress();
+  const name = `${labelOf(target)} (${loop} loop)`;
+  try {
+    await waitListening(port, server, name);
+    const config: LoadConfig = {
+      url: `http://127.0.0.1:${port}`,
+      vendors: flags.vendors,
+      drivers: flags.drivers,
+      inflight: flags.inflight,
+      rate: loop === 'open' ? flags.rate : 0,
+      warmupMs: flags.warmup * 1000,
+      measureMs: flags.seconds * 1000,
+      label: name,
+    };
+    const result = await drive(config, server, progress, name);
+    progress.done();
+    return {
+      target,
+      loop,
+      ...(loop === 'open' ? { rate: flags.rate } : {}),
+      parcelsPerSecond: result.load.parcels / result.load.seconds,
+      eventsPerSecond: result.load.events / result.load.seconds,
+      latencyMs: result.load.latency,
+      serverCpu: result.serverCpu,
+      loadCpu: result.loadCpu,
+      serverPeakRssBytes: memory(server.pid, 'VmHWM'),
+      errors: result.load.errors,
+      outstanding: result.load.outstanding,
+      ...(result.load.firstError ? { firstError: result.load.firstError } : {}),
+    };
+  } finally {
+    progress.done();
+    await server.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function drive(config: LoadConfig, server: Server, progress: Progress, name: string): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number }> {
+  const child = forkChild(LOAD_JS, config);
+  const deadline = config.warmupMs + config.measureMs + 30_000;
+  let mark: { at: number; server: number; load: number } | undefined;
+  let cpu = { server: Number.NaN, load: Number.NaN };
+  const sample = (): { at: number; server: number; load: number } => ({ at: performance.now(), server: cpuTicks(server.pid), load: cpuTicks(child.pid ?? -1) });
+  let last = { at: 0, parcels: 0 };
+  try {
+    const load = await new Promise<LoadResult>((resolvePromise, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the load generator did not finish within ${deadline / 1000} s`)), deadline);
+      child.on('message', (message: LoadToParent) => {
+        switch (message.type) {
+          case 'measure-start':
+            mark = sample();
+            last = { at: 0, parcels: 0 };
+            break;
+          case 'measure-end':
+            if (mark) {
+              const now = sample();
+              cpu = { server: cpuShare(mark.server, now.server, now.at - mark.at), load: cpuShare(mark.load, now.load, now.at - mark.at) };
+            }
+            break;
+          case 'progress': {
+            const rate = message.elapsedMs > last.at ? ((message.parcels - last.parcels) * 1000) / (message.elapsedMs - last.at) : 0;
+            last = { at: message.elapsedMs, parcels: message.parcels };
+            const left = Math.max(0, Math.round((config.warmupMs + config.measureMs - message.elapsedMs) / 1000));
+            progress.update(
+              `${name}: ${message.phase === 'warmup' ? 'warming up' : `${formatNumber(rate)} parcels/s`}, ${left} s left` + (message.errors > 0 ? `, ${message.errors} errors` : ''),
+            );
+            break;
+          }
+          case 'result':
+            clearTimeout(timer);
+            resolvePromise(message.result);
+            break;
+          case 'failed':
+            clearTimeout(timer);
+            reject(new Error(message.message));
+            break;
+          case 'connected':
+            break;
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the load generator exited (code ${code}) before reporting`));
+      });
+      void server.exited.then((code) => reject(new Error(`the server exited (code ${code}) under load: ${server.stderr.slice(-5).join(' | ')}`)));
+    });
+    return { load, serverCpu: cpu.server, loadCpu: cpu.load };
+  } finally {
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+    }
+  }
+}
+
+function baselineOf(r: RunResult, all: readonly RunResult[]): RunResult | undefined {
+  return all.find((b) => b.target === 'relay' && b.loop === r.loop);
+}
+
+export function ratiosOf(r: RunResult, all: readonly RunResult[]): { throughputRatio: number; p99Ratio: number } {
+  const base = baselineOf(r, all);
+  return { throughputRatio: ratio(r.parcelsPerSecond, base?.parcelsPerSecond ?? Number.NaN), p99Ratio: ratio(r.latencyMs.p99, base?.latencyMs.p99 ?? Number.NaN) };
+}
+
+/** The results as an aligned text table, ratios to the relay of the same loop. */
+export function formatTable(results: readonly RunResult[]): string {
+  const header = ['run', 'parcels/s', '× relay', 'events/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99 × relay', 'hub CPU', 'load CPU', 'peak RSS', 'errors'];
+  const rows = results.map((r) => {
+    const { throughputRatio, p99Ratio } = ratiosOf(r, results);
+    return [
+      `${labelOf(r.target)}, ${r.loop === 'closed' ? 'closed' : `open ${r.rate}/s`}`,
+      formatNumber(r.parcelsPerSecond),
+      `${formatNumber(throughputRatio, 2)}×`,
+      formatNumber(r.eventsPerSecond),
+      formatNumber(r.latencyMs.p50, 2),
+      formatNumber(r.latencyMs.p90, 2),
+      formatNumber(r.latencyMs.p99, 2),
+      `${formatNumber(p99Ratio, 2)}×`,
+      `${formatNumber(r.serverCpu * 100)}%`,
+      `${formatNumber(r.loadCpu * 100)}%`,
+      `${formatNumber(r.serverPeakRssBytes / 1024 / 1024, 1)} MB`,
+      String(r.errors),
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
+  const line = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+/** The issue's throughput and latency targets, met or missed, from this run's figures. */
+export function verdictLines(results: readonly RunResult[], rate: number): string[] {
+  const lines: string[] = [];
+  const closed = (t: Target): RunResult | undefined => results.find((r) => r.loop === 'closed' && r.target === t);
+  for (const [target, goal] of [['sqlite', 0.5], ['memory', 0.7]] as const) {
+    const r = closed(target);
+    if (!r) continue;
+    const { throughputRatio } = ratiosOf(r, results);
+    lines.push(`target: CAPS ${target} ≥ ${goal}× relay parcels/s: ${formatNumber(throughputRatio, 2)}× — ${throughputRatio >= goal ? 'met' : 'MISSED'}`);
+  }
+  const open = results.find((r) => r.loop === 'open' && r.target === 'sqlite');
+  if (open) {
+    const note = rate === 1000 ? '' : ` (measured at ${rate}/s, the target is at 1000/s)`;
+    lines.push(`target: CAPS sqlite open loop 1000/s p99 < 5 ms: ${formatNumber(open.latencyMs.p99, 2)} ms — ${open.latencyMs.p99 < 5 ? 'met' : 'MISSED'}${note}`);
+  }
+  for (const r of results) {
+    if (r.errors > 0) lines.push(`warning: ${labelOf(r.target)} (${r.loop}) had ${r.errors} errors; first: ${r.firstError ?? '?'}`);
+    if (r.loadCpu > 0.9) lines.push(`warning: the load generator used ${formatNumber(r.loadCpu * 100)}% of a core in ${labelOf(r.target)} (${r.loop}): it may be the limit, not the server`);
+  }
+  return lines;
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env node
+/**
+ * The load generator of `caps bench`, run as a child process (forked, with an IPC channel).
+ * V vendors publish pickups and keep K parcels in flight each (closed loop), or publish at a fixed
+ * total rate (open loop); D drivers acknowledge each pickup and publish in-transit and delivered
+ * at once. Raw socket.io-client, websocket transport only, every publish with an ack.
+ */
+import { performance } from 'node:perf_hooks';
+import { io } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
+import type { LoadConfig, LoadResult, LoadToParent } from './protocol.js';
+import { summarize } from './stats.js';
+
+type Ack = (result?: unknown) => void;
+interface AckResultLike {
+  ok?: boolean;
+  error?: { code?: string; message?: string };
+}
+interface Parcel {
+  store?: string;
+  orderId?: string;
+}
+
+const config = JSON.parse(process.argv[2] ?? '{}') as LoadConfig;
+const send = (message: LoadToParent): void => {
+  process.send?.(message);
+};
+
+const CUSTOMER = 'Bench Customer';
+const ADDRESS = '1 Benchmark Road, Testville';
+const CONNECT_TIMEOUT_MS = 15_000;
+
+let measuring = false;
+let stopped = false;
+let parcels = 0;
+let events = 0;
+let errors = 0;
+let firstError: string | undefined;
+const latencies: number[] = [];
+
+function problem(text: string): void {
+  errors++;
+  firstError ??= text;
+}
+
+function connect(auth: Record<string, string>): Socket {
+  return io(`${config.url}/caps`, { auth, transports: ['websocket'], forceNew: true, reconnection: false, timeout: CONNECT_TIMEOUT_MS });
+}
+
+function connected(socket: Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('connect_error', (err) => reject(new Error(`${config.label}: cannot connect: ${err.message}`)));
+  });
+}
+
+class BenchVendor {
+  readonly socket: Socket;
+  /** orderId → when it was due (open loop) or sent (closed loop), performance.now() ms. */
+  readonly started = new Map<string, number>();
+  private n = 0;
+
+  constructor(readonly store: string) {
+    this.socket = connect({ role: 'vendor', store });
+    this.socket.on('in-transit', (_m: Parcel, ack?: Ack) => {
+      if (measuring) events++;
+      ack?.({ ok: true });
+    });
+    this.socket.on('delivered', (m: Parcel, ack?: Ack) => {
+      ack?.({ ok: true });
+      const orderId = m.orderId ?? '';
+      const t0 = this.started.get(orderId);
+      if (t0 === undefined) return; // a copy of one already counted
+      this.started.delete(orderId);
+      if (measuring) {
+        events++;
+        parcels++;
+        latencies.push(performance.now() - t0);
+      }
+      if (config.rate === 0) this.publish(performance.now());
+    });
+  }
+
+  publish(due: number): void {
+    if (stopped) return;
+    const orderId = `${this.store}-${++this.n}`;
+    this.started.set(orderId, due);
+    this.socket.emit('pickup', { store: this.store, orderId, customer: CUSTOMER, address: ADDRESS }, (r: AckResultLike) => {
+      if (r?.ok) {
+        if (measuring) events++;
+        return;
+      }
+      this.started.delete(orderId);
+      problem(`pickup refused: ${r?.error?.code ?? 'no result'} ${r?.error?.message ?? ''}`);
+      // keep the loop going in closed-loop mode
+      if (config.rate === 0) setTimeout(() => this.publish(performance.now()), 10);
+    });
+  }
+}
+
+function startDriver(name: string): Socket {
+  const socket = connect({ role: 'driver', name });
+  const stepAck = (r: AckResultLike): void => {
+    if (r?.ok) {
+      if (measuring) events++;
+    } else problem(`step refused: ${r?.error?.code ?? 'no result'} ${r?.error?.message ?? ''}`);
+  };
+  socket.on('pickup', (m: Parcel, ack?: Ack) => {
+    if (measuring) events++;
+    ack?.({ ok: true });
+    const step = { store: m.store, orderId: m.orderId };
+    socket.emit('in-transit', step, stepAck);
+    socket.emit('delivered', step, stepAck);
+  });
+  return socket;
+}
+
+async function main(): Promise<void> {
+  const drivers = Array.from({ length: config.drivers }, (_, i) => startDriver(`bench-driver-${i + 1}`));
+  const vendors = Array.from({ length: config.vendors }, (_, i) => new BenchVendor(`bench-store-${i + 1}`));
+  const sockets = [...drivers, ...vendors.map((v) => v.socket)];
+  await Promise.all(sockets.map(connected));
+  for (const socket of sockets) socket.on('disconnect', (reason) => !stopped && problem(`disconnected: ${reason}`));
+  send({ type: 'connected' });
+
+  const t0 = performance.now();
+  let openLoop: NodeJS.Timeout | undefined;
+  if (config.rate === 0) {
+    for (const vendor of vendors) for (let k = 0; k < config.inflight; k++) vendor.publish(performance.now());
+  } else {
+    // open loop: each parcel has a due time; latency counts from it, so a stalled hub is not hidden
+    const interval = 1000 / config.rate;
+    let issued = 0;
+    openLoop = setInterval(() => {
+      const now = performance.now();
+      while (t0 + issued * interval <= now) {
+        const vendor = vendors[issued % vendors.length];
+        vendor?.publish(t0 + issued * interval);
+        issued++;
+      }
+    }, 1);
+  }
+
+  const progress = setInterval(() => {
+    const elapsedMs = performance.now() - t0;
+    send({ type: 'progress', phase: measuring ? 'measure' : 'warmup', elapsedMs, parcels, errors });
+  }, 1000);
+
+  await new Promise((resolve) => setTimeout(resolve, config.warmupMs));
+  measuring = true;
+  const m0 = performance.now();
+  send({ type: 'measure-start' });
+  await new Promise((resolve) => setTimeout(resolve, config.measureMs));
+  measuring = false;
+  const seconds = (performance.now() - m0) / 1000;
+  send({ type: 'measure-end' });
+  stopped = true;
+  clearInterval(progress);
+  if (openLoop) clearInterval(openLoop);
+
+  let outstanding = 0;
+  for (const vendor of vendors) outstanding += vendor.started.size;
+  const result: LoadResult = { parcels, events, seconds, latency: summarize(latencies), errors, outstanding, ...(firstError ? { firstError } : {}) };
+  send({ type: 'result', result });
+  for (const socket of sockets) socket.disconnect();
+  process.disconnect?.();
+}
+
+main().catch((err: unknown) => {
+  send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
+  process.exitCode = 1;
+  setTimeout(() => process.exit(1), 200).unref();
+});

@@ -1,0 +1,69 @@
+/** The arithmetic of a benchmark run: percentiles, rates and ratios. Pure, so it is tested alone. */
+
+/**
+ * The p-th percentile (0..100) of `values` by the nearest-rank method: the smallest value with at
+ * least p% of the values at or below it. `sorted` must be ascending. NaN when empty.
+ */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  if (p <= 0) return sorted[0] ?? Number.NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, rank) - 1] ?? Number.NaN;
+}
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  mean: number;
+}
+
+/** Summarises latencies in milliseconds (sorts a copy). */
+export function summarize(values: readonly number[]): LatencySummary {
+  const sorted = Float64Array.from(values).sort();
+  const arr = Array.from(sorted);
+  let sum = 0;
+  for (const v of arr) sum += v;
+  return {
+    count: arr.length,
+    p50: percentile(arr, 50),
+    p90: percentile(arr, 90),
+    p99: percentile(arr, 99),
+    max: arr.length > 0 ? (arr[arr.length - 1] ?? Number.NaN) : Number.NaN,
+    mean: arr.length > 0 ? sum / arr.length : Number.NaN,
+  };
+}
+
+/** `value / baseline`, or NaN when there is no usable baseline. */
+export function ratio(value: number, baseline: number): number {
+  if (!Number.isFinite(value) || !Number.isFinite(baseline) || baseline <= 0) return Number.NaN;
+  return value / baseline;
+}
+
+/** CPU time between two `/proc/<pid>/stat` samples as a share of one core (1 = one core busy). */
+export function cpuShare(beforeTicks: number, afterTicks: number, wallMs: number, ticksPerSecond = 100): number {
+  if (wallMs <= 0) return Number.NaN;
+  return (afterTicks - beforeTicks) / ticksPerSecond / (wallMs / 1000);
+}
+
+/** utime + stime, in clock ticks, from the text of `/proc/<pid>/stat`. */
+export function cpuTicksOf(statText: string): number {
+  // the command name (field 2) is in parentheses and may hold spaces: count fields after the last ')'
+  const rest = statText.slice(statText.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state); utime and stime are fields 14 and 15
+  return Number(rest[11]) + Number(rest[12]);
+}
+
+/** A `VmHWM:` or `VmRSS:` line of `/proc/<pid>/status`, in bytes. */
+export function statusKb(statusText: string, field: 'VmHWM' | 'VmRSS'): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(statusText);
+  return match?.[1] ? Number(match[1]) * 1024 : Number.NaN;
+}
+
+/** "1234.5" → "1,235"; NaN → "–". */
+export function formatNumber(n: number, digits = 0): string {
+  if (!Number.isFinite(n)) return '–';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}

@@ -3,7 +3,7 @@ import { runCommand } from './args.js';
 import { loadSecret } from '../hub/secret.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { signToken } from '../protocol/token.js';
-import { nameSchema } from '../protocol/schemas.js';
+import { nameSchema, storeNameSchema } from '../protocol/schemas.js';
 
 export const tokenCommand = {
   usage: 'caps token',
@@ -49,8 +49,13 @@ export function runToken(argv: readonly string[]): Promise<number> {
       default:
         return problem('--role is required: vendor, driver or dashboard');
     }
-    for (const value of [flags.store, flags.name]) {
-      if (value !== undefined && !nameSchema.safeParse(value).success) return problem(`'${value}' is not a valid name (1 to 100 characters)`);
+    if (flags.store !== undefined) {
+      const parsed = storeNameSchema.safeParse(flags.store);
+      if (!parsed.success) return problem(`--store '${flags.store}' ${parsed.error.issues[0]?.message ?? 'is not a valid store name'}`);
+    }
+    if (flags.name !== undefined) {
+      const parsed = nameSchema.safeParse(flags.name);
+      if (!parsed.success) return problem(`--name '${flags.name}' ${parsed.error.issues[0]?.message ?? 'is not a valid name'}`);
     }
     let expiresInSeconds: number | undefined;
     if (flags['expires-in'] !== undefined) {

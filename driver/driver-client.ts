@@ -106,6 +106,12 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   private async deliver(message: ParcelMessage): Promise<void> {
     const transit = await this.report('in-transit', message);
     if (this.closed) return;
+    if (transit === 'not-mine') {
+      // the hub gave this pickup to someone else meanwhile (a hub restart, a failover): drop it
+      // unacknowledged; if it comes back to this driver, it is a new job
+      this.jobs.delete(message.messageId);
+      return;
+    }
     if (transit !== 'refused') {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
@@ -118,6 +124,10 @@ export class DriverClient extends EventEmitter<DriverEvents> {
       this.log(`DRIVER: delivered ${message.orderId}`);
       const delivered = await this.report('delivered', message);
       if (this.closed) return;
+      if (delivered === 'not-mine') {
+        this.jobs.delete(message.messageId);
+        return;
+      }
       if (delivered !== 'refused') this.emit('delivered', message);
     }
     // done with it either way: a refused step will not succeed by trying again
@@ -127,12 +137,16 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   }
 
   /** Publishes a step for a parcel; sends again until the hub answers. */
-  private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | 'refused' | undefined> {
+  private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | 'refused' | 'not-mine' | undefined> {
     const payload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address };
     for (let attempt = 1; !this.closed; attempt++) {
       try {
         const result = await request(this.socket, event, payload, this.ackTimeoutMs, this.aborter.signal);
         if (result.ok) return result.data;
+        if (result.error.code === 'CAPS_ERR_NOT_DISPATCHED') {
+          this.emitProblem(`${event} for ${message.orderId} refused: the hub says it is not ours (any more)`);
+          return 'not-mine';
+        }
         if (TRANSIENT_CODES.has(result.error.code)) {
           this.emitProblem(`${event} for ${message.orderId} not taken yet (${describeFailure(result)}); trying again in ${backoff(attempt)} ms`);
           await pause(backoff(attempt), this.aborter.signal);

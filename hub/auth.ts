@@ -1,6 +1,5 @@
 import { CapsError } from '../protocol/errors.js';
-import type { TokenSubject } from '../protocol/token.js';
-import { verifyToken } from '../protocol/token.js';
+import { subjectOf, verifyToken } from '../protocol/token.js';
 import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
 import type { CapsSocket } from './types.js';
@@ -29,6 +28,15 @@ export function authenticate(options: AuthOptions) {
       if (!options.secret) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
       const claims = verifyToken(options.secret, token);
       socket.data.auth = subjectOf(claims);
+      if (claims.exp !== undefined) {
+        // a token is good until it expires, not for as long as the connection lasts
+        const timer = setTimeout(() => {
+          options.logger.info('TOKEN EXPIRED', { socket: socket.id, role: claims.role });
+          socket.disconnect(true);
+        }, Math.max(0, claims.exp * 1000 - Date.now()));
+        timer.unref();
+        socket.once('disconnect', () => clearTimeout(timer));
+      }
       next();
     } catch (err) {
       const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_UNAUTHORIZED', undefined, { cause: err });
@@ -39,15 +47,4 @@ export function authenticate(options: AuthOptions) {
       next(refusal);
     }
   };
-}
-
-function subjectOf(claims: TokenSubject & { iat?: number; exp?: number; v?: number }): TokenSubject {
-  switch (claims.role) {
-    case 'vendor':
-      return { role: 'vendor', store: claims.store };
-    case 'driver':
-      return { role: 'driver', name: claims.name };
-    case 'dashboard':
-      return claims.store !== undefined ? { role: 'dashboard', store: claims.store } : { role: 'dashboard' };
-  }
 }

@@ -33,8 +33,8 @@ export class Dashboards {
     socket.emit('stats', this.stats(store));
   }
 
+  /** Broadcast through the adapter even with no dashboard on this hub: one may be on another hub. */
   step(message: ParcelMessage): void {
-    if (!this.timer) return;
     const { event, store, orderId, customer, address, time, driver, seq } = message;
     const update = { event, store, orderId, customer, address, time, seq, ...(driver !== undefined ? { driver } : {}) };
     this.nsp.to(ALL_STORES).to(storeDashboards(store)).emit('parcel', update);

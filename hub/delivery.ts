@@ -50,6 +50,8 @@ interface Entry {
   avoid?: CapsSocket;
   /** Taken off its queue. */
   acked?: boolean;
+  /** When this hub learnt of it (ms). */
+  since: number;
   /** Several hubs: a claim for this pickup is being asked of Redis. */
   claiming?: boolean;
   /** Several hubs: another hub's driver holds it; try again after this time (ms). */
@@ -105,6 +107,7 @@ export class Delivery {
   private nextDriver = 0;
   private closed = false;
   private readonly clusterTimers: NodeJS.Timeout[] = [];
+  private resyncing = false;
   /** Messages sent again after a time-out or a lost consumer. */
   redeliveries = 0;
 
@@ -143,18 +146,23 @@ export class Delivery {
    * another hub's client acknowledged. News between hubs is best effort; this makes it whole.
    */
   async resync(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.resyncing) return;
+    this.resyncing = true;
+    const started = Date.now();
     try {
       for (const info of await this.store.queues()) {
         const pending = await this.store.pending(info.queue);
         const ids = new Set(pending.map((m) => m.messageId));
-        for (const [id, entry] of this.entries(info.queue)) if (!ids.has(id)) this.forget(entry);
+        // an entry that arrived while Redis was being read is not in this snapshot: keep it
+        for (const [id, entry] of this.entries(info.queue)) if (!ids.has(id) && entry.since < started) this.forget(entry);
         const entries = this.entries(info.queue);
         for (const message of pending) if (!entries.has(message.messageId)) this.deliverNew(message);
       }
       this.pump();
     } catch (err) {
       this.logger.warn('RESYNC FAILED', { error: err instanceof Error ? err.message : String(err) });
+    } finally {
+      this.resyncing = false;
     }
   }
 
@@ -560,5 +568,5 @@ function keyOf(store: string, orderId: string): string {
 }
 
 function newEntry(message: ParcelMessage): Entry {
-  return { message, attempts: 0, sentTo: [] };
+  return { message, attempts: 0, sentTo: [], since: Date.now() };
 }

@@ -6,7 +6,7 @@ import type { CapsErrorCode } from '../protocol/errors.js';
 import { fail, ok } from '../protocol/result.js';
 import { PARCEL_EVENTS, nameSchema } from '../protocol/schemas.js';
 import type { TokenSubject } from '../protocol/token.js';
-import { verifyToken } from '../protocol/token.js';
+import { subjectOf, verifyToken } from '../protocol/token.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
 import type { ParcelCursor, ParcelRecord, QueueStore } from './store/store.js';
@@ -49,7 +49,9 @@ export function trackingApi(options: ApiOptions): Router {
   api.get('/packages/:orderId', async (req, res) => {
     const caller = res.locals['caller'] as Caller;
     const orderId = parseName(req.params['orderId'], 'orderId');
-    const visible = (await store.findParcels(orderId)).filter((p) => mayRead(caller, p));
+    const only = req.query['store'] === undefined ? undefined : parseName(req.query['store'], 'store');
+    // two stores may use the same orderId: ?store= says which one
+    const visible = (await store.findParcels(orderId)).filter((p) => mayRead(caller, p) && (only === undefined || p.order.store === only));
     const [parcel] = visible;
     // another store's parcel is "not found", so that existence does not leak across stores
     if (!parcel) throw new CapsError('CAPS_ERR_NOT_FOUND', `no parcel ${orderId}`);
@@ -121,10 +123,7 @@ function callerOf(req: Request, options: ApiOptions): Caller {
   const match = /^Bearer\s+(\S+)$/i.exec(header);
   if (!match?.[1]) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'the Authorization header must be: Bearer <token>');
   if (!options.secret) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
-  const claims = verifyToken(options.secret, match[1]);
-  if (claims.role === 'vendor') return { role: 'vendor', store: claims.store };
-  if (claims.role === 'driver') return { role: 'driver', name: claims.name };
-  return claims.store !== undefined ? { role: 'dashboard', store: claims.store } : { role: 'dashboard' };
+  return subjectOf(verifyToken(options.secret, match[1]));
 }
 
 /** The one store a caller is limited to, or undefined for every store. */

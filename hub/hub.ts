@@ -5,6 +5,8 @@ import express from 'express';
 import { Server } from 'socket.io';
 import { CAPS_NAMESPACE } from '../protocol/events.js';
 import { fail } from '../protocol/result.js';
+import { CapsError } from '../protocol/errors.js';
+import { verifyToken } from '../protocol/token.js';
 import { authenticate } from './auth.js';
 import { Dashboards } from './dashboards.js';
 import { trackingApi } from './http-api.js';
@@ -94,7 +96,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const { store, cluster, adapterClient } = await openStore(options);
   if (adapterClient) {
     // rooms span every hub on this Redis (dashboards hear steps recorded on any hub)
-    io.adapter(createAdapter(adapterClient, { streamName: `${options.redisPrefix ?? 'caps:'}socket.io` }));
+    io.adapter(createAdapter(adapterClient, { streamName: `${options.redisPrefix ?? 'caps:'}socket.io`, blockTimeInMs: 500 }));
   }
   const deliveryOptions: DeliveryOptions = {
     ...DEFAULT_DELIVERY,
@@ -117,7 +119,23 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       res.status(503).json({ status: 'not ready', store: store.kind, reason: err instanceof Error ? err.message : String(err) });
     }
   });
-  app.get('/metrics', async (_req, res) => {
+  app.get('/metrics', async (req, res) => {
+    // outside lab mode, metrics (queue names are store names) need a dashboard token without a store
+    if (!allowAnonymous) {
+      const token = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1];
+      let refusal: CapsError | undefined;
+      try {
+        const claims = verifyToken(options.secret ?? '', token);
+        if (claims.role !== 'dashboard' || claims.store !== undefined) refusal = new CapsError('CAPS_ERR_FORBIDDEN', 'metrics need a dashboard token for every store');
+      } catch (err) {
+        refusal = err instanceof CapsError ? err : new CapsError('CAPS_ERR_UNAUTHORIZED');
+      }
+      if (refusal) {
+        metrics.refuse(refusal.code);
+        res.status(refusal.status).json(fail(refusal.code, refusal.message));
+        return;
+      }
+    }
     metrics.clients.reset();
     for (const socket of nsp.sockets.values()) metrics.clients.inc({ role: socket.data.role });
     metrics.queueDepth.reset();

@@ -27,6 +27,8 @@ export function loadSecret(dataDir: string, env: NodeJS.ProcessEnv = process.env
     return { secret, source: file };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return { secret: readFileSync(file, 'utf8').trim(), source: file };
+    const theirs = readFileSync(file, 'utf8').trim();
+    if (theirs.length < 16) throw new Error(`the secret in ${file} is shorter than 16 characters: remove the file to have a new one made`);
+    return { secret: theirs, source: file };
   }
 }

@@ -24,14 +24,27 @@ export const LIMITS = {
   time: 64,
 } as const;
 
-const text = (max: number) => z.string().trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
+const text = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(max, `must be at most ${max} characters`)
+    // control characters (NUL above all) have no place in a name and could forge storage keys
+    .refine((value) => !/[\u0000-\u001f\u007f]/.test(value), 'must not contain control characters');
 
 /** A store (and room) name, a driver name or a client id. */
 export const nameSchema = text(LIMITS.name);
 
+/**
+ * A store's name. Ids starting with "driver" mean the driver pool (the course's drivers call
+ * themselves driver, DRIVER, driver-client), so no store may be named that way.
+ */
+export const storeNameSchema = nameSchema.refine((value) => !/^driver/i.test(value), 'must not start with "driver" (those names mean the driver pool)');
+
 /** A complete order, as a vendor hands it over. */
 export const orderSchema = z.strictObject({
-  store: nameSchema,
+  store: storeNameSchema,
   orderId: text(LIMITS.orderId),
   customer: text(LIMITS.customer),
   address: text(LIMITS.address),
@@ -40,7 +53,7 @@ export type Order = z.infer<typeof orderSchema>;
 
 /** A parcel reference: enough to name it; customer and address may come along. */
 const orderRefSchema = z.strictObject({
-  store: nameSchema,
+  store: storeNameSchema,
   orderId: text(LIMITS.orderId),
   customer: text(LIMITS.customer).optional(),
   address: text(LIMITS.address).optional(),
@@ -62,7 +75,7 @@ const envelopeShape = {
 };
 
 const publishShapeSchema = z.strictObject({
-  store: nameSchema.optional(),
+  store: storeNameSchema.optional(),
   orderId: text(LIMITS.orderId).optional(),
   customer: text(LIMITS.customer).optional(),
   address: text(LIMITS.address).optional(),

@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { CapsError } from './errors.js';
-import { nameSchema } from './schemas.js';
+import { nameSchema, storeNameSchema } from './schemas.js';
 
 /**
  * CAPS tokens: `base64url(JSON claims).base64url(HMAC-SHA256(secret, first part))`.
@@ -12,13 +12,25 @@ export const ROLES = ['vendor', 'driver', 'dashboard'] as const;
 export type Role = (typeof ROLES)[number];
 
 export const claimsSchema = z.discriminatedUnion('role', [
-  z.strictObject({ v: z.literal(1), role: z.literal('vendor'), store: nameSchema, iat: z.number().int(), exp: z.number().int().optional() }),
+  z.strictObject({ v: z.literal(1), role: z.literal('vendor'), store: storeNameSchema, iat: z.number().int(), exp: z.number().int().optional() }),
   z.strictObject({ v: z.literal(1), role: z.literal('driver'), name: nameSchema, iat: z.number().int(), exp: z.number().int().optional() }),
-  z.strictObject({ v: z.literal(1), role: z.literal('dashboard'), store: nameSchema.optional(), iat: z.number().int(), exp: z.number().int().optional() }),
+  z.strictObject({ v: z.literal(1), role: z.literal('dashboard'), store: storeNameSchema.optional(), iat: z.number().int(), exp: z.number().int().optional() }),
 ]);
 export type TokenClaims = z.infer<typeof claimsSchema>;
 
 export type TokenSubject = { role: 'vendor'; store: string } | { role: 'driver'; name: string } | { role: 'dashboard'; store?: string };
+
+/** Who a verified token names, without its bookkeeping (version, times). */
+export function subjectOf(claims: TokenClaims): TokenSubject {
+  switch (claims.role) {
+    case 'vendor':
+      return { role: 'vendor', store: claims.store };
+    case 'driver':
+      return { role: 'driver', name: claims.name };
+    case 'dashboard':
+      return claims.store !== undefined ? { role: 'dashboard', store: claims.store } : { role: 'dashboard' };
+  }
+}
 
 /** Longest token the hub will look at: anything longer is refused unread. */
 const MAX_TOKEN_LENGTH = 2_048;

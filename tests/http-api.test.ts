@@ -80,6 +80,18 @@ describe('tracking API', () => {
     await expect(get(url, '/api/stores/acme/packages', { role: 'driver', name: 'd1' })).resolves.toMatchObject({ status: 403 });
   });
 
+  it('tells apart two stores that use the same orderId with ?store=', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    for (const store of ['acme', 'flowers']) {
+      const vendor = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'vendor', store }) } }), (c) => c.close());
+      await expect(vendor.request('pickup', { store, orderId: 'same-id', customer: `Customer of ${store}`, address: '1 Main St' })).resolves.toMatchObject({ ok: true });
+    }
+    for (const store of ['acme', 'flowers']) {
+      await expect(get(url, `/api/packages/same-id?store=${store}`, { role: 'dashboard' })).resolves.toMatchObject({ status: 200, body: { data: { store, customer: `Customer of ${store}` } } });
+    }
+    await expect(get(url, '/api/packages/same-id?store=nobody', { role: 'dashboard' })).resolves.toMatchObject({ status: 404 });
+  });
+
   it('lists online drivers and what each holds', async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
     const holder = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'driver', name: 'slow' }) }, autoAck: false }), (c) => c.close());
@@ -115,6 +127,14 @@ describe('tracking API', () => {
 });
 
 describe('health, readiness and metrics', () => {
+  it('keeps /metrics behind a dashboard token for every store (queue names are store names)', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    await expect(get(url, '/metrics')).resolves.toMatchObject({ status: 401, body: { error: { code: 'CAPS_ERR_UNAUTHORIZED' } } });
+    await expect(get(url, '/metrics', { role: 'vendor', store: 'acme' })).resolves.toMatchObject({ status: 403, body: { error: { code: 'CAPS_ERR_FORBIDDEN' } } });
+    await expect(get(url, '/metrics', { role: 'dashboard', store: 'acme' })).resolves.toMatchObject({ status: 403 });
+    await expect(get(url, '/metrics', { role: 'dashboard' })).resolves.toMatchObject({ status: 200 });
+  });
+
   it('answers /healthz and /readyz', async () => {
     const { url, hub } = cleanup.add(await startSecureHub(), (h) => h.close());
     await expect(get(url, '/healthz')).resolves.toMatchObject({ status: 200, body: { status: 'ok' } });
@@ -123,7 +143,7 @@ describe('health, readiness and metrics', () => {
   });
 
   it('exposes Prometheus text whose counters move with a workload', async () => {
-    const before = parseProm((await get((await hubWithParcels()).url, '/metrics')).body as string);
+    const before = parseProm((await get((await hubWithParcels()).url, '/metrics', { role: 'dashboard' })).body as string);
     expect(before.get('caps_events_received_total{event="pickup"}')).toBe(10);
     expect(before.get('caps_events_received_total{event="in-transit"}')).toBe(6);
     expect(before.get('caps_events_received_total{event="delivered"}')).toBe(2);
@@ -140,7 +160,7 @@ describe('health, readiness and metrics', () => {
     await vendor.request('pickup', { nope: true });
     await vendor.request('pickup', order('other', 1));
     await new RawClient(url).refused().finally(() => undefined);
-    const metrics = parseProm((await get(url, '/metrics')).body as string);
+    const metrics = parseProm((await get(url, '/metrics', { role: 'dashboard' })).body as string);
     expect(metrics.get('caps_refusals_total{code="CAPS_ERR_INVALID_PAYLOAD"}')).toBe(1);
     expect(metrics.get('caps_refusals_total{code="CAPS_ERR_FORBIDDEN"}')).toBe(1);
     expect(metrics.get('caps_refusals_total{code="CAPS_ERR_UNAUTHORIZED"}')).toBe(1);

@@ -3,6 +3,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DriverClient } from '../driver/driver-client.js';
 import type { ParcelMessage } from '../protocol/messages.js';
 import { VendorClient } from '../vendor/vendor-client.js';
+import type { TokenSubject } from '../protocol/token.js';
+import { signToken } from '../protocol/token.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli } from './helpers/cli.js';
 import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
@@ -56,6 +58,16 @@ describe('several hubs on one Redis', () => {
     expect(heardOnA.every((m) => m.driver === 'd-on-b')).toBe(true);
   });
 
+  it('shows a dashboard on hub B the steps recorded on hub A', async () => {
+    const { a, b } = await twoHubs();
+    const dashboard = cleanup.add(new RawClient(b.url, { auth: { role: 'dashboard' } }), (c) => c.close());
+    const vendor = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    await Promise.all([dashboard.connected(), vendor.connected()]);
+    await vendor.request('pickup', order('acme', 1));
+    const [update] = await dashboard.waitFor('parcel', 1, 'the dashboard on hub B to see the pickup made on hub A');
+    expect(update).toMatchObject({ event: 'pickup', store: 'acme', orderId: order('acme', 1).orderId });
+  });
+
   it('gives each pickup to exactly one driver across hubs', async () => {
     // two pickups a driver at most, so the hub where pickups arrive cannot keep them all
     const { a, b } = await twoHubs({ driverPrefetch: 2 });
@@ -74,19 +86,22 @@ describe('several hubs on one Redis', () => {
     expect(new Set([...picked.values()].map((names) => names[0])).size).toBe(2);
   });
 
-  it('loses nothing when a hub is killed: its clients move on to the next hub in --url', async () => {
+  it.each(['in open lab mode', 'with tokens'])('loses nothing when a hub is killed: its clients move on to the next hub in --url (%s)', async (mode) => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
     const [portA, portB] = [await freePort(), await freePort()];
-    const hubArgs = (port: number) => ['hub', '--port', String(port), '--host', '127.0.0.1', '--redis', own.url, '--allow-anonymous', '--ack-timeout', '1000', '--json'];
-    const hubA: CliProcess = startCli(hubArgs(portA));
-    const hubB: CliProcess = startCli(hubArgs(portB));
+    const secret = `multi-hub-secret-${randomUUID()}`;
+    const withTokens = mode === 'with tokens';
+    const hubArgs = (port: number) => ['hub', '--port', String(port), '--host', '127.0.0.1', '--redis', own.url, '--ack-timeout', '1000', '--json', ...(withTokens ? [] : ['--allow-anonymous'])];
+    const hubA: CliProcess = startCli(hubArgs(portA), { CAPS_SECRET: secret });
+    const hubB: CliProcess = startCli(hubArgs(portB), { CAPS_SECRET: secret });
+    const token = (subject: TokenSubject): { token?: string } => (withTokens ? { token: signToken(secret, subject) } : {});
     await Promise.all([hubA.stdout.waitFor(/listening on/, 'hub A to listen'), hubB.stdout.waitFor(/listening on/, 'hub B to listen')]);
     const [urlA, urlB] = [`http://127.0.0.1:${portA}`, `http://127.0.0.1:${portB}`];
     const lines = new Lines();
-    const vendor = cleanup.add(new VendorClient({ url: `${urlA},${urlB}`, store: 'acme', ackTimeoutMs: 500, log: lines.push }), (v) => v.close());
+    const vendor = cleanup.add(new VendorClient({ url: `${urlA},${urlB}`, store: 'acme', ackTimeoutMs: 500, log: lines.push, ...token({ role: 'vendor', store: 'acme' }) }), (v) => v.close());
     const drivers = [
-      cleanup.add(new DriverClient({ url: `${urlA},${urlB}`, name: 'd1', delay: 5, ackTimeoutMs: 500, log: lines.push }), (d) => d.close()),
-      cleanup.add(new DriverClient({ url: `${urlB},${urlA}`, name: 'd2', delay: 5, ackTimeoutMs: 500, log: lines.push }), (d) => d.close()),
+      cleanup.add(new DriverClient({ url: `${urlA},${urlB}`, name: 'd1', delay: 5, ackTimeoutMs: 500, log: lines.push, ...token({ role: 'driver', name: 'd1' }) }), (d) => d.close()),
+      cleanup.add(new DriverClient({ url: `${urlB},${urlA}`, name: 'd2', delay: 5, ackTimeoutMs: 500, log: lines.push, ...token({ role: 'driver', name: 'd2' }) }), (d) => d.close()),
     ];
     await Promise.all([vendor.start(), ...drivers.map((d) => d.start())]);
     const delivered = collect(vendor);

@@ -54,6 +54,30 @@ describe('connecting', () => {
   });
 });
 
+describe('names', () => {
+  it('refuses a store whose name means the driver pool, and control characters in names', async () => {
+    expect(() => tokenFor({ role: 'vendor', store: 'x' })).not.toThrow();
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    // a token for such a store cannot even be verified (its claims are refused)
+    await expect(raw(url, tokenFor({ role: 'vendor', store: 'driver' })).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_UNAUTHORIZED' });
+    await expect(raw(url, tokenFor({ role: 'vendor', store: 'Driverly' })).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_UNAUTHORIZED' });
+    const lab = cleanup.add(await startHub(), (h) => h.close());
+    const client = raw(lab.url);
+    await expect(client.request('pickup', order('driver', 1))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: expect.stringContaining('driver pool') } });
+    await expect(client.request('pickup', { ...order('acme', 1), store: 'ac\u0000me' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: expect.stringContaining('control characters') } });
+  });
+
+  it('disconnects a socket when its token expires', async () => {
+    const { url, logs } = cleanup.add(await startSecureHub(), (h) => h.close());
+    // a token with one to two seconds left to live (expiry is in whole seconds)
+    const token = tokenFor({ role: 'vendor', store: 'acme' }, { expiresInSeconds: 2 });
+    const client = raw(url, token);
+    await client.connected();
+    await waitUntil(client.socket, 'disconnect', () => (client.socket.connected ? undefined : true), 'the hub to disconnect the socket when its token expires', 5_000);
+    expect(records(logs, 'TOKEN EXPIRED')).toHaveLength(1);
+  });
+});
+
 describe('what each role may do', () => {
   async function setup() {
     const hub = cleanup.add(await startSecureHub(), (h) => h.close());

@@ -8,7 +8,11 @@
   ];
   const PER_COLUMN = 40;
   const hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.get('token')) sessionStorage.setItem('caps-token', hash.get('token'));
+  if (hash.get('token')) {
+    sessionStorage.setItem('caps-token', hash.get('token'));
+    // keep the token out of the address bar and the history
+    history.replaceState(null, '', location.pathname + location.search);
+  }
   const token = hash.get('token') || sessionStorage.getItem('caps-token') || undefined;
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   /** store → orderId → parcel */
@@ -83,7 +87,7 @@
     meta.className = 'meta';
     meta.textContent = `${new Date(parcel.time).toLocaleTimeString()}${parcel.driver ? ` · ${parcel.driver}` : ''}`;
     card.append(id, customer, meta);
-    card.addEventListener('click', () => openTimeline(parcel.orderId));
+    card.addEventListener('click', () => openTimeline(parcel.orderId, parcel.store));
     item.append(card);
     const list = section.querySelector(`.column[data-state="${parcel.state}"] .cards`);
     list.prepend(item);
@@ -113,14 +117,14 @@
     }
   }
 
-  async function openTimeline(orderId) {
+  async function openTimeline(orderId, store) {
     const dialog = $('timeline');
     $('timeline-title').textContent = `Parcel ${orderId}`;
     $('timeline-who').textContent = 'loading…';
     $('timeline-steps').replaceChildren();
     if (!dialog.open) dialog.showModal();
     try {
-      const p = await api(`/packages/${encodeURIComponent(orderId)}`);
+      const p = await api(`/packages/${encodeURIComponent(orderId)}?store=${encodeURIComponent(store)}`);
       $('timeline-who').textContent = `${p.customer}, ${p.address} · ${p.store}`;
       $('timeline-steps').replaceChildren(
         ...p.history.map((step) => {

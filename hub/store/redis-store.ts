@@ -16,7 +16,7 @@ import type {
   StoreLimits,
   StoreSummary,
 } from './store.js';
-import { DEFAULT_LIMITS } from './store.js';
+import { DEFAULT_LIMITS, page } from './store.js';
 
 /**
  * Parcels and queues in Redis, shared by every hub that points at it. Each step is validated,
@@ -110,6 +110,7 @@ export class RedisStore implements QueueStore {
   readonly redis: RedisWithScripts;
   private readonly limits: StoreLimits;
   private closing: Promise<void> | undefined;
+  private readyWait: Promise<void> | undefined;
 
   constructor(options: RedisStoreOptions) {
     this.prefix = options.prefix ?? 'caps:';
@@ -132,10 +133,13 @@ export class RedisStore implements QueueStore {
     await this.ping();
   }
 
-  /** Waits briefly for a (re)connecting Redis; a Redis that stays away is reported, not waited for. */
+  /**
+   * Waits briefly for a (re)connecting Redis; a Redis that stays away is reported, not waited
+   * for. Callers share one wait, so an outage does not pile up listeners and timers.
+   */
   private ready(timeoutMs = 2_000): Promise<void> {
     if (this.redis.status === 'wait') void this.redis.connect().catch(() => undefined);
-    return new Promise((resolve, reject) => {
+    this.readyWait ??= new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.redis.off('ready', onReady);
         reject(new CapsError('CAPS_ERR_STORAGE', `Redis is not reachable (${this.redis.status})`));
@@ -145,7 +149,10 @@ export class RedisStore implements QueueStore {
         resolve();
       };
       this.redis.once('ready', onReady);
+    }).finally(() => {
+      this.readyWait = undefined;
     });
+    return this.readyWait;
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
@@ -222,10 +229,7 @@ export class RedisStore implements QueueStore {
     const max = options.after ? `(${options.after.t}\0${options.after.id}` : '+';
     const members = await this.call(() => this.redis.zrevrangebylex(key, max, '-', 'LIMIT', 0, options.limit + 1));
     const parcels = (await Promise.all(members.map((m) => this.parcel(store, m.slice(m.indexOf('\0') + 1))))).filter((p): p is ParcelRecord => p !== undefined);
-    if (parcels.length <= options.limit) return { parcels };
-    const shown = parcels.slice(0, options.limit);
-    const last = shown[shown.length - 1];
-    return { parcels: shown, ...(last ? { next: { t: last.history[0]?.time ?? '', id: last.order.orderId } } : {}) };
+    return page(parcels, options.limit);
   }
 
   async stores(): Promise<StoreSummary[]> {

@@ -37,7 +37,8 @@ export interface HubProcessOptions {
  */
 export async function startHubProcess(options: HubProcessOptions): Promise<{ hub: CliProcess; url: string }> {
   const what = options.what ?? 'the hub';
-  const hub = startCli(['hub', '--port', String(options.port), '--host', '127.0.0.1', '--data', options.dataDir, '--json', ...(options.extra ?? [])]);
+  // open lab mode: these tests are about durability; tokens have tests of their own
+  const hub = startCli(['hub', '--port', String(options.port), '--host', '127.0.0.1', '--data', options.dataDir, '--json', '--allow-anonymous', ...(options.extra ?? [])]);
   const [line] = await Promise.race([
     hub.stdout.waitFor(LISTENING_JSON, `${what} to report where it listens`, 10_000),
     hub.exited.then((exit) => {

@@ -21,6 +21,7 @@ export class Dashboards {
     private readonly nsp: CapsNamespace,
     private readonly delivery: Delivery,
     private readonly metrics: Metrics,
+    private readonly clustered: boolean,
   ) {}
 
   watch(socket: CapsSocket, store: string | undefined): void {
@@ -33,8 +34,10 @@ export class Dashboards {
     socket.emit('stats', this.stats(store));
   }
 
-  /** Broadcast through the adapter even with no dashboard on this hub: one may be on another hub. */
+  /** With several hubs, broadcast even with no dashboard here: one may be on another hub. */
   step(message: ParcelMessage): void {
+    // one hub and nobody watching: skip the encoding of a broadcast that reaches no one
+    if (!this.timer && !this.clustered) return;
     const { event, store, orderId, customer, address, time, driver, seq } = message;
     const update = { event, store, orderId, customer, address, time, seq, ...(driver !== undefined ? { driver } : {}) };
     this.nsp.to(ALL_STORES).to(storeDashboards(store)).emit('parcel', update);

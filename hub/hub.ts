@@ -105,7 +105,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
   };
   const delivery = new Delivery(io.of(CAPS_NAMESPACE), store, logger, deliveryOptions, metrics, cluster);
-  const dashboards = new Dashboards(nsp, delivery, metrics);
+  const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, cluster !== undefined);
   const allowAnonymous = options.allowAnonymous === true;
 
   app.get('/healthz', (_req, res) => {

@@ -1,19 +1,19 @@
-import type { ParcelMessage } from '../../protocol/messages.js';
 import type { Mutation } from './store-core.js';
-import { StoreCore } from './store-core.js';
+import { CoreBackedStore, StoreCore } from './store-core.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
-import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
 import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './store.js';
 
 /**
  * Keeps everything in the hub's memory: fast, and gone when the hub stops. Parcels are never
  * evicted, so memory grows with the number of parcels; for tests, demos and benchmarks.
  */
-export class MemoryStore implements QueueStore {
+export class MemoryStore extends CoreBackedStore implements QueueStore {
   readonly kind = 'memory' as const;
-  private readonly core: StoreCore;
+  protected readonly core: StoreCore;
 
   constructor(limits: StoreLimits = DEFAULT_LIMITS) {
+    super();
     this.core = new StoreCore(limits);
   }
 
@@ -23,19 +23,6 @@ export class MemoryStore implements QueueStore {
 
   async ack(queue: string, messageId: string): Promise<AckOutcome> {
     return this.core.ack(queue, messageId, discard());
-  }
-
-  async pending(queue: string): Promise<ParcelMessage[]> {
-    return this.core.pending(queue);
-  }
-
-  async queues(): Promise<QueueInfo[]> {
-    return this.core.queues();
-  }
-
-  async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
-    const parcel = this.core.getParcel(store, orderId);
-    return parcel && structuredClone(parcel);
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {

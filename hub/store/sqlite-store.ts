@@ -5,8 +5,8 @@ import type { ParcelMessage } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
 import type { Mutation } from './store-core.js';
-import { StoreCore } from './store-core.js';
-import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
+import { CoreBackedStore, StoreCore } from './store-core.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
 import { DEFAULT_LIMITS, page } from './store.js';
 
 export interface SqliteStoreOptions extends Partial<StoreLimits> {
@@ -43,10 +43,10 @@ CREATE TABLE IF NOT EXISTS messages (
  * changes of one event-loop turn are committed together in one transaction, so one fsync covers
  * many events; every caller is answered only after the commit that holds its change.
  */
-export class SqliteStore implements QueueStore {
+export class SqliteStore extends CoreBackedStore implements QueueStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
-  private readonly core: StoreCore;
+  protected readonly core: StoreCore;
   private batch: Mutation[] = [];
   private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private scheduled = false;
@@ -55,6 +55,7 @@ export class SqliteStore implements QueueStore {
   private readonly statements;
 
   constructor(options: SqliteStoreOptions) {
+    super();
     mkdirSync(options.dir, { recursive: true });
     this.db = new Database(join(options.dir, 'caps.sqlite'));
     this.db.pragma('journal_mode = WAL');
@@ -111,19 +112,6 @@ export class SqliteStore implements QueueStore {
     const outcome = this.core.ack(queue, messageId, this.batch);
     if (outcome === 'removed') await this.commitSoon();
     return outcome;
-  }
-
-  async pending(queue: string): Promise<ParcelMessage[]> {
-    return this.core.pending(queue);
-  }
-
-  async queues(): Promise<QueueInfo[]> {
-    return this.core.queues();
-  }
-
-  async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
-    const parcel = this.core.getParcel(store, orderId);
-    return parcel && structuredClone(parcel);
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {

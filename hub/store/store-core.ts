@@ -164,3 +164,22 @@ export function buildMessage(order: Order, input: StepInput, queue: string, seq:
   if (input.driver !== undefined) message.driver = input.driver;
   return message;
 }
+
+/** What the memory and SQLite stores answer straight from their in-memory core. */
+export abstract class CoreBackedStore {
+  protected abstract readonly core: StoreCore;
+
+  async pending(queue: string): Promise<ParcelMessage[]> {
+    return this.core.pending(queue);
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    return this.core.queues();
+  }
+
+  async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
+    const parcel = this.core.getParcel(store, orderId);
+    // a copy: callers must not change the core's state behind its back
+    return parcel && structuredClone(parcel);
+  }
+}

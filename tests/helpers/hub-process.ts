@@ -1,5 +1,3 @@
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import type { CliProcess, Exit } from './cli.js';
 import { startCli } from './cli.js';
 
@@ -7,19 +5,10 @@ import { startCli } from './cli.js';
 export const LISTENING_JSON = /"msg":"CAPS hub listening on (http:\/\/[^\s"]+)/;
 
 /**
- * A TCP port on 127.0.0.1 that was free a moment ago (listen on 0, note the port, close). For a hub
- * that must come back on the same port after a restart, so that its clients find it again.
+ * A TCP port on 127.0.0.1 that was free a moment ago, for a hub that must come back on the same
+ * port after a restart (so its clients find it again). The bench has the same need.
  */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close((err) => (err ? reject(err) : resolve(port)));
-    });
-  });
-}
+export { freePort } from '../../bench/processes.js';
 
 export interface HubProcessOptions {
   port: number;

@@ -7,7 +7,7 @@ import { runDemo } from './demo.js';
 import { runToken } from './token.js';
 
 const COMMANDS: Record<string, { run: (argv: readonly string[]) => Promise<number>; summary: string }> = {
-  hub: { run: runHub, summary: 'run the hub (socket.io namespace /caps, HTTP /healthz)' },
+  hub: { run: runHub, summary: 'run the hub: socket.io namespace /caps, the dashboard at /, /api, /healthz, /readyz, /metrics' },
   vendor: { run: runVendor, summary: "run one store's vendor: publishes parcels, thanks drivers" },
   driver: { run: runDriver, summary: 'run one driver: picks up, reports in-transit and delivered' },
   token: { run: runToken, summary: "mint a token for a vendor, a driver or a dashboard with the hub's secret" },

@@ -7,7 +7,7 @@ import { loadSecret } from './secret.js';
 
 export const hubCommand = {
   usage: 'caps hub',
-  summary: 'Runs the CAPS hub: relays pickup, in-transit and delivered between vendors and drivers on the /caps namespace.',
+  summary: 'Runs the CAPS hub: relays pickup, in-transit and delivered between vendors and drivers on the /caps namespace, keeps their queues, and serves the dashboard (/), the tracking API (/api), /healthz, /readyz and /metrics.',
   flags: {
     port: { type: 'integer', description: 'TCP port to listen on; 0 picks a free one', placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
     host: { type: 'string', description: 'interface to listen on (default: every interface)', placeholder: 'HOST' },

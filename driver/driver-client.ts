@@ -1,7 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { RequestFailed, backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, untilConnected, waitConnected } from '../protocol/connect.js';
-import { TRANSIENT_CODES } from '../protocol/errors.js';
+import { abortController, connectCaps, currentHub, describeFailure, publishUntilAnswered, refusalOf, waitConnected } from '../protocol/connect.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
@@ -41,7 +40,7 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   /** Pickups already delivered: a copy sent again is only acknowledged. */
   private readonly finished = new RecentIds(10_000);
   private closed = false;
-  private readonly aborter = new AbortController();
+  private readonly aborter = abortController();
   private closing: Promise<void> | undefined;
 
   constructor(private readonly options: DriverOptions) {
@@ -139,32 +138,20 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   /** Publishes a step for a parcel; sends again until the hub answers. */
   private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | 'refused' | 'not-mine' | undefined> {
     const payload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address };
-    for (let attempt = 1; !this.closed; attempt++) {
-      try {
-        const result = await request(this.socket, event, payload, this.ackTimeoutMs, this.aborter.signal);
-        if (result.ok) return result.data;
-        if (result.error.code === 'CAPS_ERR_NOT_DISPATCHED') {
-          this.emitProblem(`${event} for ${message.orderId} refused: the hub says it is not ours (any more)`);
-          return 'not-mine';
-        }
-        if (TRANSIENT_CODES.has(result.error.code)) {
-          this.emitProblem(`${event} for ${message.orderId} not taken yet (${describeFailure(result)}); trying again in ${backoff(attempt)} ms`);
-          await pause(backoff(attempt), this.aborter.signal);
-          continue;
-        }
-        this.emitProblem(`${event} for ${message.orderId} refused: ${describeFailure(result)}`);
-        return 'refused';
-      } catch (err) {
-        if (this.closed) return undefined;
-        if (err instanceof RequestFailed && err.reason === 'disconnected') {
-          this.emitProblem(`lost the hub before it acknowledged ${event} of ${message.orderId}; sending again once reconnected`);
-          await untilConnected(this.socket, this.aborter.signal);
-        } else {
-          this.emitProblem(`no ack for ${event} of ${message.orderId} within ${this.ackTimeoutMs} ms; sending again`);
-        }
-      }
+    const result = await publishUntilAnswered(this.socket, event, payload, {
+      ackTimeoutMs: this.ackTimeoutMs,
+      signal: this.aborter.signal,
+      what: `${event} of ${message.orderId}`,
+      problem: (text) => this.emitProblem(text),
+    });
+    if (!result) return undefined;
+    if (result.ok) return result.data;
+    if (result.error.code === 'CAPS_ERR_NOT_DISPATCHED') {
+      this.emitProblem(`${event} for ${message.orderId} refused: the hub says it is not ours (any more)`);
+      return 'not-mine';
     }
-    return undefined;
+    this.emitProblem(`${event} for ${message.orderId} refused: ${describeFailure(result)}`);
+    return 'refused';
   }
 
   private emitProblem(problem: string): void {

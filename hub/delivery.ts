@@ -108,8 +108,6 @@ export class Delivery {
   private closed = false;
   private readonly clusterTimers: NodeJS.Timeout[] = [];
   private resyncing = false;
-  /** Messages sent again after a time-out or a lost consumer. */
-  redeliveries = 0;
 
   constructor(
     private readonly nsp: CapsNamespace,
@@ -293,7 +291,6 @@ export class Delivery {
     }
     this.cluster?.announce({ type: 'released' });
     this.unheldDirty = true;
-    this.redeliveries += holding.size;
     this.metrics.redeliveries.inc(holding.size);
     this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.size, reason: 'driver disconnected', socket: socket.id });
     this.pump();
@@ -320,10 +317,6 @@ export class Delivery {
 
   depth(queue: string): number {
     return this.queues.get(queue)?.size ?? 0;
-  }
-
-  knows(queue: string): boolean {
-    return this.queues.has(queue);
   }
 
   close(): void {
@@ -508,12 +501,10 @@ export class Delivery {
       this.release(entry);
       entry.avoid = socket;
       if (this.cluster) void this.cluster.unclaim(messageId);
-      this.redeliveries++;
       this.metrics.redeliveries.inc();
       this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
       this.pump();
     } else if (socket.connected && socket.data.acks) {
-      this.redeliveries++;
       this.metrics.redeliveries.inc();
       this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
       this.send(socket, entry);

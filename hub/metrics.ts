@@ -9,7 +9,7 @@ import type { CapsErrorCode } from '../protocol/errors.js';
 export class Metrics {
   readonly registry = new Registry();
   readonly refusals = new Counter({ name: 'caps_refusals_total', help: 'Requests refused, by error code', labelNames: ['code'] as const, registers: [this.registry] });
-  readonly received = new Counter({ name: 'caps_events_received_total', help: 'Parcel events accepted from clients, by event', labelNames: ['event'] as const, registers: [this.registry] });
+  readonly received = new Counter({ name: 'caps_events_received_total', help: 'Parcel events received from clients and past validation (duplicates included), by event', labelNames: ['event'] as const, registers: [this.registry] });
   readonly sent = new Counter({ name: 'caps_events_sent_total', help: 'Messages sent to clients (re-sends included), by event', labelNames: ['event'] as const, registers: [this.registry] });
   readonly redeliveries = new Counter({ name: 'caps_redeliveries_total', help: 'Messages sent again after a time-out or a lost consumer', registers: [this.registry] });
   readonly duplicates = new Counter({ name: 'caps_duplicates_total', help: 'Steps published again and acknowledged as duplicates', labelNames: ['event'] as const, registers: [this.registry] });

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { io } from 'socket.io-client';
 import type { Socket } from 'socket.io-client';
 import type { ClientToServerEvents, ServerToClientEvents } from './events.js';
@@ -6,7 +7,7 @@ import type { AckResult } from './result.js';
 import type { PublishResult } from './messages.js';
 import type { ParcelEvent, PublishPayload } from './schemas.js';
 import type { CapsErrorBody } from './errors.js';
-import { isCapsErrorCode } from './errors.js';
+import { TRANSIENT_CODES, isCapsErrorCode } from './errors.js';
 
 /** A client's socket, typed from the client's side of the contract. */
 export type CapsClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -15,6 +16,13 @@ export type CapsClientSocket = Socket<ServerToClientEvents, ClientToServerEvents
 export function namespaceUrl(url: string): string {
   const base = url.replace(/\/+$/, '');
   return base.endsWith(CAPS_NAMESPACE) ? base : `${base}${CAPS_NAMESPACE}`;
+}
+
+/** An AbortController whose signal many requests in flight may listen to at once (not a leak). */
+export function abortController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }
 
 /** `--url` may list several hubs, comma-separated: `http://a:3000,http://b:3000`. */
@@ -178,4 +186,36 @@ export function pause(ms: number, signal: AbortSignal): Promise<void> {
 /** Back-off before try `attempt` (1, 2, ...) after a transient refusal: 250 ms doubling to 2 s. */
 export function backoff(attempt: number): number {
   return Math.min(250 * 2 ** Math.max(0, attempt - 1), 2_000);
+}
+
+/**
+ * Publishes a step until the hub answers for good: sends again after an ack time-out, once
+ * reconnected after a lost connection, and after a back-off on a transient refusal (storage
+ * away, queue full, rate limit: nothing was stored). Resolves with the hub's answer (ok, or a
+ * final refusal), or undefined if `signal` aborted first. `problem` hears each retry's reason.
+ */
+export async function publishUntilAnswered(
+  socket: CapsClientSocket,
+  event: ParcelEvent,
+  payload: PublishPayload,
+  options: { ackTimeoutMs: number; signal: AbortSignal; what: string; problem: (text: string) => void },
+): Promise<AckResult<PublishResult> | undefined> {
+  const { ackTimeoutMs, signal, what, problem } = options;
+  for (let attempt = 1; !signal.aborted; attempt++) {
+    try {
+      const result = await request(socket, event, payload, ackTimeoutMs, signal);
+      if (result.ok || !TRANSIENT_CODES.has(result.error.code)) return result;
+      problem(`${what} not taken yet (${describeFailure(result)}); trying again in ${backoff(attempt)} ms`);
+      await pause(backoff(attempt), signal);
+    } catch (err) {
+      if (!(err instanceof RequestFailed) || signal.aborted) return undefined;
+      if (err.reason === 'disconnected') {
+        problem(`lost the hub before it acknowledged ${what}; sending again once reconnected`);
+        await untilConnected(socket, signal);
+      } else {
+        problem(`no ack for ${what} within ${ackTimeoutMs} ms; sending again`);
+      }
+    }
+  }
+  return undefined;
 }

@@ -2,8 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { faker } from '@faker-js/faker';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { RequestFailed, backoff, connectCaps, currentHub, describeFailure, pause, refusalOf, request, untilConnected, waitConnected } from '../protocol/connect.js';
-import { TRANSIENT_CODES } from '../protocol/errors.js';
+import { abortController, connectCaps, currentHub, describeFailure, publishUntilAnswered, refusalOf, waitConnected } from '../protocol/connect.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
@@ -47,7 +46,7 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   /** Messages already handled: the hub delivers at least once, so some arrive twice. */
   private readonly seen = new RecentIds(10_000);
   private closed = false;
-  private readonly aborter = new AbortController();
+  private readonly aborter = abortController();
   private closing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
 
@@ -97,33 +96,19 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   /** Hands one order to the hub; resolves once the hub has acknowledged it. Sends again until it does. */
   async publish(order: Order = this.makeOrder()): Promise<PublishResult> {
     this.awaiting.add(order.orderId);
-    for (let attempt = 1; ; attempt++) {
-      if (this.closed) throw new Error('vendor closed before the hub acknowledged the pickup');
-      try {
-        const result = await request(this.socket, 'pickup', order, this.ackTimeoutMs, this.aborter.signal);
-        if (result.ok) {
-          this.log(`VENDOR: handed over ${order.orderId} for ${order.customer}`);
-          return result.data;
-        }
-        if (TRANSIENT_CODES.has(result.error.code)) {
-          // the hub could not take it now (its storage is away, a queue is full): nothing was stored
-          this.emitProblem(`pickup ${order.orderId} not taken yet (${describeFailure(result)}); trying again in ${backoff(attempt)} ms`);
-          await pause(backoff(attempt), this.aborter.signal);
-          continue;
-        }
-        this.awaiting.delete(order.orderId);
-        throw new Error(`pickup refused: ${describeFailure(result)}`);
-      } catch (err) {
-        if (!(err instanceof RequestFailed)) throw err;
-        if (this.closed) throw new Error('vendor closed before the hub acknowledged the pickup');
-        if (err.reason === 'disconnected') {
-          this.emitProblem(`lost the hub before it acknowledged ${order.orderId}; sending again once reconnected`);
-          await untilConnected(this.socket, this.aborter.signal);
-        } else {
-          this.emitProblem(`no ack for ${order.orderId} within ${this.ackTimeoutMs} ms; sending again`);
-        }
-      }
+    const result = await publishUntilAnswered(this.socket, 'pickup', order, {
+      ackTimeoutMs: this.ackTimeoutMs,
+      signal: this.aborter.signal,
+      what: `pickup ${order.orderId}`,
+      problem: (text) => this.emitProblem(text),
+    });
+    if (!result) throw new Error('vendor closed before the hub acknowledged the pickup');
+    if (!result.ok) {
+      this.awaiting.delete(order.orderId);
+      throw new Error(`pickup refused: ${describeFailure(result)}`);
     }
+    this.log(`VENDOR: handed over ${order.orderId} for ${order.customer}`);
+    return result.data;
   }
 
   /**

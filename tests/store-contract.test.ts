@@ -108,6 +108,17 @@ describe.each(factories)('%s store contract', (_kind, make) => {
     expect(await store.parcel('acme', 'acme-9')).toBeUndefined();
   });
 
+  it('refuses a driver step for a parcel not dispatched to that driver, unless it already carries it', async () => {
+    const store = create();
+    await store.recordStep(step('pickup', 'acme', 1));
+    expect(await store.recordStep(step('in-transit', 'acme', 1, { driver: 'd2', dispatched: false }))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED' });
+    expect((await store.recordStep(step('in-transit', 'acme', 1, { driver: 'd1', dispatched: true }))).status).toBe('accepted');
+    // d1 carries it now: its delivered passes even when the hub no longer remembers the dispatch
+    expect((await store.recordStep(step('delivered', 'acme', 1, { driver: 'd1', dispatched: false }))).status).toBe('accepted');
+    expect(await store.recordStep(step('delivered', 'acme', 1, { driver: 'd2', dispatched: false }))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED' });
+    expect((await store.parcel('acme', 'acme-1'))?.history.map((h) => h.driver ?? '')).toEqual(['', 'd1', 'd1']);
+  });
+
   it('takes acknowledged messages off their queue, and tells unknown from already acknowledged', async () => {
     const store = create();
     const accepted = await store.recordStep(step('pickup', 'acme', 1));

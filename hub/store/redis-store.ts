@@ -29,11 +29,14 @@ import { DEFAULT_LIMITS, page } from './store.js';
  * stores · q:<queue> messages by seq · seq:<queue> · m:<id> message · queues · acked:<id>.
  */
 const RECORD_STEP = `
-local p, event, store, oid, customer, address, driver, time, maxDepth, msgId = unpack(ARGV)
+local p, event, store, oid, customer, address, driver, time, maxDepth, msgId, dispatched = unpack(ARGV)
 local id = store .. '\\0' .. oid
 local pk, sk = p .. 'p:' .. id, p .. 's:' .. id
-if redis.call('HEXISTS', sk, event) == 1 then return {'duplicate'} end
 local state = redis.call('HGET', pk, 'state')
+if dispatched == '0' and state and redis.call('HGET', pk, 'driver') ~= driver then
+  return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
+end
+if redis.call('HEXISTS', sk, event) == 1 then return {'duplicate'} end
 if event == 'pickup' then
   if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
 else
@@ -168,6 +171,7 @@ export class RedisStore implements QueueStore {
         input.time,
         String(this.limits.maxQueueDepth),
         randomUUID(),
+        input.dispatched === undefined ? '' : input.dispatched ? '1' : '0',
       ),
     );
     switch (reply[0]) {

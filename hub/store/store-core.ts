@@ -54,6 +54,9 @@ export class StoreCore {
 
   recordStep(input: StepInput, mutations: Mutation[]): StepOutcome {
     const existing = this.getParcel(input.store, input.orderId);
+    if (input.dispatched === false && existing && existing.driver !== input.driver) {
+      return { status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED', reason: `order ${input.orderId} of ${input.store} was not dispatched to ${input.driver ?? 'this driver'}` };
+    }
     if (existing?.history.some((step) => step.event === input.event)) return { status: 'duplicate' };
 
     let parcel: ParcelRecord;

@@ -11,6 +11,12 @@ export interface StepInput {
   address?: string;
   /** The driver who reported in-transit or delivered. */
   driver?: string;
+  /**
+   * Set for an authenticated driver: whether the parcel's pickup was dispatched to it. When
+   * false, the step is refused (CAPS_ERR_NOT_DISPATCHED) unless this driver already carries the
+   * parcel, checked in the same atomic step as the record itself.
+   */
+  dispatched?: boolean;
   /** When the hub received it (ISO 8601). */
   time: string;
 }

@@ -15,6 +15,7 @@ async function launch(): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    timeout: 30_000,
   });
 }
 
@@ -23,6 +24,8 @@ describe('the dashboard in a real browser', () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
     const browser = cleanup.add(await launch(), (b) => b.close());
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    // every action and wait is bounded (playwright's clicks and reads wait forever by default)
+    page.setDefaultTimeout(15_000);
     const problems: string[] = [];
     page.on('pageerror', (err) => problems.push(err.message));
     await page.goto(`${url}/#token=${tokenFor({ role: 'dashboard' })}`);
@@ -60,13 +63,15 @@ describe('the dashboard in a real browser', () => {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: `${OUTPUT}dashboard-phone.png`, fullPage: true });
     expect(problems).toEqual([]);
-  });
+    // a browser start and a dozen page steps: on 2 busy cores this outgrows the default 30 s
+  }, 90_000);
 
   it('tells a visitor without a token how to get in', async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
     const browser = cleanup.add(await launch(), (b) => b.close());
     const page = await browser.newPage();
+    page.setDefaultTimeout(15_000);
     await page.goto(url);
     await page.getByRole('status').getByText(/CAPS_ERR_UNAUTHORIZED: open this page with #token=/).waitFor({ timeout: 10_000 });
-  });
+  }, 60_000);
 });

@@ -8,6 +8,7 @@ import { fail } from '../protocol/result.js';
 import { CapsError } from '../protocol/errors.js';
 import { verifyToken } from '../protocol/token.js';
 import { authenticate } from './auth.js';
+import { coalesceWrites } from './coalesce.js';
 import { Dashboards } from './dashboards.js';
 import { trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
@@ -92,6 +93,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     // no browser pages on other origins talk to the hub
     cors: { origin: false },
   });
+  coalesceWrites(io);
   const nsp = io.of(CAPS_NAMESPACE);
   const { store, cluster, adapterClient } = await openStore(options);
   if (adapterClient) {

@@ -112,3 +112,23 @@ describe('a parcel through the hub', () => {
     }
   });
 });
+
+describe('writes gathered per turn of the event loop (hub/coalesce.ts)', () => {
+  it('delivers a burst complete and in order, to every client, even when one of them drops mid-burst', async () => {
+    const { url } = cleanup.add(await startHub({ dispatch: 'broadcast' }), (h) => h.close());
+    const publisher = cleanup.add(new RawClient(url, { auth: { role: 'vendor', store: 'burst-store' } }), (c) => c.close());
+    const drivers = [0, 1, 2].map((i) => cleanup.add(new RawClient(url, { auth: { role: 'driver', name: `burst-driver-${i}` } }), (c) => c.close()));
+    const leaver = drivers[2];
+    await Promise.all([publisher.connected(), ...drivers.map((d) => d.connected())]);
+    const burst = 300;
+    // every publish in the same tick: the hub writes each driver many packets per turn
+    const acks = Array.from({ length: burst }, (_, n) => publisher.request('pickup', order('burst-store', n), 15_000));
+    leaver?.socket.once('pickup', () => leaver.close());
+    await Promise.all(acks);
+    for (const d of drivers.slice(0, 2)) {
+      const got = await d.waitFor('pickup', burst, 'a driver to receive the whole burst', 15_000);
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: burst }, (_, n) => n + 1));
+      expect(new Set(got.map((m) => m.orderId)).size).toBe(burst);
+    }
+  });
+});

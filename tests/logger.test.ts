@@ -1,0 +1,60 @@
+import { inspect } from 'node:util';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { createLogger, inspectPlain } from '../hub/logger.js';
+
+const inspected = (value: unknown): string => inspect(value, { depth: 4, breakLength: Infinity });
+
+/** Records like the ones EVENT lines print, with keys and strings that may need quoting or escaping. */
+// mostly what the fast path takes, so that it is exercised; now and then what it must decline
+const key = fc.oneof(
+  { arbitrary: fc.constantFrom('event', 'time', 'payload', 'store', 'orderId', 'customer', 'address', 'order', '_x1'), weight: 6 },
+  { arbitrary: fc.string({ maxLength: 6 }), weight: 1 },
+);
+const text = fc.oneof(
+  { arbitrary: fc.stringMatching(/^[A-Za-z0-9 ,.:-]{0,20}$/), weight: 6 },
+  { arbitrary: fc.string({ maxLength: 30 }), weight: 1 },
+  { arbitrary: fc.string({ unit: 'grapheme', maxLength: 10 }), weight: 1 },
+  { arbitrary: fc.constantFrom("O'Brien", 'a\\b', 'tab\there', '\u0085', 'é', '"', '`'), weight: 1 },
+);
+const record = fc.letrec<{ node: unknown }>((tie) => ({
+  node: fc.oneof({ depthSize: 'medium', maxDepth: 5, withCrossShrink: true }, text, fc.dictionary(key, tie('node'), { maxKeys: 5 })),
+})).node;
+/** Objects nested exactly `levels` deep on some branch, to reach where inspect starts breaking lines. */
+const nested = (levels: number): fc.Arbitrary<unknown> =>
+  levels === 0 ? text : fc.tuple(key, nested(levels - 1), fc.dictionary(key, text, { maxKeys: 2 })).map(([k, inner, rest]) => ({ ...rest, [k]: inner }));
+
+describe('EVENT lines: inspectPlain', () => {
+  it('prints what util.inspect prints, or declines', () => {
+    fc.assert(
+      fc.property(fc.oneof(record, fc.integer({ min: 1, max: 5 }).chain(nested)), (value) => {
+        const fast = inspectPlain(value);
+        if (fast !== undefined) expect(fast).toBe(inspected(value));
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it('takes the fast path for the records the hub logs', () => {
+    const records = [
+      { event: 'pickup', time: '2026-11-22T00:00:00.000Z', payload: { store: '1-206-flowers', orderId: 'e3669048-7313-427b-b6cc-74010ca1f8f0', customer: 'Jamal Braun', address: 'Schmittfort, LA' } },
+      { event: 'delivered', time: 't', payload: { store: 's', orderId: 'o', customer: 'c', address: 'a', order: { store: 's' } } },
+      { event: 'x', payload: {} },
+    ];
+    for (const value of records) expect(inspectPlain(value)).toBe(inspected(value));
+  });
+
+  it('declines what inspect would quote, escape or break over lines', () => {
+    for (const value of [{ name: "O'Brien" }, { 'in-transit': 'x' }, { s: 'tab\there' }, { a: { b: { c: { d: 'deep' } } } }, { n: 1 }, ['x']]) {
+      expect(inspectPlain(value)).toBeUndefined();
+    }
+  });
+
+  it('writes the EVENT line through either path with the same text', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line), color: false });
+    logger.event('pickup', { store: 's', orderId: 'o' }, 't');
+    logger.event('pickup', { store: "O'Brien's", orderId: 'o' }, 't');
+    expect(lines).toEqual([`EVENT: { event: 'pickup', time: 't', payload: { store: 's', orderId: 'o' } }`, `EVENT: { event: 'pickup', time: 't', payload: { store: "O'Brien's", orderId: 'o' } }`]);
+  });
+});

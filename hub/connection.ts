@@ -16,7 +16,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { RateLimiter } from './rate-limit.js';
-import type { QueueStore } from './store/store.js';
+import type { QueueStore, StepInput } from './store/store.js';
 import type { CapsSocket } from './types.js';
 
 export interface ConnectionContext {
@@ -224,17 +224,14 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
   }
   const time = new Date().toISOString();
   ctx.metrics.receive(event);
-  const outcome = await ctx.store.recordStep({
-    event,
-    store: input.store,
-    orderId: input.orderId,
-    ...(input.customer !== undefined ? { customer: input.customer } : {}),
-    ...(input.address !== undefined ? { address: input.address } : {}),
-    ...(event !== 'pickup' ? { driver: socket.data.name } : {}),
-    // an authenticated driver reports only parcels dispatched to it: the store checks, atomically
-    ...(auth?.role === 'driver' ? { dispatched: ctx.delivery.wasDispatchedTo(input.store, input.orderId, auth.name) } : {}),
-    time,
-  });
+  // one object built field by field, no spreads: this runs for every event
+  const step: StepInput = { event, store: input.store, orderId: input.orderId, time };
+  if (input.customer !== undefined) step.customer = input.customer;
+  if (input.address !== undefined) step.address = input.address;
+  if (event !== 'pickup') step.driver = socket.data.name;
+  // an authenticated driver reports only parcels dispatched to it: the store checks, atomically
+  if (auth?.role === 'driver') step.dispatched = ctx.delivery.wasDispatchedTo(input.store, input.orderId, auth.name);
+  const outcome = await ctx.store.recordStep(step);
   if (outcome.status === 'refused') return fail(outcome.code, outcome.reason);
   const duplicate = outcome.status === 'duplicate';
   if (outcome.status === 'accepted') {

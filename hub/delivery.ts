@@ -448,7 +448,7 @@ export class Delivery {
     if (this.closed) return;
     entry.attempts++;
     if (!entry.sentTo.includes(socket.id)) entry.sentTo.push(socket.id);
-    this.metrics.sent.inc({ event: entry.message.event });
+    this.metrics.send(entry.message.event);
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
       const key = keyOf(entry.message.store, entry.message.orderId);
       const names = this.dispatched.get(key) ?? new Set<string>();

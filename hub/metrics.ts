@@ -25,6 +25,9 @@ export class Metrics {
 
   private readonly refusedByCode = new Map<CapsErrorCode, number>();
   private readonly receivedByEvent = new Map<string, number>();
+  /** Labelled children, looked up once per label value: these counters move on every event. */
+  private readonly receivedChildren = new Map<string, Counter.Internal>();
+  private readonly sentChildren = new Map<string, Counter.Internal>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'caps_' });
@@ -36,8 +39,13 @@ export class Metrics {
   }
 
   receive(event: string): void {
-    this.received.inc({ event });
+    child(this.received, this.receivedChildren, event).inc();
     this.receivedByEvent.set(event, (this.receivedByEvent.get(event) ?? 0) + 1);
+  }
+
+  /** A message went out to a client. */
+  send(event: string): void {
+    child(this.sent, this.sentChildren, event).inc();
   }
 
   refusedCount(code: CapsErrorCode): number {
@@ -50,4 +58,13 @@ export class Metrics {
     for (const n of this.receivedByEvent.values()) total += n;
     return total;
   }
+}
+
+function child(counter: Counter<'event'>, children: Map<string, Counter.Internal>, event: string): Counter.Internal {
+  let found = children.get(event);
+  if (!found) {
+    found = counter.labels({ event });
+    children.set(event, found);
+  }
+  return found;
 }

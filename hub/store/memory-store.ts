@@ -11,6 +11,8 @@ import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './store.js';
 export class MemoryStore extends CoreBackedStore implements QueueStore {
   readonly kind = 'memory' as const;
   protected readonly core: StoreCore;
+  /** The core reports what to persist; in memory there is nothing to do with it. */
+  private readonly nothingToPersist: Mutation[] = [];
 
   constructor(limits: StoreLimits = DEFAULT_LIMITS) {
     super();
@@ -18,11 +20,15 @@ export class MemoryStore extends CoreBackedStore implements QueueStore {
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
-    return this.core.recordStep(input, discard());
+    const outcome = this.core.recordStep(input, this.nothingToPersist);
+    this.nothingToPersist.length = 0;
+    return outcome;
   }
 
   async ack(queue: string, messageId: string): Promise<AckOutcome> {
-    return this.core.ack(queue, messageId, discard());
+    const outcome = this.core.ack(queue, messageId, this.nothingToPersist);
+    this.nothingToPersist.length = 0;
+    return outcome;
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {
@@ -50,8 +56,4 @@ export class MemoryStore extends CoreBackedStore implements QueueStore {
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
-}
-
-function discard(): Mutation[] {
-  return [];
 }

@@ -1,5 +1,8 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cleanup, RawClient, startHub } from './helpers/hub.js';
@@ -36,11 +39,21 @@ describe('hub lifecycle', () => {
     await new Promise<void>((resolve) => probe.close(() => resolve()));
   });
 
-  it('lets its process exit by itself after close()', async () => {
+  it.each([
+    ['memory', () => []],
+    [
+      'sqlite (after a commit)',
+      () => {
+        const dir = mkdtempSync(join(tmpdir(), 'caps-exit-'));
+        cleanup.add(dir, (d) => rmSync(d, { recursive: true, force: true }));
+        return [dir];
+      },
+    ],
+  ])('lets its process exit by itself after close(), with the %s store', async (_store, args) => {
     const script = fileURLToPath(new URL('./fixtures/close-exits.mjs', import.meta.url));
     const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
       // the timeout is the bound: a hub that keeps the loop alive fails here
-      execFile(process.execPath, [script], { timeout: 15_000 }, (err, out) => (err ? reject(err) : resolve({ stdout: out })));
+      execFile(process.execPath, [script, ...args()], { timeout: 15_000 }, (err, out) => (err ? reject(err) : resolve({ stdout: out })));
     });
     expect(stdout.trim()).toBe('closed');
   });

@@ -2,9 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStore } from '../hub/store/redis-store.js';
 import { TestRedis } from './helpers/redis.js';
+import { within } from './helpers/hub-process.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import { MemoryStore } from '../hub/store/memory-store.js';
 import { SqliteStore } from '../hub/store/sqlite-store.js';
@@ -13,7 +15,10 @@ import type { QueueStore, StepInput } from '../hub/store/store.js';
 /** One contract, every store: the hub must not be able to tell them apart. */
 const dirs: string[] = [];
 const open: QueueStore[] = [];
+/** Second connections to a store's file, as another process would look at it. */
+const readers: Database.Database[] = [];
 afterEach(async () => {
+  for (const reader of readers.splice(0)) reader.close();
   for (const store of open.splice(0)) await store.close();
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
@@ -199,5 +204,72 @@ describe('sqlite store on disk', () => {
     const store = new SqliteStore({ dir: tempDir() });
     await store.close();
     await expect(store.recordStep(step('pickup', 'acme', 1))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+  });
+
+  it('answers each step only once its commit is on disk, and groups concurrent steps into far fewer commits', async () => {
+    const dir = tempDir();
+    const store = new SqliteStore({ dir });
+    open.push(store);
+    const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(reader);
+    const stored = reader.prepare<[string], { n: number }>('SELECT count(*) AS n FROM messages WHERE message_id = ?');
+    const steps = reader.prepare<[string, string], { n: number }>("SELECT count(*) AS n FROM steps WHERE store = ? AND order_id = ? AND event = 'pickup'");
+    const notOnDisk: string[] = [];
+    // 25 lanes, each publishing its next step once the previous one is answered, as vendors do
+    const lanes = 25;
+    const perLane = 20;
+    const lane = async (l: number): Promise<void> => {
+      for (let i = 0; i < perLane; i++) {
+        const input = step('pickup', `lane${l}`, i);
+        const outcome = await store.recordStep(input);
+        if (outcome.status !== 'accepted') throw new Error(`${input.orderId} not accepted: ${outcome.status}`);
+        // looked at in the same turn as the answer, before anything else can run
+        if (stored.get(outcome.message.messageId)?.n !== 1 || steps.get(input.store, input.orderId)?.n !== 1) notOnDisk.push(input.orderId);
+      }
+    };
+    await Promise.all(Array.from({ length: lanes }, (_, l) => lane(l)));
+    expect(notOnDisk, 'steps answered before another connection could see them').toEqual([]);
+    expect(store.commits).toBeGreaterThan(0);
+    expect(store.commits, `${store.commits} commits for ${lanes * perLane} steps`).toBeLessThanOrEqual((lanes * perLane) / 10);
+  });
+
+  it.each([
+    ['in the same turn as the step', (): Promise<void> => Promise.resolve()],
+    ['in the next turn', (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve))],
+  ])('answers a duplicate sent %s only once that step is on disk', async (_when, later) => {
+    const dir = tempDir();
+    const store = new SqliteStore({ dir });
+    open.push(store);
+    const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(reader);
+    const onDisk = (): number => reader.prepare<[], { n: number }>("SELECT count(*) AS n FROM steps WHERE order_id = 'acme-1'").get()?.n ?? 0;
+    const input = step('pickup', 'acme', 1);
+    const first = store.recordStep(input);
+    const duplicate = later().then(() => store.recordStep(input));
+    const seen = await duplicate.then((outcome) => ({ status: outcome.status, onDisk: onDisk() }));
+    expect(seen).toEqual({ status: 'duplicate', onDisk: 1 });
+    expect((await first).status).toBe('accepted');
+  });
+
+  it('turns a failed commit into CAPS_ERR_STORAGE for its callers and everything after, and still closes', async () => {
+    const dir = tempDir();
+    const store = new SqliteStore({ dir });
+    open.push(store);
+    expect((await store.recordStep(step('pickup', 'acme', 1))).status).toBe('accepted');
+    // another connection makes every later step fail inside the store's transaction
+    const saboteur = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(saboteur);
+    saboteur.exec("CREATE TRIGGER refuse BEFORE INSERT ON steps BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+
+    const outcomes = await Promise.allSettled([store.recordStep(step('in-transit', 'acme', 1)), store.recordStep(step('pickup', 'acme', 2))]);
+    expect(outcomes).toEqual([
+      { status: 'rejected', reason: expect.objectContaining({ code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('disk says no') }) },
+      { status: 'rejected', reason: expect.objectContaining({ code: 'CAPS_ERR_STORAGE' }) },
+    ]);
+    // memory is ahead of disk now: nothing more is taken
+    await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+    await expect(store.ping()).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+    await within(store.close(), 10_000, 'the store whose commit failed to close');
+    expect(saboteur.prepare('SELECT order_id, event FROM steps').all()).toEqual([{ order_id: 'acme-1', event: 'pickup' }]);
   });
 });

@@ -50,6 +50,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private batch: Mutation[] = [];
   private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private scheduled = false;
+  private committed = 0;
   private broken: Error | undefined;
   private closing: Promise<void> | undefined;
   private readonly statements;
@@ -97,6 +98,11 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     for (const { queue, last_seq } of queues) {
       this.core.restoreQueue(queue, last_seq, bodies.all(queue).map((row) => JSON.parse(row.body) as ParcelMessage));
     }
+  }
+
+  /** Transactions committed so far (each covers every change of one event-loop turn). */
+  get commits(): number {
+    return this.committed;
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
@@ -172,7 +178,10 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.batch = [];
     this.waiters = [];
     try {
-      if (batch.length > 0) this.db.transaction(() => this.apply(batch))();
+      if (batch.length > 0) {
+        this.db.transaction(() => this.apply(batch))();
+        this.committed++;
+      }
     } catch (err) {
       // memory is now ahead of disk: refuse everything from here on rather than acknowledge what is not stored
       this.broken = err instanceof Error ? err : new Error(String(err));

@@ -134,7 +134,8 @@ function labelOf(target: Target): string {
 async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Promise<RunResult> {
   const port = await freePort();
   const dataDir = join(out, `data-${target}-${process.pid}`);
-  const profile = flags['cpu-prof'] && target !== 'relay' ? ['--cpu-prof', '--cpu-prof-dir', join(out, 'profiles'), '--cpu-prof-name', `${target}-${loop}-${Date.now()}.cpuprofile`] : [];
+  // a folder per run and Node's own file names: the hub's threads (the SQLite writer) each write a profile
+  const profile = flags['cpu-prof'] && target !== 'relay' ? ['--cpu-prof', '--cpu-prof-dir', join(out, 'profiles', `${target}-${loop}-${Date.now()}`)] : [];
   const args =
     target === 'relay'
       ? [RELAY_JS, '--port', String(port)]

@@ -200,6 +200,42 @@ describe('sqlite store on disk', () => {
     expect(third).toMatchObject({ status: 'accepted', message: { seq: 3 } });
   });
 
+  it('moves a data folder from before messages were keyed by (queue, seq) to the new table, keeping every message', async () => {
+    const dir = tempDir();
+    const before = new SqliteStore({ dir });
+    for (const n of [1, 2, 3]) await before.recordStep(step('pickup', 'acme', n));
+    await before.recordStep(step('in-transit', 'acme', 1));
+    await before.close();
+    // the messages table as earlier versions created it: rowid, and a unique index on message_id
+    const old = new Database(join(dir, 'caps.sqlite'));
+    old.exec(`
+      ALTER TABLE messages RENAME TO current_layout;
+      CREATE TABLE messages (queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL, PRIMARY KEY (queue, seq));
+      INSERT INTO messages SELECT queue, seq, message_id, body FROM current_layout;
+      DROP TABLE current_layout;
+    `);
+    old.close();
+
+    const after = new SqliteStore({ dir });
+    open.push(after);
+    const pending = await after.pending(DRIVER_QUEUE);
+    expect(pending.map((m) => [m.orderId, m.seq])).toEqual([['acme-1', 1], ['acme-2', 2], ['acme-3', 3]]);
+    expect((await after.pending('acme')).map((m) => m.event)).toEqual(['in-transit']);
+    expect(await after.ack(DRIVER_QUEUE, pending[1]?.messageId ?? '')).toBe('removed');
+    expect((await after.recordStep(step('pickup', 'acme', 4))).status).toBe('accepted');
+
+    const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(reader);
+    const tables = reader.prepare<[], { name: string; sql: string }>("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name LIKE 'messages%'").all();
+    expect(tables).toEqual([{ name: 'messages', sql: expect.stringMatching(/WITHOUT ROWID\s*$/) }]);
+    expect(reader.prepare('SELECT queue, seq FROM messages ORDER BY queue, seq').all()).toEqual([
+      { queue: 'acme', seq: 1 },
+      { queue: DRIVER_QUEUE, seq: 1 },
+      { queue: DRIVER_QUEUE, seq: 3 },
+      { queue: DRIVER_QUEUE, seq: 4 },
+    ]);
+  });
+
   it('refuses to work after it is closed, with CAPS_ERR_STORAGE', async () => {
     const store = new SqliteStore({ dir: tempDir() });
     await store.close();

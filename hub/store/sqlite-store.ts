@@ -33,9 +33,24 @@ CREATE TABLE IF NOT EXISTS steps (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
-  queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL,
+  queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, body TEXT NOT NULL,
   PRIMARY KEY (queue, seq)
-);
+) WITHOUT ROWID;
+`;
+
+/**
+ * Data folders from before messages were keyed by (queue, seq) alone: a rowid table with a unique
+ * index on message_id, two more B-trees for every message queued and taken off, at random places
+ * (the ids are UUIDs). Copied into the current table once, in one transaction.
+ */
+const MIGRATE_MESSAGES = `
+ALTER TABLE messages RENAME TO messages_before_v2;
+CREATE TABLE messages (
+  queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY (queue, seq)
+) WITHOUT ROWID;
+INSERT INTO messages (queue, seq, message_id, body) SELECT queue, seq, message_id, body FROM messages_before_v2;
+DROP TABLE messages_before_v2;
 `;
 
 /**
@@ -62,6 +77,8 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
     this.db.exec(SCHEMA);
+    const messagesTable = this.db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").get();
+    if (messagesTable && !/WITHOUT ROWID/i.test(messagesTable.sql)) this.db.transaction(() => this.db.exec(MIGRATE_MESSAGES))();
     // data folders from before parcels had a creation time
     const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(parcels)').all();
     if (!columns.some((c) => c.name === 'created_at')) this.db.exec("ALTER TABLE parcels ADD COLUMN created_at TEXT NOT NULL DEFAULT ''");
@@ -77,7 +94,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       insertStep: this.db.prepare('INSERT OR IGNORE INTO steps (store, order_id, event, time, driver) VALUES (?, ?, ?, ?, ?)'),
       upsertQueue: this.db.prepare('INSERT INTO queues (queue, last_seq) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq'),
       insertMessage: this.db.prepare('INSERT INTO messages (queue, seq, message_id, body) VALUES (?, ?, ?, ?)'),
-      deleteMessage: this.db.prepare('DELETE FROM messages WHERE message_id = ?'),
+      deleteMessage: this.db.prepare('DELETE FROM messages WHERE queue = ? AND seq = ?'),
       selectParcel: this.db.prepare<[string, string], { customer: string; address: string; state: string; driver: string | null }>(
         'SELECT customer, address, state, driver FROM parcels WHERE store = ? AND order_id = ?',
       ),
@@ -208,7 +225,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
           s.insertMessage.run(m.message.queueId, m.message.seq, m.message.messageId, JSON.stringify(m.message));
           break;
         case 'ack':
-          s.deleteMessage.run(m.messageId);
+          s.deleteMessage.run(m.queue, m.seq);
           break;
       }
     }

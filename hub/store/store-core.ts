@@ -8,7 +8,7 @@ import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, Store
 export type Mutation =
   | { kind: 'step'; parcel: ParcelRecord; input: StepInput }
   | { kind: 'enqueue'; message: ParcelMessage; lastSeq: number }
-  | { kind: 'ack'; queue: string; messageId: string };
+  | { kind: 'ack'; queue: string; messageId: string; seq: number };
 
 interface QueueState {
   lastSeq: number;
@@ -105,9 +105,11 @@ export class StoreCore {
   ack(queue: string, messageId: string, mutations: Mutation[]): AckOutcome {
     const state = this.queueStates.get(queue);
     if (!state) return 'unknown-queue';
-    if (state.messages.delete(messageId)) {
+    const message = state.messages.get(messageId);
+    if (message) {
+      state.messages.delete(messageId);
       this.rememberAck(messageId);
-      mutations.push({ kind: 'ack', queue, messageId });
+      mutations.push({ kind: 'ack', queue, messageId, seq: message.seq });
       return 'removed';
     }
     return this.recentAcks.has(messageId) ? 'already-acknowledged' : 'unknown-message';

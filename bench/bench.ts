@@ -134,7 +134,7 @@ function labelOf(target: Target): string {
 async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Promise<RunResult> {
   const port = await freePort();
   const dataDir = join(out, `data-${target}-${process.pid}`);
-  // a folder per run and Node's own file names: the hub's threads (the SQLite writer) each write a profile
+  // a folder per run and Node's own file names: each thread of the hub, if it has several, writes its own profile
   const profile = flags['cpu-prof'] && target !== 'relay' ? ['--cpu-prof', '--cpu-prof-dir', join(out, 'profiles', `${target}-${loop}-${Date.now()}`)] : [];
   const args =
     target === 'relay'

@@ -11,14 +11,17 @@ interface EngineSocketLike {
  * the largest cost of the hub. This corks a client's TCP socket when engine.io starts writing to
  * it and uncorks every corked socket once, after the current turn of the event loop has handled
  * its I/O (setImmediate): everything written to one client in that turn goes out in one `writev`.
- * engine.io gathers what is sent meanwhile and writes it after that, so the order of packets is
- * unchanged, and nothing waits longer than one turn.
+ * engine.io holds back what is sent after its first write of a turn until that write completes,
+ * then writes it in one batch, which goes out at the next turn's uncork: packet order is
+ * unchanged, and nothing waits longer than two turns.
  */
 export function coalesceWrites(io: Server): void {
   const corked = new Set<NetSocket>();
   const uncorkAll = (): void => {
-    for (const tcp of corked) if (!tcp.destroyed) tcp.uncork();
+    // emptied first: whatever happens while uncorking, the next flush schedules a new round
+    const sockets = [...corked];
     corked.clear();
+    for (const tcp of sockets) if (!tcp.destroyed) tcp.uncork();
   };
   io.engine.on('flush', (socket: EngineSocketLike) => {
     if (socket.transport?.name !== 'websocket') return;

@@ -22,7 +22,9 @@ export interface LoggerOptions {
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   const format = options.format ?? 'human';
-  const write = options.write ?? writeStdout;
+  // EVENT lines, one per parcel step, are gathered per turn; the rest go out at once, in order
+  const write = options.write ?? writeStdoutNow;
+  const writeEvent = options.write ?? writeStdoutGathered;
   const color = options.color ?? (options.write === undefined && process.stdout.isTTY === true);
 
   const human = (level: LogLevel, message: string, fields?: Record<string, unknown>): string => {
@@ -42,10 +44,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   return {
     event(event, payload, time = new Date().toISOString()) {
       if (format === 'json') {
-        write(JSON.stringify({ time, level: 'info', msg: 'EVENT', event, payload }));
+        writeEvent(JSON.stringify({ time, level: 'info', msg: 'EVENT', event, payload }));
       } else {
         const record = { event, time, payload };
-        write(`EVENT: ${(!color && inspectPlain(record)) || inspect(record, { depth: 4, breakLength: Infinity, colors: color })}`);
+        writeEvent(`EVENT: ${(!color && inspectPlain(record)) || inspect(record, { depth: 4, breakLength: Infinity, colors: color })}`);
       }
     },
     info: (message, fields) => line('info', message, fields),
@@ -65,14 +67,20 @@ function formatFields(fields: Record<string, unknown>): string {
 }
 
 /**
- * Lines for stdout, gathered and written once per turn of the event loop: with a parcel event per
- * line, one write call per line was a tenth of the hub's time under load. Whatever is still
- * gathered is written when the process exits.
+ * EVENT lines for stdout, gathered and written once per turn of the event loop: with a parcel
+ * event per line, one write call per line was a tenth of the hub's time under load. Whatever is
+ * still gathered is written when the process exits, and before any other line. A process killed
+ * with SIGKILL loses at most the EVENT lines of its last turn.
  */
 let gathered: string[] = [];
 let exitHooked = false;
 
-function writeStdout(line: string): void {
+function writeStdoutNow(line: string): void {
+  flushStdout();
+  process.stdout.write(`${line}\n`);
+}
+
+function writeStdoutGathered(line: string): void {
   if (gathered.length === 0) {
     setImmediate(flushStdout);
     if (!exitHooked) {
@@ -96,26 +104,29 @@ const PLAIN_KEY = /^[a-zA-Z_][a-zA-Z_0-9]*$/;
 const PLAIN_STRING = /^[\x20-\x26\x28-\x5b\x5d-\x7e]*$/;
 
 /**
- * What `util.inspect(value, { depth: 4, breakLength: Infinity })` prints, for the plain records of
- * EVENT lines (objects of strings, at most three non-empty objects deep, which inspect keeps on one
- * line), at a fraction of its cost; undefined for anything else, which then goes to util.inspect.
+ * What `util.inspect(value, { depth: 4, breakLength: Infinity })` prints, for the plain data records
+ * of EVENT lines (objects of strings, at most three non-empty objects deep, which inspect keeps on
+ * one line; no accessors or symbol keys, which JSON payloads never have), at a fraction of its
+ * cost; undefined for anything else, which then goes to util.inspect.
  */
 export function inspectPlain(value: unknown): string | undefined {
-  const out = plain(value);
-  return out && out.height <= 3 ? out.text : undefined;
+  return plain(value, 3);
 }
 
-function plain(value: unknown): { text: string; height: number } | undefined {
-  if (typeof value === 'string') return value.length <= 10_000 && PLAIN_STRING.test(value) ? { text: `'${value}'`, height: 0 } : undefined;
+/** `levels`: how many more non-empty objects may nest here (a cycle or a deep object is declined). */
+function plain(value: unknown, levels: number): string | undefined {
+  if (typeof value === 'string') return value.length <= 10_000 && PLAIN_STRING.test(value) ? `'${value}'` : undefined;
   if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) return undefined;
-  const parts: string[] = [];
-  let height = 0;
-  for (const key of Object.keys(value)) {
-    if (!PLAIN_KEY.test(key)) return undefined;
-    const inner = plain((value as Record<string, unknown>)[key]);
-    if (inner === undefined || inner.height >= 3) return undefined;
-    parts.push(`${key}: ${inner.text}`);
-    if (inner.height > height) height = inner.height;
+  const keys = Object.keys(value);
+  if (keys.length === 0) return '{}';
+  if (levels === 0) return undefined;
+  let text = '{ ';
+  for (const key of keys) {
+    // inspect quotes __proto__ as a key
+    if (!PLAIN_KEY.test(key) || key === '__proto__') return undefined;
+    const inner = plain((value as Record<string, unknown>)[key], levels - 1);
+    if (inner === undefined) return undefined;
+    text += text.length === 2 ? `${key}: ${inner}` : `, ${key}: ${inner}`;
   }
-  return parts.length === 0 ? { text: '{}', height: 0 } : { text: `{ ${parts.join(', ')} }`, height: height + 1 };
+  return `${text} }`;
 }

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { inspect } from 'node:util';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -45,7 +46,10 @@ describe('EVENT lines: inspectPlain', () => {
   });
 
   it('declines what inspect would quote, escape or break over lines', () => {
-    for (const value of [{ name: "O'Brien" }, { 'in-transit': 'x' }, { s: 'tab\there' }, { a: { b: { c: { d: 'deep' } } } }, { n: 1 }, ['x']]) {
+    const cycle: Record<string, unknown> = { a: 'x' };
+    cycle['self'] = cycle;
+    const proto = JSON.parse('{"__proto__": "x"}') as unknown;
+    for (const value of [{ name: "O'Brien" }, { 'in-transit': 'x' }, { s: 'tab\there' }, { a: { b: { c: { d: 'deep' } } } }, { n: 1 }, ['x'], cycle, proto]) {
       expect(inspectPlain(value)).toBeUndefined();
     }
   });
@@ -56,5 +60,29 @@ describe('EVENT lines: inspectPlain', () => {
     logger.event('pickup', { store: 's', orderId: 'o' }, 't');
     logger.event('pickup', { store: "O'Brien's", orderId: 'o' }, 't');
     expect(lines).toEqual([`EVENT: { event: 'pickup', time: 't', payload: { store: 's', orderId: 'o' } }`, `EVENT: { event: 'pickup', time: 't', payload: { store: "O'Brien's", orderId: 'o' } }`]);
+  });
+});
+
+describe('the hub logger on stdout', () => {
+  it('keeps lines in order: gathered EVENT lines go out before any other line, and at exit', async () => {
+    const logger = new URL('../dist/hub/logger.js', import.meta.url).href;
+    const script = `
+      import { createLogger } from ${JSON.stringify(logger)};
+      const log = createLogger({ color: false });
+      log.event('pickup', { orderId: 'a' }, 't1');
+      log.event('pickup', { orderId: 'b' }, 't2');
+      log.info('BETWEEN');
+      log.event('delivered', { orderId: 'a' }, 't3');
+    `;
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 10_000 }, (err, out) => (err ? reject(err) : resolve(out)));
+    });
+    expect(stdout.split('\n')).toEqual([
+      "EVENT: { event: 'pickup', time: 't1', payload: { orderId: 'a' } }",
+      "EVENT: { event: 'pickup', time: 't2', payload: { orderId: 'b' } }",
+      'BETWEEN',
+      "EVENT: { event: 'delivered', time: 't3', payload: { orderId: 'a' } }",
+      '',
+    ]);
   });
 });

@@ -9,8 +9,11 @@ import type { CapsErrorCode } from '../protocol/errors.js';
 export class Metrics {
   readonly registry = new Registry();
   readonly refusals = new Counter({ name: 'caps_refusals_total', help: 'Requests refused, by error code', labelNames: ['code'] as const, registers: [this.registry] });
-  readonly received = new Counter({ name: 'caps_events_received_total', help: 'Parcel events received from clients and past validation (duplicates included), by event', labelNames: ['event'] as const, registers: [this.registry] });
-  readonly sent = new Counter({ name: 'caps_events_sent_total', help: 'Messages sent to clients (re-sends included), by event', labelNames: ['event'] as const, registers: [this.registry] });
+  // the two counters that move on every event are plain numbers, handed to prom-client when scraped
+  private readonly receivedByEvent = new Map<string, number>();
+  private readonly sentByEvent = new Map<string, number>();
+  readonly received = countedOnScrape('caps_events_received_total', 'Parcel events received from clients and past validation (duplicates included), by event', this.receivedByEvent, this.registry);
+  readonly sent = countedOnScrape('caps_events_sent_total', 'Messages sent to clients (re-sends included), by event', this.sentByEvent, this.registry);
   readonly redeliveries = new Counter({ name: 'caps_redeliveries_total', help: 'Messages sent again after a time-out or a lost consumer', registers: [this.registry] });
   readonly duplicates = new Counter({ name: 'caps_duplicates_total', help: 'Steps published again and acknowledged as duplicates', labelNames: ['event'] as const, registers: [this.registry] });
   readonly latency = new Histogram({
@@ -24,10 +27,6 @@ export class Metrics {
   readonly queueOldest = new Gauge({ name: 'caps_queue_oldest_message_age_seconds', help: 'Age of the oldest unacknowledged message, by queue', labelNames: ['queue'] as const, registers: [this.registry] });
 
   private readonly refusedByCode = new Map<CapsErrorCode, number>();
-  private readonly receivedByEvent = new Map<string, number>();
-  /** Labelled children, looked up once per label value: these counters move on every event. */
-  private readonly receivedChildren = new Map<string, Counter.Internal>();
-  private readonly sentChildren = new Map<string, Counter.Internal>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'caps_' });
@@ -39,13 +38,12 @@ export class Metrics {
   }
 
   receive(event: string): void {
-    child(this.received, this.receivedChildren, event).inc();
     this.receivedByEvent.set(event, (this.receivedByEvent.get(event) ?? 0) + 1);
   }
 
   /** A message went out to a client. */
   send(event: string): void {
-    child(this.sent, this.sentChildren, event).inc();
+    this.sentByEvent.set(event, (this.sentByEvent.get(event) ?? 0) + 1);
   }
 
   refusedCount(code: CapsErrorCode): number {
@@ -60,11 +58,16 @@ export class Metrics {
   }
 }
 
-function child(counter: Counter<'event'>, children: Map<string, Counter.Internal>, event: string): Counter.Internal {
-  let found = children.get(event);
-  if (!found) {
-    found = counter.labels({ event });
-    children.set(event, found);
-  }
-  return found;
+/** A counter by event whose figures live in `counts`, copied into prom-client at each scrape. */
+function countedOnScrape(name: string, help: string, counts: Map<string, number>, registry: Registry): Counter<'event'> {
+  return new Counter({
+    name,
+    help,
+    labelNames: ['event'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [event, n] of counts) this.inc({ event }, n);
+    },
+  });
 }

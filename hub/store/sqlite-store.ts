@@ -99,7 +99,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       insertStep: this.db.prepare('INSERT OR IGNORE INTO steps (store, order_id, event, time, driver) VALUES (?, ?, ?, ?, ?)'),
       upsertQueue: this.db.prepare('INSERT INTO queues (queue, last_seq) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq'),
       insertMessage: this.db.prepare('INSERT INTO messages (queue, seq, message_id, body) VALUES (?, ?, ?, ?)'),
-      deleteMessage: this.db.prepare('DELETE FROM messages WHERE queue = ? AND seq = ?'),
+      deleteMessage: this.db.prepare('DELETE FROM messages WHERE queue = ? AND seq = ? AND message_id = ?'),
       selectParcel: this.db.prepare<[string, string], { customer: string; address: string; state: string; driver: string | null }>(
         'SELECT customer, address, state, driver FROM parcels WHERE store = ? AND order_id = ?',
       ),
@@ -230,7 +230,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
           s.insertMessage.run(m.message.queueId, m.message.seq, m.message.messageId, JSON.stringify(m.message));
           break;
         case 'ack':
-          s.deleteMessage.run(m.queue, m.seq);
+          s.deleteMessage.run(m.queue, m.seq, m.messageId);
           break;
       }
     }

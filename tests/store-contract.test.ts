@@ -236,6 +236,41 @@ describe('sqlite store on disk', () => {
     ]);
   });
 
+  it('moves a data folder whose steps were in a table of their own into the parcels’ rows, keeping every history', async () => {
+    const dir = tempDir();
+    const before = new SqliteStore({ dir });
+    for (const n of [1, 2, 3]) await before.recordStep(step('pickup', 'acme', n));
+    await before.recordStep(step('in-transit', 'acme', 1));
+    await before.recordStep(step('delivered', 'acme', 1));
+    await before.recordStep(step('delivered', 'acme', 2));
+    const expected = await Promise.all([1, 2, 3].map((n) => before.parcel('acme', `acme-${n}`)));
+    await before.close();
+    // the layout of earlier versions: a steps table, no step columns, and (older still) no pickup time on the row
+    const old = new Database(join(dir, 'caps.sqlite'));
+    old.exec(`
+      CREATE TABLE steps (store TEXT NOT NULL, order_id TEXT NOT NULL, event TEXT NOT NULL, time TEXT NOT NULL, driver TEXT, PRIMARY KEY (store, order_id, event)) WITHOUT ROWID;
+      INSERT INTO steps SELECT store, order_id, 'pickup', created_at, NULL FROM parcels;
+      INSERT INTO steps SELECT store, order_id, 'in-transit', in_transit_at, in_transit_driver FROM parcels WHERE in_transit_at IS NOT NULL;
+      INSERT INTO steps SELECT store, order_id, 'delivered', delivered_at, delivered_driver FROM parcels WHERE delivered_at IS NOT NULL;
+      UPDATE parcels SET created_at = '' WHERE order_id = 'acme-3';
+      ALTER TABLE parcels DROP COLUMN in_transit_at;
+      ALTER TABLE parcels DROP COLUMN in_transit_driver;
+      ALTER TABLE parcels DROP COLUMN delivered_at;
+      ALTER TABLE parcels DROP COLUMN delivered_driver;
+    `);
+    old.close();
+
+    const after = new SqliteStore({ dir });
+    open.push(after);
+    expect(await Promise.all([1, 2, 3].map((n) => after.parcel('acme', `acme-${n}`)))).toEqual(expected);
+    expect((await after.listParcels('acme', { limit: 10 })).parcels.map((p) => p.order.orderId)).toEqual(['acme-3', 'acme-2', 'acme-1']);
+    expect((await after.recordStep(step('delivered', 'acme', 1))).status).toBe('duplicate');
+    expect((await after.recordStep(step('in-transit', 'acme', 3))).status).toBe('accepted');
+    const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(reader);
+    expect(reader.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'steps'").all()).toEqual([]);
+  });
+
   it('refuses to work after it is closed, with CAPS_ERR_STORAGE', async () => {
     const store = new SqliteStore({ dir: tempDir() });
     await store.close();
@@ -249,7 +284,7 @@ describe('sqlite store on disk', () => {
     const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
     readers.push(reader);
     const stored = reader.prepare<[string], { n: number }>('SELECT count(*) AS n FROM messages WHERE message_id = ?');
-    const steps = reader.prepare<[string, string], { n: number }>("SELECT count(*) AS n FROM steps WHERE store = ? AND order_id = ? AND event = 'pickup'");
+    const steps = reader.prepare<[string, string], { n: number }>("SELECT count(*) AS n FROM parcels WHERE store = ? AND order_id = ? AND state = 'pickup'");
     const notOnDisk: string[] = [];
     // 25 lanes, each publishing its next step once the previous one is answered, as vendors do
     const lanes = 25;
@@ -278,7 +313,7 @@ describe('sqlite store on disk', () => {
     open.push(store);
     const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
     readers.push(reader);
-    const onDisk = (): number => reader.prepare<[], { n: number }>("SELECT count(*) AS n FROM steps WHERE order_id = 'acme-1'").get()?.n ?? 0;
+    const onDisk = (): number => reader.prepare<[], { n: number }>("SELECT count(*) AS n FROM parcels WHERE order_id = 'acme-1'").get()?.n ?? 0;
     const input = step('pickup', 'acme', 1);
     const first = store.recordStep(input);
     const duplicate = later().then(() => store.recordStep(input));
@@ -295,7 +330,10 @@ describe('sqlite store on disk', () => {
     // another connection makes every later step fail inside the store's transaction
     const saboteur = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
     readers.push(saboteur);
-    saboteur.exec("CREATE TRIGGER refuse BEFORE INSERT ON steps BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+    saboteur.exec(`
+      CREATE TRIGGER refuse_new BEFORE INSERT ON parcels BEGIN SELECT RAISE(ABORT, 'disk says no'); END;
+      CREATE TRIGGER refuse_step BEFORE UPDATE ON parcels BEGIN SELECT RAISE(ABORT, 'disk says no'); END;
+    `);
 
     const outcomes = await Promise.allSettled([store.recordStep(step('in-transit', 'acme', 1)), store.recordStep(step('pickup', 'acme', 2))]);
     expect(outcomes).toEqual([
@@ -306,6 +344,6 @@ describe('sqlite store on disk', () => {
     await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
     await expect(store.ping()).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
     await within(store.close(), 10_000, 'the store whose commit failed to close');
-    expect(saboteur.prepare('SELECT order_id, event FROM steps').all()).toEqual([{ order_id: 'acme-1', event: 'pickup' }]);
+    expect(saboteur.prepare('SELECT order_id, state, in_transit_at FROM parcels').all()).toEqual([{ order_id: 'acme-1', state: 'pickup', in_transit_at: null }]);
   });
 });

@@ -6,7 +6,7 @@ import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
 import type { Mutation } from './store-core.js';
 import { CoreBackedStore, StoreCore } from './store-core.js';
-import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
 import { DEFAULT_LIMITS, page } from './store.js';
 
 export interface SqliteStoreOptions extends Partial<StoreLimits> {
@@ -17,6 +17,8 @@ export interface SqliteStoreOptions extends Partial<StoreLimits> {
    * lose the last commits on power loss. Default `full`.
    */
   sync?: 'full' | 'normal';
+  /** WAL pages after which a commit checkpoints (SQLite's default 1,000); 0 never does (bench/sqlite-pages.ts). */
+  walAutocheckpoint?: number;
 }
 
 /** SQLite's page cache, in KiB (its default is 2 MiB). */
@@ -28,11 +30,9 @@ const PARCEL_CACHE = 50_000;
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS parcels (
   store TEXT NOT NULL, order_id TEXT NOT NULL, customer TEXT NOT NULL, address TEXT NOT NULL,
-  state TEXT NOT NULL, driver TEXT, created_at TEXT NOT NULL DEFAULT '', PRIMARY KEY (store, order_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS steps (
-  store TEXT NOT NULL, order_id TEXT NOT NULL, event TEXT NOT NULL, time TEXT NOT NULL, driver TEXT,
-  PRIMARY KEY (store, order_id, event)
+  state TEXT NOT NULL, driver TEXT, created_at TEXT NOT NULL DEFAULT '',
+  in_transit_at TEXT, in_transit_driver TEXT, delivered_at TEXT, delivered_driver TEXT,
+  PRIMARY KEY (store, order_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
@@ -54,6 +54,24 @@ CREATE TABLE messages (
 ) WITHOUT ROWID;
 INSERT INTO messages (queue, seq, message_id, body) SELECT queue, seq, message_id, body FROM messages_before_v2;
 DROP TABLE messages_before_v2;
+`;
+
+/** A parcel's steps as columns of its row (the pickup's time is created_at). */
+const STEP_COLUMNS = ['in_transit_at', 'in_transit_driver', 'delivered_at', 'delivered_driver'] as const;
+
+/**
+ * Data folders from before a parcel's steps were columns of its row: a steps table keyed by
+ * (store, order_id, event), one more B-tree written at a random place for every step. Copied into
+ * the parcels' rows once, in one transaction, after the columns are added.
+ */
+const MIGRATE_STEPS = `
+UPDATE parcels SET
+  created_at = COALESCE(NULLIF(created_at, ''), (SELECT s.time FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'pickup'), ''),
+  in_transit_at = (SELECT s.time FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'in-transit'),
+  in_transit_driver = (SELECT s.driver FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'in-transit'),
+  delivered_at = (SELECT s.time FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'delivered'),
+  delivered_driver = (SELECT s.driver FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'delivered');
+DROP TABLE steps;
 `;
 
 /**
@@ -81,12 +99,17 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
     // parcels are keyed by random ids: a larger page cache spares commits the reads of B-tree pages
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
+    if (options.walAutocheckpoint !== undefined) this.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpoint))}`);
     this.db.exec(SCHEMA);
     const messagesTable = this.db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").get();
     if (messagesTable && !/WITHOUT ROWID/i.test(messagesTable.sql)) this.db.transaction(() => this.db.exec(MIGRATE_MESSAGES))();
-    // data folders from before parcels had a creation time
-    const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(parcels)').all();
-    if (!columns.some((c) => c.name === 'created_at')) this.db.exec("ALTER TABLE parcels ADD COLUMN created_at TEXT NOT NULL DEFAULT ''");
+    this.db.transaction(() => {
+      const columns = new Set(this.db.prepare<[], { name: string }>('PRAGMA table_info(parcels)').all().map((c) => c.name));
+      // data folders from before parcels had a creation time, or kept their steps in a table
+      if (!columns.has('created_at')) this.db.exec("ALTER TABLE parcels ADD COLUMN created_at TEXT NOT NULL DEFAULT ''");
+      for (const column of STEP_COLUMNS) if (!columns.has(column)) this.db.exec(`ALTER TABLE parcels ADD COLUMN ${column} TEXT`);
+      if (this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'steps'").get()) this.db.exec(MIGRATE_STEPS);
+    })();
     this.db.exec(`
       CREATE INDEX IF NOT EXISTS parcels_by_order ON parcels (order_id);
       CREATE INDEX IF NOT EXISTS parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);
@@ -96,12 +119,13 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
         `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (store, order_id) DO UPDATE SET state = excluded.state, driver = excluded.driver`,
       ),
-      insertStep: this.db.prepare('INSERT OR IGNORE INTO steps (store, order_id, event, time, driver) VALUES (?, ?, ?, ?, ?)'),
+      recordInTransit: this.db.prepare('UPDATE parcels SET state = ?, driver = ?, in_transit_at = ?, in_transit_driver = ? WHERE store = ? AND order_id = ?'),
+      recordDelivered: this.db.prepare('UPDATE parcels SET state = ?, driver = ?, delivered_at = ?, delivered_driver = ? WHERE store = ? AND order_id = ?'),
       upsertQueue: this.db.prepare('INSERT INTO queues (queue, last_seq) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq'),
       insertMessage: this.db.prepare('INSERT INTO messages (queue, seq, message_id, body) VALUES (?, ?, ?, ?)'),
       deleteMessage: this.db.prepare('DELETE FROM messages WHERE queue = ? AND seq = ? AND message_id = ?'),
-      selectParcel: this.db.prepare<[string, string], { customer: string; address: string; state: string; driver: string | null }>(
-        'SELECT customer, address, state, driver FROM parcels WHERE store = ? AND order_id = ?',
+      selectParcel: this.db.prepare<[string, string], ParcelRow>(
+        'SELECT customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver FROM parcels WHERE store = ? AND order_id = ?',
       ),
       selectByOrder: this.db.prepare<[string], { store: string }>('SELECT store FROM parcels WHERE order_id = ?'),
       selectPage: this.db.prepare<[{ store: string; status: string | null; t: string; id: string; all: number; limit: number }], { order_id: string }>(
@@ -110,9 +134,6 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
          ORDER BY created_at DESC, order_id DESC LIMIT @limit`,
       ),
       selectCounts: this.db.prepare<[], { store: string; state: string; n: number }>('SELECT store, state, count(*) AS n FROM parcels GROUP BY store, state ORDER BY store'),
-      selectSteps: this.db.prepare<[string, string], { event: string; time: string; driver: string | null }>(
-        "SELECT event, time, driver FROM steps WHERE store = ? AND order_id = ? ORDER BY CASE event WHEN 'pickup' THEN 0 WHEN 'in-transit' THEN 1 ELSE 2 END",
-      ),
     };
     this.core = new StoreCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
     const queues = this.db.prepare<[], { queue: string; last_seq: number }>('SELECT queue, last_seq FROM queues').all();
@@ -221,8 +242,10 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       switch (m.kind) {
         case 'step': {
           const { order, state, driver } = m.parcel;
-          s.upsertParcel.run(order.store, order.orderId, order.customer, order.address, state, driver ?? null, m.parcel.history[0]?.time ?? m.input.time);
-          s.insertStep.run(m.input.store, m.input.orderId, m.input.event, m.input.time, m.input.driver ?? null);
+          const { event, time } = m.input;
+          const stepDriver = m.input.driver ?? null;
+          if (event === 'pickup') s.upsertParcel.run(order.store, order.orderId, order.customer, order.address, state, driver ?? null, time);
+          else (event === 'in-transit' ? s.recordInTransit : s.recordDelivered).run(state, driver ?? null, time, stepDriver, order.store, order.orderId);
           break;
         }
         case 'enqueue':
@@ -239,11 +262,9 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private loadParcel(store: string, orderId: string): ParcelRecord | undefined {
     const row = this.statements.selectParcel.get(store, orderId);
     if (!row) return undefined;
-    const history = this.statements.selectSteps.all(store, orderId).map((step) => ({
-      event: step.event as ParcelEvent,
-      time: step.time,
-      ...(step.driver !== null ? { driver: step.driver } : {}),
-    }));
+    const history: ParcelStep[] = [{ event: 'pickup', time: row.created_at }];
+    if (row.in_transit_at !== null) history.push(step('in-transit', row.in_transit_at, row.in_transit_driver));
+    if (row.delivered_at !== null) history.push(step('delivered', row.delivered_at, row.delivered_driver));
     return {
       order: { store, orderId, customer: row.customer, address: row.address },
       state: row.state as ParcelEvent,
@@ -259,4 +280,20 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       if (parcel.state === 'delivered') this.core.parcels.delete(key);
     }
   }
+}
+
+interface ParcelRow {
+  customer: string;
+  address: string;
+  state: string;
+  driver: string | null;
+  created_at: string;
+  in_transit_at: string | null;
+  in_transit_driver: string | null;
+  delivered_at: string | null;
+  delivered_driver: string | null;
+}
+
+function step(event: ParcelEvent, time: string, driver: string | null): ParcelStep {
+  return driver !== null ? { event, time, driver } : { event, time };
 }

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../cli/args.js';
 import { parseFlags } from '../cli/args.js';
@@ -101,5 +103,32 @@ describe('caps bench on the command line', () => {
     const refused = await runCli(['bench', '--store', 'redis']);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('the bench does not measure the redis store yet');
+  });
+});
+
+describe('node dist/bench/sqlite-pages.js', () => {
+  const script = fileURLToPath(new URL('../dist/bench/sqlite-pages.js', import.meta.url));
+  const run = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      execFile(process.execPath, [script, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+      });
+    });
+
+  it('counts the WAL pages a fixed workload writes through the SQLite store', async () => {
+    const { code, stdout } = await run(['--parcels', '200']);
+    expect(code).toBe(0);
+    const m = /^200 parcels, (\d+) commits: (\d+) WAL pages, ([\d.]+) per parcel, ([\d.]+) per commit;/.exec(stdout);
+    expect(m, stdout).not.toBeNull();
+    const [commits, pages, perParcel] = [Number(m?.[1]), Number(m?.[2]), Number(m?.[3])];
+    expect(commits).toBeGreaterThan(0);
+    expect(commits).toBeLessThan(200);
+    expect(perParcel).toBeCloseTo(pages / 200, 2);
+  });
+
+  it('refuses an unknown flag with exit 2', async () => {
+    const { code, stderr } = await run(['--bogus']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('unknown flag --bogus');
   });
 });

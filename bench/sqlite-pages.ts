@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+/**
+ * What the SQLite store writes per parcel, counted rather than timed: a fixed workload (pickup,
+ * ack, in-transit and delivered, their acks; 20 parcels at a time, as one turn's batch) goes
+ * through SqliteStore with automatic checkpoints off, and the WAL's size then says how many pages
+ * its commits wrote. The same on any machine, however busy, so layouts can be compared exactly.
+ *
+ *   node dist/bench/sqlite-pages.js [--parcels N]
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CommandSpec } from '../cli/args.js';
+import { runCommand } from '../cli/args.js';
+import { DRIVER_QUEUE } from '../protocol/messages.js';
+import { SqliteStore } from '../hub/store/sqlite-store.js';
+import type { StepInput, StepOutcome } from '../hub/store/store.js';
+
+export const sqlitePagesCommand = {
+  usage: 'node dist/bench/sqlite-pages.js',
+  summary: 'Counts the WAL pages the SQLite store writes per parcel (pickup, in-transit, delivered and their acks), 20 parcels per commit.',
+  flags: {
+    parcels: { type: 'integer', description: 'parcels to run through the store', placeholder: 'N', default: 3000, min: 20, max: 1_000_000 },
+  },
+} as const satisfies CommandSpec;
+
+/** Bytes of a WAL file's header, and of each frame: a 24-byte header and a 4 KiB page. */
+const WAL_HEADER = 32;
+const FRAME = 24 + 4096;
+const LANES = 20;
+
+const exitCode = await runCommand(sqlitePagesCommand, process.argv.slice(2), async (flags) => {
+  const dir = mkdtempSync(join(tmpdir(), 'caps-pages-'));
+  const store = new SqliteStore({ dir, walAutocheckpoint: 0 });
+  let clock = Date.UTC(2026, 0, 1);
+  const step = (event: StepInput['event'], store: string, orderId: string): StepInput =>
+    event === 'pickup'
+      ? { event, store, orderId, customer: 'Customer', address: '1 Main Street', time: new Date(clock++).toISOString() }
+      : { event, store, orderId, driver: 'driver-1', time: new Date(clock++).toISOString() };
+  const accepted = (outcome: StepOutcome) => {
+    if (outcome.status !== 'accepted') throw new Error(`a step was not accepted: ${outcome.status}`);
+    return outcome.message;
+  };
+  const lane = async (first: number): Promise<void> => {
+    for (let n = first; n < flags.parcels; n += LANES) {
+      const shop = `store-${n % 4}`;
+      const orderId = randomUUID();
+      const pickup = accepted(await store.recordStep(step('pickup', shop, orderId)));
+      await store.ack(DRIVER_QUEUE, pickup.messageId);
+      const steps = await Promise.all([store.recordStep(step('in-transit', shop, orderId)), store.recordStep(step('delivered', shop, orderId))]);
+      await Promise.all(steps.map(accepted).map((m) => store.ack(m.queueId, m.messageId)));
+    }
+  };
+  const cpu = process.cpuUsage();
+  await Promise.all(Array.from({ length: LANES }, (_, l) => lane(l)));
+  const used = process.cpuUsage(cpu);
+  const pages = (statSync(join(dir, 'caps.sqlite-wal')).size - WAL_HEADER) / FRAME;
+  const commits = store.commits;
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+  process.stdout.write(
+    `${flags.parcels} parcels, ${commits} commits: ${pages} WAL pages, ${(pages / flags.parcels).toFixed(2)} per parcel, ` +
+      `${(pages / commits).toFixed(1)} per commit; CPU ${((used.user + used.system) / 1000).toFixed(0)} ms (timed, so noisy)\n`,
+  );
+  return 0;
+});
+process.exitCode = exitCode;

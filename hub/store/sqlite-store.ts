@@ -27,6 +27,11 @@ const PAGE_CACHE_KIB = 64 * 1024;
 /** Parcels kept in memory before delivered ones are dropped from the cache (they stay on disk). */
 const PARCEL_CACHE = 50_000;
 
+const MESSAGES_TABLE = `CREATE TABLE IF NOT EXISTS messages (
+  queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY (queue, seq)
+) WITHOUT ROWID;`;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS parcels (
   store TEXT NOT NULL, order_id TEXT NOT NULL, customer TEXT NOT NULL, address TEXT NOT NULL,
@@ -35,44 +40,57 @@ CREATE TABLE IF NOT EXISTS parcels (
   PRIMARY KEY (store, order_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
-  queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, body TEXT NOT NULL,
-  PRIMARY KEY (queue, seq)
-) WITHOUT ROWID;
+${MESSAGES_TABLE}
 `;
 
-/**
- * Data folders from before messages were keyed by (queue, seq) alone: a rowid table with a unique
- * index on message_id, two more B-trees for every message queued and taken off, at random places
- * (the ids are UUIDs). Copied into the current table once, in one transaction.
- */
-const MIGRATE_MESSAGES = `
-ALTER TABLE messages RENAME TO messages_before_v2;
-CREATE TABLE messages (
-  queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, body TEXT NOT NULL,
-  PRIMARY KEY (queue, seq)
-) WITHOUT ROWID;
-INSERT INTO messages (queue, seq, message_id, body) SELECT queue, seq, message_id, body FROM messages_before_v2;
-DROP TABLE messages_before_v2;
-`;
-
-/** A parcel's steps as columns of its row (the pickup's time is created_at). */
+/** A parcel's steps after the pickup, as columns of its row (the pickup's time is created_at). */
 const STEP_COLUMNS = ['in_transit_at', 'in_transit_driver', 'delivered_at', 'delivered_driver'] as const;
 
 /**
- * Data folders from before a parcel's steps were columns of its row: a steps table keyed by
- * (store, order_id, event), one more B-tree written at a random place for every step. Copied into
- * the parcels' rows once, in one transaction, after the columns are added.
+ * Brings a data folder written by an earlier version up to SCHEMA (which has created whatever was
+ * missing), in one transaction:
+ * - parcels from before they had a creation time get the column;
+ * - a parcel's steps were rows of a `steps` table (one more B-tree, written at a random place for
+ *   every step): they become columns of the parcel's row, and the table goes;
+ * - messages were a rowid table with a unique index on message_id (two more B-trees, at random
+ *   places, for every message queued and taken off): they move to the table keyed by (queue, seq).
  */
-const MIGRATE_STEPS = `
-UPDATE parcels SET
-  created_at = COALESCE(NULLIF(created_at, ''), (SELECT s.time FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'pickup'), ''),
-  in_transit_at = (SELECT s.time FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'in-transit'),
-  in_transit_driver = (SELECT s.driver FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'in-transit'),
-  delivered_at = (SELECT s.time FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'delivered'),
-  delivered_driver = (SELECT s.driver FROM steps s WHERE s.store = parcels.store AND s.order_id = parcels.order_id AND s.event = 'delivered');
-DROP TABLE steps;
-`;
+function migrate(db: Database.Database): void {
+  const tableSql = (name: string): string | undefined =>
+    db.prepare<[string], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?").get(name)?.sql;
+  db.transaction(() => {
+    const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(parcels)').all().map((c) => c.name));
+    if (!columns.has('created_at')) db.exec("ALTER TABLE parcels ADD COLUMN created_at TEXT NOT NULL DEFAULT ''");
+    for (const column of STEP_COLUMNS) if (!columns.has(column)) db.exec(`ALTER TABLE parcels ADD COLUMN ${column} TEXT`);
+    if (tableSql('steps') !== undefined) {
+      db.exec(`
+        UPDATE parcels SET
+          created_at = CASE WHEN parcels.created_at = '' THEN coalesce(s.pickup_at, '') ELSE parcels.created_at END,
+          in_transit_at = s.in_transit_at, in_transit_driver = s.in_transit_driver,
+          delivered_at = s.delivered_at, delivered_driver = s.delivered_driver
+        FROM (
+          SELECT store, order_id,
+            max(CASE WHEN event = 'pickup' THEN time END) AS pickup_at,
+            max(CASE WHEN event = 'in-transit' THEN time END) AS in_transit_at,
+            max(CASE WHEN event = 'in-transit' THEN driver END) AS in_transit_driver,
+            max(CASE WHEN event = 'delivered' THEN time END) AS delivered_at,
+            max(CASE WHEN event = 'delivered' THEN driver END) AS delivered_driver
+          FROM steps GROUP BY store, order_id
+        ) AS s
+        WHERE s.store = parcels.store AND s.order_id = parcels.order_id;
+        DROP TABLE steps;
+      `);
+    }
+    if (!/WITHOUT ROWID/i.test(tableSql('messages') ?? '')) {
+      db.exec(`
+        ALTER TABLE messages RENAME TO messages_before_v2;
+        ${MESSAGES_TABLE}
+        INSERT INTO messages (queue, seq, message_id, body) SELECT queue, seq, message_id, body FROM messages_before_v2;
+        DROP TABLE messages_before_v2;
+      `);
+    }
+  })();
+}
 
 /**
  * The embedded default: SQLite in WAL mode. State is worked out in memory (StoreCore) and the
@@ -101,15 +119,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     if (options.walAutocheckpoint !== undefined) this.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpoint))}`);
     this.db.exec(SCHEMA);
-    const messagesTable = this.db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").get();
-    if (messagesTable && !/WITHOUT ROWID/i.test(messagesTable.sql)) this.db.transaction(() => this.db.exec(MIGRATE_MESSAGES))();
-    this.db.transaction(() => {
-      const columns = new Set(this.db.prepare<[], { name: string }>('PRAGMA table_info(parcels)').all().map((c) => c.name));
-      // data folders from before parcels had a creation time, or kept their steps in a table
-      if (!columns.has('created_at')) this.db.exec("ALTER TABLE parcels ADD COLUMN created_at TEXT NOT NULL DEFAULT ''");
-      for (const column of STEP_COLUMNS) if (!columns.has(column)) this.db.exec(`ALTER TABLE parcels ADD COLUMN ${column} TEXT`);
-      if (this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'steps'").get()) this.db.exec(MIGRATE_STEPS);
-    })();
+    migrate(this.db);
     this.db.exec(`
       CREATE INDEX IF NOT EXISTS parcels_by_order ON parcels (order_id);
       CREATE INDEX IF NOT EXISTS parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);

@@ -6,6 +6,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { ClusterEvent, RedisCluster } from './cluster.js';
 import type { AckOutcome, QueueStore } from './store/store.js';
+import { parcelKey } from './store/store-core.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
 
 /** `one`: each pickup goes to exactly one driver. `broadcast`: to every driver (the lab's hub). */
@@ -37,6 +38,8 @@ const CLAIM_SLACK_MS = 1_000;
 
 interface Entry {
   message: ParcelMessage;
+  /** The parcel's key (parcelKey of its store and orderId). */
+  key: string;
   /** The driver holding this pickup (dispatch `one`). */
   holder?: CapsSocket;
   /** How many times it was sent; sets the back-off of the next wait. */
@@ -189,13 +192,13 @@ export class Delivery {
     }
   }
 
-  /** Drops a message another hub's client acknowledged (nothing to tell the store). */
+  /** Takes a message off this hub's queue and indexes (the store is told by the caller, if at all). */
   private forget(entry: Entry): void {
-    const { queueId: queue, messageId, store, orderId } = entry.message;
+    const { queueId: queue, messageId } = entry.message;
     this.queues.get(queue)?.delete(messageId);
     this.release(entry, false);
     entry.acked = true;
-    if (queue === DRIVER_QUEUE) this.pickups.delete(keyOf(store, orderId));
+    if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
   }
 
   private deliverNew(message: ParcelMessage): void {
@@ -216,12 +219,7 @@ export class Delivery {
   async ack(queue: string, messageId: string, via: AckVia): Promise<AckOutcome> {
     const entries = this.queues.get(queue);
     const entry = entries?.get(messageId);
-    if (entry) {
-      entries?.delete(messageId);
-      this.release(entry, false);
-      entry.acked = true;
-      if (queue === DRIVER_QUEUE) this.pickups.delete(keyOf(entry.message.store, entry.message.orderId));
-    }
+    if (entry) this.forget(entry);
     const outcome = await this.store.ack(queue, messageId);
     if (outcome === 'removed') this.cluster?.announce({ type: 'acked', queue, messageId });
     if (entry && entries?.size === 0 && this.backlogNoted.has(queue)) {
@@ -234,12 +232,12 @@ export class Delivery {
 
   /** True when the pickup of this parcel was sent to the driver named `name`. */
   wasDispatchedTo(store: string, orderId: string, name: string): boolean {
-    return this.dispatched.get(keyOf(store, orderId))?.has(name) ?? false;
+    return this.dispatched.get(parcelKey(store, orderId))?.has(name) ?? false;
   }
 
   /** A driver that reports a parcel delivered has done with its pickup, whether or not it acked. */
   async settlePickup(store: string, orderId: string): Promise<void> {
-    const key = keyOf(store, orderId);
+    const key = parcelKey(store, orderId);
     this.dispatched.delete(key);
     const entry = this.pickups.get(key);
     if (entry) await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
@@ -329,10 +327,10 @@ export class Delivery {
 
   /** Puts a message on its queue (and, for the driver pool, in the indexes pump() uses). */
   private put(entry: Entry): void {
-    const { queueId: queue, messageId, store, orderId } = entry.message;
+    const { queueId: queue, messageId } = entry.message;
     this.entries(queue).set(messageId, entry);
     if (queue === DRIVER_QUEUE) {
-      this.pickups.set(keyOf(store, orderId), entry);
+      this.pickups.set(entry.key, entry);
       // new messages have the highest sequence number: appending keeps unheld in order
       this.unheld.push(entry);
     }
@@ -450,7 +448,7 @@ export class Delivery {
     if (!entry.sentTo.includes(socket.id)) entry.sentTo.push(socket.id);
     this.metrics.send(entry.message.event);
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
-      const key = keyOf(entry.message.store, entry.message.orderId);
+      const { key } = entry;
       const names = this.dispatched.get(key) ?? new Set<string>();
       names.add(socket.data.name);
       this.dispatched.set(key, names);
@@ -554,10 +552,6 @@ export class Delivery {
   }
 }
 
-function keyOf(store: string, orderId: string): string {
-  return `${store}\u0000${orderId}`;
-}
-
 function newEntry(message: ParcelMessage): Entry {
-  return { message, attempts: 0, sentTo: [], since: Date.now() };
+  return { message, key: parcelKey(message.store, message.orderId), attempts: 0, sentTo: [], since: Date.now() };
 }

@@ -462,6 +462,8 @@ export class Delivery {
       // an ack after the time-out is ignored, as socket.io's own timeout() would: the message went elsewhere
       if (this.closed || !this.pending.delete(pending)) return;
       socket.data.acks = true;
+      // already off its queue (its driver reported it delivered, another vendor process acked it): nothing to tell the store
+      if (entry.acked) return;
       void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
     });
   }

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { CapsClientSocket } from '../protocol/connect.js';
-import { abortController, connectCaps, currentHub, describeFailure, publishUntilAnswered, refusalOf, waitConnected } from '../protocol/connect.js';
+import { abortController, connectCaps, currentHub, describeFailure, pause, publishUntilAnswered, refusalOf, waitConnected } from '../protocol/connect.js';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
@@ -34,7 +34,6 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   private readonly log: (line: string) => void;
   private readonly delay: number;
   private readonly ackTimeoutMs: number;
-  private readonly timers = new Set<NodeJS.Timeout>();
   /** Pickups in hand, by messageId, with the ack to answer once delivered. */
   private readonly jobs = new Map<string, { ack: MessageAck }>();
   /** Pickups already delivered: a copy sent again is only acknowledged. */
@@ -74,8 +73,6 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     this.closing ??= (async () => {
       this.closed = true;
       this.aborter.abort();
-      for (const timer of this.timers) clearTimeout(timer);
-      this.timers.clear();
       this.socket.disconnect();
     })();
     return this.closing;
@@ -112,13 +109,7 @@ export class DriverClient extends EventEmitter<DriverEvents> {
       return;
     }
     if (transit !== 'refused') {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.timers.delete(timer);
-          resolve();
-        }, this.delay);
-        this.timers.add(timer);
-      });
+      await pause(this.delay, this.aborter.signal);
       if (this.closed) return;
       this.log(`DRIVER: delivered ${message.orderId}`);
       const delivered = await this.report('delivered', message);

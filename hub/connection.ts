@@ -88,9 +88,11 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   });
 
   /** In authenticated mode, what each role may do; an anonymous lab client may do anything. */
-  const forbid = (what: string): AckResult<never> => fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not ${what}`);
+  const forbid = (what: string): AckResult<never> => forbidden(auth, what);
   const mayUseQueue = (queue: string): boolean =>
     !auth || (auth.role === 'vendor' && queue === auth.store) || (auth.role === 'driver' && queue === DRIVER_QUEUE);
+  /** join and leave: a queue the client may use, or an authenticated driver's own name. */
+  const mayName = (name: string): boolean => mayUseQueue(queueOf(name)) || (auth?.role === 'driver' && name === auth.name);
 
   const settle = (event: string, ack: unknown, result: AckResult<unknown>): void => {
     if (!result.ok) refuse(event, result.error.code, result.error.message, ack);
@@ -128,7 +130,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parseRoom(raw);
     if (!parsed.ok) return parsed;
     const name = parsed.value;
-    if (auth && !mayUseQueue(queueOf(name)) && !(auth.role === 'driver' && name === auth.name)) return forbid(`join ${name}`);
+    if (!mayName(name)) return forbid(`join ${name}`);
     const asDriver = isDriverId(name) || socket.data.role === 'driver';
     const result: JoinResult = asDriver ? { role: 'driver', room: DRIVER_QUEUE } : { role: 'vendor', room: name };
     if (asDriver) becomeDriver(socket, isDriverId(name) ? socket.data.name : name);
@@ -143,7 +145,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parseRoom(raw);
     if (!parsed.ok) return parsed;
     const name = parsed.value;
-    if (auth && !mayUseQueue(queueOf(name)) && !(auth.role === 'driver' && name === auth.name)) return forbid(`leave ${name}`);
+    if (!mayName(name)) return forbid(`leave ${name}`);
     let result: JoinResult;
     if (isDriverId(name) || socket.data.role === 'driver') {
       void socket.leave(DRIVERS_ROOM);
@@ -210,8 +212,8 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
   const input = parsed.value;
   const { auth } = socket.data;
   if (auth) {
-    if (event === 'pickup' && auth.role !== 'vendor') return fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not publish pickup`);
-    if (event !== 'pickup' && auth.role !== 'driver') return fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not publish ${event}`);
+    // a vendor hands parcels over; only drivers report what became of them
+    if (auth.role !== (event === 'pickup' ? 'vendor' : 'driver')) return forbidden(auth, `publish ${event}`);
     if (auth.role === 'vendor' && input.store !== auth.store) {
       return fail('CAPS_ERR_FORBIDDEN', `the token is for store ${auth.store}; the payload names ${input.store}`);
     }
@@ -264,6 +266,10 @@ function becomeVendor(socket: CapsSocket, store: string): void {
   socket.data.role = 'vendor';
   socket.data.stores.add(store);
   void socket.join(storeRoom(store));
+}
+
+function forbidden(auth: TokenSubject | undefined, what: string): AckResult<never> {
+  return fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not ${what}`);
 }
 
 function describeAuth(auth: TokenSubject | undefined): string {

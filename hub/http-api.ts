@@ -105,16 +105,22 @@ export function trackingApi(options: ApiOptions): Router {
       next(err);
       return;
     }
-    const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_INTERNAL', undefined, { cause: err });
-    if (capsError.code === 'CAPS_ERR_UNAUTHORIZED' || capsError.code === 'CAPS_ERR_TOKEN_EXPIRED' || capsError.code === 'CAPS_ERR_FORBIDDEN' || capsError.code === 'CAPS_ERR_INVALID_QUERY') {
-      options.metrics.refuse(capsError.code);
-    }
-    res.status(capsError.status).json(fail(capsError.code as CapsErrorCode, capsError.message));
+    sendError(res, err, options.metrics);
   });
   return api;
 }
 
-function callerOf(req: Request, options: ApiOptions): Caller {
+/** Answers an HTTP request with the coded error body; refusals of the caller are counted. */
+export function sendError(res: Response, err: unknown, metrics: Metrics): void {
+  const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_INTERNAL', undefined, { cause: err });
+  if (capsError.code === 'CAPS_ERR_UNAUTHORIZED' || capsError.code === 'CAPS_ERR_TOKEN_EXPIRED' || capsError.code === 'CAPS_ERR_FORBIDDEN' || capsError.code === 'CAPS_ERR_INVALID_QUERY') {
+    metrics.refuse(capsError.code);
+  }
+  res.status(capsError.status).json(fail(capsError.code as CapsErrorCode, capsError.message));
+}
+
+/** Who sent an HTTP request: from its bearer token, or anonymous in lab mode. */
+export function callerOf(req: Request, options: Pick<ApiOptions, 'secret' | 'allowAnonymous'>): Caller {
   const header = req.get('authorization');
   if (header === undefined) {
     if (options.allowAnonymous) return { role: 'anonymous' };

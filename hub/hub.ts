@@ -6,11 +6,10 @@ import { Server } from 'socket.io';
 import { CAPS_NAMESPACE } from '../protocol/events.js';
 import { fail } from '../protocol/result.js';
 import { CapsError } from '../protocol/errors.js';
-import { verifyToken } from '../protocol/token.js';
 import { authenticate } from './auth.js';
 import { coalesceWrites } from './coalesce.js';
 import { Dashboards } from './dashboards.js';
-import { trackingApi } from './http-api.js';
+import { callerOf, sendError, trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
 import { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
@@ -124,17 +123,11 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   app.get('/metrics', async (req, res) => {
     // outside lab mode, metrics (queue names are store names) need a dashboard token without a store
     if (!allowAnonymous) {
-      const token = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1];
-      let refusal: CapsError | undefined;
       try {
-        const claims = verifyToken(options.secret ?? '', token);
-        if (claims.role !== 'dashboard' || claims.store !== undefined) refusal = new CapsError('CAPS_ERR_FORBIDDEN', 'metrics need a dashboard token for every store');
+        const caller = callerOf(req, { secret: options.secret, allowAnonymous });
+        if (caller.role !== 'dashboard' || caller.store !== undefined) throw new CapsError('CAPS_ERR_FORBIDDEN', 'metrics need a dashboard token for every store');
       } catch (err) {
-        refusal = err instanceof CapsError ? err : new CapsError('CAPS_ERR_UNAUTHORIZED');
-      }
-      if (refusal) {
-        metrics.refuse(refusal.code);
-        res.status(refusal.status).json(fail(refusal.code, refusal.message));
+        sendError(res, err, metrics);
         return;
       }
     }

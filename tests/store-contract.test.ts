@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { fstatSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -17,7 +17,10 @@ const dirs: string[] = [];
 const open: QueueStore[] = [];
 /** Second connections to a store's file, as another process would look at it. */
 const readers: Database.Database[] = [];
+/** WAL syncs a test holds: let go before the stores close, so a failed test does not hang in close(). */
+const heldFinishes: Array<(err: Error | null) => void> = [];
 afterEach(async () => {
+  for (const finish of heldFinishes.splice(0)) finish(null);
   for (const reader of readers.splice(0)) reader.close();
   for (const store of open.splice(0)) await store.close();
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
@@ -320,6 +323,85 @@ describe('sqlite store on disk', () => {
     const seen = await duplicate.then((outcome) => ({ status: outcome.status, onDisk: onDisk() }));
     expect(seen).toEqual({ status: 'duplicate', onDisk: 1 });
     expect((await first).status).toBe('accepted');
+  });
+
+  /** A store whose WAL syncs wait until the test lets each one finish (or fail). */
+  function heldSyncs(dir: string): { store: SqliteStore; synced: Array<{ fd: number; finish: (err: Error | null) => void }>; next: () => Promise<void> } {
+    const synced: Array<{ fd: number; finish: (err: Error | null) => void }> = [];
+    let arrived: (() => void) | undefined;
+    const store = new SqliteStore({
+      dir,
+      syncWal: (fd, done) => {
+        let finished = false;
+        const finish = (err: Error | null): void => {
+          if (!finished) done(err);
+          finished = true;
+        };
+        synced.push({ fd, finish });
+        heldFinishes.push(finish);
+        arrived?.();
+      },
+    });
+    open.push(store);
+    const next = (): Promise<void> => {
+      const count = synced.length;
+      return within(new Promise<void>((resolve) => {
+        arrived = () => synced.length > count && resolve();
+      }), 5_000, 'the store to sync its WAL');
+    };
+    return { store, synced, next };
+  }
+
+  it('syncs the WAL file after a commit, and answers the step only once that sync is done', async () => {
+    const dir = tempDir();
+    const { store, synced, next } = heldSyncs(dir);
+    const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(reader);
+    const syncing = next();
+    let answered = false;
+    const outcome = store.recordStep(step('pickup', 'acme', 1)).then((o) => {
+      answered = true;
+      return o;
+    });
+    await syncing;
+    // committed (another connection sees it) but not yet synced: the caller still waits
+    expect(reader.prepare("SELECT count(*) AS n FROM parcels WHERE order_id = 'acme-1'").get()).toEqual({ n: 1 });
+    expect(answered).toBe(false);
+    const [sync] = synced;
+    expect(sync && fstatSync(sync.fd).ino, 'the file synced is the WAL').toBe(statSync(join(dir, 'caps.sqlite-wal')).ino);
+    sync?.finish(null);
+    await expect(outcome).resolves.toMatchObject({ status: 'accepted' });
+  });
+
+  it('gathers the steps that arrive while a sync is in flight into one commit and one sync', async () => {
+    const { store, synced, next } = heldSyncs(tempDir());
+    const first = next();
+    const pickup = store.recordStep(step('pickup', 'acme', 0));
+    await first;
+    const gathered = Array.from({ length: 50 }, (_, n) => store.recordStep(step('pickup', 'acme', n + 1)));
+    // many turns go by while the first sync is held
+    for (let turn = 0; turn < 20; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+    expect({ commits: store.commits, syncs: synced.length }).toEqual({ commits: 1, syncs: 1 });
+    const second = next();
+    synced[0]?.finish(null);
+    await pickup;
+    await second;
+    expect({ commits: store.commits, syncs: synced.length }).toEqual({ commits: 2, syncs: 2 });
+    synced[1]?.finish(null);
+    expect((await Promise.all(gathered)).every((o) => o.status === 'accepted')).toBe(true);
+  });
+
+  it('turns a failed WAL sync into CAPS_ERR_STORAGE for its callers and everything after', async () => {
+    const { store, synced, next } = heldSyncs(tempDir());
+    const syncing = next();
+    const pickup = store.recordStep(step('pickup', 'acme', 1));
+    await syncing;
+    const waiting = store.recordStep(step('pickup', 'acme', 2));
+    synced[0]?.finish(new Error('EIO: i/o error, fdatasync'));
+    await expect(pickup).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('EIO') });
+    await expect(waiting).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+    await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+    await within(store.close(), 10_000, 'the store whose sync failed to close');
   });
 
   it('turns a failed commit into CAPS_ERR_STORAGE for its callers and everything after, and still closes', async () => {

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
@@ -19,6 +19,8 @@ export interface SqliteStoreOptions extends Partial<StoreLimits> {
   sync?: 'full' | 'normal';
   /** WAL pages after which a commit checkpoints (SQLite's default 1,000); 0 never does (bench/sqlite-pages.ts). */
   walAutocheckpoint?: number;
+  /** How `full` flushes the WAL after a commit; `fs.fdatasync` unless a test holds or fails it. */
+  syncWal?: (fd: number, done: (err: Error | null) => void) => void;
 }
 
 /** SQLite's page cache, in KiB (its default is 2 MiB). */
@@ -96,6 +98,12 @@ function migrate(db: Database.Database): void {
  * The embedded default: SQLite in WAL mode. State is worked out in memory (StoreCore) and the
  * changes of one event-loop turn are committed together in one transaction, so one fsync covers
  * many events; every caller is answered only after the commit that holds its change.
+ *
+ * `full` is SQLite's `synchronous=NORMAL` (the WAL is synced at checkpoints, and its header when
+ * it restarts) plus an `fdatasync` of the WAL after every commit, which is what `FULL` adds; here
+ * that sync runs on libuv's thread pool instead of blocking the event loop, and its callers are
+ * answered when it completes. While it runs the next turns' changes gather into one batch, which
+ * is committed (and synced) when it ends: one sync in flight at a time, as in group commit.
  */
 export class SqliteStore extends CoreBackedStore implements QueueStore {
   readonly kind = 'sqlite' as const;
@@ -108,13 +116,22 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private broken: Error | undefined;
   private closing: Promise<void> | undefined;
   private readonly statements;
+  private readonly walPath: string;
+  private readonly syncWal: ((fd: number, done: (err: Error | null) => void) => void) | undefined;
+  private walFd: number | undefined;
+  /** Resolves when the WAL sync in flight has ended; undefined when none is. */
+  private syncing: Promise<void> | undefined;
 
   constructor(options: SqliteStoreOptions) {
     super();
     mkdirSync(options.dir, { recursive: true });
-    this.db = new Database(join(options.dir, 'caps.sqlite'));
+    const file = join(options.dir, 'caps.sqlite');
+    this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+    // `full` syncs the WAL itself after each commit (see above), off the event loop
+    this.db.pragma('synchronous = NORMAL');
+    this.walPath = `${file}-wal`;
+    this.syncWal = options.sync === 'normal' ? undefined : (options.syncWal ?? fdatasync);
     // parcels are keyed by random ids: a larger page cache spares commits the reads of B-tree pages
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     if (options.walAutocheckpoint !== undefined) this.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpoint))}`);
@@ -202,7 +219,10 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
-      if (this.batch.length > 0 || this.waiters.length > 0) this.commit();
+      await this.syncing;
+      // what is left is committed and synced here and now: nothing waits for another turn
+      if (!this.broken && (this.batch.length > 0 || this.waiters.length > 0)) this.commit(true);
+      if (this.walFd !== undefined) closeSync(this.walFd);
       this.db.close();
     })();
     return this.closing;
@@ -216,16 +236,22 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private commitSoon(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        // everything that arrives in this turn of the event loop shares one transaction
-        setImmediate(() => this.commit());
-      }
+      this.schedule();
     });
   }
 
-  private commit(): void {
+  private schedule(): void {
+    // a sync in flight schedules the next commit when it ends
+    if (this.scheduled || this.syncing) return;
+    this.scheduled = true;
+    // everything that arrives in this turn of the event loop shares one transaction
+    setImmediate(() => this.commit());
+  }
+
+  /** Commits what has gathered, then answers its callers once the WAL is synced (`now`: before returning). */
+  private commit(now = false): void {
     this.scheduled = false;
+    if (this.batch.length === 0 && this.waiters.length === 0) return;
     const batch = this.batch;
     const waiters = this.waiters;
     this.batch = [];
@@ -236,14 +262,45 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
         this.committed++;
       }
     } catch (err) {
-      // memory is now ahead of disk: refuse everything from here on rather than acknowledge what is not stored
-      this.broken = err instanceof Error ? err : new Error(String(err));
-      const failure = new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
-      for (const waiter of waiters) waiter.reject(failure);
+      this.fail(err, waiters);
       return;
     }
+    const syncWal = this.syncWal;
+    // nothing new written: whatever these callers wait for was synced before this turn
+    if (batch.length === 0 || syncWal === undefined) return this.answer(waiters);
+    let fd: number;
+    try {
+      fd = this.walFd ??= openSync(this.walPath, 'r+');
+      if (now) fdatasyncSync(fd);
+    } catch (err) {
+      this.fail(err, waiters);
+      return;
+    }
+    if (now) return this.answer(waiters);
+    this.syncing = new Promise<void>((resolve) => {
+      syncWal(fd, (err) => {
+        this.syncing = undefined;
+        resolve();
+        if (err) return this.fail(err, waiters);
+        this.answer(waiters);
+        if (this.batch.length > 0 || this.waiters.length > 0) this.schedule();
+      });
+    });
+  }
+
+  private answer(waiters: Array<{ resolve: () => void }>): void {
     for (const waiter of waiters) waiter.resolve();
     this.evictDelivered();
+  }
+
+  /** Memory is now ahead of disk: refuse everything from here on rather than acknowledge what is not stored. */
+  private fail(err: unknown, waiters: Array<{ reject: (err: Error) => void }>): void {
+    this.broken ??= err instanceof Error ? err : new Error(String(err));
+    const failure = new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
+    const pending = [...waiters, ...this.waiters];
+    this.batch = [];
+    this.waiters = [];
+    for (const waiter of pending) waiter.reject(failure);
   }
 
   private apply(batch: Mutation[]): void {

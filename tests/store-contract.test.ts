@@ -274,6 +274,54 @@ describe('sqlite store on disk', () => {
     expect(reader.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'steps'").all()).toEqual([]);
   });
 
+  it('moves a data folder whose parcels were keyed by (store, order_id) to the table keyed by pickup order, keeping every parcel', async () => {
+    const dir = tempDir();
+    const before = new SqliteStore({ dir });
+    // picked up out of order-id order, in two stores, so the new ids must follow the pickup times
+    for (const [shop, n] of [['acme', 3], ['bolt', 1], ['acme', 1], ['acme', 2]] as const) await before.recordStep(step('pickup', shop, n));
+    await before.recordStep(step('in-transit', 'acme', 1));
+    await before.recordStep(step('delivered', 'acme', 1));
+    const expected = await Promise.all([before.parcel('acme', 'acme-1'), before.parcel('acme', 'acme-2'), before.parcel('acme', 'acme-3'), before.parcel('bolt', 'bolt-1')]);
+    await before.close();
+    // the layout of the previous version: WITHOUT ROWID, keyed by (store, order_id), and an index by order id
+    const old = new Database(join(dir, 'caps.sqlite'));
+    old.exec(`
+      ALTER TABLE parcels RENAME TO current_layout;
+      CREATE TABLE parcels (
+        store TEXT NOT NULL, order_id TEXT NOT NULL, customer TEXT NOT NULL, address TEXT NOT NULL,
+        state TEXT NOT NULL, driver TEXT, created_at TEXT NOT NULL DEFAULT '',
+        in_transit_at TEXT, in_transit_driver TEXT, delivered_at TEXT, delivered_driver TEXT,
+        PRIMARY KEY (store, order_id)
+      ) WITHOUT ROWID;
+      INSERT INTO parcels SELECT store, order_id, customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver FROM current_layout;
+      DROP TABLE current_layout;
+      CREATE INDEX parcels_by_order ON parcels (order_id);
+      CREATE INDEX parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);
+    `);
+    old.close();
+
+    const after = new SqliteStore({ dir });
+    open.push(after);
+    expect(await Promise.all([after.parcel('acme', 'acme-1'), after.parcel('acme', 'acme-2'), after.parcel('acme', 'acme-3'), after.parcel('bolt', 'bolt-1')])).toEqual(expected);
+    expect((await after.listParcels('acme', { limit: 10 })).parcels.map((p) => p.order.orderId)).toEqual(['acme-2', 'acme-1', 'acme-3']);
+    expect((await after.findParcels('bolt-1')).map((p) => p.order.store)).toEqual(['bolt']);
+    expect((await after.recordStep(step('pickup', 'acme', 3))).status).toBe('duplicate');
+    expect((await after.recordStep(step('in-transit', 'acme', 2))).status).toBe('accepted');
+    expect((await after.recordStep(step('pickup', 'acme', 4))).status).toBe('accepted');
+
+    const reader = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(reader);
+    expect(reader.prepare('SELECT id, store, order_id FROM parcels ORDER BY id').all()).toEqual([
+      { id: 1, store: 'acme', order_id: 'acme-3' },
+      { id: 2, store: 'bolt', order_id: 'bolt-1' },
+      { id: 3, store: 'acme', order_id: 'acme-1' },
+      { id: 4, store: 'acme', order_id: 'acme-2' },
+      { id: 5, store: 'acme', order_id: 'acme-4' },
+    ]);
+    expect(reader.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'parcels' AND sql IS NOT NULL ORDER BY name").all()).toEqual([{ name: 'parcels_by_store_time' }]);
+    expect(reader.prepare("SELECT name FROM sqlite_master WHERE name LIKE '%before%'").all()).toEqual([]);
+  });
+
   it('refuses to work after it is closed, with CAPS_ERR_STORAGE', async () => {
     const store = new SqliteStore({ dir: tempDir() });
     await store.close();

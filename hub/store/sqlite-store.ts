@@ -34,13 +34,22 @@ const MESSAGES_TABLE = `CREATE TABLE IF NOT EXISTS messages (
   PRIMARY KEY (queue, seq)
 ) WITHOUT ROWID;`;
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS parcels (
+/**
+ * Parcels get an id in the order they are picked up, so new rows and the later steps of parcels
+ * in flight land on the last few pages of the table instead of at random places (order ids are
+ * the vendors' own, often random UUIDs); the one index by order (which also serves lookups by
+ * order id alone) is the only B-tree a pickup writes at a random place.
+ */
+const PARCELS_TABLE = `CREATE TABLE IF NOT EXISTS parcels (
+  id INTEGER PRIMARY KEY,
   store TEXT NOT NULL, order_id TEXT NOT NULL, customer TEXT NOT NULL, address TEXT NOT NULL,
   state TEXT NOT NULL, driver TEXT, created_at TEXT NOT NULL DEFAULT '',
   in_transit_at TEXT, in_transit_driver TEXT, delivered_at TEXT, delivered_driver TEXT,
-  PRIMARY KEY (store, order_id)
-) WITHOUT ROWID;
+  UNIQUE (order_id, store)
+);`;
+
+const SCHEMA = `
+${PARCELS_TABLE}
 CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
 ${MESSAGES_TABLE}
 `;
@@ -55,7 +64,10 @@ const STEP_COLUMNS = ['in_transit_at', 'in_transit_driver', 'delivered_at', 'del
  * - a parcel's steps were rows of a `steps` table (one more B-tree, written at a random place for
  *   every step): they become columns of the parcel's row, and the table goes;
  * - messages were a rowid table with a unique index on message_id (two more B-trees, at random
- *   places, for every message queued and taken off): they move to the table keyed by (queue, seq).
+ *   places, for every message queued and taken off): they move to the table keyed by (queue, seq);
+ * - parcels were keyed by (store, order_id), with a second index on order_id (a pickup wrote three
+ *   B-trees at random places, and each later step one): they move to the table keyed by pickup
+ *   order, oldest first.
  */
 function migrate(db: Database.Database): void {
   const tableSql = (name: string): string | undefined =>
@@ -89,6 +101,16 @@ function migrate(db: Database.Database): void {
         ${MESSAGES_TABLE}
         INSERT INTO messages (queue, seq, message_id, body) SELECT queue, seq, message_id, body FROM messages_before_v2;
         DROP TABLE messages_before_v2;
+      `);
+    }
+    if (/WITHOUT ROWID/i.test(tableSql('parcels') ?? '')) {
+      const columns = 'store, order_id, customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver';
+      // its indexes go with the table; the schema's are created on the new one after this
+      db.exec(`
+        ALTER TABLE parcels RENAME TO parcels_before_v3;
+        ${PARCELS_TABLE}
+        INSERT INTO parcels (${columns}) SELECT ${columns} FROM parcels_before_v3 ORDER BY created_at, store, order_id;
+        DROP TABLE parcels_before_v3;
       `);
     }
   })();
@@ -138,13 +160,13 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.db.exec(SCHEMA);
     migrate(this.db);
     this.db.exec(`
-      CREATE INDEX IF NOT EXISTS parcels_by_order ON parcels (order_id);
+      DROP INDEX IF EXISTS parcels_by_order;
       CREATE INDEX IF NOT EXISTS parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);
     `);
     this.statements = {
       upsertParcel: this.db.prepare(
         `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (store, order_id) DO UPDATE SET state = excluded.state, driver = excluded.driver`,
+         ON CONFLICT (order_id, store) DO UPDATE SET state = excluded.state, driver = excluded.driver`,
       ),
       recordInTransit: this.db.prepare('UPDATE parcels SET state = ?, driver = ?, in_transit_at = ?, in_transit_driver = ? WHERE store = ? AND order_id = ?'),
       recordDelivered: this.db.prepare('UPDATE parcels SET state = ?, driver = ?, delivered_at = ?, delivered_driver = ? WHERE store = ? AND order_id = ?'),
@@ -305,6 +327,8 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
 
   private apply(batch: Mutation[]): void {
     const s = this.statements;
+    // a queue's last seq is written once per commit, however many messages it got
+    const lastSeqs = new Map<string, number>();
     for (const m of batch) {
       switch (m.kind) {
         case 'step': {
@@ -316,7 +340,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
           break;
         }
         case 'enqueue':
-          s.upsertQueue.run(m.message.queueId, m.lastSeq);
+          lastSeqs.set(m.message.queueId, m.lastSeq);
           s.insertMessage.run(m.message.queueId, m.message.seq, m.message.messageId, JSON.stringify(m.message));
           break;
         case 'ack':
@@ -324,6 +348,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
           break;
       }
     }
+    for (const [queue, lastSeq] of lastSeqs) s.upsertQueue.run(queue, lastSeq);
   }
 
   private loadParcel(store: string, orderId: string): ParcelRecord | undefined {

@@ -32,7 +32,8 @@ const LANES = 20;
 
 const exitCode = await runCommand(sqlitePagesCommand, process.argv.slice(2), async (flags) => {
   const dir = mkdtempSync(join(tmpdir(), 'caps-pages-'));
-  const store = new SqliteStore({ dir, walAutocheckpoint: 0 });
+  // no checkpoints and no timed folds: what is written depends on the workload alone
+  const store = new SqliteStore({ dir, walAutocheckpoint: 0, foldAfterMs: Infinity });
   let clock = Date.UTC(2026, 0, 1);
   const step = (event: StepInput['event'], store: string, orderId: string): StepInput =>
     event === 'pickup'

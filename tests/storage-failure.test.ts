@@ -20,7 +20,7 @@ describe('a SQLite hub whose writes fail', () => {
 
     // another connection makes the hub's next commit fail
     const saboteur = cleanup.add(new Database(join(dataDir, 'caps.sqlite'), { fileMustExist: true }), (db) => db.close());
-    saboteur.exec("CREATE TRIGGER refuse BEFORE INSERT ON parcels BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+    saboteur.exec("CREATE TRIGGER refuse BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
 
     await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_STORAGE' } });
     // and every publish after it: the hub's memory is ahead of its disk now

@@ -4,6 +4,8 @@ import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
+import type { FoldPlan } from './journal.js';
+import { decodeJournal, encodeJournal, foldPlan } from './journal.js';
 import type { Mutation } from './store-core.js';
 import { CoreBackedStore, StoreCore } from './store-core.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
@@ -21,13 +23,28 @@ export interface SqliteStoreOptions extends Partial<StoreLimits> {
   walAutocheckpoint?: number;
   /** How `full` flushes the WAL after a commit; `fs.fdatasync` unless a test holds or fails it. */
   syncWal?: (fd: number, done: (err: Error | null) => void) => void;
+  /**
+   * How long committed changes may wait in the journal before the tables catch up, in ms
+   * (default 200); they also catch up after FOLD_AT changes, before a query and at close.
+   * Infinity: only then (bench/sqlite-pages.ts, which counts pages and must not depend on time).
+   */
+  foldAfterMs?: number;
+  /** Parcels kept in memory before delivered ones are dropped from it (they stay on disk). Default 50,000. */
+  cachedParcels?: number;
 }
+
+/**
+ * How long an acknowledgement may wait for a commit to ride along with before it gets one of its
+ * own, in ms. A hub killed meanwhile sends the message again after its restart: at least once.
+ */
+const ACK_COMMIT_MS = 50;
+
+/** Changes in the journal after which the tables catch up at the next commit. */
+const FOLD_AT = 4096;
 
 /** SQLite's page cache, in KiB (its default is 2 MiB). */
 const PAGE_CACHE_KIB = 64 * 1024;
 
-/** Parcels kept in memory before delivered ones are dropped from the cache (they stay on disk). */
-const PARCEL_CACHE = 50_000;
 
 const MESSAGES_TABLE = `CREATE TABLE IF NOT EXISTS messages (
   queue TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, body TEXT NOT NULL,
@@ -48,8 +65,12 @@ const PARCELS_TABLE = `CREATE TABLE IF NOT EXISTS parcels (
   UNIQUE (order_id, store)
 );`;
 
+/** One row per commit: what it changed (journal.ts); deleted once the tables hold it. */
+const JOURNAL_TABLE = 'CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, changes TEXT NOT NULL);';
+
 const SCHEMA = `
 ${PARCELS_TABLE}
+${JOURNAL_TABLE}
 CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
 ${MESSAGES_TABLE}
 `;
@@ -118,8 +139,17 @@ function migrate(db: Database.Database): void {
 
 /**
  * The embedded default: SQLite in WAL mode. State is worked out in memory (StoreCore) and the
- * changes of one event-loop turn are committed together in one transaction, so one fsync covers
- * many events; every caller is answered only after the commit that holds its change.
+ * changes of one event-loop turn are committed together as one row of the journal (journal.ts),
+ * so one small write and one fsync cover many events; every caller of a step is answered only
+ * after the commit that holds its change is synced. The tables (parcels, queues, messages) catch
+ * up from the journal in one transaction every `foldAfterMs` or FOLD_AT changes, before any query
+ * and at close, and that transaction deletes the journal rows it folded in; a store opened on a
+ * folder with journal rows (a hub that was killed) folds them in before anything else. A message
+ * acknowledged before its fold is never written to the messages table at all.
+ *
+ * An acknowledgement is answered at once and committed with the next step's commit (or on its own
+ * within ACK_COMMIT_MS, without waiting for a sync): one lost with a killed hub or the machine's
+ * power is a message sent again after the restart, which at-least-once delivery allows.
  *
  * `full` is SQLite's `synchronous=NORMAL` (the WAL is synced at checkpoints, and its header when
  * it restarts) plus an `fdatasync` of the WAL after every commit, which is what `FULL` adds; here
@@ -132,6 +162,14 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private readonly db: Database.Database;
   protected readonly core: StoreCore;
   private batch: Mutation[] = [];
+  /** Committed to the journal, not yet in the tables, oldest first. */
+  private unfolded: Mutation[] = [];
+  /** The id of the last journal row written. */
+  private lastJournalId = 0;
+  private foldTimer: NodeJS.Timeout | undefined;
+  private ackTimer: NodeJS.Timeout | undefined;
+  private readonly foldAfterMs: number;
+  private readonly cachedParcels: number;
   private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private scheduled = false;
   private committed = 0;
@@ -163,13 +201,23 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       DROP INDEX IF EXISTS parcels_by_order;
       CREATE INDEX IF NOT EXISTS parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);
     `);
+    this.foldAfterMs = options.foldAfterMs ?? 200;
+    this.cachedParcels = options.cachedParcels ?? 50_000;
     this.statements = {
-      upsertParcel: this.db.prepare(
-        `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+      appendJournal: this.db.prepare('INSERT INTO journal (changes) VALUES (?)'),
+      selectJournal: this.db.prepare<[], { id: number; changes: string }>('SELECT id, changes FROM journal ORDER BY id'),
+      deleteJournal: this.db.prepare('DELETE FROM journal WHERE id <= ?'),
+      insertParcel: this.db.prepare(
+        `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (order_id, store) DO UPDATE SET state = excluded.state, driver = excluded.driver`,
       ),
-      recordInTransit: this.db.prepare('UPDATE parcels SET state = ?, driver = ?, in_transit_at = ?, in_transit_driver = ? WHERE store = ? AND order_id = ?'),
-      recordDelivered: this.db.prepare('UPDATE parcels SET state = ?, driver = ?, delivered_at = ?, delivered_driver = ? WHERE store = ? AND order_id = ?'),
+      updateParcel: this.db.prepare(
+        `UPDATE parcels SET state = ?, driver = ?,
+           in_transit_at = coalesce(?, in_transit_at), in_transit_driver = coalesce(?, in_transit_driver),
+           delivered_at = coalesce(?, delivered_at), delivered_driver = coalesce(?, delivered_driver)
+         WHERE store = ? AND order_id = ?`,
+      ),
       upsertQueue: this.db.prepare('INSERT INTO queues (queue, last_seq) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq'),
       insertMessage: this.db.prepare('INSERT INTO messages (queue, seq, message_id, body) VALUES (?, ?, ?, ?)'),
       deleteMessage: this.db.prepare('DELETE FROM messages WHERE queue = ? AND seq = ? AND message_id = ?'),
@@ -184,6 +232,15 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       ),
       selectCounts: this.db.prepare<[], { store: string; state: string; n: number }>('SELECT store, state, count(*) AS n FROM parcels GROUP BY store, state ORDER BY store'),
     };
+    // a hub killed before its tables caught up: they do now, before anything is read from them
+    const journal = this.statements.selectJournal.all();
+    const last = journal.at(-1);
+    if (last) {
+      this.db.transaction(() => {
+        this.applyPlan(foldPlan(journal.flatMap((row) => decodeJournal(row.changes))));
+        this.statements.deleteJournal.run(last.id);
+      })();
+    }
     this.core = new StoreCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
     const queues = this.db.prepare<[], { queue: string; last_seq: number }>('SELECT queue, last_seq FROM queues').all();
     const bodies = this.db.prepare<[string], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq');
@@ -208,17 +265,27 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   async ack(queue: string, messageId: string): Promise<AckOutcome> {
     this.assertUsable();
     const outcome = this.core.ack(queue, messageId, this.batch);
-    if (outcome === 'removed') await this.commitSoon();
+    // answered at once: the ack goes to disk with the next commit, or on its own within ACK_COMMIT_MS
+    if (outcome === 'removed' && !this.ackTimer) {
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = undefined;
+        this.schedule();
+      }, ACK_COMMIT_MS);
+      // prevents the timer from keeping the process alive; close() commits what is left
+      this.ackTimer.unref();
+    }
     return outcome;
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {
+    this.foldNow();
     const found = this.statements.selectByOrder.all(orderId).map((row) => this.core.getParcel(row.store, orderId));
     return found.filter((p): p is ParcelRecord => p !== undefined).map((p) => structuredClone(p));
   }
 
   async listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage> {
     const { after, status, limit } = options;
+    this.foldNow();
     const rows = this.statements.selectPage.all({ store, status: status ?? null, t: after?.t ?? '', id: after?.id ?? '', all: after ? 0 : 1, limit: limit + 1 });
     const parcels = rows.map((row) => this.core.getParcel(store, row.order_id)).filter((p): p is ParcelRecord => p !== undefined);
     return page(parcels.map((p) => structuredClone(p)), limit);
@@ -226,6 +293,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
 
   async stores(): Promise<StoreSummary[]> {
     const byStore = new Map<string, StoreSummary>();
+    this.foldNow();
     for (const row of this.statements.selectCounts.all()) {
       const summary = byStore.get(row.store) ?? { store: row.store, counts: { pickup: 0, 'in-transit': 0, delivered: 0 } };
       summary.counts[row.state as ParcelEvent] = row.n;
@@ -242,8 +310,11 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.syncing;
+      clearTimeout(this.foldTimer);
+      clearTimeout(this.ackTimer);
       // what is left is committed and synced here and now: nothing waits for another turn
       if (!this.broken && (this.batch.length > 0 || this.waiters.length > 0)) this.commit(true);
+      this.foldNow();
       if (this.walFd !== undefined) closeSync(this.walFd);
       this.db.close();
     })();
@@ -270,7 +341,10 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     setImmediate(() => this.commit());
   }
 
-  /** Commits what has gathered, then answers its callers once the WAL is synced (`now`: before returning). */
+  /**
+   * Commits what has gathered as one journal row, then answers its callers: once the WAL is synced
+   * if it holds a step (`now`: before returning), at once if it holds only acknowledgements.
+   */
   private commit(now = false): void {
     this.scheduled = false;
     if (this.batch.length === 0 && this.waiters.length === 0) return;
@@ -280,16 +354,25 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.waiters = [];
     try {
       if (batch.length > 0) {
-        this.db.transaction(() => this.apply(batch))();
+        this.lastJournalId = Number(this.statements.appendJournal.run(encodeJournal(batch)).lastInsertRowid);
         this.committed++;
+        if (this.unfolded.length === 0) this.foldLater();
+        for (const m of batch) this.unfolded.push(m);
       }
     } catch (err) {
       this.fail(err, waiters);
       return;
     }
+    this.sync(batch, waiters, now);
+    // while the sync runs on the thread pool: its callers do not wait for the fold's writes
+    if (this.unfolded.length >= FOLD_AT) this.foldNow();
+  }
+
+  /** Answers `waiters` once `batch` is on disk: after a sync if it holds a step, at once if it holds only acknowledgements. */
+  private sync(batch: readonly Mutation[], waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>, now: boolean): void {
     const syncWal = this.syncWal;
-    // nothing new written: whatever these callers wait for was synced before this turn
-    if (batch.length === 0 || syncWal === undefined) return this.answer(waiters);
+    // nothing new that must survive power loss: whatever these callers wait for was synced before this turn
+    if (syncWal === undefined || !batch.some((m) => m.kind === 'step')) return this.answer(waiters);
     let fd: number;
     try {
       fd = this.walFd ??= openSync(this.walPath, 'r+');
@@ -312,6 +395,35 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
 
   private answer(waiters: Array<{ resolve: () => void }>): void {
     for (const waiter of waiters) waiter.resolve();
+  }
+
+  private foldLater(): void {
+    if (!Number.isFinite(this.foldAfterMs)) return;
+    clearTimeout(this.foldTimer);
+    this.foldTimer = setTimeout(() => this.foldNow(), this.foldAfterMs);
+    // prevents the timer from keeping the process alive; close() folds what is left
+    this.foldTimer.unref();
+  }
+
+  /**
+   * Brings the tables up to the journal in one transaction (no sync of its own: the next synced
+   * commit, or a checkpoint, takes it to the disk), and deletes the journal rows it folded in.
+   */
+  private foldNow(): void {
+    clearTimeout(this.foldTimer);
+    this.foldTimer = undefined;
+    if (this.broken || this.unfolded.length === 0) return;
+    const mutations = this.unfolded;
+    this.unfolded = [];
+    try {
+      this.db.transaction(() => {
+        this.applyPlan(foldPlan(mutations));
+        this.statements.deleteJournal.run(this.lastJournalId);
+      })();
+    } catch (err) {
+      this.fail(err, []);
+      return;
+    }
     this.evictDelivered();
   }
 
@@ -325,30 +437,19 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     for (const waiter of pending) waiter.reject(failure);
   }
 
-  private apply(batch: Mutation[]): void {
+  private applyPlan(plan: FoldPlan): void {
     const s = this.statements;
-    // a queue's last seq is written once per commit, however many messages it got
-    const lastSeqs = new Map<string, number>();
-    for (const m of batch) {
-      switch (m.kind) {
-        case 'step': {
-          const { order, state, driver } = m.parcel;
-          const { event, time } = m.input;
-          const stepDriver = m.input.driver ?? null;
-          if (event === 'pickup') s.upsertParcel.run(order.store, order.orderId, order.customer, order.address, state, driver ?? null, time);
-          else (event === 'in-transit' ? s.recordInTransit : s.recordDelivered).run(state, driver ?? null, time, stepDriver, order.store, order.orderId);
-          break;
-        }
-        case 'enqueue':
-          lastSeqs.set(m.message.queueId, m.lastSeq);
-          s.insertMessage.run(m.message.queueId, m.message.seq, m.message.messageId, JSON.stringify(m.message));
-          break;
-        case 'ack':
-          s.deleteMessage.run(m.queue, m.seq, m.messageId);
-          break;
+    for (const p of plan.parcels) {
+      const { store, orderId, customer, address } = p.order;
+      if (p.pickedUpAt !== undefined) {
+        s.insertParcel.run(store, orderId, customer, address, p.state, p.driver, p.pickedUpAt, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null);
+      } else {
+        s.updateParcel.run(p.state, p.driver, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null, store, orderId);
       }
     }
-    for (const [queue, lastSeq] of lastSeqs) s.upsertQueue.run(queue, lastSeq);
+    for (const m of plan.queued) s.insertMessage.run(m.queueId, m.seq, m.messageId, JSON.stringify(m));
+    for (const r of plan.removed) s.deleteMessage.run(r.queue, r.seq, r.messageId);
+    for (const [queue, lastSeq] of plan.lastSeqs) s.upsertQueue.run(queue, lastSeq);
   }
 
   private loadParcel(store: string, orderId: string): ParcelRecord | undefined {
@@ -365,9 +466,10 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     };
   }
 
-  /** Delivered parcels are on disk; keep memory bounded by dropping them from the cache. */
+  /** Delivered parcels are in the tables once folded; keep memory bounded by dropping them from the cache. */
   private evictDelivered(): void {
-    if (this.core.parcels.size <= PARCEL_CACHE || this.batch.length > 0) return;
+    // a parcel changed by a change not yet folded must stay: the tables do not have it yet
+    if (this.core.parcels.size <= this.cachedParcels || this.batch.length > 0 || this.unfolded.length > 0) return;
     for (const [key, parcel] of this.core.parcels) {
       if (parcel.state === 'delivered') this.core.parcels.delete(key);
     }

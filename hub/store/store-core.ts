@@ -4,10 +4,13 @@ import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { Order } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StoreLimits } from './store.js';
 
-/** A change to persist, in the order it happened. */
+/**
+ * A change to persist, in the order it happened. Values, not references to the core's live
+ * parcels: a store may persist a change after later changes to the same parcel were made.
+ */
 export type Mutation =
-  | { kind: 'step'; parcel: ParcelRecord; input: StepInput }
-  | { kind: 'enqueue'; message: ParcelMessage; lastSeq: number }
+  /** A step recorded and its message queued (`message.queueId`, `message.seq`). */
+  | { kind: 'step'; order: Order; input: StepInput; /** The parcel's driver after the step. */ driver: string | undefined; message: ParcelMessage }
   | { kind: 'ack'; queue: string; messageId: string; seq: number };
 
 interface QueueState {
@@ -93,7 +96,7 @@ export class StoreCore {
     state.lastSeq += 1;
     const message = buildMessage(parcel.order, input, queue, state.lastSeq);
     state.messages.set(message.messageId, message);
-    mutations.push({ kind: 'step', parcel, input }, { kind: 'enqueue', message, lastSeq: state.lastSeq });
+    mutations.push({ kind: 'step', order: parcel.order, input, driver: parcel.driver, message });
     return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time };
   }
 
@@ -150,7 +153,7 @@ export class StoreCore {
 }
 
 /** The outbound message: the order's fields at top level and under `order`, for every lab client. */
-export function buildMessage(order: Order, input: StepInput, queue: string, seq: number): ParcelMessage {
+export function buildMessage(order: Order, input: StepInput, queue: string, seq: number, messageId: string = randomUUID()): ParcelMessage {
   // one literal of a fixed shape, no spreads: this runs for every event
   const { store, orderId, customer, address } = order;
   const message: ParcelMessage = {
@@ -159,7 +162,7 @@ export function buildMessage(order: Order, input: StepInput, queue: string, seq:
     customer,
     address,
     event: input.event,
-    messageId: randomUUID(),
+    messageId,
     seq,
     queueId: queue,
     clientId: queue,

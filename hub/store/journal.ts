@@ -1,0 +1,125 @@
+import type { ParcelMessage } from '../../protocol/messages.js';
+import type { Order, ParcelEvent } from '../../protocol/schemas.js';
+import type { Mutation } from './store-core.js';
+import { buildMessage, parcelKey } from './store-core.js';
+import type { StepInput } from './store.js';
+
+/**
+ * The SQLite store's journal: what one commit changed, as one compact row, so that a commit (and
+ * the fsync before its callers are answered) writes a few pages at the end of one table instead of
+ * rows of three tables at random places. The tables catch up later, many commits at a time
+ * (`foldPlan`), and a message taken off its queue before then is never written to them at all.
+ *
+ * A row's text is a JSON array of records, tagged by their first element:
+ * - `[0, event, store, orderId, customer, address, time, stepDriver, parcelDriver, queue, seq, messageId]`:
+ *   a step recorded and its message queued (the message is rebuilt from these fields);
+ * - `[1, queue, seq, messageId]`: a message taken off its queue.
+ */
+type StepRecord = [0, ParcelEvent, string, string, string, string, string, string | null, string | null, string, number, string];
+type AckRecord = [1, string, number, string];
+
+export function encodeJournal(mutations: readonly Mutation[]): string {
+  const records: Array<StepRecord | AckRecord> = [];
+  for (const m of mutations) {
+    if (m.kind === 'step') {
+      const { order, input, message } = m;
+      records.push([0, input.event, order.store, order.orderId, order.customer, order.address, input.time, input.driver ?? null, m.driver ?? null, message.queueId, message.seq, message.messageId]);
+    } else {
+      records.push([1, m.queue, m.seq, m.messageId]);
+    }
+  }
+  return JSON.stringify(records);
+}
+
+/** The mutations of one journal row; throws on a row that is not one `encodeJournal` wrote. */
+export function decodeJournal(text: string): Mutation[] {
+  const records = JSON.parse(text) as unknown;
+  if (!Array.isArray(records)) throw new Error('a journal row is not an array');
+  return records.map((record: unknown): Mutation => {
+    if (isStepRecord(record)) {
+      const [, event, store, orderId, customer, address, time, stepDriver, parcelDriver, queue, seq, messageId] = record;
+      const order: Order = { store, orderId, customer, address };
+      const input: StepInput = { event, store, orderId, time };
+      if (event === 'pickup') {
+        input.customer = customer;
+        input.address = address;
+      }
+      if (stepDriver !== null) input.driver = stepDriver;
+      return { kind: 'step', order, input, driver: parcelDriver ?? undefined, message: buildMessage(order, input, queue, seq, messageId) };
+    }
+    if (isAckRecord(record)) return { kind: 'ack', queue: record[1], seq: record[2], messageId: record[3] };
+    throw new Error(`a journal record is not a step or an ack: ${JSON.stringify(record).slice(0, 200)}`);
+  });
+}
+
+function isStepRecord(r: unknown): r is StepRecord {
+  return (
+    Array.isArray(r) && r.length === 12 && r[0] === 0 && (r[1] === 'pickup' || r[1] === 'in-transit' || r[1] === 'delivered') &&
+    [2, 3, 4, 5, 6, 9, 11].every((i) => typeof r[i] === 'string') && [7, 8].every((i) => r[i] === null || typeof r[i] === 'string') && Number.isInteger(r[10])
+  );
+}
+
+function isAckRecord(r: unknown): r is AckRecord {
+  return Array.isArray(r) && r.length === 4 && r[0] === 1 && typeof r[1] === 'string' && Number.isInteger(r[2]) && typeof r[3] === 'string';
+}
+
+/** A parcel's row as the steps of one fold leave it; the step columns only where a step of the fold set them. */
+export interface ParcelChange {
+  order: Order;
+  state: ParcelEvent;
+  driver: string | null;
+  /** Set when the pickup is in this fold: the row is new. */
+  pickedUpAt?: string;
+  inTransitAt?: string;
+  inTransitDriver?: string | null;
+  deliveredAt?: string;
+  deliveredDriver?: string | null;
+}
+
+/** What a run of mutations leaves in the tables, written in one go. */
+export interface FoldPlan {
+  parcels: ParcelChange[];
+  /** Messages still queued at the end of the run: to insert. */
+  queued: ParcelMessage[];
+  /** Messages queued before the run and taken off in it: to delete. */
+  removed: Array<{ queue: string; seq: number; messageId: string }>;
+  /** Each queue's last seq. */
+  lastSeqs: Map<string, number>;
+}
+
+/**
+ * The net effect of `mutations`, in order: one change per parcel however many steps it took, and a
+ * message queued and taken off within the run is neither inserted nor deleted.
+ */
+export function foldPlan(mutations: readonly Mutation[]): FoldPlan {
+  const parcels = new Map<string, ParcelChange>();
+  const queued = new Map<string, ParcelMessage>();
+  const removed: FoldPlan['removed'] = [];
+  const lastSeqs = new Map<string, number>();
+  for (const m of mutations) {
+    if (m.kind === 'ack') {
+      if (!queued.delete(`${m.queue}\u0000${m.seq}`)) removed.push({ queue: m.queue, seq: m.seq, messageId: m.messageId });
+      continue;
+    }
+    const { order, input, message } = m;
+    const key = parcelKey(order.store, order.orderId);
+    let change = parcels.get(key);
+    if (!change) {
+      change = { order, state: input.event, driver: null };
+      parcels.set(key, change);
+    }
+    change.state = input.event;
+    change.driver = m.driver ?? null;
+    if (input.event === 'pickup') change.pickedUpAt = input.time;
+    else if (input.event === 'in-transit') {
+      change.inTransitAt = input.time;
+      change.inTransitDriver = input.driver ?? null;
+    } else {
+      change.deliveredAt = input.time;
+      change.deliveredDriver = input.driver ?? null;
+    }
+    queued.set(`${message.queueId}\u0000${message.seq}`, message);
+    lastSeqs.set(message.queueId, message.seq);
+  }
+  return { parcels: [...parcels.values()], queued: [...queued.values()], removed, lastSeqs };
+}

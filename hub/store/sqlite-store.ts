@@ -7,7 +7,8 @@ import { CapsError } from '../../protocol/errors.js';
 import type { FoldPlan } from './journal.js';
 import { decodeJournal, encodeJournal, foldPlan } from './journal.js';
 import type { Mutation } from './store-core.js';
-import { CoreBackedStore, StoreCore } from './store-core.js';
+import { CoreBackedStore, parcelKey, StoreCore } from './store-core.js';
+import { ParcelFilter } from './parcel-filter.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
 import { DEFAULT_LIMITS, page } from './store.js';
 
@@ -38,6 +39,9 @@ export interface SqliteStoreOptions extends Partial<StoreLimits> {
  * own, in ms. A hub killed meanwhile sends the message again after its restart: at least once.
  */
 const ACK_COMMIT_MS = 50;
+
+/** Parcels the filter of known parcels has room for, at least (1 MiB of bits). */
+const KNOWN_PARCELS = 500_000;
 
 /** Changes in the journal after which the tables catch up at the next commit. */
 const FOLD_AT = 4096;
@@ -170,6 +174,8 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private ackTimer: NodeJS.Timeout | undefined;
   private readonly foldAfterMs: number;
   private readonly cachedParcels: number;
+  /** Every parcel in the tables or the journal: a pickup that is in neither needs no lookup. */
+  private readonly known: ParcelFilter;
   private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private scheduled = false;
   private committed = 0;
@@ -241,6 +247,9 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
         this.statements.deleteJournal.run(last.id);
       })();
     }
+    const parcelCount = this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM parcels').get()?.n ?? 0;
+    this.known = new ParcelFilter(Math.max(KNOWN_PARCELS, 2 * parcelCount));
+    for (const [store, orderId] of this.db.prepare<[], [string, string]>('SELECT store, order_id FROM parcels').raw().iterate()) this.known.add(parcelKey(store, orderId));
     this.core = new StoreCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
     const queues = this.db.prepare<[], { queue: string; last_seq: number }>('SELECT queue, last_seq FROM queues').all();
     const bodies = this.db.prepare<[string], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq');
@@ -257,6 +266,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   async recordStep(input: StepInput): Promise<StepOutcome> {
     this.assertUsable();
     const outcome = this.core.recordStep(input, this.batch);
+    if (outcome.status === 'accepted' && input.event === 'pickup') this.known.add(parcelKey(input.store, input.orderId));
     // a duplicate or a refusal is answered after the commit too: the step it refers to may still be in this batch
     await this.commitSoon();
     return outcome;
@@ -453,6 +463,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   }
 
   private loadParcel(store: string, orderId: string): ParcelRecord | undefined {
+    if (!this.known.mightHave(parcelKey(store, orderId))) return undefined;
     const row = this.statements.selectParcel.get(store, orderId);
     if (!row) return undefined;
     const history: ParcelStep[] = [{ event: 'pickup', time: row.created_at }];

@@ -8,7 +8,7 @@ import type { AckResult } from '../protocol/result.js';
 import { fail, ok } from '../protocol/result.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
 import type { TokenSubject } from '../protocol/token.js';
-import { getAllSchema, handshakeSchema, parsePayload, parseRoom, publishSchemas, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
+import { getAllSchema, handshakeSchema, parsePayload, parsePublish, parseRoom, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
 import type { Dashboards } from './dashboards.js';
 import type { Delivery } from './delivery.js';
 import { DRIVERS_ROOM, isDriverId, queueOf, storeRoom } from './identity.js';
@@ -207,7 +207,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
 }
 
 async function publish(ctx: ConnectionContext, socket: CapsSocket, event: ParcelEvent, raw: unknown): Promise<AckResult<PublishResult>> {
-  const parsed = parsePayload(publishSchemas[event], raw);
+  const parsed = parsePublish(event, raw);
   if (!parsed.ok) return parsed;
   const input = parsed.value;
   const { auth } = socket.data;

@@ -1,9 +1,10 @@
+import fc from 'fast-check';
 import { describe, it, expect } from 'vitest';
 import type { z } from 'zod';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { ParcelMessage } from '../protocol/messages.js';
 import type { Order, ParcelEvent, PublishInput } from '../protocol/schemas.js';
-import { getAllSchema, LIMITS, PARCEL_EVENTS, parsePayload, publishSchemas, receivedSchema, roomSchema } from '../protocol/schemas.js';
+import { getAllSchema, LIMITS, PARCEL_EVENTS, parseFlatPublish, parsePayload, parsePublish, publishSchemas, receivedSchema, roomSchema } from '../protocol/schemas.js';
 
 /** Parses and fails the test, showing the error, when the schema refuses. */
 function accept<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
@@ -372,5 +373,50 @@ describe('getAllSchema', () => {
     ['an unknown event', { clientId: 'driver', event: 'lost' }],
   ])('refuses %s', (_what, raw) => {
     refuse(getAllSchema, raw);
+  });
+});
+
+describe('parseFlatPublish: the fast path of a publish', () => {
+  // strings near every limit and rule: padding, control characters, the driver prefix, lengths around the maximum
+  const edge = fc.oneof(
+    fc.string({ maxLength: 12 }),
+    fc.string({ unit: 'grapheme', maxLength: 8 }),
+    fc.constantFrom('', ' ', ' acme ', '\tacme', 'ac\u0000me', 'a\u007f', 'driver', 'DRIVER-x', 'drive', ' driver', '\u00a0x\u00a0', '\u2028'),
+    fc.nat({ max: 3 }).map((d) => 'x'.repeat(LIMITS.name - 1 + d)),
+    fc.nat({ max: 3 }).map((d) => 'y'.repeat(LIMITS.address - 1 + d)),
+  );
+  /** Mostly what passes, so the fast path is taken; now and then an edge. */
+  const likely = fc.oneof({ arbitrary: fc.stringMatching(/^[ A-Za-z0-9-]{1,20}$/), weight: 4 }, { arbitrary: edge, weight: 1 });
+  const value = fc.oneof({ arbitrary: edge, weight: 8 }, { arbitrary: fc.constantFrom(undefined, null, 5, true, {}, ['a']), weight: 1 });
+  const key = fc.oneof({ arbitrary: fc.constantFrom('store', 'orderId', 'customer', 'address'), weight: 8 }, { arbitrary: fc.constantFrom('event', 'messageId', 'order', '__proto__', 'constructor', 'extra'), weight: 1 });
+  const payload = fc.oneof(
+    fc.dictionary(key, value, { maxKeys: 5 }),
+    fc.record({ store: likely, orderId: likely, customer: likely, address: likely }, { requiredKeys: ['store', 'orderId'] }),
+    fc.constantFrom(undefined, null, 'acme', 7, [order], Object.create(null) as unknown),
+  );
+
+  it('never accepts what zod refuses, and comes out exactly as zod does', () => {
+    let fast = 0;
+    fc.assert(
+      fc.property(fc.constantFrom(...PARCEL_EVENTS), payload, (event, raw) => {
+        const flat = parseFlatPublish(event, raw);
+        const slow = parsePayload(publishSchemas[event], raw);
+        if (flat === undefined) return;
+        fast++;
+        expect(slow).toStrictEqual({ ok: true, value: flat });
+      }),
+      { numRuns: 5_000 },
+    );
+    // the property means something only if the fast path was taken often
+    expect(fast).toBeGreaterThan(500);
+  });
+
+  it('takes the shapes our clients send, and leaves the rest to zod', () => {
+    expect(parseFlatPublish('pickup', { ...order })).toStrictEqual(normalized);
+    expect(parseFlatPublish('delivered', { store: 'acme', orderId: 'o-1' })).toStrictEqual({ event: 'delivered', store: 'acme', orderId: 'o-1' });
+    expect(parseFlatPublish('pickup', { store: 'acme', orderId: 'o-1' })).toBeUndefined();
+    expect(parseFlatPublish('pickup', outbound('pickup'))).toBeUndefined();
+    expect(parsePublish('pickup', outbound('pickup'))).toStrictEqual({ ok: true, value: { ...normalized, messageId: 'm-42' } });
+    expect(parsePublish('pickup', { store: 'acme', orderId: 'o-1' })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: expect.stringContaining('customer: is required') } });
   });
 });

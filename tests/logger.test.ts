@@ -54,6 +54,19 @@ describe('EVENT lines: inspectPlain', () => {
     }
   });
 
+  it('writes EVENT lines as util.inspect prints them, for a payload logged once or again', () => {
+    fc.assert(
+      fc.property(fc.constantFrom('pickup', 'in-transit', "it's"), text, record, (event, time, payload) => {
+        const lines: string[] = [];
+        const logger = createLogger({ write: (line) => lines.push(line), color: false });
+        logger.event(event, payload, time);
+        logger.event('delivered', payload, time);
+        expect(lines).toEqual([`EVENT: ${inspected({ event, time, payload })}`, `EVENT: ${inspected({ event: 'delivered', time, payload })}`]);
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
   it('writes the EVENT line through either path with the same text', () => {
     const lines: string[] = [];
     const logger = createLogger({ write: (line) => lines.push(line), color: false });

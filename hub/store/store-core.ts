@@ -35,18 +35,20 @@ export function parcelKey(store: string, orderId: string): string {
 export class StoreCore {
   readonly parcels = new Map<string, ParcelRecord>();
   readonly queueStates = new Map<string, QueueState>();
-  private readonly recentAcks = new Set<string>();
-  /** The same ids in the order they came, as a ring: the oldest is dropped without walking the Set. */
-  private readonly recentRing: Array<string | undefined> = new Array<string | undefined>(RECENT_ACKS);
-  private recentNext = 0;
+  /**
+   * Ids acknowledged lately, in two generations: when the newer one is full it becomes the older
+   * and the oldest is dropped whole, so an ack costs one Set.add. Between RECENT_ACKS and twice as
+   * many are remembered.
+   */
+  private recentAcks = new Set<string>();
+  private olderAcks = new Set<string>();
 
   constructor(
     private readonly limits: StoreLimits,
     private readonly loadParcel: (store: string, orderId: string) => ParcelRecord | undefined = () => undefined,
   ) {}
 
-  getParcel(store: string, orderId: string): ParcelRecord | undefined {
-    const key = parcelKey(store, orderId);
+  getParcel(store: string, orderId: string, key = parcelKey(store, orderId)): ParcelRecord | undefined {
     let parcel = this.parcels.get(key);
     if (!parcel) {
       parcel = this.loadParcel(store, orderId);
@@ -56,7 +58,8 @@ export class StoreCore {
   }
 
   recordStep(input: StepInput, mutations: Mutation[]): StepOutcome {
-    const existing = this.getParcel(input.store, input.orderId);
+    const key = parcelKey(input.store, input.orderId);
+    const existing = this.getParcel(input.store, input.orderId, key);
     if (input.dispatched === false && existing && existing.driver !== input.driver) {
       return { status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED', reason: `order ${input.orderId} of ${input.store} was not dispatched to ${input.driver ?? 'this driver'}` };
     }
@@ -91,7 +94,7 @@ export class StoreCore {
     parcel.state = input.event;
     if (input.driver !== undefined) parcel.driver = input.driver;
     parcel.history.push({ event: input.event, time: input.time, ...(input.driver !== undefined ? { driver: input.driver } : {}) });
-    this.parcels.set(parcelKey(input.store, input.orderId), parcel);
+    if (!existing) this.parcels.set(key, parcel);
 
     state.lastSeq += 1;
     const message = buildMessage(parcel.order, input, queue, state.lastSeq);
@@ -115,7 +118,7 @@ export class StoreCore {
       mutations.push({ kind: 'ack', queue, messageId, seq: message.seq });
       return 'removed';
     }
-    return this.recentAcks.has(messageId) ? 'already-acknowledged' : 'unknown-message';
+    return this.recentAcks.has(messageId) || this.olderAcks.has(messageId) ? 'already-acknowledged' : 'unknown-message';
   }
 
   pending(queue: string): ParcelMessage[] {
@@ -144,10 +147,10 @@ export class StoreCore {
   }
 
   private rememberAck(messageId: string): void {
-    const oldest = this.recentRing[this.recentNext];
-    if (oldest !== undefined) this.recentAcks.delete(oldest);
-    this.recentRing[this.recentNext] = messageId;
-    this.recentNext = (this.recentNext + 1) % RECENT_ACKS;
+    if (this.recentAcks.size >= RECENT_ACKS) {
+      this.olderAcks = this.recentAcks;
+      this.recentAcks = new Set();
+    }
     this.recentAcks.add(messageId);
   }
 }
@@ -166,7 +169,8 @@ export function buildMessage(order: Order, input: StepInput, queue: string, seq:
     seq,
     queueId: queue,
     clientId: queue,
-    order: { store, orderId, customer, address },
+    // the parcel's own order, shared by its messages: it never changes once picked up
+    order,
     time: input.time,
   };
   if (input.driver !== undefined) message.driver = input.driver;

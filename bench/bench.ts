@@ -3,8 +3,9 @@
  * for each target in turn (the bare relay first: every figure is a ratio to it), then prints a
  * table, writes the results as JSON and draws them as SVG.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { Redis } from 'ioredis';
 import type { CommandSpec, FlagValues } from '../cli/args.js';
 import { runCommand, UsageError } from '../cli/args.js';
 import { renderChart } from './chart.js';
@@ -12,17 +13,24 @@ import { runConnections } from './connections.js';
 import type { LoadConfig, LoadResult, LoadToParent } from './protocol.js';
 import { CAPS_JS, cpuTicks, forkChild, freePort, LOAD_JS, memory, Progress, RELAY_JS, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
-import { cpuShare, formatNumber, ratio } from './stats.js';
-import type { LatencySummary } from './stats.js';
+import { startBenchRedis } from './redis.js';
+import type { BenchRedis } from './redis.js';
+import { cpuShare, formatNumber, machineTicksOf } from './stats.js';
+import type { MachineTicks } from './stats.js';
+import type { Loop, RatedResult, RunResult } from './summary.js';
+import { mediansOfRounds, rate } from './summary.js';
 import type { Target } from './targets.js';
 import { parseTargets } from './targets.js';
+
+export type { Loop, RatedResult, RunResult } from './summary.js';
 
 export const benchCommand = {
   usage: 'caps bench',
   summary:
     'Measures CAPS against a bare Socket.IO relay (the course hub) under the same load: each target runs as its own process, ' +
     'the load in another. V vendors keep K parcels in flight each (closed loop), then publish at a fixed rate (open loop); D drivers answer at once. ' +
-    'Prints parcels/s, events/s, pickup→delivered latency, hub CPU and peak RSS, each as a ratio to the relay; writes JSON and an SVG chart. ' +
+    'Prints parcels/s, events/s, pickup→delivered latency, hub CPU, peak RSS and the machine\'s steal time, with ratios to the relay of the same run; writes JSON and an SVG chart. ' +
+    'With --repeat N: every run N times, medians reported. ' +
     'With --connections N: N idle drivers instead, hub RSS per connection, then a hub restart and the time until all are back and replayed.',
   flags: {
     vendors: { type: 'integer', description: 'vendor connections (one store each)', placeholder: 'V', default: 4, min: 1, max: 1000 },
@@ -31,36 +39,23 @@ export const benchCommand = {
     rate: { type: 'integer', description: 'open loop: parcels per second over all vendors, latency counted from when each was due; 0 skips the open-loop runs', placeholder: 'N', default: 1000, min: 0, max: 1000000 },
     seconds: { type: 'integer', description: 'measured seconds of each run', placeholder: 'S', default: 8, min: 1, max: 3600 },
     warmup: { type: 'integer', description: 'seconds of load before measuring', placeholder: 'S', default: 2, min: 0, max: 600 },
-    targets: { type: 'string', description: 'comma-separated: relay (the baseline, always run), memory, sqlite (CAPS with that store, synchronous=FULL)', placeholder: 'LIST', default: 'relay,memory,sqlite' },
-    store: { type: 'string', description: 'shorthand for --targets relay,STORE; in connections mode the hub store (default sqlite). memory|sqlite; redis is not measured by the bench yet and is refused', placeholder: 'memory|sqlite' },
+    targets: {
+      type: 'string',
+      description: 'comma-separated: relay (the baseline, always run), memory, sqlite (synchronous=FULL), redis (a redis-server of its own, appendfsync always; needs redis-server installed)',
+      placeholder: 'LIST',
+      default: 'relay,memory,sqlite',
+    },
+    store: { type: 'string', description: 'shorthand for --targets relay,STORE; in connections mode the hub store (default sqlite)', placeholder: 'memory|sqlite|redis' },
+    repeat: { type: 'integer', description: 'rounds of every run; the table shows the median of each figure, ratios taken within each round', placeholder: 'N', default: 1, min: 1, max: 20 },
     connections: { type: 'integer', description: 'connections mode: N idle drivers (10000 is the target); hub RSS per connection, then restart and replay time', placeholder: 'N', min: 1, max: 100000 },
     queued: { type: 'integer', description: 'connections mode: messages queued (unacknowledged) when the hub is restarted', placeholder: 'M', default: 1000, min: 0, max: 100000 },
     out: { type: 'string', description: 'folder for results.json, chart.svg (and CPU profiles)', placeholder: 'DIR', default: 'bench-results' },
     'cpu-prof': { type: 'boolean', description: 'write a V8 CPU profile of each CAPS hub run into --out (open in Chrome DevTools or speedscope)' },
   },
-  examples: ['npm run bench', 'caps bench --store sqlite --seconds 20', 'caps bench --inflight 0 --rate 2000', 'caps bench --connections 10000'],
+  examples: ['npm run bench', 'caps bench --repeat 5', 'caps bench --store redis --seconds 20', 'caps bench --inflight 0 --rate 2000', 'caps bench --connections 10000'],
 } as const satisfies CommandSpec;
 
 type Flags = FlagValues<typeof benchCommand>;
-export type Loop = 'closed' | 'open';
-
-export interface RunResult {
-  target: Target;
-  loop: Loop;
-  /** Open loop: the offered rate. */
-  rate?: number;
-  parcelsPerSecond: number;
-  eventsPerSecond: number;
-  latencyMs: LatencySummary;
-  /** Cores the server used while measured (1 = one core busy). */
-  serverCpu: number;
-  /** Cores the load generator used (near 1: the generator, not the server, may be the limit). */
-  loadCpu: number;
-  serverPeakRssBytes: number;
-  errors: number;
-  outstanding: number;
-  firstError?: string;
-}
 
 export function runBench(argv: readonly string[]): Promise<number> {
   return runCommand(benchCommand, argv, async (flags) => {
@@ -89,28 +84,46 @@ async function runThroughput(flags: Flags, targets: Target[], out: string): Prom
   process.stdout.write(
     `caps bench: ${targets.join(', ')}; ${flags.vendors} vendors, ${flags.drivers} drivers; ` +
       `${loops.map((l) => (l === 'closed' ? `closed loop K=${flags.inflight}` : `open loop ${flags.rate}/s`)).join(' and ')}; ` +
-      `${flags.warmup} s warm-up + ${flags.seconds} s each\n`,
+      `${flags.warmup} s warm-up + ${flags.seconds} s each` +
+      (flags.repeat > 1 ? `; ${flags.repeat} rounds, medians reported` : '') +
+      '\n',
   );
   const results: RunResult[] = [];
-  for (const loop of loops) {
-    for (const target of targets) {
-      try {
-        results.push(await runOne(flags, target, loop, out));
-      } catch (err) {
-        process.stderr.write(`caps bench: ${target} (${loop} loop) failed: ${err instanceof Error ? err.message : String(err)}\n`);
-        return 1;
+  let redis: BenchRedis | undefined;
+  try {
+    if (targets.includes('redis')) redis = await startBenchRedis(join(out, `redis-${process.pid}`));
+    for (let round = 1; round <= flags.repeat; round++) {
+      for (const loop of loops) {
+        for (const target of targets) {
+          try {
+            results.push({ ...(await runOne(flags, target, loop, out, redis)), round });
+          } catch (err) {
+            process.stderr.write(`caps bench: ${target} (${loop} loop${flags.repeat > 1 ? `, round ${round}` : ''}) failed: ${err instanceof Error ? err.message : String(err)}\n`);
+            return 1;
+          }
+        }
       }
     }
+  } catch (err) {
+    process.stderr.write(`caps bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  } finally {
+    await redis?.stop();
+    rmSync(join(out, `redis-${process.pid}`), { recursive: true, force: true });
   }
-  const table = formatTable(results);
-  const verdicts = verdictLines(results, flags.rate);
+  const runs = rate(results);
+  const rows = mediansOfRounds(runs);
+  const table = formatTable(rows);
+  const verdicts = verdictLines(rows, flags.rate);
   process.stdout.write(`\n${table}\n${verdicts.join('\n')}\n`);
   const json = {
     started: started.toISOString(),
     command: `caps bench ${process.argv.slice(3).join(' ')}`.trim(),
     machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
-    config: { vendors: flags.vendors, drivers: flags.drivers, inflight: flags.inflight, rate: flags.rate, seconds: flags.seconds, warmup: flags.warmup, targets },
-    results: results.map((r) => ({ ...r, ...ratiosOf(r, results) })),
+    config: { vendors: flags.vendors, drivers: flags.drivers, inflight: flags.inflight, rate: flags.rate, seconds: flags.seconds, warmup: flags.warmup, repeat: flags.repeat, targets },
+    /** One row per target and loop: the median over the rounds when there were several. */
+    results: rows,
+    runs,
     table,
     verdicts,
   };
@@ -119,7 +132,7 @@ async function runThroughput(flags: Flags, targets: Target[], out: string): Prom
     `caps bench, ${started.toISOString().slice(0, 19)}Z: ${flags.vendors} vendors, ${flags.drivers} drivers`,
     loops.map((loop) => ({
       title: loop === 'closed' ? `closed loop, ${flags.inflight} in flight per vendor` : `open loop, ${flags.rate} parcels/s`,
-      rows: results.filter((r) => r.loop === loop).map((r) => ({ label: labelOf(r.target), parcelsPerSecond: r.parcelsPerSecond, p50: r.latencyMs.p50, p99: r.latencyMs.p99 })),
+      rows: rows.filter((r) => r.loop === loop).map((r) => ({ label: labelOf(r.target), parcelsPerSecond: r.parcelsPerSecond, p50: r.latencyMs.p50, p99: r.latencyMs.p99 })),
     })),
   );
   writeFileSync(join(out, 'chart.svg'), svg);
@@ -131,15 +144,15 @@ function labelOf(target: Target): string {
   return target === 'relay' ? 'bare relay' : `CAPS ${target}`;
 }
 
-async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Promise<RunResult> {
+async function runOne(flags: Flags, target: Target, loop: Loop, out: string, redis: BenchRedis | undefined): Promise<RunResult> {
   const port = await freePort();
   const dataDir = join(out, `data-${target}-${process.pid}`);
   // a folder per run and Node's own file names: each thread of the hub, if it has several, writes its own profile
   const profile = flags['cpu-prof'] && target !== 'relay' ? ['--cpu-prof', '--cpu-prof-dir', join(out, 'profiles', `${target}-${loop}-${Date.now()}`)] : [];
-  const args =
-    target === 'relay'
-      ? [RELAY_JS, '--port', String(port)]
-      : [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', target, '--data', dataDir, '--sync', 'full'];
+  const hub = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', target, '--data', dataDir, '--sync', 'full'];
+  // every run on redis starts from an empty database, as every SQLite run starts from an empty folder
+  if (target === 'redis') await flushRedis(redis);
+  const args = target === 'relay' ? [RELAY_JS, '--port', String(port)] : target === 'redis' ? [...hub, '--redis', redis?.url ?? ''] : hub;
   rmSync(dataDir, { recursive: true, force: true });
   const server = startServer(args, profile);
   const progress = new Progress();
@@ -167,6 +180,7 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Pr
       latencyMs: result.load.latency,
       serverCpu: result.serverCpu,
       loadCpu: result.loadCpu,
+      steal: result.steal,
       serverPeakRssBytes: memory(server.pid, 'VmHWM'),
       errors: result.load.errors,
       outstanding: result.load.outstanding,
@@ -179,12 +193,17 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Pr
   }
 }
 
-async function drive(config: LoadConfig, server: Server, progress: Progress, name: string): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number }> {
+async function drive(config: LoadConfig, server: Server, progress: Progress, name: string): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number; steal: number }> {
   const child = forkChild(LOAD_JS, config);
   const deadline = config.warmupMs + config.measureMs + 30_000;
-  let mark: { at: number; server: number; load: number } | undefined;
-  let cpu = { server: Number.NaN, load: Number.NaN };
-  const sample = (): { at: number; server: number; load: number } => ({ at: performance.now(), server: cpuTicks(server.pid), load: cpuTicks(child.pid ?? -1) });
+  let mark: { at: number; server: number; load: number; machine: MachineTicks | undefined } | undefined;
+  let cpu = { server: Number.NaN, load: Number.NaN, steal: Number.NaN };
+  const sample = (): { at: number; server: number; load: number; machine: MachineTicks | undefined } => ({
+    at: performance.now(),
+    server: cpuTicks(server.pid),
+    load: cpuTicks(child.pid ?? -1),
+    machine: machineTicks(),
+  });
   let last = { at: 0, parcels: 0 };
   try {
     const load = await new Promise<LoadResult>((resolvePromise, reject) => {
@@ -198,7 +217,7 @@ async function drive(config: LoadConfig, server: Server, progress: Progress, nam
           case 'measure-end':
             if (mark) {
               const now = sample();
-              cpu = { server: cpuShare(mark.server, now.server, now.at - mark.at), load: cpuShare(mark.load, now.load, now.at - mark.at) };
+              cpu = { server: cpuShare(mark.server, now.server, now.at - mark.at), load: cpuShare(mark.load, now.load, now.at - mark.at), steal: stealShare(mark.machine, now.machine) };
             }
             break;
           case 'progress': {
@@ -228,7 +247,7 @@ async function drive(config: LoadConfig, server: Server, progress: Progress, nam
       });
       void server.exited.then((code) => reject(new Error(`the server exited (code ${code}) under load: ${server.stderr.slice(-5).join(' | ')}`)));
     });
-    return { load, serverCpu: cpu.server, loadCpu: cpu.load };
+    return { load, serverCpu: cpu.server, loadCpu: cpu.load, steal: cpu.steal };
   } finally {
     if (child.exitCode === null) {
       const exited = new Promise((r) => child.once('exit', r));
@@ -239,58 +258,80 @@ async function drive(config: LoadConfig, server: Server, progress: Progress, nam
   }
 }
 
-function baselineOf(r: RunResult, all: readonly RunResult[]): RunResult | undefined {
-  return all.find((b) => b.target === 'relay' && b.loop === r.loop);
+/** The machine's CPU ticks from /proc/stat (Linux); undefined where it cannot be read. */
+function machineTicks(): MachineTicks | undefined {
+  try {
+    return machineTicksOf(readFileSync('/proc/stat', 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
-export function ratiosOf(r: RunResult, all: readonly RunResult[]): { throughputRatio: number; p99Ratio: number } {
-  const base = baselineOf(r, all);
-  return { throughputRatio: ratio(r.parcelsPerSecond, base?.parcelsPerSecond ?? Number.NaN), p99Ratio: ratio(r.latencyMs.p99, base?.latencyMs.p99 ?? Number.NaN) };
+/** The hypervisor's share of the machine's CPU time between two samples. */
+export function stealShare(before: MachineTicks | undefined, after: MachineTicks | undefined): number {
+  if (!before || !after || after.total <= before.total) return Number.NaN;
+  return (after.steal - before.steal) / (after.total - before.total);
 }
 
-/** The results as an aligned text table, ratios to the relay of the same loop. */
-export function formatTable(results: readonly RunResult[]): string {
-  const header = ['run', 'parcels/s', '× relay', 'events/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99 × relay', 'hub CPU', 'load CPU', 'peak RSS', 'errors'];
-  const rows = results.map((r) => {
-    const { throughputRatio, p99Ratio } = ratiosOf(r, results);
-    return [
-      `${labelOf(r.target)}, ${r.loop === 'closed' ? 'closed' : `open ${r.rate}/s`}`,
-      formatNumber(r.parcelsPerSecond),
-      `${formatNumber(throughputRatio, 2)}×`,
-      formatNumber(r.eventsPerSecond),
-      formatNumber(r.latencyMs.p50, 2),
-      formatNumber(r.latencyMs.p90, 2),
-      formatNumber(r.latencyMs.p99, 2),
-      `${formatNumber(p99Ratio, 2)}×`,
-      `${formatNumber(r.serverCpu * 100)}%`,
-      `${formatNumber(r.loadCpu * 100)}%`,
-      `${formatNumber(r.serverPeakRssBytes / 1024 / 1024, 1)} MB`,
-      String(r.errors),
-    ];
-  });
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
+/** Empties the bench's own Redis between runs (never a Redis it did not start). */
+async function flushRedis(redis: BenchRedis | undefined): Promise<void> {
+  if (!redis) throw new Error('no redis-server was started for the redis target');
+  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await client.connect();
+    await client.flushall();
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** The rows as an aligned text table, ratios to the relay of the same loop (and round). */
+export function formatTable(rows: readonly RatedResult[]): string {
+  const header = ['run', 'parcels/s', '× relay', 'events/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99 × relay', 'hub CPU', 'load CPU', 'peak RSS', 'steal', 'errors'];
+  const lines = rows.map((r) => [
+    `${labelOf(r.target)}, ${r.loop === 'closed' ? 'closed' : `open ${r.rate}/s`}`,
+    formatNumber(r.parcelsPerSecond),
+    `${formatNumber(r.throughputRatio, 2)}×`,
+    formatNumber(r.eventsPerSecond),
+    formatNumber(r.latencyMs.p50, 2),
+    formatNumber(r.latencyMs.p90, 2),
+    formatNumber(r.latencyMs.p99, 2),
+    `${formatNumber(r.p99Ratio, 2)}×`,
+    `${formatNumber(r.serverCpu * 100)}%`,
+    `${formatNumber(r.loadCpu * 100)}%`,
+    `${formatNumber(r.serverPeakRssBytes / 1024 / 1024, 1)} MB`,
+    `${formatNumber((r.steal ?? Number.NaN) * 100, 1)}%`,
+    String(r.errors),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((row) => (row[i] ?? '').length)));
   const line = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...lines.map(line)].join('\n');
 }
 
-/** The issue's throughput and latency targets, met or missed, from this run's figures. */
-export function verdictLines(results: readonly RunResult[], rate: number): string[] {
+/** The machine's hypervisor took more than this share of its CPU time: the run is not one to compare. */
+const STEAL_WARNING = 0.05;
+
+/** The issue's throughput and latency targets, met or missed, from this run's figures (medians with --repeat). */
+export function verdictLines(rows: readonly RatedResult[], rate: number): string[] {
   const lines: string[] = [];
-  const closed = (t: Target): RunResult | undefined => results.find((r) => r.loop === 'closed' && r.target === t);
+  const over = (r: RatedResult): string => (r.rounds > 1 ? ` (median of ${r.rounds} rounds; ${formatNumber(r.throughputRange[0], 2)}–${formatNumber(r.throughputRange[1], 2)}×)` : '');
+  const closed = (t: Target): RatedResult | undefined => rows.find((r) => r.loop === 'closed' && r.target === t);
   for (const [target, goal] of [['sqlite', 0.5], ['memory', 0.7]] as const) {
     const r = closed(target);
     if (!r) continue;
-    const { throughputRatio } = ratiosOf(r, results);
-    lines.push(`target: CAPS ${target} ≥ ${goal}× relay parcels/s: ${formatNumber(throughputRatio, 2)}× — ${throughputRatio >= goal ? 'met' : 'MISSED'}`);
+    lines.push(`target: CAPS ${target} ≥ ${goal}× relay parcels/s: ${formatNumber(r.throughputRatio, 2)}× — ${r.throughputRatio >= goal ? 'met' : 'MISSED'}${over(r)}`);
   }
-  const open = results.find((r) => r.loop === 'open' && r.target === 'sqlite');
+  const open = rows.find((r) => r.loop === 'open' && r.target === 'sqlite');
   if (open) {
     const note = rate === 1000 ? '' : ` (measured at ${rate}/s, the target is at 1000/s)`;
-    lines.push(`target: CAPS sqlite open loop 1000/s p99 < 5 ms: ${formatNumber(open.latencyMs.p99, 2)} ms — ${open.latencyMs.p99 < 5 ? 'met' : 'MISSED'}${note}`);
+    const rounds = open.rounds > 1 ? ` (median of ${open.rounds} rounds)` : '';
+    lines.push(`target: CAPS sqlite open loop 1000/s p99 < 5 ms: ${formatNumber(open.latencyMs.p99, 2)} ms — ${open.latencyMs.p99 < 5 ? 'met' : 'MISSED'}${note}${rounds}`);
   }
-  for (const r of results) {
-    if (r.errors > 0) lines.push(`warning: ${labelOf(r.target)} (${r.loop}) had ${r.errors} errors; first: ${r.firstError ?? '?'}`);
-    if (r.loadCpu > 0.9) lines.push(`warning: the load generator used ${formatNumber(r.loadCpu * 100)}% of a core in ${labelOf(r.target)} (${r.loop}): it may be the limit, not the server`);
+  for (const r of rows) {
+    const what = `${labelOf(r.target)} (${r.loop})`;
+    if (r.errors > 0) lines.push(`warning: ${what} had ${r.errors} errors; first: ${r.firstError ?? '?'}`);
+    if (r.loadCpu > 0.9) lines.push(`warning: the load generator used ${formatNumber(r.loadCpu * 100)}% of a core in ${what}: it may be the limit, not the server`);
+    if ((r.steal ?? 0) > STEAL_WARNING) lines.push(`warning: the hypervisor took ${formatNumber((r.steal ?? 0) * 100, 1)}% of this machine's CPU time during ${what}: its figures are not comparable`);
   }
   return lines;
 }

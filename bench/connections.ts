@@ -13,6 +13,8 @@ import type { benchCommand } from './bench.js';
 import type { IdleConfig, IdleFromParent, IdleToParent } from './protocol.js';
 import { CAPS_JS, forkChild, freePort, IDLE_JS, memory, openFilesLimit, Progress, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
+import { startBenchRedis } from './redis.js';
+import type { BenchRedis } from './redis.js';
 import { formatNumber } from './stats.js';
 
 /** Clients per generator process: one process would spend its core on handshakes alone. */
@@ -24,8 +26,8 @@ export async function runConnections(flags: FlagValues<typeof benchCommand>, out
   const n = flags.connections ?? 10_000;
   const m = flags.queued;
   const store = flags.store ?? 'sqlite';
-  if (store !== 'sqlite' && m > 0) {
-    process.stderr.write(`caps bench: the restart part needs a durable store; --store ${store} forgets its queue on restart (use sqlite, or --queued 0)\n`);
+  if (store === 'memory' && m > 0) {
+    process.stderr.write(`caps bench: the restart part needs a durable store; --store memory forgets its queue on restart (use sqlite or redis, or --queued 0)\n`);
     return 2;
   }
   // the hub holds a descriptor per connection, each generator one per client it holds
@@ -40,7 +42,14 @@ export async function runConnections(flags: FlagValues<typeof benchCommand>, out
   const port = await freePort();
   const dataDir = join(out, `data-connections-${process.pid}`);
   rmSync(dataDir, { recursive: true, force: true });
-  const hubArgs = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', store, '--data', dataDir, '--sync', 'full'];
+  let redis: BenchRedis | undefined;
+  try {
+    if (store === 'redis') redis = await startBenchRedis(join(dataDir, 'redis'));
+  } catch (err) {
+    process.stderr.write(`caps bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  const hubArgs = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', store, '--data', dataDir, '--sync', 'full', ...(redis ? ['--redis', redis.url] : [])];
   const progress = new Progress();
   let hub: Server = startServer(hubArgs);
   const generators: ChildProcess[] = [];
@@ -147,6 +156,7 @@ export async function runConnections(flags: FlagValues<typeof benchCommand>, out
       }),
     );
     await hub.stop();
+    await redis?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }

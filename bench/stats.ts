@@ -56,6 +56,22 @@ export function cpuTicksOf(statText: string): number {
   return Number(rest[11]) + Number(rest[12]);
 }
 
+/** The machine's CPU time, in clock ticks: all of it, and what its hypervisor took (steal). */
+export interface MachineTicks {
+  total: number;
+  steal: number;
+}
+
+/** The first (`cpu `) line of `/proc/stat`: user nice system idle iowait irq softirq steal ... */
+export function machineTicksOf(statText: string): MachineTicks | undefined {
+  const line = statText.split('\n').find((l) => l.startsWith('cpu '));
+  if (!line) return undefined;
+  // guest and guest_nice (fields 9 and 10) are already counted in user and nice
+  const fields = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (fields.length < 8 || fields.some((n) => !Number.isFinite(n))) return undefined;
+  return { total: fields.reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
+}
+
 /** A `VmHWM:` or `VmRSS:` line of `/proc/<pid>/status`, in bytes. */
 export function statusKb(statusText: string, field: 'VmHWM' | 'VmRSS'): number {
   const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(statusText);

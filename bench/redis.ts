@@ -1,0 +1,70 @@
+/** A redis-server of the bench's own, for CAPS on the redis store: a free port, a folder under --out. */
+import { spawn } from 'node:child_process';
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { freePort } from './processes.js';
+
+export interface BenchRedis {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** Where redis-server is: on PATH or in /usr/bin; undefined when it is not installed. */
+export function findRedisServer(): string | undefined {
+  for (const dir of [...(process.env['PATH'] ?? '').split(delimiter), '/usr/bin', '/usr/local/bin']) {
+    if (dir === '') continue;
+    const candidate = join(dir, 'redis-server');
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Starts redis-server with an append-only file synced on every write (`appendfsync always`), so
+ * that an acknowledged publish is on disk before its ack, as with SQLite: a like-for-like
+ * comparison. Resolves once it accepts connections; rejects (naming what to install) if it cannot.
+ */
+export async function startBenchRedis(dir: string, timeoutMs = 10_000): Promise<BenchRedis> {
+  const binary = findRedisServer();
+  if (!binary) throw new Error('redis-server is not installed; install it (on Debian: apt-get install -y redis-server) or leave redis out of --targets');
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const last: string[] = [];
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start within ${timeoutMs} ms: ${last.join(' | ')}`)), timeoutMs);
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        last.push(line);
+        if (last.length > 5) last.shift();
+        if (line.includes('Ready to accept connections')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    }
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`redis-server exited before it was ready: ${last.join(' | ')}`));
+    });
+  });
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -19,7 +19,7 @@ describe('a SQLite hub whose writes fail', () => {
     await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
 
     // another connection makes the hub's next commit fail
-    const saboteur = cleanup.add(new Database(join(dataDir, 'caps.sqlite'), { fileMustExist: true }), (db) => db.close());
+    const saboteur = cleanup.add(new Database(join(dataDir, 'caps-journal.sqlite'), { fileMustExist: true }), (db) => db.close());
     saboteur.exec("CREATE TRIGGER refuse BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
 
     await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_STORAGE' } });

@@ -39,7 +39,9 @@ function tempDir(): string {
  */
 function afterCrash(dir: string): SqliteStore {
   const copy = tempDir();
-  for (const file of ['caps.sqlite', 'caps.sqlite-wal']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(copy, file));
+  for (const file of ['caps.sqlite', 'caps.sqlite-wal', 'caps-journal.sqlite', 'caps-journal.sqlite-wal']) {
+    if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(copy, file));
+  }
   const store = new SqliteStore({ dir: copy });
   open.push(store);
   return store;
@@ -433,7 +435,7 @@ describe('sqlite store on disk', () => {
     expect((await afterCrash(dir).parcel('acme', 'acme-1'))?.state).toBe('pickup');
     expect(answered).toBe(false);
     const [sync] = synced;
-    expect(sync && fstatSync(sync.fd).ino, 'the file synced is the WAL').toBe(statSync(join(dir, 'caps.sqlite-wal')).ino);
+    expect(sync && fstatSync(sync.fd).ino, 'the file synced is the journal’s WAL').toBe(statSync(join(dir, 'caps-journal.sqlite-wal')).ino);
     sync?.finish(null);
     await expect(outcome).resolves.toMatchObject({ status: 'accepted' });
   });
@@ -475,7 +477,7 @@ describe('sqlite store on disk', () => {
     open.push(store);
     expect((await store.recordStep(step('pickup', 'acme', 1))).status).toBe('accepted');
     // another connection makes every later commit fail inside the store's transaction
-    const saboteur = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    const saboteur = new Database(join(dir, 'caps-journal.sqlite'), { fileMustExist: true });
     readers.push(saboteur);
     saboteur.exec("CREATE TRIGGER refuse BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
 
@@ -536,15 +538,43 @@ describe('sqlite store on disk', () => {
     }
   });
 
-  /** What clients do to the stores, in random order: steps of a few orders, acks, folds, and kills. */
-  /** `fold`: the tables catch up in the same turn as the step, while it is still on its way to the journal. */
-  type Op = { kind: 'step'; event: StepInput['event']; n: number; fold: boolean } | { kind: 'ack'; k: number } | { kind: 'fold' } | { kind: 'crash' };
+  it('keeps in memory a delivered parcel whose delivery reached the journal during a fold, until the tables have it', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      // one parcel in memory at most, a fold 0 ms after a commit (when the fake clock says so), one write a turn
+      const store = new SqliteStore({ dir: tempDir(), foldAfterMs: 0, foldChunk: 1, cachedParcels: 1 });
+      open.push(store);
+      for (const s of [step('pickup', 'acme', 1), step('pickup', 'acme', 2), step('in-transit', 'acme', 1)]) expect((await store.recordStep(s)).status).toBe('accepted');
+      vi.advanceTimersByTime(1);
+      expect(store.folding, 'a fold of the first three steps has begun').toBe(true);
+      // delivered while that fold goes on: in the journal, not in the tables
+      expect((await store.recordStep(step('delivered', 'acme', 1))).status).toBe('accepted');
+      for (let turn = 0; store.folding; turn++) {
+        if (turn > 1_000) throw new Error('the fold did not finish within 1,000 turns of the event loop');
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      // the fold finished with two parcels in memory: acme-1 must not have been dropped with its delivery unfolded
+      expect((await store.recordStep(step('delivered', 'acme', 1))).status).toBe('duplicate');
+      expect((await store.parcel('acme', 'acme-1'))?.history.map((h) => h.event)).toEqual(['pickup', 'in-transit', 'delivered']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  /**
+   * What clients do to the stores, in random order: steps of a few orders, acks, queries (which
+   * make the tables catch up), kills, and turns of the event loop let go by (`tick`, for folds that
+   * go on a chunk a turn). A step's `fold`: a query in the same turn, while the step is still on its
+   * way to the journal.
+   */
+  type Op = { kind: 'step'; event: StepInput['event']; n: number; fold: boolean } | { kind: 'ack'; k: number } | { kind: 'fold' } | { kind: 'crash' } | { kind: 'tick'; turns: number };
   const ops: fc.Arbitrary<Op[]> = fc.array(
     fc.oneof(
       { arbitrary: fc.record({ kind: fc.constant('step' as const), event: fc.constantFrom('pickup', 'in-transit', 'delivered'), n: fc.nat({ max: 3 }), fold: fc.boolean() }), weight: 6 },
       { arbitrary: fc.record({ kind: fc.constant('ack' as const), k: fc.nat({ max: 5 }) }), weight: 3 },
       { arbitrary: fc.constant({ kind: 'fold' as const }), weight: 1 },
       { arbitrary: fc.constant({ kind: 'crash' as const }), weight: 1 },
+      { arbitrary: fc.record({ kind: fc.constant('tick' as const), turns: fc.integer({ min: 1, max: 4 }) }), weight: 2 },
     ),
     { minLength: 10, maxLength: 80 },
   );
@@ -559,13 +589,17 @@ describe('sqlite store on disk', () => {
     return Promise.all([0, 1, 2, 3].map((n) => store.parcel('acme', `acme-${n}`)));
   }
 
-  it('holds what a memory store holds, whenever its tables catch up, after a close and after a kill', async () => {
+  it.each([
+    // the tables catch up only where the run says so (a query), so that the run decides when
+    ['only at queries', { foldAfterMs: Infinity }],
+    // a fold starts after every commit and writes one parcel or message a turn: kills, steps and acks land mid-fold
+    ['a parcel a turn, all the time', { foldAfterMs: 0, foldChunk: 1 }],
+  ] as const)('holds what a memory store holds, its tables catching up %s, after a close and after a kill', async (_when, folds) => {
     await fc.assert(
       fc.asyncProperty(ops, async (run) => {
         const dir = tempDir();
-        // the tables catch up only where the run says so (a query), so that the run decides when;
-        // and delivered parcels leave memory whenever they may (more than 1 in it), so they are read back
-        const sqlite = new SqliteStore({ dir, foldAfterMs: Infinity, cachedParcels: 1 });
+        // delivered parcels leave memory whenever they may (more than 1 in it), so they are read back
+        const sqlite = new SqliteStore({ dir, ...folds, cachedParcels: 1 });
         const memory = new MemoryStore();
         const acked = new Set<string>();
         let time = 0;
@@ -586,6 +620,8 @@ describe('sqlite store on disk', () => {
               expect(await sqlite.ack(a.queueId, a.messageId)).toBe(await memory.ack(b.queueId, b.messageId));
             } else if (o.kind === 'fold') {
               await sqlite.listParcels('acme', { limit: 1 });
+            } else if (o.kind === 'tick') {
+              for (let t = 0; t < o.turns; t++) await new Promise<void>((resolve) => setImmediate(resolve));
             } else {
               const restarted = afterCrash(dir);
               // every answered step survives; an ack may not have reached the disk yet: its message comes back

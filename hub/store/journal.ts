@@ -88,25 +88,30 @@ export interface FoldPlan {
 }
 
 /**
- * The net effect of `mutations`, in order: one change per parcel however many steps it took, and a
- * message queued and taken off within the run is neither inserted nor deleted.
+ * The net effect of mutations, added in order as they are committed: one change per parcel however
+ * many steps it took, and a message queued and taken off within the run is neither inserted nor
+ * deleted.
  */
-export function foldPlan(mutations: readonly Mutation[]): FoldPlan {
-  const parcels = new Map<string, ParcelChange>();
-  const queued = new Map<string, ParcelMessage>();
-  const removed: FoldPlan['removed'] = [];
-  const lastSeqs = new Map<string, number>();
-  for (const m of mutations) {
+export class FoldPlanBuilder {
+  private parcels = new Map<string, ParcelChange>();
+  private queued = new Map<string, ParcelMessage>();
+  private removed: FoldPlan['removed'] = [];
+  private lastSeqs = new Map<string, number>();
+  /** Mutations added since the last take(). */
+  size = 0;
+
+  add(m: Mutation): void {
+    this.size++;
     if (m.kind === 'ack') {
-      if (!queued.delete(`${m.queue}\u0000${m.seq}`)) removed.push({ queue: m.queue, seq: m.seq, messageId: m.messageId });
-      continue;
+      if (!this.queued.delete(`${m.queue}\u0000${m.seq}`)) this.removed.push({ queue: m.queue, seq: m.seq, messageId: m.messageId });
+      return;
     }
     const { order, input, message } = m;
     const key = parcelKey(order.store, order.orderId);
-    let change = parcels.get(key);
+    let change = this.parcels.get(key);
     if (!change) {
       change = { order, state: input.event, driver: null };
-      parcels.set(key, change);
+      this.parcels.set(key, change);
     }
     change.state = input.event;
     change.driver = m.driver ?? null;
@@ -118,8 +123,59 @@ export function foldPlan(mutations: readonly Mutation[]): FoldPlan {
       change.deliveredAt = input.time;
       change.deliveredDriver = input.driver ?? null;
     }
-    queued.set(`${message.queueId}\u0000${message.seq}`, message);
-    lastSeqs.set(message.queueId, message.seq);
+    this.queued.set(`${message.queueId}\u0000${message.seq}`, message);
+    this.lastSeqs.set(message.queueId, message.seq);
   }
-  return { parcels: [...parcels.values()], queued: [...queued.values()], removed, lastSeqs };
+
+  /** True when a mutation added since the last take() changed this parcel (parcelKey). */
+  changed(key: string): boolean {
+    return this.parcels.has(key);
+  }
+
+  /** The plan of everything added, and a fresh start. */
+  take(): FoldPlan {
+    const plan: FoldPlan = { parcels: [...this.parcels.values()], queued: [...this.queued.values()], removed: this.removed, lastSeqs: this.lastSeqs };
+    this.parcels = new Map();
+    this.queued = new Map();
+    this.removed = [];
+    this.lastSeqs = new Map();
+    this.size = 0;
+    return plan;
+  }
+}
+
+/** The net effect of `mutations`, in order (FoldPlanBuilder over all of them). */
+export function foldPlan(mutations: readonly Mutation[]): FoldPlan {
+  const builder = new FoldPlanBuilder();
+  for (const m of mutations) builder.add(m);
+  return builder.take();
+}
+
+/** How far the writes of a plan have gone: its parcels, then queued messages, then removed ones. */
+export interface PlanProgress {
+  parcels: number;
+  queued: number;
+  removed: number;
+}
+
+/**
+ * Runs up to `budget` of a plan's writes (queue seqs, a few, at the very end), resuming where
+ * `progress` stands; true once every write is done.
+ */
+export function applySome(plan: FoldPlan, progress: PlanProgress, budget: number, writes: PlanWrites): boolean {
+  let left = budget;
+  for (; progress.parcels < plan.parcels.length && left > 0; progress.parcels++, left--) writes.parcel(plan.parcels[progress.parcels] as ParcelChange);
+  for (; progress.queued < plan.queued.length && left > 0; progress.queued++, left--) writes.queued(plan.queued[progress.queued] as ParcelMessage);
+  for (; progress.removed < plan.removed.length && left > 0; progress.removed++, left--) writes.removed(plan.removed[progress.removed] as FoldPlan['removed'][number]);
+  if (left === 0 && (progress.parcels < plan.parcels.length || progress.queued < plan.queued.length || progress.removed < plan.removed.length)) return false;
+  for (const [queue, lastSeq] of plan.lastSeqs) writes.lastSeq(queue, lastSeq);
+  return true;
+}
+
+/** The statements a plan's writes go to. */
+export interface PlanWrites {
+  parcel(change: ParcelChange): void;
+  queued(message: ParcelMessage): void;
+  removed(message: { queue: string; seq: number; messageId: string }): void;
+  lastSeq(queue: string, seq: number): void;
 }

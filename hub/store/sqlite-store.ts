@@ -1,11 +1,11 @@
-import { closeSync, fdatasync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
-import type { FoldPlan } from './journal.js';
-import { decodeJournal, encodeJournal, foldPlan } from './journal.js';
+import type { FoldPlan, ParcelChange, PlanProgress, PlanWrites } from './journal.js';
+import { applySome, decodeJournal, encodeJournal, foldPlan, FoldPlanBuilder } from './journal.js';
 import type { Mutation } from './store-core.js';
 import { CoreBackedStore, parcelKey, StoreCore } from './store-core.js';
 import { ParcelFilter } from './parcel-filter.js';
@@ -13,7 +13,7 @@ import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, Qu
 import { DEFAULT_LIMITS, page } from './store.js';
 
 export interface SqliteStoreOptions extends Partial<StoreLimits> {
-  /** Folder for `caps.sqlite` (created if missing). */
+  /** Folder for `caps.sqlite` and `caps-journal.sqlite` (created if missing). */
   dir: string;
   /**
    * `full`: fsync on every commit, survives power loss. `normal`: survives a killed process, may
@@ -22,14 +22,16 @@ export interface SqliteStoreOptions extends Partial<StoreLimits> {
   sync?: 'full' | 'normal';
   /** WAL pages after which a commit checkpoints (SQLite's default 1,000); 0 never does (bench/sqlite-pages.ts). */
   walAutocheckpoint?: number;
-  /** How `full` flushes the WAL after a commit; `fs.fdatasync` unless a test holds or fails it. */
+  /** How `full` flushes the journal's WAL after a commit; `fs.fdatasync` unless a test holds or fails it. */
   syncWal?: (fd: number, done: (err: Error | null) => void) => void;
   /**
-   * How long committed changes may wait in the journal before the tables catch up, in ms
-   * (default 50); they also catch up after FOLD_AT changes, before a query and at close.
-   * Infinity: only then (bench/sqlite-pages.ts, which counts pages and must not depend on time).
+   * How long committed changes may wait in the journal before the tables start to catch up, in
+   * ms (default 200); they also do after FOLD_AT changes, and all at once before a query and at
+   * close. Infinity: only then (bench/sqlite-pages.ts, which counts pages and must not depend on time).
    */
   foldAfterMs?: number;
+  /** Parcels (or messages) written to the tables per turn of the event loop while they catch up. Default 64. */
+  foldChunk?: number;
   /** Parcels kept in memory before delivered ones are dropped from it (they stay on disk). Default 50,000. */
   cachedParcels?: number;
 }
@@ -43,12 +45,8 @@ const ACK_COMMIT_MS = 50;
 /** Parcels the filter of known parcels has room for, at least (1 MiB of bits). */
 const KNOWN_PARCELS = 500_000;
 
-/**
- * Changes in the journal after which the tables catch up at the next commit. A fold costs about
- * 10 µs a parcel on the event loop: 1,024 changes (some 170 parcels) hold it for 1-2 ms, where
- * 4,096 held it for 5-7 ms, which showed in the latency of every parcel in flight then.
- */
-const FOLD_AT = 1024;
+/** Changes in the journal after which the tables start to catch up at once. */
+const FOLD_AT = 4096;
 
 /** SQLite's page cache, in KiB (its default is 2 MiB). */
 const PAGE_CACHE_KIB = 64 * 1024;
@@ -73,12 +71,16 @@ const PARCELS_TABLE = `CREATE TABLE IF NOT EXISTS parcels (
   UNIQUE (order_id, store)
 );`;
 
-/** One row per commit: what it changed (journal.ts); deleted once the tables hold it. */
-const JOURNAL_TABLE = 'CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, changes TEXT NOT NULL);';
+/**
+ * caps-journal.sqlite: one row per commit, what it changed (journal.ts), with the id the store
+ * gives it (never reused: ids go on from the tables' mark); deleted once the tables hold it on disk.
+ */
+const JOURNAL_SCHEMA = 'CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, changes TEXT NOT NULL);';
 
 const SCHEMA = `
 ${PARCELS_TABLE}
-${JOURNAL_TABLE}
+-- the id of the last journal row the tables hold
+CREATE TABLE IF NOT EXISTS folded (only INTEGER PRIMARY KEY CHECK (only = 1), journal_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
 ${MESSAGES_TABLE}
 `;
@@ -146,37 +148,48 @@ function migrate(db: Database.Database): void {
 }
 
 /**
- * The embedded default: SQLite in WAL mode. State is worked out in memory (StoreCore) and the
- * changes of one event-loop turn are committed together as one row of the journal (journal.ts),
- * so one small write and one fsync cover many events; every caller of a step is answered only
- * after the commit that holds its change is synced. The tables (parcels, queues, messages) catch
- * up from the journal in one transaction every `foldAfterMs` (50 ms) or FOLD_AT changes, before any query
- * and at close, and that transaction deletes the journal rows it folded in; a store opened on a
- * folder with journal rows (a hub that was killed) folds them in before anything else. A message
- * acknowledged before its fold is never written to the messages table at all.
+ * The embedded default: SQLite in WAL mode, in two files. State is worked out in memory
+ * (StoreCore), and the changes of one event-loop turn are committed together as one row of a
+ * journal (journal.ts) in `caps-journal.sqlite`, so one small write and one fsync cover many
+ * events; every caller of a step is answered only after the commit that holds its change is synced.
+ *
+ * The tables (parcels, queues, messages) live in `caps.sqlite` and catch up from the journal
+ * every `foldAfterMs` (200 ms) or FOLD_AT changes: one transaction, written a `foldChunk` at a
+ * time over several turns of the event loop so that no turn is held for long, committed with the
+ * id of the last journal row it holds, then synced on the thread pool; only then are those journal
+ * rows deleted. A message acknowledged before its fold is never written to the tables at all, and a
+ * parcel's steps become one row. A store opened on a folder with journal rows past the tables'
+ * mark (a hub that was killed) folds them in before anything else. Two files, so that the fsync an
+ * answer waits for flushes the journal's few pages, never the tables'.
  *
  * An acknowledgement is answered at once and committed with the next step's commit (or on its own
  * within ACK_COMMIT_MS, without waiting for a sync): one lost with a killed hub or the machine's
  * power is a message sent again after the restart, which at-least-once delivery allows.
  *
  * `full` is SQLite's `synchronous=NORMAL` (the WAL is synced at checkpoints, and its header when
- * it restarts) plus an `fdatasync` of the WAL after every commit, which is what `FULL` adds; here
- * that sync runs on libuv's thread pool instead of blocking the event loop, and its callers are
- * answered when it completes. While it runs the next turns' changes gather into one batch, which
- * is committed (and synced) when it ends: one sync in flight at a time, as in group commit.
+ * it restarts) plus an `fdatasync` of the journal's WAL after every commit, which is what `FULL`
+ * adds; here that sync runs on libuv's thread pool instead of blocking the event loop, and its
+ * callers are answered when it completes. While it runs the next turns' changes gather into one
+ * batch, which is committed (and synced) when it ends: one sync in flight at a time, as in group commit.
  */
 export class SqliteStore extends CoreBackedStore implements QueueStore {
   readonly kind = 'sqlite' as const;
+  /** caps.sqlite: the tables. */
   private readonly db: Database.Database;
+  /** caps-journal.sqlite: the journal. */
+  private readonly journal: Database.Database;
   protected readonly core: StoreCore;
   private batch: Mutation[] = [];
-  /** Committed to the journal, not yet in the tables, oldest first. */
-  private unfolded: Mutation[] = [];
+  /** Committed to the journal, not yet in a fold. */
+  private unfolded = new FoldPlanBuilder();
   /** The id of the last journal row written. */
   private lastJournalId = 0;
+  /** The fold whose transaction is open on the tables, if one is. */
+  private fold: { plan: FoldPlan; progress: PlanProgress; upTo: number } | undefined;
   private foldTimer: NodeJS.Timeout | undefined;
   private ackTimer: NodeJS.Timeout | undefined;
   private readonly foldAfterMs: number;
+  private readonly foldChunk: number;
   private readonly cachedParcels: number;
   /** Every parcel in the tables or the journal: a pickup that is in neither needs no lookup. */
   private readonly known: ParcelFilter;
@@ -186,37 +199,49 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private broken: Error | undefined;
   private closing: Promise<void> | undefined;
   private readonly statements;
-  private readonly walPath: string;
+  private readonly writes: PlanWrites;
   private readonly syncWal: ((fd: number, done: (err: Error | null) => void) => void) | undefined;
-  private walFd: number | undefined;
-  /** Resolves when the WAL sync in flight has ended; undefined when none is. */
+  private readonly journalWalPath: string;
+  private readonly tablesWalPath: string;
+  private journalWalFd: number | undefined;
+  private tablesWalFd: number | undefined;
+  /** Resolves when the journal sync in flight has ended; undefined when none is. */
   private syncing: Promise<void> | undefined;
+  /** The tables' sync in flight, and the journal id a fold committed since it started (to sync next). */
+  private tablesSyncing: Promise<void> | undefined;
+  private tablesToSync = 0;
 
   constructor(options: SqliteStoreOptions) {
     super();
     mkdirSync(options.dir, { recursive: true });
     const file = join(options.dir, 'caps.sqlite');
+    const journalFile = join(options.dir, 'caps-journal.sqlite');
     this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    // `full` syncs the WAL itself after each commit (see above), off the event loop
-    this.db.pragma('synchronous = NORMAL');
-    this.walPath = `${file}-wal`;
+    this.journal = new Database(journalFile);
+    for (const db of [this.db, this.journal]) {
+      db.pragma('journal_mode = WAL');
+      // `full` syncs the journal's WAL itself after each commit (see above), off the event loop
+      db.pragma('synchronous = NORMAL');
+      if (options.walAutocheckpoint !== undefined) db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpoint))}`);
+    }
+    this.journalWalPath = `${journalFile}-wal`;
+    this.tablesWalPath = `${file}-wal`;
     this.syncWal = options.sync === 'normal' ? undefined : (options.syncWal ?? fdatasync);
     // parcels are keyed by random ids: a larger page cache spares commits the reads of B-tree pages
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
-    if (options.walAutocheckpoint !== undefined) this.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpoint))}`);
     this.db.exec(SCHEMA);
     migrate(this.db);
     this.db.exec(`
       DROP INDEX IF EXISTS parcels_by_order;
       CREATE INDEX IF NOT EXISTS parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);
     `);
-    this.foldAfterMs = options.foldAfterMs ?? 50;
+    this.journal.exec(JOURNAL_SCHEMA);
+    this.foldAfterMs = options.foldAfterMs ?? 200;
+    this.foldChunk = Math.max(1, Math.floor(options.foldChunk ?? 64));
     this.cachedParcels = options.cachedParcels ?? 50_000;
     this.statements = {
-      appendJournal: this.db.prepare('INSERT INTO journal (changes) VALUES (?)'),
-      selectJournal: this.db.prepare<[], { id: number; changes: string }>('SELECT id, changes FROM journal ORDER BY id'),
-      deleteJournal: this.db.prepare('DELETE FROM journal WHERE id <= ?'),
+      appendJournal: this.journal.prepare('INSERT INTO journal (id, changes) VALUES (?, ?)'),
+      deleteJournal: this.journal.prepare('DELETE FROM journal WHERE id <= ?'),
       insertParcel: this.db.prepare(
         `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -231,6 +256,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       upsertQueue: this.db.prepare('INSERT INTO queues (queue, last_seq) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq'),
       insertMessage: this.db.prepare('INSERT INTO messages (queue, seq, message_id, body) VALUES (?, ?, ?, ?)'),
       deleteMessage: this.db.prepare('DELETE FROM messages WHERE queue = ? AND seq = ? AND message_id = ?'),
+      setFolded: this.db.prepare('INSERT INTO folded (only, journal_id) VALUES (1, ?) ON CONFLICT (only) DO UPDATE SET journal_id = excluded.journal_id'),
       selectParcel: this.db.prepare<[string, string], ParcelRow>(
         'SELECT customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver FROM parcels WHERE store = ? AND order_id = ?',
       ),
@@ -242,15 +268,39 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       ),
       selectCounts: this.db.prepare<[], { store: string; state: string; n: number }>('SELECT store, state, count(*) AS n FROM parcels GROUP BY store, state ORDER BY store'),
     };
-    // a hub killed before its tables caught up: they do now, before anything is read from them
-    const journal = this.statements.selectJournal.all();
-    const last = journal.at(-1);
+    const s = this.statements;
+    this.writes = {
+      parcel: (p: ParcelChange) => {
+        const { store, orderId, customer, address } = p.order;
+        if (p.pickedUpAt !== undefined) {
+          s.insertParcel.run(store, orderId, customer, address, p.state, p.driver, p.pickedUpAt, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null);
+        } else {
+          s.updateParcel.run(p.state, p.driver, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null, store, orderId);
+        }
+      },
+      queued: (m) => s.insertMessage.run(m.queueId, m.seq, m.messageId, JSON.stringify(m)),
+      removed: (r) => s.deleteMessage.run(r.queue, r.seq, r.messageId),
+      lastSeq: (queue, seq) => s.upsertQueue.run(queue, seq),
+    };
+
+    // a hub killed before its tables caught up: they do now, before anything is read from them,
+    // and are synced before the journal rows they took in are deleted
+    const mark = this.db.prepare<[], { journal_id: number }>('SELECT journal_id FROM folded').get()?.journal_id ?? 0;
+    const rows = this.journal.prepare<[number], { id: number; changes: string }>('SELECT id, changes FROM journal WHERE id > ? ORDER BY id').all(mark);
+    const last = rows.at(-1);
     if (last) {
+      const plan = foldPlan(rows.flatMap((row) => decodeJournal(row.changes)));
       this.db.transaction(() => {
-        this.applyPlan(foldPlan(journal.flatMap((row) => decodeJournal(row.changes))));
-        this.statements.deleteJournal.run(last.id);
+        applySome(plan, { parcels: 0, queued: 0, removed: 0 }, Infinity, this.writes);
+        s.setFolded.run(last.id);
       })();
     }
+    this.lastJournalId = Math.max(mark, last?.id ?? 0);
+    if (this.lastJournalId > 0) {
+      this.tablesToSync = this.lastJournalId;
+      this.syncTablesNow();
+    }
+
     const parcelCount = this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM parcels').get()?.n ?? 0;
     this.known = new ParcelFilter(Math.max(KNOWN_PARCELS, 2 * parcelCount));
     for (const [store, orderId] of this.db.prepare<[], [string, string]>('SELECT store, order_id FROM parcels').raw().iterate()) this.known.add(parcelKey(store, orderId));
@@ -262,9 +312,14 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     }
   }
 
-  /** Transactions committed so far (each covers every change of one event-loop turn). */
+  /** Journal rows committed so far (each covers every change of one event-loop turn). */
   get commits(): number {
     return this.committed;
+  }
+
+  /** True while a fold's transaction is open on the tables (it writes a chunk a turn). */
+  get folding(): boolean {
+    return this.fold !== undefined;
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
@@ -326,10 +381,28 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       await this.syncing;
       clearTimeout(this.foldTimer);
       clearTimeout(this.ackTimer);
-      // what is left is committed and synced here and now: nothing waits for another turn
+      // what is left is committed, folded and synced here and now: nothing waits for another turn
       if (!this.broken && (this.batch.length > 0 || this.waiters.length > 0)) this.commit(true);
       this.foldNow();
-      if (this.walFd !== undefined) closeSync(this.walFd);
+      // a sync of the tables still in flight hands its journal rows back to the one below
+      await this.tablesSyncing;
+      if (!this.broken && this.tablesToSync > 0) {
+        try {
+          this.syncTablesNow();
+        } catch (err) {
+          this.fail(err, []);
+        }
+      }
+      if (this.fold) {
+        try {
+          // a fold that failed half-way: nothing of it reaches the tables
+          this.db.exec('ROLLBACK');
+        } catch {
+          // SQLite rolled it back already
+        }
+      }
+      for (const fd of [this.journalWalFd, this.tablesWalFd]) if (fd !== undefined) closeSync(fd);
+      this.journal.close();
       this.db.close();
     })();
     return this.closing;
@@ -355,10 +428,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     setImmediate(() => this.commit());
   }
 
-  /**
-   * Commits what has gathered as one journal row, then answers its callers: once the WAL is synced
-   * if it holds a step (`now`: before returning), at once if it holds only acknowledgements.
-   */
+  /** Commits what has gathered as one journal row, then answers its callers (`now`: before returning). */
   private commit(now = false): void {
     this.scheduled = false;
     if (this.batch.length === 0 && this.waiters.length === 0) return;
@@ -368,18 +438,17 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.waiters = [];
     try {
       if (batch.length > 0) {
-        this.lastJournalId = Number(this.statements.appendJournal.run(encodeJournal(batch)).lastInsertRowid);
+        this.statements.appendJournal.run(this.lastJournalId + 1, encodeJournal(batch));
+        this.lastJournalId++;
         this.committed++;
-        if (this.unfolded.length === 0) this.foldLater();
-        for (const m of batch) this.unfolded.push(m);
+        for (const m of batch) this.unfolded.add(m);
       }
     } catch (err) {
       this.fail(err, waiters);
       return;
     }
     this.sync(batch, waiters, now);
-    // while the sync runs on the thread pool: its callers do not wait for the fold's writes
-    if (this.unfolded.length >= FOLD_AT) this.foldNow();
+    if (batch.length > 0) this.foldSoon();
   }
 
   /** Answers `waiters` once `batch` is on disk: after a sync if it holds a step, at once if it holds only acknowledgements. */
@@ -389,7 +458,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     if (syncWal === undefined || !batch.some((m) => m.kind === 'step')) return this.answer(waiters);
     let fd: number;
     try {
-      fd = this.walFd ??= openSync(this.walPath, 'r+');
+      fd = this.journalWalFd ??= openSync(this.journalWalPath, 'r+');
       if (now) fdatasyncSync(fd);
     } catch (err) {
       this.fail(err, waiters);
@@ -411,59 +480,124 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     for (const waiter of waiters) waiter.resolve();
   }
 
-  private foldLater(): void {
-    if (!Number.isFinite(this.foldAfterMs)) return;
-    clearTimeout(this.foldTimer);
-    this.foldTimer = setTimeout(() => this.foldNow(), this.foldAfterMs);
+  /** Starts a fold now if enough has gathered, else once `foldAfterMs` has passed since the first change waiting. */
+  private foldSoon(): void {
+    if (this.fold || this.broken || this.closing || this.unfolded.size === 0) return;
+    if (this.unfolded.size >= FOLD_AT) {
+      clearTimeout(this.foldTimer);
+      this.foldTimer = undefined;
+      this.startFold();
+      return;
+    }
+    if (this.foldTimer || !Number.isFinite(this.foldAfterMs)) return;
+    this.foldTimer = setTimeout(() => {
+      this.foldTimer = undefined;
+      this.startFold();
+    }, this.foldAfterMs);
     // prevents the timer from keeping the process alive; close() folds what is left
     this.foldTimer.unref();
   }
 
-  /**
-   * Brings the tables up to the journal in one transaction (no sync of its own: the next synced
-   * commit, or a checkpoint, takes it to the disk), and deletes the journal rows it folded in.
-   */
-  private foldNow(): void {
-    clearTimeout(this.foldTimer);
-    this.foldTimer = undefined;
-    if (this.broken || this.unfolded.length === 0) return;
-    const mutations = this.unfolded;
-    this.unfolded = [];
+  /** Opens a fold's transaction on the tables and writes its first chunk; the rest follow, a chunk a turn. */
+  private startFold(): void {
+    if (this.fold || this.broken || this.unfolded.size === 0) return;
+    const fold = { plan: this.unfolded.take(), progress: { parcels: 0, queued: 0, removed: 0 }, upTo: this.lastJournalId };
     try {
-      this.db.transaction(() => {
-        this.applyPlan(foldPlan(mutations));
-        this.statements.deleteJournal.run(this.lastJournalId);
-      })();
+      this.db.exec('BEGIN');
     } catch (err) {
       this.fail(err, []);
       return;
     }
+    this.fold = fold;
+    this.continueFold(fold);
+  }
+
+  private continueFold(fold: NonNullable<SqliteStore['fold']>, budget = this.foldChunk): void {
+    // this fold may have been finished meanwhile (foldNow), or the store failed
+    if (this.fold !== fold || this.broken) return;
+    try {
+      if (!applySome(fold.plan, fold.progress, budget, this.writes)) {
+        setImmediate(() => this.continueFold(fold));
+        return;
+      }
+      this.statements.setFolded.run(fold.upTo);
+      this.db.exec('COMMIT');
+    } catch (err) {
+      this.fail(err, []);
+      return;
+    }
+    this.fold = undefined;
     this.evictDelivered();
+    this.syncTables(fold.upTo);
+    this.foldSoon();
+  }
+
+  /** Brings the tables up to the journal before returning (a query, close). */
+  private foldNow(): void {
+    clearTimeout(this.foldTimer);
+    this.foldTimer = undefined;
+    // a fold finished here may start the next one (FOLD_AT): finish that too
+    while (!this.broken && (this.fold || this.unfolded.size > 0)) {
+      if (!this.fold) this.startFold();
+      if (this.fold) this.continueFold(this.fold, Infinity);
+    }
+  }
+
+  /**
+   * Syncs the tables' WAL on the thread pool, then deletes the journal rows they hold (up to
+   * `upTo`): until then a power loss could take the fold back, and the journal must still have it.
+   */
+  private syncTables(upTo: number): void {
+    this.tablesToSync = Math.max(this.tablesToSync, upTo);
+    // closing: close() syncs what is left before it returns
+    if (this.tablesSyncing || this.broken || this.closing) return;
+    const target = this.tablesToSync;
+    this.tablesToSync = 0;
+    let fd: number;
+    try {
+      fd = this.tablesWalFd ??= openSync(this.tablesWalPath, 'r+');
+    } catch (err) {
+      this.fail(err, []);
+      return;
+    }
+    this.tablesSyncing = new Promise<void>((resolve) => {
+      fdatasync(fd, (err) => {
+        this.tablesSyncing = undefined;
+        resolve();
+        if (err) return this.fail(err, []);
+        if (this.closing) {
+          this.tablesToSync = Math.max(this.tablesToSync, target);
+          return;
+        }
+        try {
+          this.statements.deleteJournal.run(target);
+        } catch (e) {
+          this.fail(e, []);
+          return;
+        }
+        if (this.tablesToSync > 0) this.syncTables(this.tablesToSync);
+      });
+    });
+  }
+
+  /** At start and close: sync the tables and delete the journal rows they hold, before returning. */
+  private syncTablesNow(): void {
+    // no WAL file: the tables are all in caps.sqlite, synced by the checkpoint that emptied it
+    if (this.tablesWalFd === undefined && existsSync(this.tablesWalPath)) this.tablesWalFd = openSync(this.tablesWalPath, 'r+');
+    if (this.tablesWalFd !== undefined) fdatasyncSync(this.tablesWalFd);
+    this.statements.deleteJournal.run(this.tablesToSync);
+    this.tablesToSync = 0;
   }
 
   /** Memory is now ahead of disk: refuse everything from here on rather than acknowledge what is not stored. */
   private fail(err: unknown, waiters: Array<{ reject: (err: Error) => void }>): void {
     this.broken ??= err instanceof Error ? err : new Error(String(err));
     const failure = new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
-    const pending = [...waiters, ...this.waiters];
+    const rejected = [...waiters, ...this.waiters];
     this.batch = [];
     this.waiters = [];
-    for (const waiter of pending) waiter.reject(failure);
-  }
-
-  private applyPlan(plan: FoldPlan): void {
-    const s = this.statements;
-    for (const p of plan.parcels) {
-      const { store, orderId, customer, address } = p.order;
-      if (p.pickedUpAt !== undefined) {
-        s.insertParcel.run(store, orderId, customer, address, p.state, p.driver, p.pickedUpAt, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null);
-      } else {
-        s.updateParcel.run(p.state, p.driver, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null, store, orderId);
-      }
-    }
-    for (const m of plan.queued) s.insertMessage.run(m.queueId, m.seq, m.messageId, JSON.stringify(m));
-    for (const r of plan.removed) s.deleteMessage.run(r.queue, r.seq, r.messageId);
-    for (const [queue, lastSeq] of plan.lastSeqs) s.upsertQueue.run(queue, lastSeq);
+    clearTimeout(this.foldTimer);
+    for (const waiter of rejected) waiter.reject(failure);
   }
 
   private loadParcel(store: string, orderId: string): ParcelRecord | undefined {
@@ -481,12 +615,16 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     };
   }
 
-  /** Delivered parcels are in the tables once folded; keep memory bounded by dropping them from the cache. */
+  /**
+   * Delivered parcels are in the tables once folded: keep memory bounded by dropping them from the
+   * cache, but not one changed since this fold began (the tables do not have that change yet).
+   */
   private evictDelivered(): void {
-    // a parcel changed by a change not yet folded must stay: the tables do not have it yet
-    if (this.core.parcels.size <= this.cachedParcels || this.batch.length > 0 || this.unfolded.length > 0) return;
+    if (this.core.parcels.size <= this.cachedParcels) return;
+    const unfolded = new Set<string>();
+    for (const m of this.batch) if (m.kind === 'step') unfolded.add(parcelKey(m.order.store, m.order.orderId));
     for (const [key, parcel] of this.core.parcels) {
-      if (parcel.state === 'delivered') this.core.parcels.delete(key);
+      if (parcel.state === 'delivered' && !this.unfolded.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
     }
   }
 }

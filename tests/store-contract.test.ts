@@ -374,26 +374,6 @@ describe('sqlite store on disk', () => {
     expect(store.commits, `${store.commits} commits for ${lanes * perLane} steps`).toBeLessThanOrEqual((lanes * perLane) / 10);
   });
 
-  it.each([
-    ['in the same turn as the step', (): Promise<void> => Promise.resolve()],
-    ['in the next turn', (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve))],
-  ])('answers a duplicate sent %s only once that step is on disk', async (_when, later) => {
-    const dir = tempDir();
-    const store = new SqliteStore({ dir });
-    open.push(store);
-    const onDisk = async (): Promise<number> => (await afterCrash(dir).findParcels('acme-1')).length;
-    const input = step('pickup', 'acme', 1);
-    const first = store.recordStep(input);
-    const duplicate = later().then(() => store.recordStep(input));
-    // the files are copied in the turn the duplicate is answered
-    const seen = await duplicate.then((outcome) => {
-      const counted = onDisk();
-      return counted.then((n) => ({ status: outcome.status, onDisk: n }));
-    });
-    expect(seen).toEqual({ status: 'duplicate', onDisk: 1 });
-    expect((await first).status).toBe('accepted');
-  });
-
   /** A store whose WAL syncs wait until the test lets each one finish (or fail). */
   function heldSyncs(dir: string): { store: SqliteStore; synced: Array<{ fd: number; finish: (err: Error | null) => void }>; next: () => Promise<void> } {
     const synced: Array<{ fd: number; finish: (err: Error | null) => void }> = [];
@@ -420,6 +400,30 @@ describe('sqlite store on disk', () => {
     };
     return { store, synced, next };
   }
+
+  it.each([
+    ['in the same turn as the step', (): Promise<void> => Promise.resolve()],
+    ['in the next turn', (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve))],
+  ])('answers a duplicate sent %s only once that step is synced', async (_when, later) => {
+    const { store, synced, next } = heldSyncs(tempDir());
+    const syncing = next();
+    const input = step('pickup', 'acme', 1);
+    const first = store.recordStep(input);
+    let answered = false;
+    const duplicate = later()
+      .then(() => store.recordStep(input))
+      .then((outcome) => {
+        answered = true;
+        return outcome;
+      });
+    await syncing;
+    // many turns go by while the step's sync is held: the duplicate must wait for it
+    for (let turn = 0; turn < 20; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(answered, 'the duplicate was answered before its step was synced').toBe(false);
+    synced[0]?.finish(null);
+    await expect(duplicate).resolves.toMatchObject({ status: 'duplicate' });
+    await expect(first).resolves.toMatchObject({ status: 'accepted' });
+  });
 
   it('syncs the WAL file after a commit, and answers the step only once that sync is done', async () => {
     const dir = tempDir();
@@ -496,6 +500,81 @@ describe('sqlite store on disk', () => {
     open.push(reopened);
     expect(await reopened.findParcels('acme-1')).toMatchObject([{ state: 'pickup', history: [{ event: 'pickup' }] }]);
     expect(await reopened.findParcels('acme-2')).toEqual([]);
+  });
+
+  /** A store whose syncs of the tables' WAL wait until the test lets each one finish (or fail); folds only at queries. */
+  function heldTableSyncs(dir: string): { store: SqliteStore; finishes: Array<(err: Error | null) => void>; journalRows: () => number } {
+    const finishes: Array<(err: Error | null) => void> = [];
+    const store = new SqliteStore({
+      dir,
+      foldAfterMs: Infinity,
+      syncTables: (_fd, done) => {
+        let finished = false;
+        const finish = (err: Error | null): void => {
+          if (!finished) done(err);
+          finished = true;
+        };
+        finishes.push(finish);
+        heldFinishes.push(finish);
+      },
+    });
+    open.push(store);
+    const reader = new Database(join(dir, 'caps-journal.sqlite'), { fileMustExist: true });
+    readers.push(reader);
+    return { store, finishes, journalRows: () => reader.prepare<[], { n: number }>('SELECT count(*) AS n FROM journal').get()?.n ?? -1 };
+  }
+
+  it('deletes the journal rows a fold took in only once the tables are synced', async () => {
+    const { store, finishes, journalRows } = heldTableSyncs(tempDir());
+    for (const n of [1, 2, 3]) await store.recordStep(step('pickup', 'acme', n));
+    expect(journalRows()).toBe(3);
+    // a query makes the tables catch up; their sync is held
+    expect((await store.stores()).map((s) => s.counts.pickup)).toEqual([3]);
+    expect(finishes).toHaveLength(1);
+    expect(journalRows(), 'journal rows deleted before the tables holding them were synced').toBe(3);
+    finishes[0]?.(null);
+    expect(journalRows()).toBe(0);
+  });
+
+  it('turns a failed sync of the tables into CAPS_ERR_STORAGE, keeps the journal rows, and a reopened store has every step', async () => {
+    const dir = tempDir();
+    const { store, finishes, journalRows } = heldTableSyncs(dir);
+    for (const n of [1, 2]) await store.recordStep(step('pickup', 'acme', n));
+    await store.stores();
+    finishes[0]?.(new Error('EIO: i/o error, fdatasync'));
+    await expect(store.ping()).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('EIO') });
+    await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+    expect(journalRows()).toBe(2);
+    await within(store.close(), 10_000, 'the store whose tables sync failed to close');
+    const reopened = new SqliteStore({ dir });
+    open.push(reopened);
+    expect((await reopened.findParcels('acme-2')).map((p) => p.state)).toEqual(['pickup']);
+    expect((await reopened.pending(DRIVER_QUEUE)).map((m) => m.orderId)).toEqual(['acme-1', 'acme-2']);
+  });
+
+  it('turns a fold that fails into CAPS_ERR_STORAGE for the query waiting on it and everything after; nothing of it reaches the tables', async () => {
+    const dir = tempDir();
+    const store = new SqliteStore({ dir, foldAfterMs: Infinity });
+    open.push(store);
+    await store.recordStep(step('pickup', 'acme', 1));
+    await store.stores();
+    await store.recordStep(step('in-transit', 'acme', 1));
+    await store.recordStep(step('pickup', 'acme', 2));
+    const saboteur = new Database(join(dir, 'caps.sqlite'), { fileMustExist: true });
+    readers.push(saboteur);
+    saboteur.exec("CREATE TRIGGER refuse BEFORE INSERT ON parcels BEGIN SELECT RAISE(ABORT, 'table says no'); END");
+    await expect(store.stores()).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('table says no') });
+    await expect(store.ping()).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+    await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
+    // the fold's first write (acme-1 in transit) was rolled back with it, for the store's own reads too
+    expect(await store.stores()).toEqual([{ store: 'acme', counts: { pickup: 1, 'in-transit': 0, delivered: 0 } }]);
+    expect(saboteur.prepare('SELECT order_id, state FROM parcels').all()).toEqual([{ order_id: 'acme-1', state: 'pickup' }]);
+    await within(store.close(), 10_000, 'the store whose fold failed to close');
+    saboteur.exec('DROP TRIGGER refuse');
+    const reopened = new SqliteStore({ dir });
+    open.push(reopened);
+    expect(await reopened.findParcels('acme-1')).toMatchObject([{ state: 'in-transit' }]);
+    expect(await reopened.findParcels('acme-2')).toMatchObject([{ state: 'pickup' }]);
   });
 
   it('answers an acknowledgement at once; it reaches the disk with the next commit of a step, or on its own within 50 ms', async () => {
@@ -644,5 +723,5 @@ describe('sqlite store on disk', () => {
       }),
       { numRuns: 100 },
     );
-  }, 60_000);
+  }, 120_000);
 });

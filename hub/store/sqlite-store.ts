@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
@@ -30,8 +30,13 @@ export interface SqliteStoreOptions extends Partial<StoreLimits> {
    * close. Infinity: only then (bench/sqlite-pages.ts, which counts pages and must not depend on time).
    */
   foldAfterMs?: number;
-  /** Parcels (or messages) written to the tables per turn of the event loop while they catch up. Default 64. */
+  /**
+   * At most this many parcels (or messages) are written to the tables in one turn of the event loop
+   * while they catch up, and no more than FOLD_SLICE_MS of writing. Default 256.
+   */
   foldChunk?: number;
+  /** How the tables' WAL is flushed after a fold; `fs.fdatasync` unless a test holds or fails it. */
+  syncTables?: (fd: number, done: (err: Error | null) => void) => void;
   /** Parcels kept in memory before delivered ones are dropped from it (they stay on disk). Default 50,000. */
   cachedParcels?: number;
 }
@@ -47,6 +52,9 @@ const KNOWN_PARCELS = 500_000;
 
 /** Changes in the journal after which the tables start to catch up at once. */
 const FOLD_AT = 4096;
+
+/** How long one turn of the event loop may write to the tables while they catch up, in ms. */
+const FOLD_SLICE_MS = 1;
 
 /** SQLite's page cache, in KiB (its default is 2 MiB). */
 const PAGE_CACHE_KIB = 64 * 1024;
@@ -201,6 +209,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private readonly statements;
   private readonly writes: PlanWrites;
   private readonly syncWal: ((fd: number, done: (err: Error | null) => void) => void) | undefined;
+  private readonly dir: string;
   private readonly journalWalPath: string;
   private readonly tablesWalPath: string;
   private journalWalFd: number | undefined;
@@ -210,10 +219,14 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   /** The tables' sync in flight, and the journal id a fold committed since it started (to sync next). */
   private tablesSyncing: Promise<void> | undefined;
   private tablesToSync = 0;
+  private readonly syncTablesWal: (fd: number, done: (err: Error | null) => void) => void;
+  /** Queries waiting for the tables to hold the journal up to an id (a fold goes on meanwhile, a chunk a turn). */
+  private caughtUpWaiters: Array<{ upTo: number; resolve: () => void; reject: (err: Error) => void }> = [];
 
   constructor(options: SqliteStoreOptions) {
     super();
     mkdirSync(options.dir, { recursive: true });
+    this.dir = options.dir;
     const file = join(options.dir, 'caps.sqlite');
     const journalFile = join(options.dir, 'caps-journal.sqlite');
     this.db = new Database(file);
@@ -227,6 +240,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.journalWalPath = `${journalFile}-wal`;
     this.tablesWalPath = `${file}-wal`;
     this.syncWal = options.sync === 'normal' ? undefined : (options.syncWal ?? fdatasync);
+    this.syncTablesWal = options.syncTables ?? fdatasync;
     // parcels are keyed by random ids: a larger page cache spares commits the reads of B-tree pages
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     this.db.exec(SCHEMA);
@@ -237,7 +251,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     `);
     this.journal.exec(JOURNAL_SCHEMA);
     this.foldAfterMs = options.foldAfterMs ?? 200;
-    this.foldChunk = Math.max(1, Math.floor(options.foldChunk ?? 64));
+    this.foldChunk = Math.max(1, Math.floor(options.foldChunk ?? 256));
     this.cachedParcels = options.cachedParcels ?? 50_000;
     this.statements = {
       appendJournal: this.journal.prepare('INSERT INTO journal (id, changes) VALUES (?, ?)'),
@@ -347,28 +361,30 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {
-    this.foldNow();
+    await this.caughtUp();
     const found = this.statements.selectByOrder.all(orderId).map((row) => this.core.getParcel(row.store, orderId));
     return found.filter((p): p is ParcelRecord => p !== undefined).map((p) => structuredClone(p));
   }
 
   async listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage> {
     const { after, status, limit } = options;
-    this.foldNow();
+    await this.caughtUp();
     const rows = this.statements.selectPage.all({ store, status: status ?? null, t: after?.t ?? '', id: after?.id ?? '', all: after ? 0 : 1, limit: limit + 1 });
-    const parcels = rows.map((row) => this.core.getParcel(store, row.order_id)).filter((p): p is ParcelRecord => p !== undefined);
+    // the rows are as the journal stood; a step of this very turn may have moved a parcel on since
+    const parcels = rows.map((row) => this.core.getParcel(store, row.order_id)).filter((p): p is ParcelRecord => p !== undefined && (status === undefined || p.state === status));
     return page(parcels.map((p) => structuredClone(p)), limit);
   }
 
   async stores(): Promise<StoreSummary[]> {
     const byStore = new Map<string, StoreSummary>();
-    this.foldNow();
+    await this.caughtUp();
     for (const row of this.statements.selectCounts.all()) {
       const summary = byStore.get(row.store) ?? { store: row.store, counts: { pickup: 0, 'in-transit': 0, delivered: 0 } };
       summary.counts[row.state as ParcelEvent] = row.n;
       byStore.set(row.store, summary);
     }
-    return [...byStore.values()];
+    // in the memory store's order
+    return [...byStore.values()].sort((a, b) => a.store.localeCompare(b.store));
   }
 
   async ping(): Promise<void> {
@@ -458,7 +474,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     if (syncWal === undefined || !batch.some((m) => m.kind === 'step')) return this.answer(waiters);
     let fd: number;
     try {
-      fd = this.journalWalFd ??= openSync(this.journalWalPath, 'r+');
+      fd = this.journalWalFd ??= this.openWal(this.journalWalPath);
       if (now) fdatasyncSync(fd);
     } catch (err) {
       this.fail(err, waiters);
@@ -512,11 +528,17 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.continueFold(fold);
   }
 
-  private continueFold(fold: NonNullable<SqliteStore['fold']>, budget = this.foldChunk): void {
-    // this fold may have been finished meanwhile (foldNow), or the store failed
+  /** Writes the next chunk of a fold (`all`: the rest of it), then commits it once it is all written. */
+  private continueFold(fold: NonNullable<SqliteStore['fold']>, all = false): void {
+    // this fold may have been finished meanwhile (close), or the store failed
     if (this.fold !== fold || this.broken) return;
     try {
-      if (!applySome(fold.plan, fold.progress, budget, this.writes)) {
+      const until = performance.now() + FOLD_SLICE_MS;
+      let done = false;
+      for (let written = 0; !done && (all || (written < this.foldChunk && performance.now() < until)); written += 16) {
+        done = applySome(fold.plan, fold.progress, all ? Infinity : Math.min(16, this.foldChunk - written), this.writes);
+      }
+      if (!done) {
         setImmediate(() => this.continueFold(fold));
         return;
       }
@@ -529,17 +551,40 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.fold = undefined;
     this.evictDelivered();
     this.syncTables(fold.upTo);
-    this.foldSoon();
+    const waiting = this.caughtUpWaiters;
+    this.caughtUpWaiters = waiting.filter((w) => w.upTo > fold.upTo);
+    for (const w of waiting) if (w.upTo <= fold.upTo) w.resolve();
+    // a query waits for more than that fold held: the next one starts now, not after foldAfterMs
+    if (this.caughtUpWaiters.length > 0 && this.unfolded.size > 0) this.startFold();
+    else {
+      for (const w of this.caughtUpWaiters.splice(0)) w.resolve();
+      this.foldSoon();
+    }
   }
 
-  /** Brings the tables up to the journal before returning (a query, close). */
+  /** Resolves once the tables hold every journal row written so far; the fold goes on a chunk a turn meanwhile. */
+  private caughtUp(): Promise<void> {
+    if (this.broken) return Promise.resolve();
+    const upTo = this.lastJournalId;
+    if (!this.fold && this.unfolded.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.caughtUpWaiters.push({ upTo, resolve, reject });
+      if (!this.fold) {
+        clearTimeout(this.foldTimer);
+        this.foldTimer = undefined;
+        this.startFold();
+      }
+    });
+  }
+
+  /** At close: brings the tables up to the journal before returning. */
   private foldNow(): void {
     clearTimeout(this.foldTimer);
     this.foldTimer = undefined;
-    // a fold finished here may start the next one (FOLD_AT): finish that too
+    // a fold finished here may start the next one: finish that too
     while (!this.broken && (this.fold || this.unfolded.size > 0)) {
       if (!this.fold) this.startFold();
-      if (this.fold) this.continueFold(this.fold, Infinity);
+      if (this.fold) this.continueFold(this.fold, true);
     }
   }
 
@@ -555,13 +600,13 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     this.tablesToSync = 0;
     let fd: number;
     try {
-      fd = this.tablesWalFd ??= openSync(this.tablesWalPath, 'r+');
+      fd = this.tablesWalFd ??= this.openWal(this.tablesWalPath);
     } catch (err) {
       this.fail(err, []);
       return;
     }
     this.tablesSyncing = new Promise<void>((resolve) => {
-      fdatasync(fd, (err) => {
+      this.syncTablesWal(fd, (err) => {
         this.tablesSyncing = undefined;
         resolve();
         if (err) return this.fail(err, []);
@@ -583,20 +628,45 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   /** At start and close: sync the tables and delete the journal rows they hold, before returning. */
   private syncTablesNow(): void {
     // no WAL file: the tables are all in caps.sqlite, synced by the checkpoint that emptied it
-    if (this.tablesWalFd === undefined && existsSync(this.tablesWalPath)) this.tablesWalFd = openSync(this.tablesWalPath, 'r+');
+    if (this.tablesWalFd === undefined && existsSync(this.tablesWalPath)) this.tablesWalFd = this.openWal(this.tablesWalPath);
     if (this.tablesWalFd !== undefined) fdatasyncSync(this.tablesWalFd);
     this.statements.deleteJournal.run(this.tablesToSync);
     this.tablesToSync = 0;
+  }
+
+  /**
+   * Opens a WAL file to sync it, and syncs the folder once: SQLite creates the WAL when the store
+   * opens (it deletes it at a clean close), and a new file's name is on disk only once its folder is.
+   */
+  private openWal(path: string): number {
+    const fd = openSync(path, 'r+');
+    const dir = openSync(this.dir, 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+    return fd;
   }
 
   /** Memory is now ahead of disk: refuse everything from here on rather than acknowledge what is not stored. */
   private fail(err: unknown, waiters: Array<{ reject: (err: Error) => void }>): void {
     this.broken ??= err instanceof Error ? err : new Error(String(err));
     const failure = new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
-    const rejected = [...waiters, ...this.waiters];
+    const rejected = [...waiters, ...this.waiters, ...this.caughtUpWaiters];
     this.batch = [];
     this.waiters = [];
+    this.caughtUpWaiters = [];
     clearTimeout(this.foldTimer);
+    if (this.fold) {
+      this.fold = undefined;
+      try {
+        // what a failed fold wrote stays out of the tables (and out of queries' sight)
+        this.db.exec('ROLLBACK');
+      } catch {
+        // SQLite rolled it back already, or the failure was the transaction's own
+      }
+    }
     for (const waiter of rejected) waiter.reject(failure);
   }
 

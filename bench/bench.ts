@@ -5,7 +5,6 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Redis } from 'ioredis';
 import type { CommandSpec, FlagValues } from '../cli/args.js';
 import { runCommand, UsageError } from '../cli/args.js';
 import { renderChart } from './chart.js';
@@ -14,7 +13,6 @@ import type { LoadConfig, LoadResult, LoadToParent } from './protocol.js';
 import { CAPS_JS, cpuTicks, forkChild, freePort, LOAD_JS, memory, Progress, RELAY_JS, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
 import { startBenchRedis } from './redis.js';
-import type { BenchRedis } from './redis.js';
 import { cpuShare, formatNumber, machineTicksOf } from './stats.js';
 import type { MachineTicks } from './stats.js';
 import type { Loop, RatedResult, RunResult } from './summary.js';
@@ -89,27 +87,17 @@ async function runThroughput(flags: Flags, targets: Target[], out: string): Prom
       '\n',
   );
   const results: RunResult[] = [];
-  let redis: BenchRedis | undefined;
-  try {
-    if (targets.includes('redis')) redis = await startBenchRedis(join(out, `redis-${process.pid}`));
-    for (let round = 1; round <= flags.repeat; round++) {
-      for (const loop of loops) {
-        for (const target of targets) {
-          try {
-            results.push({ ...(await runOne(flags, target, loop, out, redis)), round });
-          } catch (err) {
-            process.stderr.write(`caps bench: ${target} (${loop} loop${flags.repeat > 1 ? `, round ${round}` : ''}) failed: ${err instanceof Error ? err.message : String(err)}\n`);
-            return 1;
-          }
+  for (let round = 1; round <= flags.repeat; round++) {
+    for (const loop of loops) {
+      for (const target of targets) {
+        try {
+          results.push({ ...(await runOne(flags, target, loop, out)), round });
+        } catch (err) {
+          process.stderr.write(`caps bench: ${target} (${loop} loop${flags.repeat > 1 ? `, round ${round}` : ''}) failed: ${err instanceof Error ? err.message : String(err)}\n`);
+          return 1;
         }
       }
     }
-  } catch (err) {
-    process.stderr.write(`caps bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
-  } finally {
-    await redis?.stop();
-    rmSync(join(out, `redis-${process.pid}`), { recursive: true, force: true });
   }
   const runs = rate(results);
   const rows = mediansOfRounds(runs);
@@ -144,16 +132,16 @@ function labelOf(target: Target): string {
   return target === 'relay' ? 'bare relay' : `CAPS ${target}`;
 }
 
-async function runOne(flags: Flags, target: Target, loop: Loop, out: string, redis: BenchRedis | undefined): Promise<RunResult> {
+async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Promise<RunResult> {
   const port = await freePort();
   const dataDir = join(out, `data-${target}-${process.pid}`);
   // a folder per run and Node's own file names: each thread of the hub, if it has several, writes its own profile
   const profile = flags['cpu-prof'] && target !== 'relay' ? ['--cpu-prof', '--cpu-prof-dir', join(out, 'profiles', `${target}-${loop}-${Date.now()}`)] : [];
   const hub = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', target, '--data', dataDir, '--sync', 'full'];
-  // every run on redis starts from an empty database, as every SQLite run starts from an empty folder
-  if (target === 'redis') await flushRedis(redis);
-  const args = target === 'relay' ? [RELAY_JS, '--port', String(port)] : target === 'redis' ? [...hub, '--redis', redis?.url ?? ''] : hub;
   rmSync(dataDir, { recursive: true, force: true });
+  // a redis-server of each run's own, empty, as every SQLite run starts from an empty folder
+  const redis = target === 'redis' ? await startBenchRedis(join(dataDir, 'redis')) : undefined;
+  const args = target === 'relay' ? [RELAY_JS, '--port', String(port)] : redis ? [...hub, '--redis', redis.url] : hub;
   const server = startServer(args, profile);
   const progress = new Progress();
   const name = `${labelOf(target)} (${loop} loop)`;
@@ -169,7 +157,7 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string, red
       measureMs: flags.seconds * 1000,
       label: name,
     };
-    const result = await drive(config, server, progress, name);
+    const result = await drive(config, server, progress, name, redis?.pid);
     progress.done();
     return {
       target,
@@ -181,7 +169,7 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string, red
       serverCpu: result.serverCpu,
       loadCpu: result.loadCpu,
       steal: result.steal,
-      serverPeakRssBytes: memory(server.pid, 'VmHWM'),
+      serverPeakRssBytes: memory(server.pid, 'VmHWM') + (redis ? memory(redis.pid, 'VmHWM') : 0),
       errors: result.load.errors,
       outstanding: result.load.outstanding,
       ...(result.load.firstError ? { firstError: result.load.firstError } : {}),
@@ -189,18 +177,20 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string, red
   } finally {
     progress.done();
     await server.stop();
+    await redis?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
-async function drive(config: LoadConfig, server: Server, progress: Progress, name: string): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number; steal: number }> {
+/** Runs the load generator against `server`; `alsoPid`: a process whose CPU counts with the server's (its redis-server). */
+async function drive(config: LoadConfig, server: Server, progress: Progress, name: string, alsoPid?: number): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number; steal: number }> {
   const child = forkChild(LOAD_JS, config);
   const deadline = config.warmupMs + config.measureMs + 30_000;
   let mark: { at: number; server: number; load: number; machine: MachineTicks | undefined } | undefined;
   let cpu = { server: Number.NaN, load: Number.NaN, steal: Number.NaN };
   const sample = (): { at: number; server: number; load: number; machine: MachineTicks | undefined } => ({
     at: performance.now(),
-    server: cpuTicks(server.pid),
+    server: cpuTicks(server.pid) + (alsoPid !== undefined ? cpuTicks(alsoPid) : 0),
     load: cpuTicks(child.pid ?? -1),
     machine: machineTicks(),
   });
@@ -273,18 +263,6 @@ export function stealShare(before: MachineTicks | undefined, after: MachineTicks
   return (after.steal - before.steal) / (after.total - before.total);
 }
 
-/** Empties the bench's own Redis between runs (never a Redis it did not start). */
-async function flushRedis(redis: BenchRedis | undefined): Promise<void> {
-  if (!redis) throw new Error('no redis-server was started for the redis target');
-  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await client.connect();
-    await client.flushall();
-  } finally {
-    client.disconnect();
-  }
-}
-
 /** The rows as an aligned text table, ratios to the relay of the same loop (and round). */
 export function formatTable(rows: readonly RatedResult[]): string {
   const header = ['run', 'parcels/s', '× relay', 'events/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99 × relay', 'hub CPU', 'load CPU', 'peak RSS', 'steal', 'errors'];
@@ -327,6 +305,7 @@ export function verdictLines(rows: readonly RatedResult[], rate: number): string
     const rounds = open.rounds > 1 ? ` (median of ${open.rounds} rounds)` : '';
     lines.push(`target: CAPS sqlite open loop 1000/s p99 < 5 ms: ${formatNumber(open.latencyMs.p99, 2)} ms — ${open.latencyMs.p99 < 5 ? 'met' : 'MISSED'}${note}${rounds}`);
   }
+  if (rows.some((r) => r.target === 'redis')) lines.push("note: CAPS redis's hub CPU and peak RSS include its redis-server's");
   for (const r of rows) {
     const what = `${labelOf(r.target)} (${r.loop})`;
     if (r.errors > 0) lines.push(`warning: ${what} had ${r.errors} errors; first: ${r.firstError ?? '?'}`);

@@ -25,6 +25,7 @@ const REPLAY_TIMEOUT_MS = 60_000;
 export async function runConnections(flags: FlagValues<typeof benchCommand>, out: string): Promise<number> {
   const n = flags.connections ?? 10_000;
   const m = flags.queued;
+  if (flags.repeat > 1) process.stdout.write('note: --repeat is for the throughput runs; connections mode runs once\n');
   const store = flags.store ?? 'sqlite';
   if (store === 'memory' && m > 0) {
     process.stderr.write(`caps bench: the restart part needs a durable store; --store memory forgets its queue on restart (use sqlite or redis, or --queued 0)\n`);

@@ -7,6 +7,8 @@ import { freePort } from './processes.js';
 
 export interface BenchRedis {
   readonly url: string;
+  /** Its process id (the bench counts its CPU and memory with the hub's). */
+  readonly pid: number;
   stop(): Promise<void>;
 }
 
@@ -28,25 +30,45 @@ export function findRedisServer(): string | undefined {
 /**
  * Starts redis-server with an append-only file synced on every write (`appendfsync always`), so
  * that an acknowledged publish is on disk before its ack, as with SQLite: a like-for-like
- * comparison. Resolves once it accepts connections; rejects (naming what to install) if it cannot.
+ * comparison; no rewrite of that file (a fork) may land in a measured run. Resolves once it accepts
+ * connections; rejects (naming what to install) if it cannot, and leaves no process behind.
  */
 export async function startBenchRedis(dir: string, timeoutMs = 10_000): Promise<BenchRedis> {
   const binary = findRedisServer();
   if (!binary) throw new Error('redis-server is not installed; install it (on Debian: apt-get install -y redis-server) or leave redis out of --targets');
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no'], {
+  const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--auto-aof-rewrite-percentage', '0', '--save', '', '--protected-mode', 'no'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const last: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  try {
+    await ready(child, exited, last, timeoutMs);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { url: `redis://127.0.0.1:${port}`, pid: child.pid ?? -1, stop };
+}
+
+function ready(child: ReturnType<typeof spawn>, exited: Promise<void>, last: string[], timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`redis-server did not start within ${timeoutMs} ms: ${last.join(' | ')}`)), timeoutMs);
     for (const stream of [child.stdout, child.stderr]) {
+      if (!stream) continue;
       createInterface({ input: stream }).on('line', (line) => {
         last.push(line);
         if (last.length > 5) last.shift();
-        if (line.includes('Ready to accept connections')) {
+        // 'Ready to accept connections' (Redis 7), 'The server is now ready to accept connections' (older)
+        if (/ready to accept connections/i.test(line)) {
           clearTimeout(timer);
           resolve();
         }
@@ -57,14 +79,4 @@ export async function startBenchRedis(dir: string, timeoutMs = 10_000): Promise<
       reject(new Error(`redis-server exited before it was ready: ${last.join(' | ')}`));
     });
   });
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
 }

@@ -56,10 +56,12 @@ export function rate(results: readonly RunResult[]): RatedResult[] {
   });
 }
 
-/** The median, by the lower middle for an even count (a value that was measured); NaN if none. */
+/** The median (of an even count, the mean of the two middle values) of the values that were measured; NaN if none. */
 export function median(values: readonly number[]): number {
   const sorted = values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
-  return sorted.length === 0 ? Number.NaN : (sorted[Math.floor((sorted.length - 1) / 2)] ?? Number.NaN);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? Number.NaN) : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2;
 }
 
 /** One row per target and loop, in the order they first ran: the median of each figure over its rounds. */

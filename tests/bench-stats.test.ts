@@ -54,9 +54,9 @@ describe('bench statistics', () => {
     expect(machineTicksOf('intr 1 2 3\n')).toBeUndefined();
   });
 
-  it('takes the median by the lower middle, of the values that were measured', () => {
+  it('takes the median of the values that were measured (of an even count, the mean of the middle two)', () => {
     expect(median([3, 1, 2])).toBe(2);
-    expect(median([4, 1, 3, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
     expect(median([Number.NaN, 5])).toBe(5);
     expect(median([])).toBeNaN();
   });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ParcelMessage } from '../../protocol/messages.js';
 import { DRIVER_QUEUE } from '../../protocol/messages.js';
+import { RecentIds } from '../../protocol/recent-ids.js';
 import type { Order } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StoreLimits } from './store.js';
 
@@ -35,13 +36,8 @@ export function parcelKey(store: string, orderId: string): string {
 export class StoreCore {
   readonly parcels = new Map<string, ParcelRecord>();
   readonly queueStates = new Map<string, QueueState>();
-  /**
-   * Ids acknowledged lately, in two generations: when the newer one is full it becomes the older
-   * and the oldest is dropped whole, so an ack costs one Set.add. Between RECENT_ACKS and twice as
-   * many are remembered.
-   */
-  private recentAcks = new Set<string>();
-  private olderAcks = new Set<string>();
+  /** Ids acknowledged lately, to tell "already acknowledged" from "unknown". */
+  private readonly recentAcks = new RecentIds(RECENT_ACKS);
 
   constructor(
     private readonly limits: StoreLimits,
@@ -114,11 +110,11 @@ export class StoreCore {
     const message = state.messages.get(messageId);
     if (message) {
       state.messages.delete(messageId);
-      this.rememberAck(messageId);
+      this.recentAcks.add(messageId);
       mutations.push({ kind: 'ack', queue, messageId, seq: message.seq });
       return 'removed';
     }
-    return this.recentAcks.has(messageId) || this.olderAcks.has(messageId) ? 'already-acknowledged' : 'unknown-message';
+    return this.recentAcks.has(messageId) ? 'already-acknowledged' : 'unknown-message';
   }
 
   pending(queue: string): ParcelMessage[] {
@@ -144,14 +140,6 @@ export class StoreCore {
       this.queueStates.set(queue, state);
     }
     return state;
-  }
-
-  private rememberAck(messageId: string): void {
-    if (this.recentAcks.size >= RECENT_ACKS) {
-      this.olderAcks = this.recentAcks;
-      this.recentAcks = new Set();
-    }
-    this.recentAcks.add(messageId);
   }
 }
 

@@ -45,7 +45,7 @@ export function decodeJournal(text: string): Mutation[] {
         input.address = address;
       }
       if (stepDriver !== null) input.driver = stepDriver;
-      return { kind: 'step', order, input, driver: parcelDriver ?? undefined, message: buildMessage(order, input, queue, seq, messageId) };
+      return { kind: 'step', key: parcelKey(store, orderId), order, input, driver: parcelDriver ?? undefined, message: buildMessage(order, input, queue, seq, messageId) };
     }
     if (isAckRecord(record)) return { kind: 'ack', queue: record[1], seq: record[2], messageId: record[3] };
     throw new Error(`a journal record is not a step or an ack: ${JSON.stringify(record).slice(0, 200)}`);
@@ -106,8 +106,7 @@ export class FoldPlanBuilder {
       if (!this.queued.delete(`${m.queue}\u0000${m.seq}`)) this.removed.push({ queue: m.queue, seq: m.seq, messageId: m.messageId });
       return;
     }
-    const { order, input, message } = m;
-    const key = parcelKey(order.store, order.orderId);
+    const { key, order, input, message } = m;
     let change = this.parcels.get(key);
     if (!change) {
       change = { order, state: input.event, driver: null };

@@ -339,7 +339,6 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   async recordStep(input: StepInput): Promise<StepOutcome> {
     this.assertUsable();
     const outcome = this.core.recordStep(input, this.batch);
-    if (outcome.status === 'accepted' && input.event === 'pickup') this.known.add(parcelKey(input.store, input.orderId));
     // a duplicate or a refusal is answered after the commit too: the step it refers to may still be in this batch
     await this.commitSoon();
     return outcome;
@@ -452,26 +451,33 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     const waiters = this.waiters;
     this.batch = [];
     this.waiters = [];
+    let steps = false;
     try {
       if (batch.length > 0) {
         this.statements.appendJournal.run(this.lastJournalId + 1, encodeJournal(batch));
         this.lastJournalId++;
         this.committed++;
-        for (const m of batch) this.unfolded.add(m);
+        for (const m of batch) {
+          this.unfolded.add(m);
+          if (m.kind !== 'step') continue;
+          steps = true;
+          // in memory until folded (evictDelivered), so a lookup can wait for the filter until now
+          if (m.input.event === 'pickup') this.known.add(m.key);
+        }
       }
     } catch (err) {
       this.fail(err, waiters);
       return;
     }
-    this.sync(batch, waiters, now);
+    this.sync(steps, waiters, now);
     if (batch.length > 0) this.foldSoon();
   }
 
-  /** Answers `waiters` once `batch` is on disk: after a sync if it holds a step, at once if it holds only acknowledgements. */
-  private sync(batch: readonly Mutation[], waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>, now: boolean): void {
+  /** Answers `waiters` once what they wait for is on disk: after a sync if `steps` were committed, at once if only acknowledgements. */
+  private sync(steps: boolean, waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>, now: boolean): void {
     const syncWal = this.syncWal;
     // nothing new that must survive power loss: whatever these callers wait for was synced before this turn
-    if (syncWal === undefined || !batch.some((m) => m.kind === 'step')) return this.answer(waiters);
+    if (syncWal === undefined || !steps) return this.answer(waiters);
     let fd: number;
     try {
       fd = this.journalWalFd ??= this.openWal(this.journalWalPath);
@@ -692,7 +698,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   private evictDelivered(): void {
     if (this.core.parcels.size <= this.cachedParcels) return;
     const unfolded = new Set<string>();
-    for (const m of this.batch) if (m.kind === 'step') unfolded.add(parcelKey(m.order.store, m.order.orderId));
+    for (const m of this.batch) if (m.kind === 'step') unfolded.add(m.key);
     for (const [key, parcel] of this.core.parcels) {
       if (parcel.state === 'delivered' && !this.unfolded.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
     }

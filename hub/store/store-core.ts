@@ -11,7 +11,16 @@ import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, Store
  */
 export type Mutation =
   /** A step recorded and its message queued (`message.queueId`, `message.seq`). */
-  | { kind: 'step'; order: Order; input: StepInput; /** The parcel's driver after the step. */ driver: string | undefined; message: ParcelMessage }
+  | {
+      kind: 'step';
+      /** parcelKey(order.store, order.orderId), worked out once for the step. */
+      key: string;
+      order: Order;
+      input: StepInput;
+      /** The parcel's driver after the step. */
+      driver: string | undefined;
+      message: ParcelMessage;
+    }
   | { kind: 'ack'; queue: string; messageId: string; seq: number };
 
 interface QueueState {
@@ -95,7 +104,7 @@ export class StoreCore {
     state.lastSeq += 1;
     const message = buildMessage(parcel.order, input, queue, state.lastSeq);
     state.messages.set(message.messageId, message);
-    mutations.push({ kind: 'step', order: parcel.order, input, driver: parcel.driver, message });
+    mutations.push({ kind: 'step', key, order: parcel.order, input, driver: parcel.driver, message });
     return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time };
   }
 

@@ -20,22 +20,22 @@ export class ParcelFilter {
   }
 
   add(key: string): void {
-    hash(key);
-    const h1 = hashA;
-    const h2 = hashB;
-    for (let i = 0; i < PROBES; i++) {
-      const bit = (h1 + i * h2) & this.mask;
-      this.bits[bit >>> 5] = (this.bits[bit >>> 5] ?? 0) | (1 << (bit & 31));
-    }
+    this.probe(key, true);
   }
 
   mightHave(key: string): boolean {
+    return this.probe(key, false);
+  }
+
+  /** Visits the key's bits: sets them (`set`), or tells whether all are set. */
+  private probe(key: string, set: boolean): boolean {
     hash(key);
-    const h1 = hashA;
-    const h2 = hashB;
     for (let i = 0; i < PROBES; i++) {
-      const bit = (h1 + i * h2) & this.mask;
-      if (((this.bits[bit >>> 5] ?? 0) & (1 << (bit & 31))) === 0) return false;
+      const bit = (hashA + i * hashB) & this.mask;
+      const word = this.bits[bit >>> 5] ?? 0;
+      const mask = 1 << (bit & 31);
+      if (set) this.bits[bit >>> 5] = word | mask;
+      else if ((word & mask) === 0) return false;
     }
     return true;
   }

@@ -408,14 +408,6 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
           this.fail(err, []);
         }
       }
-      if (this.fold) {
-        try {
-          // a fold that failed half-way: nothing of it reaches the tables
-          this.db.exec('ROLLBACK');
-        } catch {
-          // SQLite rolled it back already
-        }
-      }
       for (const fd of [this.journalWalFd, this.tablesWalFd]) if (fd !== undefined) closeSync(fd);
       this.journal.close();
       this.db.close();
@@ -560,12 +552,9 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     const waiting = this.caughtUpWaiters;
     this.caughtUpWaiters = waiting.filter((w) => w.upTo > fold.upTo);
     for (const w of waiting) if (w.upTo <= fold.upTo) w.resolve();
-    // a query waits for more than that fold held: the next one starts now, not after foldAfterMs
-    if (this.caughtUpWaiters.length > 0 && this.unfolded.size > 0) this.startFold();
-    else {
-      for (const w of this.caughtUpWaiters.splice(0)) w.resolve();
-      this.foldSoon();
-    }
+    // a query waits for rows written after that fold began (they are in `unfolded`): the next fold starts now
+    if (this.caughtUpWaiters.length > 0) this.startFold();
+    else this.foldSoon();
   }
 
   /** Resolves once the tables hold every journal row written so far; the fold goes on a chunk a turn meanwhile. */

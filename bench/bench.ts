@@ -3,17 +3,17 @@
  * for each target in turn (the bare relay first: every figure is a ratio to it), then prints a
  * table, writes the results as JSON and draws them as SVG.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CommandSpec, FlagValues } from '../cli/args.js';
 import { runCommand, UsageError } from '../cli/args.js';
 import { renderChart } from './chart.js';
 import { runConnections } from './connections.js';
 import type { LoadConfig, LoadResult, LoadToParent } from './protocol.js';
-import { CAPS_JS, cpuTicks, forkChild, freePort, LOAD_JS, memory, Progress, RELAY_JS, startServer, waitListening } from './processes.js';
+import { capsHubArgs, cpuTicks, forkChild, freePort, LOAD_JS, machineTicks, memory, Progress, RELAY_JS, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
 import { startBenchRedis } from './redis.js';
-import { cpuShare, formatNumber, machineTicksOf } from './stats.js';
+import { cpuShare, formatNumber, stealShare } from './stats.js';
 import type { MachineTicks } from './stats.js';
 import type { Loop, RatedResult, RunResult } from './summary.js';
 import { mediansOfRounds, rate } from './summary.js';
@@ -137,11 +137,10 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Pr
   const dataDir = join(out, `data-${target}-${process.pid}`);
   // a folder per run and Node's own file names: each thread of the hub, if it has several, writes its own profile
   const profile = flags['cpu-prof'] && target !== 'relay' ? ['--cpu-prof', '--cpu-prof-dir', join(out, 'profiles', `${target}-${loop}-${Date.now()}`)] : [];
-  const hub = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', target, '--data', dataDir, '--sync', 'full'];
   rmSync(dataDir, { recursive: true, force: true });
   // a redis-server of each run's own, empty, as every SQLite run starts from an empty folder
   const redis = target === 'redis' ? await startBenchRedis(join(dataDir, 'redis')) : undefined;
-  const args = target === 'relay' ? [RELAY_JS, '--port', String(port)] : redis ? [...hub, '--redis', redis.url] : hub;
+  const args = target === 'relay' ? [RELAY_JS, '--port', String(port)] : capsHubArgs(port, target, dataDir, redis?.url);
   const server = startServer(args, profile);
   const progress = new Progress();
   const name = `${labelOf(target)} (${loop} loop)`;
@@ -246,21 +245,6 @@ async function drive(config: LoadConfig, server: Server, progress: Progress, nam
       clearTimeout(timer);
     }
   }
-}
-
-/** The machine's CPU ticks from /proc/stat (Linux); undefined where it cannot be read. */
-function machineTicks(): MachineTicks | undefined {
-  try {
-    return machineTicksOf(readFileSync('/proc/stat', 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
-
-/** The hypervisor's share of the machine's CPU time between two samples. */
-export function stealShare(before: MachineTicks | undefined, after: MachineTicks | undefined): number {
-  if (!before || !after || after.total <= before.total) return Number.NaN;
-  return (after.steal - before.steal) / (after.total - before.total);
 }
 
 /** The rows as an aligned text table, ratios to the relay of the same loop (and round). */

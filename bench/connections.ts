@@ -11,7 +11,7 @@ import { io } from 'socket.io-client';
 import type { FlagValues } from '../cli/args.js';
 import type { benchCommand } from './bench.js';
 import type { IdleConfig, IdleFromParent, IdleToParent } from './protocol.js';
-import { CAPS_JS, forkChild, freePort, IDLE_JS, memory, openFilesLimit, Progress, startServer, waitListening } from './processes.js';
+import { capsHubArgs, forkChild, freePort, IDLE_JS, memory, openFilesLimit, Progress, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
 import { startBenchRedis } from './redis.js';
 import type { BenchRedis } from './redis.js';
@@ -50,7 +50,7 @@ export async function runConnections(flags: FlagValues<typeof benchCommand>, out
     process.stderr.write(`caps bench: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
-  const hubArgs = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', store, '--data', dataDir, '--sync', 'full', ...(redis ? ['--redis', redis.url] : [])];
+  const hubArgs = capsHubArgs(port, store, dataDir, redis?.url);
   const progress = new Progress();
   let hub: Server = startServer(hubArgs);
   const generators: ChildProcess[] = [];

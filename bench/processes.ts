@@ -4,7 +4,8 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { cpuTicksOf, statusKb } from './stats.js';
+import { cpuTicksOf, machineTicksOf, statusKb } from './stats.js';
+import type { MachineTicks } from './stats.js';
 
 export const CAPS_JS = fileURLToPath(new URL('../cli/caps.js', import.meta.url));
 export const RELAY_JS = fileURLToPath(new URL('./relay.js', import.meta.url));
@@ -99,6 +100,21 @@ export function cpuTicks(pid: number): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** The machine's CPU ticks, from /proc/stat; undefined where it cannot be read. */
+export function machineTicks(): MachineTicks | undefined {
+  try {
+    return machineTicksOf(readFileSync('/proc/stat', 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** `caps hub` as the bench runs it: open lab mode, no rate limit, full sync, on 127.0.0.1 (and on the bench's Redis, for redis). */
+export function capsHubArgs(port: number, store: string, dataDir: string, redisUrl?: string): string[] {
+  const args = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', '--rate-limit', '0', '--store', store, '--data', dataDir, '--sync', 'full'];
+  return redisUrl === undefined ? args : [...args, '--redis', redisUrl];
 }
 
 /** Peak (VmHWM) or current (VmRSS) resident memory of a process, in bytes. */

@@ -72,6 +72,12 @@ export function machineTicksOf(statText: string): MachineTicks | undefined {
   return { total: fields.reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
 }
 
+/** The hypervisor's share of the machine's CPU time between two samples; NaN without two usable ones. */
+export function stealShare(before: MachineTicks | undefined, after: MachineTicks | undefined): number {
+  if (!before || !after || after.total <= before.total) return Number.NaN;
+  return (after.steal - before.steal) / (after.total - before.total);
+}
+
 /** A `VmHWM:` or `VmRSS:` line of `/proc/<pid>/status`, in bytes. */
 export function statusKb(statusText: string, field: 'VmHWM' | 'VmRSS'): number {
   const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(statusText);

@@ -5,9 +5,8 @@ import { UsageError } from '../cli/args.js';
 export type Target = 'relay' | 'memory' | 'sqlite' | 'redis';
 export const TARGETS: readonly Target[] = ['relay', 'memory', 'sqlite', 'redis'];
 /** What runs when no target is named: redis needs a redis-server, and would not fit in two minutes. */
-export const DEFAULT_TARGETS: readonly Target[] = ['relay', 'memory', 'sqlite'];
-export const STORES = ['memory', 'sqlite', 'redis'] as const;
-export type StoreTarget = (typeof STORES)[number];
+const DEFAULT_TARGETS: readonly Target[] = ['relay', 'memory', 'sqlite'];
+const STORES = ['memory', 'sqlite', 'redis'] as const;
 
 /**
  * The targets to run, in a fixed order (baseline first): from `--targets a,b` or, with `--store

@@ -6,9 +6,9 @@ import { parseFlags } from '../cli/args.js';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchCommand, formatTable, stealShare, verdictLines } from '../bench/bench.js';
+import { benchCommand, formatTable, verdictLines } from '../bench/bench.js';
 import type { RunResult } from '../bench/bench.js';
-import { cpuShare, cpuTicksOf, machineTicksOf, percentile, ratio, statusKb, summarize } from '../bench/stats.js';
+import { cpuShare, cpuTicksOf, machineTicksOf, percentile, ratio, statusKb, stealShare, summarize } from '../bench/stats.js';
 import { median, mediansOfRounds, rate } from '../bench/summary.js';
 import { parseTargets } from '../bench/targets.js';
 

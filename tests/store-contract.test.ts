@@ -11,6 +11,7 @@ import { within } from './helpers/hub-process.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import { MemoryStore } from '../hub/store/memory-store.js';
 import { SqliteStore } from '../hub/store/sqlite-store.js';
+import type { SqliteStoreOptions } from '../hub/store/sqlite-store.js';
 import type { QueueStore, StepInput } from '../hub/store/store.js';
 
 /** One contract, every store: the hub must not be able to tell them apart. */
@@ -374,31 +375,40 @@ describe('sqlite store on disk', () => {
     expect(store.commits, `${store.commits} commits for ${lanes * perLane} steps`).toBeLessThanOrEqual((lanes * perLane) / 10);
   });
 
-  /** A store whose WAL syncs wait until the test lets each one finish (or fail). */
-  function heldSyncs(dir: string): { store: SqliteStore; synced: Array<{ fd: number; finish: (err: Error | null) => void }>; next: () => Promise<void> } {
-    const synced: Array<{ fd: number; finish: (err: Error | null) => void }> = [];
+  type Held = Array<{ fd: number; finish: (err: Error | null) => void }>;
+
+  /**
+   * A sync hook (syncWal, syncTables) that holds every sync until the test lets it finish (or
+   * fail), once; `next()` resolves when the next sync arrives.
+   */
+  function holdSyncs(what: string): { hook: NonNullable<SqliteStoreOptions['syncWal']>; held: Held; next: () => Promise<void> } {
+    const held: Held = [];
     let arrived: (() => void) | undefined;
-    const store = new SqliteStore({
-      dir,
-      syncWal: (fd, done) => {
-        let finished = false;
-        const finish = (err: Error | null): void => {
-          if (!finished) done(err);
-          finished = true;
-        };
-        synced.push({ fd, finish });
-        heldFinishes.push(finish);
-        arrived?.();
-      },
-    });
-    open.push(store);
-    const next = (): Promise<void> => {
-      const count = synced.length;
-      return within(new Promise<void>((resolve) => {
-        arrived = () => synced.length > count && resolve();
-      }), 5_000, 'the store to sync its WAL');
+    const hook: NonNullable<SqliteStoreOptions['syncWal']> = (fd, done) => {
+      let finished = false;
+      const finish = (err: Error | null): void => {
+        if (!finished) done(err);
+        finished = true;
+      };
+      held.push({ fd, finish });
+      heldFinishes.push(finish);
+      arrived?.();
     };
-    return { store, synced, next };
+    const next = (): Promise<void> => {
+      const count = held.length;
+      return within(new Promise<void>((resolve) => {
+        arrived = () => held.length > count && resolve();
+      }), 5_000, what);
+    };
+    return { hook, held, next };
+  }
+
+  /** A store whose journal syncs wait until the test lets each one finish (or fail). */
+  function heldSyncs(dir: string): { store: SqliteStore; synced: Held; next: () => Promise<void> } {
+    const { hook, held, next } = holdSyncs('the store to sync its WAL');
+    const store = new SqliteStore({ dir, syncWal: hook });
+    open.push(store);
+    return { store, synced: held, next };
   }
 
   it.each([
@@ -503,25 +513,13 @@ describe('sqlite store on disk', () => {
   });
 
   /** A store whose syncs of the tables' WAL wait until the test lets each one finish (or fail); folds only at queries. */
-  function heldTableSyncs(dir: string): { store: SqliteStore; finishes: Array<(err: Error | null) => void>; journalRows: () => number } {
-    const finishes: Array<(err: Error | null) => void> = [];
-    const store = new SqliteStore({
-      dir,
-      foldAfterMs: Infinity,
-      syncTables: (_fd, done) => {
-        let finished = false;
-        const finish = (err: Error | null): void => {
-          if (!finished) done(err);
-          finished = true;
-        };
-        finishes.push(finish);
-        heldFinishes.push(finish);
-      },
-    });
+  function heldTableSyncs(dir: string): { store: SqliteStore; finishes: Held; journalRows: () => number } {
+    const { hook, held } = holdSyncs('the store to sync its tables');
+    const store = new SqliteStore({ dir, foldAfterMs: Infinity, syncTables: hook });
     open.push(store);
     const reader = new Database(join(dir, 'caps-journal.sqlite'), { fileMustExist: true });
     readers.push(reader);
-    return { store, finishes, journalRows: () => reader.prepare<[], { n: number }>('SELECT count(*) AS n FROM journal').get()?.n ?? -1 };
+    return { store, finishes: held, journalRows: () => reader.prepare<[], { n: number }>('SELECT count(*) AS n FROM journal').get()?.n ?? -1 };
   }
 
   it('deletes the journal rows a fold took in only once the tables are synced', async () => {
@@ -532,7 +530,7 @@ describe('sqlite store on disk', () => {
     expect((await store.stores()).map((s) => s.counts.pickup)).toEqual([3]);
     expect(finishes).toHaveLength(1);
     expect(journalRows(), 'journal rows deleted before the tables holding them were synced').toBe(3);
-    finishes[0]?.(null);
+    finishes[0]?.finish(null);
     expect(journalRows()).toBe(0);
   });
 
@@ -541,7 +539,7 @@ describe('sqlite store on disk', () => {
     const { store, finishes, journalRows } = heldTableSyncs(dir);
     for (const n of [1, 2]) await store.recordStep(step('pickup', 'acme', n));
     await store.stores();
-    finishes[0]?.(new Error('EIO: i/o error, fdatasync'));
+    finishes[0]?.finish(new Error('EIO: i/o error, fdatasync'));
     await expect(store.ping()).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('EIO') });
     await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
     expect(journalRows()).toBe(2);

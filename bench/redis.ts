@@ -1,4 +1,4 @@
-/** A redis-server of the bench's own, for CAPS on the redis store: a free port, a folder under --out. */
+/** redis-server processes of the bench and the tests: a free port (or a given one), a folder of their own, never the machine's Redis. */
 import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -27,36 +27,61 @@ export function findRedisServer(): string | undefined {
   return undefined;
 }
 
+/** A redis-server process started by runRedisServer. */
+export interface RedisProcess {
+  readonly pid: number;
+  /** SIGTERM, then SIGKILL after 5 s; resolves once it has exited. */
+  stop(): Promise<void>;
+  /** SIGKILL; resolves once it has exited. */
+  kill(): Promise<void>;
+  readonly running: boolean;
+}
+
 /**
- * Starts redis-server with an append-only file synced on every write (`appendfsync always`), so
- * that an acknowledged publish is on disk before its ack, as with SQLite: a like-for-like
- * comparison; no rewrite of that file (a fork) may land in a measured run. Resolves once it accepts
- * connections; rejects (naming what to install) if it cannot, and leaves no process behind.
+ * Starts redis-server on 127.0.0.1:`port` with its files in `dir` and an append-only file synced on
+ * every write (`appendfsync always`): an acknowledged write is on disk before its answer, as with
+ * SQLite, and survives a restart on the same folder; no rewrite of that file (a fork) may land in
+ * a measured run. Resolves once it accepts connections; rejects if it cannot, leaving no process.
+ * The tests' own Redis (tests/helpers/redis.ts) is one of these too.
  */
-export async function startBenchRedis(dir: string, timeoutMs = 10_000): Promise<BenchRedis> {
-  const binary = findRedisServer();
-  if (!binary) throw new Error('redis-server is not installed; install it (on Debian: apt-get install -y redis-server) or leave redis out of --targets');
+export async function runRedisServer(binary: string, port: number, dir: string, timeoutMs = 10_000): Promise<RedisProcess> {
   mkdirSync(dir, { recursive: true });
-  const port = await freePort();
   const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--auto-aof-rewrite-percentage', '0', '--save', '', '--protected-mode', 'no'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const last: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
+  const end = async (signal: NodeJS.Signals): Promise<void> => {
+    if (gone()) return;
+    child.kill(signal);
+    const timer = signal === 'SIGKILL' ? undefined : setTimeout(() => child.kill('SIGKILL'), 5_000);
     await exited;
     clearTimeout(timer);
   };
   try {
     await ready(child, exited, last, timeoutMs);
   } catch (err) {
-    await stop();
+    await end('SIGKILL');
     throw err;
   }
-  return { url: `redis://127.0.0.1:${port}`, pid: child.pid ?? -1, stop };
+  return {
+    pid: child.pid ?? -1,
+    stop: () => end('SIGTERM'),
+    kill: () => end('SIGKILL'),
+    get running() {
+      return !gone();
+    },
+  };
+}
+
+/** A redis-server of the bench's own (runRedisServer) on a free port; rejects, naming what to install, without one. */
+export async function startBenchRedis(dir: string): Promise<BenchRedis> {
+  const binary = findRedisServer();
+  if (!binary) throw new Error('redis-server is not installed; install it (on Debian: apt-get install -y redis-server) or leave redis out of --targets');
+  const port = await freePort();
+  const redis = await runRedisServer(binary, port, dir);
+  return { url: `redis://127.0.0.1:${port}`, pid: redis.pid, stop: () => redis.stop() };
 }
 
 function ready(child: ReturnType<typeof spawn>, exited: Promise<void>, last: string[], timeoutMs: number): Promise<void> {

@@ -1,11 +1,9 @@
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { freePort } from '../../bench/processes.js';
-import { Lines } from './wait.js';
+import type { RedisProcess } from '../../bench/redis.js';
+import { runRedisServer } from '../../bench/redis.js';
 
 export { freePort };
 
@@ -17,8 +15,7 @@ export const REDIS_SERVER = '/usr/bin/redis-server';
  */
 export class TestRedis {
   readonly dir = mkdtempSync(join(tmpdir(), 'caps-redis-'));
-  readonly lines = new Lines();
-  private child: ChildProcess | undefined;
+  private process: RedisProcess | undefined;
   private constructor(readonly port: number) {}
 
   get url(): string {
@@ -33,27 +30,16 @@ export class TestRedis {
 
   /** Starts (again) on the same port and folder; resolves when it accepts connections. */
   async run(): Promise<void> {
-    const child = spawn(REDIS_SERVER, [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir,
-      '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream }).on('line', this.lines.push);
-    const before = this.lines.matching(/Ready to accept connections/).length;
-    await this.lines.waitFor(/Ready to accept connections/, `redis-server on port ${this.port} to start`, 10_000, before + 1);
+    this.process = await runRedisServer(REDIS_SERVER, this.port, this.dir);
   }
 
   get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+    return this.process?.running ?? false;
   }
 
   /** Stops it the hard way (SIGKILL); resolves once it has exited. */
   async kill(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    await this.process?.kill();
   }
 
   async stop(): Promise<void> {

@@ -139,6 +139,8 @@ export const publishSchemas = {
 const FLAT_KEYS = new Set(['store', 'orderId', 'customer', 'address']);
 const CONTROL = /[\u0000-\u001f\u007f]/;
 const DRIVER_PREFIX = /^driver/i;
+/** The fields a later step may leave out, and their limits (one array, not one per publish). */
+const OPTIONAL_FIELDS = [['customer', LIMITS.customer], ['address', LIMITS.address]] as const;
 
 /** `value` trimmed when it is a string `text(max)` accepts; undefined otherwise. */
 function plainText(value: unknown, max: number): string | undefined {
@@ -161,7 +163,7 @@ export function parseFlatPublish(event: ParcelEvent, raw: unknown): PublishInput
   const orderId = plainText(fields['orderId'], LIMITS.orderId);
   if (store === undefined || orderId === undefined || DRIVER_PREFIX.test(store)) return undefined;
   const out: PublishInput = { event, store, orderId };
-  for (const [key, max] of [['customer', LIMITS.customer], ['address', LIMITS.address]] as const) {
+  for (const [key, max] of OPTIONAL_FIELDS) {
     if (fields[key] === undefined) {
       // a pickup needs the whole order; a key present with the value undefined is zod's to judge
       if (event === 'pickup' || key in fields) return undefined;

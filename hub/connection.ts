@@ -2,33 +2,30 @@ import { CapsError } from '../protocol/errors.js';
 import type { CapsErrorCode } from '../protocol/errors.js';
 import { CAPS_ERRORS } from '../protocol/errors.js';
 import type { ClientToServerEvents } from '../protocol/events.js';
+import { LAB_ACCEPTED_SHAPES, labEventName, normalizeLabPayload, parseLabReceived } from '../protocol/lab.js';
 import type { JoinResult, PublishResult } from '../protocol/messages.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { AckResult } from '../protocol/result.js';
 import { fail, ok } from '../protocol/result.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
-import type { TokenSubject } from '../protocol/token.js';
 import { getAllSchema, handshakeSchema, parsePayload, parsePublish, parseRoom, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
-import type { Dashboards } from './dashboards.js';
-import type { Delivery } from './delivery.js';
 import { DRIVERS_ROOM, isDriverId, queueOf, storeRoom } from './identity.js';
-import type { Logger } from './logger.js';
-import type { Metrics } from './metrics.js';
+import { labReceived } from './lab-mode.js';
+import { forbidden, mayName, mayUseQueue } from './policy.js';
+import type { PublishContext } from './publish.js';
+import { publishStep } from './publish.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { RateLimiter } from './rate-limit.js';
-import type { QueueStore, StepInput } from './store/store.js';
 import type { CapsSocket } from './types.js';
 
-export interface ConnectionContext {
-  logger: Logger;
-  store: QueueStore;
-  delivery: Delivery;
-  metrics: Metrics;
+export interface ConnectionContext extends PublishContext {
   rateLimit: RateLimitOptions;
-  dashboards: Dashboards;
 }
 
 const KNOWN_EVENTS = new Set<string>(['join', 'leave', 'received', 'getAll', ...PARCEL_EVENTS]);
+
+/** Lab notes one connection may be told (kinds of refusal, no-ops); past it, only counted. */
+const MAX_NOTES = 32;
 
 type Handler = (raw: unknown) => AckResult<unknown> | Promise<AckResult<unknown>>;
 
@@ -39,6 +36,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   socket.data.name = socket.id;
   socket.data.stores = new Set();
   socket.data.acks = false;
+  socket.data.noted = new Set();
 
   // identity: from the verified token; in open lab mode, what the client claims (or later says)
   const { auth } = socket.data;
@@ -58,10 +56,31 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   if (claimed?.role === 'driver') delivery.driverReady(socket);
   for (const store of socket.data.stores) delivery.replay(socket, store);
 
+  // an anonymous client of the open lab mode is read generously (protocol/lab.ts); a token holder strictly
+  const lab = auth === undefined;
+  /** True the first time this connection does `kind`: lab notes are said once, then only counted. */
+  const firstTime = (kind: string): boolean => {
+    // bounded: a client inventing event names cannot grow this, nor the log
+    if (socket.data.noted.has(kind) || socket.data.noted.size >= MAX_NOTES) return false;
+    socket.data.noted.add(kind);
+    return true;
+  };
+
   const refuse = (event: string, code: CapsErrorCode, message: string | undefined, ack: unknown): void => {
     const result = fail(code, message);
     ctx.metrics.refuse(code);
-    logger.warn('REFUSED', { code, event, socket: socket.id, reason: result.error.message });
+    if (!lab) logger.warn('REFUSED', { code, event, socket: socket.id, reason: result.error.message });
+    else if (firstTime(`refused ${event} ${code}`)) {
+      // lab clients rarely ask for acks: the console is the only place a student sees why
+      logger.warn('REFUSED', {
+        code,
+        event,
+        socket: socket.id,
+        reason: result.error.message,
+        accepted: LAB_ACCEPTED_SHAPES[event] ?? LAB_ACCEPTED_SHAPES['unknown'],
+        note: 'said once per connection and kind; every refusal is counted in /metrics (caps_refusals_total)',
+      });
+    }
     reply(ack, result);
   };
 
@@ -87,12 +106,44 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     }
   });
 
-  /** In authenticated mode, what each role may do; an anonymous lab client may do anything. */
+  // event names: a token holder's exactly as in the protocol; a lab client's read generously, its
+  // payload brought to the protocol's keys. Middleware, not onAny: onAny sees the name as sent.
+  socket.use((packet, next) => {
+    const sent = packet[0] as unknown;
+    const ack = typeof packet.at(-1) === 'function' ? packet.at(-1) : undefined;
+    if (!lab) {
+      if (typeof sent === 'string' && KNOWN_EVENTS.has(sent)) next();
+      else refuseUnknown(sent, ack);
+      return;
+    }
+    const name = labEventName(sent);
+    if (name.kind === 'unknown') {
+      refuseUnknown(sent, ack);
+      return;
+    }
+    if (name.kind === 'no-op') {
+      if (firstTime(`no-op ${name.name}`)) logger.info('IGNORED', { event: String(sent), socket: socket.id, reason: 'means nothing to this hub: accepted as a no-op (said once per connection)' });
+      reply(ack, ok({ ignored: true }));
+      return;
+    }
+    packet[0] = name.event;
+    if (packet.length > 1 && packet[1] !== ack) {
+      const { value, ignored } = normalizeLabPayload(packet[1]);
+      packet[1] = value;
+      if (ignored.length > 0 && firstTime(`fields ${name.event}`)) {
+        logger.info('IGNORED FIELDS', { event: name.event, fields: ignored.slice(0, 10).join(', ').slice(0, 300), socket: socket.id, reason: 'not part of the protocol: left out (said once per connection and event)' });
+      }
+    }
+    next();
+  });
+
+  const refuseUnknown = (sent: unknown, ack: unknown): void => {
+    const name = String(sent).slice(0, 100);
+    refuse(name, 'CAPS_ERR_UNKNOWN_EVENT', `${CAPS_ERRORS.CAPS_ERR_UNKNOWN_EVENT.message}: ${name}`, ack);
+  };
+
+  /** In authenticated mode, what each role may do (hub/policy.ts); an anonymous lab client may do anything. */
   const forbid = (what: string): AckResult<never> => forbidden(auth, what);
-  const mayUseQueue = (queue: string): boolean =>
-    !auth || (auth.role === 'vendor' && queue === auth.store) || (auth.role === 'driver' && queue === DRIVER_QUEUE);
-  /** join and leave: a queue the client may use, or an authenticated driver's own name. */
-  const mayName = (name: string): boolean => mayUseQueue(queueOf(name)) || (auth?.role === 'driver' && name === auth.name);
 
   const settle = (event: string, ack: unknown, result: AckResult<unknown>): void => {
     if (!result.ok) refuse(event, result.error.code, result.error.message, ack);
@@ -130,7 +181,13 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parseRoom(raw);
     if (!parsed.ok) return parsed;
     const name = parsed.value;
-    if (!mayName(name)) return forbid(`join ${name}`);
+    if (!mayName(auth, name)) return forbid(`join ${name}`);
+    if (lab && socket.data.role === 'driver' && !isDriverId(name)) {
+      // a lab driver that joins a store's room hears that store's steps, as the lab's rooms do
+      joinStoreRoom(socket, name);
+      logger.info('JOINED', { ...who(socket), room: name });
+      return ok({ role: 'driver', room: name } satisfies JoinResult);
+    }
     const asDriver = isDriverId(name) || socket.data.role === 'driver';
     const result: JoinResult = asDriver ? { role: 'driver', room: DRIVER_QUEUE } : { role: 'vendor', room: name };
     if (asDriver) becomeDriver(socket, isDriverId(name) ? socket.data.name : name);
@@ -145,9 +202,9 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parseRoom(raw);
     if (!parsed.ok) return parsed;
     const name = parsed.value;
-    if (!mayName(name)) return forbid(`leave ${name}`);
+    if (!mayName(auth, name)) return forbid(`leave ${name}`);
     let result: JoinResult;
-    if (isDriverId(name) || socket.data.role === 'driver') {
+    if (isDriverId(name) || (socket.data.role === 'driver' && !socket.data.stores.has(name))) {
       void socket.leave(DRIVERS_ROOM);
       result = { role: 'driver', room: DRIVER_QUEUE };
     } else {
@@ -164,11 +221,21 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   }
 
   on('received', async (raw) => {
+    if (lab) {
+      const ref = parseLabReceived(raw);
+      if (!ref) return fail('CAPS_ERR_INVALID_PAYLOAD', 'received names no message: send a messageId or an orderId');
+      // naming a store's queue says who a silent client is; naming the driver pool does not make a
+      // connection a driver (it may be the one that only reports steps)
+      if (ref.queue !== undefined && !isDriverId(ref.queue)) identifyByQueue(socket, ref.queue);
+      const result = await labReceived(delivery, ctx.store, socket, ref);
+      if (result.ok) socket.data.acks = true;
+      return result;
+    }
     const parsed = parsePayload(receivedSchema, raw);
     if (!parsed.ok) return parsed;
     const { messageId } = parsed.value;
     const queue = queueOf(parsed.value.queue);
-    if (!mayUseQueue(queue)) return forbid(`acknowledge messages of queue ${parsed.value.queue}`);
+    if (!mayUseQueue(auth, queue)) return forbid(`acknowledge messages of queue ${parsed.value.queue}`);
     identifyByQueue(socket, parsed.value.queue);
     socket.data.acks = true;
     const outcome = await delivery.ack(queue, messageId, 'received');
@@ -187,17 +254,11 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const parsed = parsePayload(getAllSchema, raw);
     if (!parsed.ok) return parsed;
     const queue = queueOf(parsed.value.queue);
-    if (!mayUseQueue(queue)) return forbid(`read queue ${parsed.value.queue}`);
+    if (!mayUseQueue(auth, queue)) return forbid(`read queue ${parsed.value.queue}`);
     identifyByQueue(socket, parsed.value.queue);
     if (queue === DRIVER_QUEUE && socket.data.role === 'unknown') becomeDriver(socket, socket.id);
     const sent = delivery.replay(socket, queue, parsed.value.event);
     return ok({ queue, sent });
-  });
-
-  socket.onAny((event: unknown, ...args: unknown[]) => {
-    if (typeof event === 'string' && KNOWN_EVENTS.has(event)) return;
-    const name = String(event).slice(0, 100);
-    refuse(name, 'CAPS_ERR_UNKNOWN_EVENT', `${CAPS_ERRORS.CAPS_ERR_UNKNOWN_EVENT.message}: ${name}`, args.at(-1));
   });
 
   socket.on('disconnect', (reason) => {
@@ -206,47 +267,15 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   });
 }
 
+/** A parcel event from a socket: the shared publish flow, after what the step says about the socket. */
 async function publish(ctx: ConnectionContext, socket: CapsSocket, event: ParcelEvent, raw: unknown): Promise<AckResult<PublishResult>> {
   const parsed = parsePublish(event, raw);
   if (!parsed.ok) return parsed;
   const input = parsed.value;
-  const { auth } = socket.data;
-  if (auth) {
-    // a vendor hands parcels over; only drivers report what became of them
-    if (auth.role !== (event === 'pickup' ? 'vendor' : 'driver')) return forbidden(auth, `publish ${event}`);
-    if (auth.role === 'vendor' && input.store !== auth.store) {
-      return fail('CAPS_ERR_FORBIDDEN', `the token is for store ${auth.store}; the payload names ${input.store}`);
-    }
-  }
-  if (event === 'pickup') {
-    // open lab mode: a client that hands over a parcel is that store's vendor
-    if (socket.data.role !== 'vendor' || !socket.data.stores.has(input.store)) becomeVendor(socket, input.store);
-  } else if (socket.data.role === 'unknown') {
-    becomeDriver(socket, socket.id);
-  }
-  const time = new Date().toISOString();
-  ctx.metrics.receive(event);
-  // one object built field by field, no spreads: this runs for every event
-  const step: StepInput = { event, store: input.store, orderId: input.orderId, time };
-  if (input.customer !== undefined) step.customer = input.customer;
-  if (input.address !== undefined) step.address = input.address;
-  if (event !== 'pickup') step.driver = socket.data.name;
-  // an authenticated driver reports only parcels dispatched to it: the store checks, atomically
-  if (auth?.role === 'driver') step.dispatched = ctx.delivery.wasDispatchedTo(input.store, input.orderId, auth.name);
-  const outcome = await ctx.store.recordStep(step);
-  if (outcome.status === 'refused') return fail(outcome.code, outcome.reason);
-  const duplicate = outcome.status === 'duplicate';
-  if (outcome.status === 'accepted') {
-    ctx.logger.event(event, outcome.message.order, time);
-    ctx.delivery.add(outcome.message);
-    ctx.dashboards.step(outcome.message);
-    if (event === 'delivered') ctx.metrics.latency.observe(Math.max(0, Date.parse(time) - Date.parse(outcome.pickedUpAt)) / 1000);
-  } else {
-    ctx.metrics.duplicates.inc({ event });
-    ctx.logger.info('DUPLICATE', { event, store: input.store, orderId: input.orderId, socket: socket.id });
-  }
-  if (event === 'delivered' && socket.data.role === 'driver') await ctx.delivery.settlePickup(input.store, input.orderId);
-  return ok({ event, store: input.store, orderId: input.orderId, duplicate });
+  // open lab mode: a client that hands over a parcel is that store's vendor. Reporting a driver's
+  // step says nothing: a course driver may report on a connection that never listens.
+  if (event === 'pickup' && !socket.data.auth && (socket.data.role !== 'vendor' || !socket.data.stores.has(input.store))) becomeVendor(socket, input.store);
+  return publishStep(ctx, { auth: socket.data.auth, name: socket.data.name, socketId: socket.id, via: socket.id }, input);
 }
 
 /** A lab client that names a queue in `received` or `getAll` tells us who it is. */
@@ -264,19 +293,13 @@ function becomeDriver(socket: CapsSocket, name: string): void {
 
 function becomeVendor(socket: CapsSocket, store: string): void {
   socket.data.role = 'vendor';
+  joinStoreRoom(socket, store);
+}
+
+/** Hears a store's steps (a vendor, or a lab driver that joined the store's room). */
+function joinStoreRoom(socket: CapsSocket, store: string): void {
   socket.data.stores.add(store);
   void socket.join(storeRoom(store));
-}
-
-function forbidden(auth: TokenSubject | undefined, what: string): AckResult<never> {
-  return fail('CAPS_ERR_FORBIDDEN', `${describeAuth(auth)} may not ${what}`);
-}
-
-function describeAuth(auth: TokenSubject | undefined): string {
-  if (!auth) return 'an anonymous client';
-  if (auth.role === 'vendor') return `a vendor of ${auth.store}`;
-  if (auth.role === 'driver') return `driver ${auth.name}`;
-  return 'a dashboard';
 }
 
 function who(socket: CapsSocket): Record<string, unknown> {

@@ -9,7 +9,10 @@ import type { AckOutcome, QueueStore } from './store/store.js';
 import { parcelKey } from './store/store-core.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
 
-/** `one`: each pickup goes to exactly one driver. `broadcast`: to every driver (the lab's hub). */
+/**
+ * `one`: each pickup goes to exactly one declared driver. `broadcast`: to every connection but its
+ * sender, vendors and dashboards (the lab's hub: `socket.broadcast.emit`).
+ */
 export type DispatchMode = 'one' | 'broadcast';
 
 export interface DeliveryOptions {
@@ -167,9 +170,12 @@ export class Delivery {
     }
   }
 
-  /** A message the store has committed: send it where it goes (and tell the other hubs). */
-  add(message: ParcelMessage): void {
-    this.deliverNew(message);
+  /**
+   * A message the store has committed: send it where it goes (and tell the other hubs). `from`:
+   * the publishing socket, which is not sent its own pickup.
+   */
+  add(message: ParcelMessage, from?: string): void {
+    this.deliverNew(message, from);
     this.cluster?.announce({ type: 'added', message });
   }
 
@@ -201,15 +207,16 @@ export class Delivery {
     if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
   }
 
-  private deliverNew(message: ParcelMessage): void {
+  private deliverNew(message: ParcelMessage, from?: string): void {
     const entry = newEntry(message);
     const queue = message.queueId;
     this.put(entry);
-    if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
+    if (queue === DRIVER_QUEUE && this.options.dispatch === 'one' && this.drivers().length > 0) {
       this.pump();
       this.noteBacklog(queue, this.drivers().length);
     } else {
-      const sockets = this.consumers(queue);
+      // no declared driver: lab clients that have not said who they are all hear it, as in lab 12
+      const sockets = queue === DRIVER_QUEUE ? this.listeners(from) : this.consumers(queue);
       for (const socket of sockets) this.send(socket, entry);
       this.noteBacklog(queue, sockets.length);
     }
@@ -235,10 +242,13 @@ export class Delivery {
     return this.dispatched.get(parcelKey(store, orderId))?.has(name) ?? false;
   }
 
-  /** A driver that reports a parcel delivered has done with its pickup, whether or not it acked. */
-  async settlePickup(store: string, orderId: string): Promise<void> {
+  /**
+   * A step was reported for this parcel: its pickup reached a driver (whether or not that driver
+   * acked, and whichever connection reports it). `done` (delivered): forget who it went to.
+   */
+  async settlePickup(store: string, orderId: string, done: boolean): Promise<void> {
     const key = parcelKey(store, orderId);
-    this.dispatched.delete(key);
+    if (done) this.dispatched.delete(key);
     const entry = this.pickups.get(key);
     if (entry) await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
   }
@@ -294,6 +304,32 @@ export class Delivery {
     this.pump();
   }
 
+  /**
+   * The queued message a lab `received` names, in the first of `queues` that holds it: by the hub's
+   * messageId; failing that, by the parcel (the orderId, which the course's reference hub uses as
+   * the messageId), of `event` when given, of `store` when given, the oldest first.
+   */
+  findQueued(queues: readonly string[], ref: { messageId?: string; orderId?: string; store?: string; event?: ParcelEvent }): { queue: string; messageId: string } | undefined {
+    for (const queue of queues) {
+      const entries = this.queues.get(queue);
+      if (!entries) continue;
+      if (ref.messageId !== undefined && entries.has(ref.messageId)) return { queue, messageId: ref.messageId };
+      const orderId = ref.orderId ?? ref.messageId;
+      // a queue holds messages in sequence order: the first match is the oldest
+      for (const entry of entries.values()) {
+        const m = entry.message;
+        if (m.orderId === orderId && (ref.event === undefined || m.event === ref.event) && (ref.store === undefined || m.store === ref.store)) return { queue, messageId: m.messageId };
+      }
+    }
+    return undefined;
+  }
+
+  /** The queue holding this messageId, searched across every queue. */
+  locate(messageId: string): string | undefined {
+    for (const [queue, entries] of this.queues) if (entries.has(messageId)) return queue;
+    return undefined;
+  }
+
   /** Every connected driver and the pickups it holds (dispatch `one`). */
   driverLoads(): Array<{ name: string; socket: string; holding: Array<{ store: string; orderId: string }> }> {
     return this.drivers()
@@ -332,7 +368,7 @@ export class Delivery {
     if (queue === DRIVER_QUEUE) {
       this.pickups.set(entry.key, entry);
       // new messages have the highest sequence number: appending keeps unheld in order
-      this.unheld.push(entry);
+      if (this.options.dispatch === 'one') this.unheld.push(entry);
     }
   }
 
@@ -348,7 +384,8 @@ export class Delivery {
   /** Hands waiting pickups to drivers with room for more, round robin. */
   private pump(): void {
     const entries = this.queues.get(DRIVER_QUEUE);
-    if (this.closed || !entries || entries.size === 0) return;
+    // broadcast sends every pickup to everyone as it comes: nothing to hand out
+    if (this.closed || this.options.dispatch !== 'one' || !entries || entries.size === 0) return;
     if (this.unheldDirty) {
       // rare (a driver left or timed out): rebuild in sequence order so the oldest goes first
       this.unheld = [...entries.values()].filter((e) => !e.holder);
@@ -511,9 +548,8 @@ export class Delivery {
     }
   }
 
-  /** Who receives messages of a fan-out queue: a store's vendors, or (broadcast) every driver. */
+  /** Who receives messages of a store's queue: everyone in its room. */
   private consumers(queue: string): CapsSocket[] {
-    if (queue === DRIVER_QUEUE) return this.drivers();
     const room = this.nsp.adapter.rooms.get(storeRoom(queue));
     if (!room) return [];
     const out: CapsSocket[] = [];
@@ -525,8 +561,23 @@ export class Delivery {
   }
 
   /**
-   * Drivers who said so; failing those, lab clients that have not said who they are (the
-   * course's drivers often never do).
+   * Every connection a lab pickup reaches: all but its sender, vendors and dashboards (and, with a
+   * token, anyone but a driver). Whoever has not said who it is hears it, as in lab 12, but is
+   * never the one driver a pickup waits for: a connection that only reports steps cannot hear.
+   */
+  private listeners(except?: string): CapsSocket[] {
+    const out: CapsSocket[] = [];
+    for (const socket of this.nsp.sockets.values()) {
+      const { role, auth } = socket.data;
+      if (socket.id === except || role === 'vendor' || role === 'dashboard' || (auth && auth.role !== 'driver')) continue;
+      out.push(socket);
+    }
+    return out;
+  }
+
+  /**
+   * Drivers who said so: a driver token or handshake, `join` of a driver id, or `getAll` of the
+   * driver queue. Only these are handed pickups to hold (dispatch `one`).
    */
   private drivers(): CapsSocket[] {
     if (!this.driverList) {
@@ -538,8 +589,7 @@ export class Delivery {
       }
       this.driverList = list;
     }
-    if (this.driverList.length > 0) return this.driverList;
-    return [...this.nsp.sockets.values()].filter((socket) => socket.data.role === 'unknown');
+    return this.driverList;
   }
 
   /** Logs a backlog when a queue has nobody to take it, at 1, 10, 100, ... messages. */

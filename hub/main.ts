@@ -1,6 +1,7 @@
 import type { CommandSpec } from '../cli/args.js';
 import { runCommand, untilSignal } from '../cli/args.js';
 import { createHub } from './hub.js';
+import { LAB_MODE_TOLERATES } from './lab-mode.js';
 import { createLogger } from './logger.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { loadSecret } from './secret.js';
@@ -12,7 +13,7 @@ export const hubCommand = {
     port: { type: 'integer', description: 'TCP port to listen on; 0 picks a free one', placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
     host: { type: 'string', description: 'interface to listen on (default: every interface)', placeholder: 'HOST' },
     'allow-anonymous': { type: 'boolean', description: "open lab mode: clients may connect without a token (the course's clients); tokens sent are still checked" },
-    dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver; broadcast: to every driver (the lab)', choices: ['one', 'broadcast'], default: 'one' },
+    dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver (the default with tokens); broadcast: to every connection but its sender, vendors and dashboards (the lab\'s hub; the default with --allow-anonymous)', choices: ['one', 'broadcast'] },
     store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart); --redis implies redis', choices: ['sqlite', 'memory', 'redis'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
     redis: { type: 'string', description: 'share queues, parcels and rooms with every hub on this Redis (run it with appendonly yes, appendfsync always)', placeholder: 'URL', env: 'REDIS_URL' },
     data: { type: 'string', description: 'folder of the SQLite store and of the token secret (unless CAPS_SECRET is set)', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
@@ -45,7 +46,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
         port: flags.port,
         host: flags.host,
         allowAnonymous,
-        dispatch: flags.dispatch as 'one' | 'broadcast',
+        ...(flags.dispatch ? { dispatch: flags.dispatch as 'one' | 'broadcast' } : {}),
         store: flags.store as 'sqlite' | 'memory' | 'redis',
         ...(flags.redis ? { redisUrl: flags.redis } : {}),
         dataDir: flags.data,
@@ -64,7 +65,12 @@ export function runHub(argv: readonly string[]): Promise<number> {
       process.stderr.write(`caps hub: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
       return 1;
     }
-    logger.info(`CAPS hub listening on ${hub.url} (namespace /caps, dispatch ${flags.dispatch})`, { port: hub.port });
+    const dispatch = flags.dispatch ?? (allowAnonymous ? 'broadcast' : 'one');
+    if (allowAnonymous) {
+      logger.info('LAB MODE: the course\'s clients work unchanged; it accepts:');
+      for (const line of LAB_MODE_TOLERATES) logger.info(`  - ${line}`);
+    }
+    logger.info(`CAPS hub listening on ${hub.url} (namespace /caps, dispatch ${dispatch})`, { port: hub.port });
     const signal = await untilSignal();
     logger.info('STOPPING', { signal });
     await hub.close();

@@ -43,6 +43,8 @@ export interface SocketData {
    * client after its first ack or `received`). Only such clients are re-sent on a timer.
    */
   acks: boolean;
+  /** Lab notes already said on this connection (refusals, no-ops), each said once. */
+  noted: Set<string>;
   /** The verified token's subject; absent for an anonymous lab client. */
   auth?: TokenSubject;
 }

@@ -1,16 +1,17 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { DriverClient } from '../driver/driver-client.js';
 import { VendorClient } from '../vendor/vendor-client.js';
-import { Cleanup, RawClient, order, records, startHub } from './helpers/hub.js';
+import { Cleanup, RawClient, order, records, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
 import { waitUntil } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
+/** A hub with tokens: clients read strictly (lab mode's generous reading is in lab-mode.test.ts). */
 async function setup() {
-  const hub = cleanup.add(await startHub(), (h) => h.close());
-  const vendor = cleanup.add(new RawClient(hub.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
-  const driver = cleanup.add(new RawClient(hub.url, { auth: { role: 'driver', name: 'd1' } }), (c) => c.close());
+  const hub = cleanup.add(await startSecureHub(), (h) => h.close());
+  const vendor = cleanup.add(new RawClient(hub.url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }) } }), (c) => c.close());
+  const driver = cleanup.add(new RawClient(hub.url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
   await Promise.all([vendor.connected(), driver.connected()]);
   return { ...hub, vendor, driver };
 }
@@ -82,7 +83,7 @@ describe('bad input', () => {
 
   it('cuts off a client that sends more than the size cap, and keeps serving the others', async () => {
     const { url, vendor, driver } = await setup();
-    const big = cleanup.add(new RawClient(url), (c) => c.close());
+    const big = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }) } }), (c) => c.close());
     await big.connected();
     const gone = waitUntil(big.socket, 'disconnect', () => (big.socket.connected ? undefined : true), 'the oversized client to be cut off');
     big.socket.emit('pickup', { ...order('acme', 1), address: 'x'.repeat(100 * 1024) });

@@ -26,11 +26,11 @@ afterEach(async () => {
   if (!redis.running) await redis.run();
 });
 
-/** Two in-process hubs on the test's Redis, under a prefix of their own. */
+/** Two in-process hubs on the test's Redis, under a prefix of their own, each pickup to one driver. */
 async function twoHubs(options: { ackTimeoutMs?: number; driverPrefetch?: number } = {}) {
   const prefix = `t${randomUUID()}:`;
-  const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, ...options }), (h) => h.close());
-  const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, ...options }), (h) => h.close());
+  const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', ...options }), (h) => h.close());
+  const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', ...options }), (h) => h.close());
   return { a, b, prefix };
 }
 

@@ -9,6 +9,10 @@ import { VendorClient } from '../vendor/vendor-client.js';
 import { Cleanup, RawClient, order, records, startHub } from './helpers/hub.js';
 import { waitUntil } from './helpers/wait.js';
 
+/**
+ * The queue's own guarantees, with exactly-one dispatch (the default with tokens; these anonymous
+ * hubs ask for it, since the open lab mode's default is the lab's broadcast).
+ */
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
@@ -42,7 +46,7 @@ function gone(client: RawClient): Promise<unknown> {
 
 describe.each(stores)('queue delivery with the %s store', (_kind, storeOptions) => {
   it('gives a vendor that was away every message of its store, in order, when it returns', async () => {
-    const { url } = cleanup.add(await startHub(storeOptions()), (h) => h.close());
+    const { url } = cleanup.add(await startHub({ dispatch: 'one', ...storeOptions() }), (h) => h.close());
     const publisher = raw(url, { role: 'vendor', store: 'acme' });
     await publisher.connected();
     const orders = Array.from({ length: 5 }, (_, i) => order('acme', i));
@@ -66,7 +70,7 @@ describe.each(stores)('queue delivery with the %s store', (_kind, storeOptions) 
   });
 
   it('keeps pickups while no driver is online and hands them out when one connects', async () => {
-    const { url, logs } = cleanup.add(await startHub(storeOptions()), (h) => h.close());
+    const { url, logs } = cleanup.add(await startHub({ dispatch: 'one', ...storeOptions() }), (h) => h.close());
     const v = vendor(url, 'acme');
     await v.start();
     const delivered: string[] = [];
@@ -79,7 +83,7 @@ describe.each(stores)('queue delivery with the %s store', (_kind, storeOptions) 
   });
 
   it('hands a dead driver’s parcel to another driver', async () => {
-    const { url, logs } = cleanup.add(await startHub(storeOptions()), (h) => h.close());
+    const { url, logs } = cleanup.add(await startHub({ dispatch: 'one', ...storeOptions() }), (h) => h.close());
     const holder = raw(url, { role: 'driver', name: 'holder' }, false);
     await holder.connected();
     const v = vendor(url, 'acme');
@@ -98,7 +102,7 @@ describe.each(stores)('queue delivery with the %s store', (_kind, storeOptions) 
   });
 
   it('spreads pickups over the drivers, each pickup to exactly one', async () => {
-    const { url } = cleanup.add(await startHub(storeOptions()), (h) => h.close());
+    const { url } = cleanup.add(await startHub({ dispatch: 'one', ...storeOptions() }), (h) => h.close());
     const drivers = [driver(url, 'd1'), driver(url, 'd2')];
     const picked = new Map<string, string[]>();
     for (const d of drivers) d.on('picked-up', (m) => picked.set(m.orderId, [...(picked.get(m.orderId) ?? []), d.name]));
@@ -116,7 +120,7 @@ describe.each(stores)('queue delivery with the %s store', (_kind, storeOptions) 
   });
 
   it('stores and relays a step published twice only once, serially and concurrently', async () => {
-    const { url } = cleanup.add(await startHub(storeOptions()), (h) => h.close());
+    const { url } = cleanup.add(await startHub({ dispatch: 'one', ...storeOptions() }), (h) => h.close());
     const publisher = raw(url, { role: 'vendor', store: 'acme' });
     const d = raw(url, { role: 'driver', name: 'd1' });
     await Promise.all([publisher.connected(), d.connected()]);
@@ -145,7 +149,7 @@ describe.each(stores)('queue delivery with the %s store', (_kind, storeOptions) 
 
 describe('acknowledgement time-outs', () => {
   it('gives a pickup to another driver when its driver does not acknowledge in time', async () => {
-    const { url, logs } = cleanup.add(await startHub({ ackTimeoutMs: 150 }), (h) => h.close());
+    const { url, logs } = cleanup.add(await startHub({ dispatch: 'one', ackTimeoutMs: 150 }), (h) => h.close());
     const silent = raw(url, { role: 'driver', name: 'silent' }, false);
     await silent.connected();
     const v = vendor(url, 'acme');

@@ -56,3 +56,18 @@ export class Lines extends EventEmitter {
     return this.all.join('\n');
   }
 }
+
+/**
+ * Resolves with the first value `check` (sync or async) returns that is not undefined, asking
+ * again every `everyMs`. For state only visible by asking (an HTTP read); rejects after `timeoutMs`,
+ * naming what it waited for and the last value seen.
+ */
+export async function poll<T>(check: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 10_000, everyMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}

@@ -113,6 +113,7 @@ export function trackingApi(options: ApiOptions): Router {
 /** Answers an HTTP request with the coded error body; refusals of the caller are counted. */
 export function sendError(res: Response, err: unknown, metrics: Metrics): void {
   const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_INTERNAL', undefined, { cause: err });
+  // the caller's own refusals; routes that refuse payloads count those themselves
   if (capsError.code === 'CAPS_ERR_UNAUTHORIZED' || capsError.code === 'CAPS_ERR_TOKEN_EXPIRED' || capsError.code === 'CAPS_ERR_FORBIDDEN' || capsError.code === 'CAPS_ERR_INVALID_QUERY') {
     metrics.refuse(capsError.code);
   }

@@ -11,6 +11,7 @@ import { coalesceWrites } from './coalesce.js';
 import { Dashboards } from './dashboards.js';
 import { callerOf, sendError, trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
+import { pickupRoute } from './http-publish.js';
 import { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { DEFAULT_RATE_LIMIT } from './rate-limit.js';
@@ -39,7 +40,7 @@ export interface HubOptions {
   secret?: string;
   /** Per-socket event rate limit. */
   rateLimit?: Partial<RateLimitOptions>;
-  /** How pickups reach drivers. Default `one`. */
+  /** How pickups reach drivers. Default `one`; `broadcast` (the lab's) with `allowAnonymous`. */
   dispatch?: DispatchMode;
   /** Largest message a client may send, in bytes. Default 64 KiB. */
   maxPayloadBytes?: number;
@@ -101,7 +102,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   }
   const deliveryOptions: DeliveryOptions = {
     ...DEFAULT_DELIVERY,
-    ...(options.dispatch ? { dispatch: options.dispatch } : {}),
+    // the lab's hub sends a pickup to everyone but its sender; with tokens, exactly one driver
+    dispatch: options.dispatch ?? (options.allowAnonymous ? 'broadcast' : 'one'),
     ...(options.ackTimeoutMs ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
   };
@@ -141,6 +143,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     }
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
+  app.use(pickupRoute({ logger, store, delivery, metrics, dashboards }, { secret: options.secret, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
   app.use('/api', trackingApi({ store, delivery, metrics, secret: options.secret, allowAnonymous }));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {

@@ -35,17 +35,18 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   socket.data.role = 'unknown';
   socket.data.name = socket.id;
   socket.data.stores = new Set();
-  socket.data.acks = false;
+  socket.data.acks = 'unknown';
+  socket.data.unanswered = 0;
   socket.data.noted = new Set();
 
   // identity: from the verified token; in open lab mode, what the client claims (or later says)
   const { auth } = socket.data;
   const claimed = auth ?? handshakeSchema.safeParse(socket.handshake.auth ?? {}).data;
   if (claimed?.role === 'driver') {
-    socket.data.acks = true;
+    socket.data.acks = 'callback';
     becomeDriver(socket, ('name' in claimed ? claimed.name : undefined) ?? socket.id);
   } else if (claimed?.role === 'vendor' && claimed.store) {
-    socket.data.acks = true;
+    socket.data.acks = 'callback';
     becomeVendor(socket, claimed.store);
   } else if (claimed?.role === 'dashboard') {
     socket.data.role = 'dashboard';
@@ -228,7 +229,8 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
       // connection a driver (it may be the one that only reports steps)
       if (ref.queue !== undefined && !isDriverId(ref.queue)) identifyByQueue(socket, ref.queue);
       const result = await labReceived(delivery, ctx.store, socket, ref);
-      if (result.ok) socket.data.acks = true;
+      // a client that says received does not answer Socket.IO acks (the lab's way): ask none of it
+      if (result.ok && socket.data.acks === 'unknown') socket.data.acks = 'none';
       return result;
     }
     const parsed = parsePayload(receivedSchema, raw);
@@ -237,7 +239,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const queue = queueOf(parsed.value.queue);
     if (!mayUseQueue(auth, queue)) return forbid(`acknowledge messages of queue ${parsed.value.queue}`);
     identifyByQueue(socket, parsed.value.queue);
-    socket.data.acks = true;
+    if (socket.data.acks === 'unknown') socket.data.acks = 'none';
     const outcome = await delivery.ack(queue, messageId, 'received');
     switch (outcome) {
       case 'removed':

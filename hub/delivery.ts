@@ -32,6 +32,8 @@ export const DEFAULT_DELIVERY: DeliveryOptions = {
   driverPrefetch: 64,
 };
 
+/** Acks an unknown (lab) client may leave unanswered before it is sent messages without one. */
+const MAX_UNANSWERED = 64;
 /** Several hubs: how often a hub retries pickups claimed elsewhere (a dead hub's claims expire). */
 const CLUSTER_PUMP_MS = 1_000;
 /** Several hubs: how often a hub re-reads the queues from Redis. */
@@ -56,6 +58,11 @@ interface Entry {
   avoid?: CapsSocket;
   /** Taken off its queue. */
   acked?: boolean;
+  /**
+   * Its sends still waiting for a Socket.IO ack. Dropped when it leaves its queue another way
+   * (a lab client's `received`, which never acks): the ack waits would otherwise pile up.
+   */
+  waits?: Set<Pending>;
   /** When this hub learnt of it (ms). */
   since: number;
   /** Several hubs: a claim for this pickup is being asked of Redis. */
@@ -204,6 +211,10 @@ export class Delivery {
     this.queues.get(queue)?.delete(messageId);
     this.release(entry, false);
     entry.acked = true;
+    if (entry.waits) {
+      for (const wait of entry.waits) this.pending.delete(wait);
+      entry.waits = undefined;
+    }
     if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
   }
 
@@ -493,12 +504,25 @@ export class Delivery {
     const wait = this.waitFor(entry.attempts);
     const pending: Pending = { entry, socket, deadline: Date.now() + wait, wait };
     this.pending.add(pending);
+    (entry.waits ??= new Set()).add(pending);
     this.sweepSoon();
     const { queueId: queue, messageId, event } = entry.message;
+    if (socket.data.acks === 'unknown' && ++socket.data.unanswered > MAX_UNANSWERED) {
+      socket.data.acks = 'none';
+      this.logger.info('NO ACKS', { socket: socket.id, unanswered: MAX_UNANSWERED, reason: 'this client answers no Socket.IO acks: its messages go without one from now on, leave their queue by received (or its steps), and come again on getAll or a reconnect' });
+    }
+    if (socket.data.acks === 'none') {
+      // an ack callback nobody answers would stay in socket.io's table until the client leaves;
+      // the wait above still times out a pickup held by a driver that never handles it
+      // (the contract's ack is always there for CAPS's own clients, which answer acks)
+      (socket.emit as (event: string, message: ParcelMessage) => boolean)(event, entry.message);
+      return;
+    }
     socket.emit(event, entry.message, () => {
       // an ack after the time-out is ignored, as socket.io's own timeout() would: the message went elsewhere
       if (this.closed || !this.pending.delete(pending)) return;
-      socket.data.acks = true;
+      entry.waits?.delete(pending);
+      socket.data.acks = 'callback';
       // already off its queue (its driver reported it delivered, another vendor process acked it): nothing to tell the store
       if (entry.acked) return;
       void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
@@ -519,6 +543,7 @@ export class Delivery {
     for (const pending of this.pending) {
       if (pending.deadline <= now) {
         this.pending.delete(pending);
+        pending.entry.waits?.delete(pending);
         this.timedOut(pending);
       }
     }
@@ -541,7 +566,7 @@ export class Delivery {
       this.metrics.redeliveries.inc();
       this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
       this.pump();
-    } else if (socket.connected && socket.data.acks) {
+    } else if (socket.connected && socket.data.acks === 'callback') {
       this.metrics.redeliveries.inc();
       this.logger.info('REDELIVER', { queue, messageId, orderId: entry.message.orderId, attempt: entry.attempts + 1, socket: socket.id });
       this.send(socket, entry);

@@ -31,6 +31,9 @@ export interface ServerToClientEvents {
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface InterServerEvents {}
 
+/** How a client acknowledges messages (see SocketData.acks). */
+export type AckStyle = 'callback' | 'none' | 'unknown';
+
 /** What the hub keeps on each socket. */
 export interface SocketData {
   role: ClientRole;
@@ -39,10 +42,14 @@ export interface SocketData {
   /** Stores whose rooms a vendor has joined. */
   stores: Set<string>;
   /**
-   * True once the client is known to acknowledge messages (our clients from the start, a lab
-   * client after its first ack or `received`). Only such clients are re-sent on a timer.
+   * How the client acknowledges messages: `callback` (Socket.IO acks: our clients from the start,
+   * a lab client after its first), `none` (a lab client that says `received`, or has left many
+   * acks unanswered: sent messages without one, so none pile up), or `unknown` yet. Only
+   * `callback` clients are re-sent on a timer.
    */
-  acks: boolean;
+  acks: AckStyle;
+  /** Acks asked of an `unknown` client and not answered. */
+  unanswered: number;
   /** Lab notes already said on this connection (refusals, no-ops), each said once. */
   noted: Set<string>;
   /** The verified token's subject; absent for an anonymous lab client. */

@@ -74,6 +74,8 @@ const KEYS: ReadonlyMap<string, string> = entries({
   payload: 'payload',
 });
 
+/** The protocol's own keys, as they are spelt. */
+const CANONICAL_KEYS = new Set(KEYS.values());
 /** Keys an order may carry (inside `order`). */
 const ORDER_KEYS = new Set(['store', 'orderId', 'customer', 'address']);
 /** Keys that hold a name or an id: a number there is read as its decimal text. */
@@ -92,7 +94,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 /** True when every key is already the protocol's own: the common case costs one walk, no copy. */
 function alreadyCanonical(raw: Record<string, unknown>): boolean {
   for (const key in raw) {
-    if (KEYS.get(key) !== key || key === 'payload') return false;
+    if (!CANONICAL_KEYS.has(key) || key === 'payload') return false;
     const value = raw[key];
     if (key === 'event' && value !== undefined && labParcelEvent(value) !== value) return false;
     if (key === 'order' && isPlainObject(value) && !alreadyCanonicalOrder(value)) return false;

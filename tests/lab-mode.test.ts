@@ -115,6 +115,43 @@ describe('lab semantics', () => {
   }
 });
 
+describe('clients that answer no Socket.IO acks', () => {
+  it('are asked none after 64 unanswered, so nothing piles up, and still hear everything', async () => {
+    const hub = cleanup.add(await startHub(), (h) => h.close());
+    const driver = labClient(hub.url);
+    const acksAsked: boolean[] = [];
+    driver.socket.on('pickup', (_m: ParcelMessage, ack?: unknown) => acksAsked.push(typeof ack === 'function'));
+    const vendor = labClient(hub.url);
+    await Promise.all([driver.connected(), vendor.connected()]);
+    for (let n = 1; n <= 100; n++) vendor.socket.emit('pickup', order('no-acks', n));
+    await driver.waitFor('pickup', 100, 'the lab driver to hear all 100 pickups');
+    expect(records(hub.logs, 'NO ACKS')).toEqual([expect.objectContaining({ socket: driver.socket.id, unanswered: 64 })]);
+    // from the 65th on, without an ack callback
+    expect(acksAsked).toEqual([...Array<boolean>(64).fill(true), ...Array<boolean>(36).fill(false)]);
+    expect(refusals(hub)).toEqual([]);
+  });
+
+  it('a client that says received is asked for no acks from then on', async () => {
+    const hub = cleanup.add(await startHub(), (h) => h.close());
+    const vendor = labClient(hub.url);
+    vendor.socket.emit('join', 'says-received');
+    const driver = labClient(hub.url);
+    await Promise.all([vendor.connected(), driver.connected()]);
+    const acksAsked: boolean[] = [];
+    vendor.socket.on('delivered', (m: ParcelMessage, ack?: unknown) => {
+      acksAsked.push(typeof ack === 'function');
+      vendor.socket.emit('received', m);
+    });
+    for (let n = 1; n <= 3; n++) {
+      await vendor.request('pickup', order('says-received', n));
+      await driver.request('delivered', order('says-received', n));
+      await vendor.waitFor('delivered', n, `delivered ${n}`);
+    }
+    expect(acksAsked).toEqual([true, false, false]);
+    await waitForDepth(hub.url, 'says-received', 0, 'every delivered received');
+  });
+});
+
 describe('received, in every shape the course uses', () => {
   let hub: TestHub;
   beforeAll(async () => {

@@ -19,6 +19,8 @@ interface AckResultLike {
 interface Parcel {
   store?: string;
   orderId?: string;
+  messageId?: string;
+  event?: string;
 }
 
 const config = JSON.parse(process.argv[2] ?? '{}') as LoadConfig;
@@ -54,6 +56,13 @@ function connected(socket: Socket): Promise<void> {
   });
 }
 
+const lab = config.protocol === 'lab';
+
+/** The course's way to take a message off its queue: `received`, instead of a Socket.IO ack. */
+function received(socket: Socket, queue: string, m: Parcel): void {
+  socket.emit('received', { clientId: queue, messageId: m.messageId, event: m.event });
+}
+
 class BenchVendor {
   readonly socket: Socket;
   /** orderId → when it was due (open loop) or sent (closed loop), performance.now() ms. */
@@ -61,13 +70,17 @@ class BenchVendor {
   private n = 0;
 
   constructor(readonly store: string) {
-    this.socket = connect({ role: 'vendor', store });
-    this.socket.on('in-transit', (_m: Parcel, ack?: Ack) => {
+    // a lab vendor says nothing in the handshake: it joins its store's room
+    this.socket = connect(lab ? {} : { role: 'vendor', store });
+    if (lab) this.socket.emit('join', store);
+    this.socket.on('in-transit', (m: Parcel, ack?: Ack) => {
       if (measuring) events++;
-      ack?.({ ok: true });
+      if (lab) received(this.socket, store, m);
+      else ack?.({ ok: true });
     });
     this.socket.on('delivered', (m: Parcel, ack?: Ack) => {
-      ack?.({ ok: true });
+      if (lab) received(this.socket, store, m);
+      else ack?.({ ok: true });
       const orderId = m.orderId ?? '';
       const t0 = this.started.get(orderId);
       if (t0 === undefined) return; // a copy of one already counted
@@ -85,6 +98,12 @@ class BenchVendor {
     if (stopped) return;
     const orderId = `${this.store}-${++this.n}`;
     this.started.set(orderId, due);
+    if (lab) {
+      // fire and forget, as the course's vendors do: nothing says whether it was taken
+      this.socket.emit('pickup', { store: this.store, orderId, customer: CUSTOMER, address: ADDRESS });
+      if (measuring) events++;
+      return;
+    }
     this.socket.emit('pickup', { store: this.store, orderId, customer: CUSTOMER, address: ADDRESS }, (r: AckResultLike) => {
       if (r?.ok) {
         if (measuring) events++;
@@ -96,6 +115,19 @@ class BenchVendor {
       if (config.rate === 0) setTimeout(() => this.publish(performance.now()), 10);
     });
   }
+}
+
+/** The course's driver: joins the pool, says received, and re-emits the pickup as its two steps. */
+function startLabDriver(): Socket {
+  const socket = connect({});
+  socket.emit('join', 'driver');
+  socket.on('pickup', (m: Parcel) => {
+    if (measuring) events += 3;
+    received(socket, 'driver', m);
+    socket.emit('in-transit', m);
+    socket.emit('delivered', m);
+  });
+  return socket;
 }
 
 function startDriver(name: string): Socket {
@@ -116,7 +148,8 @@ function startDriver(name: string): Socket {
 }
 
 async function main(): Promise<void> {
-  const drivers = Array.from({ length: config.drivers }, (_, i) => startDriver(`bench-driver-${i + 1}`));
+  // the lab's hub sends every pickup to every driver: its protocol has one
+  const drivers = lab ? [startLabDriver()] : Array.from({ length: config.drivers }, (_, i) => startDriver(`bench-driver-${i + 1}`));
   const vendors = Array.from({ length: config.vendors }, (_, i) => new BenchVendor(`bench-store-${i + 1}`));
   const sockets = [...drivers, ...vendors.map((v) => v.socket)];
   await Promise.all(sockets.map(connected));

@@ -13,7 +13,15 @@ export interface LoadConfig {
   measureMs: number;
   /** Drivers acknowledge the hub's messages (CAPS asks for acks; the relay does not). */
   label: string;
+  /**
+   * `caps`: CAPS's own clients (handshake identity, publish acks, Socket.IO acks of messages).
+   * `lab`: the course's (no identity, `join`, publishes without acks, `received` instead of acks,
+   * the pickup message re-emitted as the driver's steps).
+   */
+  protocol: BenchProtocol;
 }
+
+export type BenchProtocol = 'caps' | 'lab';
 
 export interface LoadResult {
   /** Parcels whose `delivered` reached their vendor inside the measured window. */

@@ -41,7 +41,11 @@ const exitCode = await runCommand(relayCommand, process.argv.slice(2), async (fl
     if (auth.role === 'driver') drivers.push(socket);
     if (auth.role === 'vendor' && auth.store) void socket.join(auth.store);
     socket.on('join', (room: unknown) => {
-      if (typeof room === 'string') void socket.join(room);
+      if (typeof room !== 'string') return;
+      // a course driver joins the pool by name (--protocol lab)
+      if (/^driver/i.test(room)) {
+        if (!drivers.includes(socket)) drivers.push(socket);
+      } else void socket.join(room);
     });
     socket.on('pickup', (payload: Publish, ack?: (r: unknown) => void) => {
       console.log('EVENT:', { event: 'pickup', time: new Date().toISOString(), payload });

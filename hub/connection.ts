@@ -22,7 +22,6 @@ export interface ConnectionContext extends PublishContext {
   rateLimit: RateLimitOptions;
 }
 
-const KNOWN_EVENTS = new Set<string>(['join', 'leave', 'received', 'getAll', ...PARCEL_EVENTS]);
 
 /** Lab notes one connection may be told (kinds of refusal, no-ops); past it, only counted. */
 const MAX_NOTES = 32;
@@ -107,13 +106,22 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     }
   });
 
-  // event names: a token holder's exactly as in the protocol; a lab client's read generously, its
-  // payload brought to the protocol's keys. Middleware, not onAny: onAny sees the name as sent.
-  socket.use((packet, next) => {
+  /** The handler of each event, by its name in the protocol. */
+  const handlers = new Map<string, (raw: unknown, ack: unknown) => void>();
+
+  // the last middleware hands each event to its handler at once, and never on to socket.io's
+  // listeners: socket.io would call those on the next tick, and drop the event if the client's
+  // disconnect was read meanwhile, so a client that sends and closes at once would lose what it
+  // sent. Event names: a token holder's exactly as in the protocol; a lab client's read
+  // generously, its payload brought to the protocol's keys.
+  socket.use((packet) => {
     const sent = packet[0] as unknown;
     const ack = typeof packet.at(-1) === 'function' ? packet.at(-1) : undefined;
+    // a client may send the ack callback alone, with no payload
+    const raw = packet.length > 1 && packet[1] !== ack ? packet[1] : undefined;
     if (!lab) {
-      if (typeof sent === 'string' && KNOWN_EVENTS.has(sent)) next();
+      const handler = typeof sent === 'string' ? handlers.get(sent) : undefined;
+      if (handler) handler(raw, ack);
       else refuseUnknown(sent, ack);
       return;
     }
@@ -127,15 +135,11 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
       reply(ack, ok({ ignored: true }));
       return;
     }
-    packet[0] = name.event;
-    if (packet.length > 1 && packet[1] !== ack) {
-      const { value, ignored } = normalizeLabPayload(packet[1]);
-      packet[1] = value;
-      if (ignored.length > 0 && firstTime(`fields ${name.event}`)) {
-        logger.info('IGNORED FIELDS', { event: name.event, fields: ignored.slice(0, 10).join(', ').slice(0, 300), socket: socket.id, reason: 'not part of the protocol: left out (said once per connection and event)' });
-      }
+    const { value, ignored } = normalizeLabPayload(raw);
+    if (ignored.length > 0 && firstTime(`fields ${name.event}`)) {
+      logger.info('IGNORED FIELDS', { event: name.event, fields: ignored.slice(0, 10).join(', ').slice(0, 300), socket: socket.id, reason: 'not part of the protocol: left out (said once per connection and event)' });
     }
-    next();
+    handlers.get(name.event)?.(value, ack);
   });
 
   const refuseUnknown = (sent: unknown, ack: unknown): void => {
@@ -162,12 +166,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
 
   /** Registers a handler whose result becomes the ack; nothing it throws reaches socket.io. */
   const on = <E extends keyof ClientToServerEvents>(event: E, handler: Handler): void => {
-    socket.on(event, ((raw: unknown, ack: unknown) => {
-      // a client may send only the ack callback, with no payload
-      if (typeof raw === 'function' && ack === undefined) {
-        ack = raw;
-        raw = undefined;
-      }
+    handlers.set(event, (raw: unknown, ack: unknown) => {
       try {
         const result = handler(raw);
         if (result instanceof Promise) result.then((r) => settle(event, ack, r), (err: unknown) => failed(event, ack, err));
@@ -175,7 +174,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
       } catch (err) {
         failed(event, ack, err);
       }
-    }) as never);
+    });
   };
 
   on('join', (raw) => {

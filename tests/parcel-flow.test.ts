@@ -3,7 +3,7 @@ import { DriverClient } from '../driver/driver-client.js';
 import type { ParcelMessage } from '../protocol/messages.js';
 import { VendorClient } from '../vendor/vendor-client.js';
 import { Cleanup, RawClient, order, records, startHub } from './helpers/hub.js';
-import { Lines, waitUntil } from './helpers/wait.js';
+import { Lines, poll, waitUntil } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -131,4 +131,25 @@ describe('writes gathered per turn of the event loop (hub/coalesce.ts)', () => {
       expect(new Set(got.map((m) => m.orderId)).size).toBe(burst);
     }
   });
+});
+
+describe('a client that sends and closes at once', () => {
+  // socket.io hands an event to its listeners on the next tick, and drops it if the client's
+  // disconnect was read meanwhile (in the same read): the hub must take events as they are read
+  for (const transport of ['websocket', 'polling then websocket'] as const) {
+    it(`loses none of the events it sent before closing (${transport})`, async () => {
+      const { url } = cleanup.add(await startHub(), (h) => h.close());
+      for (let round = 0; round < 10; round++) {
+        const client = new RawClient(url, { defaultTransports: transport !== 'websocket' });
+        await client.connected();
+        for (let i = 0; i < 3; i++) client.socket.emit('pickup', order('one-shot', `${round}-${i}`));
+        client.close();
+      }
+      const stored = async (): Promise<number> => {
+        const body = (await (await fetch(`${url}/api/stores/one-shot/packages?limit=100`)).json()) as { data: { packages: unknown[] } };
+        return body.data.packages.length;
+      };
+      await poll(async () => ((await stored()) === 30 ? true : undefined), 'all 30 pickups sent before each close to be stored', 5_000);
+    });
+  }
 });

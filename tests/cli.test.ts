@@ -1,3 +1,4 @@
+import { LAB_MODE_TOLERATES } from '../hub/lab-mode.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,6 +136,11 @@ describe('caps hub --json', () => {
     }
     const msgs = records.map((r) => String(r['msg']));
     expect(msgs[0]).toMatch(/^OPEN LAB MODE/);
+    // what lab mode tolerates, said at start
+    const lab = msgs.indexOf("LAB MODE: the course's clients work unchanged; it accepts:");
+    expect(lab).toBeGreaterThan(0);
+    expect(msgs.slice(lab + 1, lab + 1 + LAB_MODE_TOLERATES.length)).toEqual(LAB_MODE_TOLERATES.map((line) => `  - ${line}`));
+    expect(msgs.find((m) => LISTENING.test(m))).toMatch(/dispatch broadcast\)$/);
     const listening = records.find((r) => LISTENING.test(String(r['msg'])));
     expect(listening).toMatchObject({ port: portOf(url) });
     expect(records.find((r) => r['msg'] === 'STORE')).toMatchObject({ kind: 'sqlite', sync: 'full' });

@@ -56,25 +56,30 @@ const everything = new Set<CliProcess>();
  * `env` entries set to undefined are removed.
  */
 export function startCli(args: readonly string[], env: Record<string, string | undefined> = {}, options: StartOptions = {}): CliProcess {
-  const proc = spawnCli(args, env, options);
+  return startScript(CAPS_JS, args, env, options);
+}
+
+/** Starts `node script ...args` the same way (a course client, a fixture), killed by `killAllCli()` too. */
+export function startScript(script: string, args: readonly string[], env: Record<string, string | undefined> = {}, options: StartOptions = {}): CliProcess {
+  const proc = spawnCli(args, env, options, script);
   running.add(proc);
   void proc.exited.then(() => running.delete(proc));
   return proc;
 }
 
-function spawnCli(args: readonly string[], env: Record<string, string | undefined>, options: StartOptions = {}): CliProcess {
+function spawnCli(args: readonly string[], env: Record<string, string | undefined>, options: StartOptions = {}, script = CAPS_JS): CliProcess {
   const childEnv: Record<string, string | undefined> = { ...process.env };
   for (const key of CLI_ENV) delete childEnv[key];
   for (const [key, value] of Object.entries(env)) {
     if (value === undefined) delete childEnv[key];
     else childEnv[key] = value;
   }
-  const child = spawn(process.execPath, [CAPS_JS, ...args], {
+  const child = spawn(process.execPath, [script, ...args], {
     stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: childEnv,
     detached: process.platform !== 'win32',
   }) as ChildProcessByStdio<Writable | null, Readable, Readable>;
-  const name = ['caps', ...args].join(' ');
+  const name = [script === CAPS_JS ? 'caps' : `node ${script.split('/').pop() ?? script}`, ...args].join(' ');
   const lines = new Lines();
   // a write after the process is gone fails with EPIPE: the test sees that in its own waits, not as a crash
   child.stdin?.on('error', (err) => lines.push(`[test] writing to the standard input of ${name} failed: ${err.message}`));

@@ -210,7 +210,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     } else {
       void socket.leave(storeRoom(name));
       socket.data.stores.delete(name);
-      result = { role: 'vendor', room: name };
+      result = { role: socket.data.role === 'driver' ? 'driver' : 'vendor', room: name };
     }
     logger.info('LEFT', { ...who(socket), room: result.room });
     return ok(result);

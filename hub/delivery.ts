@@ -1,6 +1,8 @@
 import type { ParcelMessage } from '../protocol/messages.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
+import type { Dispatchable, DriverSlot } from './dispatch.js';
+import { Dispatcher } from './dispatch.js';
 import { DRIVERS_ROOM, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -23,6 +25,8 @@ export interface DeliveryOptions {
   maxBackoffMs: number;
   /** Pickups one driver may hold unacknowledged at once. */
   driverPrefetch: number;
+  /** Pickups one store may have in drivers' hands at once; default: a fair share of the drivers online. */
+  maxInHandsPerStore?: number;
 }
 
 export const DEFAULT_DELIVERY: DeliveryOptions = {
@@ -41,12 +45,15 @@ const CLUSTER_RESYNC_MS = 5_000;
 /** A claim outlives the ack wait by this much, so it never lapses while its driver is still in time. */
 const CLAIM_SLACK_MS = 1_000;
 
-interface Entry {
+interface Entry extends Dispatchable<CapsSocket> {
   message: ParcelMessage;
   /** The parcel's key (parcelKey of its store and orderId). */
   key: string;
-  /** The driver holding this pickup (dispatch `one`). */
-  holder?: CapsSocket;
+  /** message.store and message.seq, as the dispatcher reads them. */
+  store: string;
+  seq: number;
+  /** The driver holding this pickup (dispatch `one`; set by the dispatcher). */
+  holder?: CapsSocket | undefined;
   /** How many times it was sent; sets the back-off of the next wait. */
   attempts: number;
   /**
@@ -55,7 +62,7 @@ interface Entry {
    */
   sentTo: string[];
   /** A driver that let this pickup time out: offered to the others first. */
-  avoid?: CapsSocket;
+  avoid?: CapsSocket | undefined;
   /** Taken off its queue. */
   acked?: boolean;
   /**
@@ -65,8 +72,6 @@ interface Entry {
   waits?: Set<Pending>;
   /** When this hub learnt of it (ms). */
   since: number;
-  /** Several hubs: a claim for this pickup is being asked of Redis. */
-  claiming?: boolean;
   /** Several hubs: another hub's driver holds it; try again after this time (ms). */
   elsewhereUntil?: number;
 }
@@ -97,27 +102,21 @@ export type AckVia = 'ack' | 'received' | 'delivered';
  */
 export class Delivery {
   private readonly queues = new Map<string, Map<string, Entry>>();
-  private readonly held = new Map<string, Set<Entry>>();
+  /** Who holds which pickup, and which goes next (dispatch `one`): hub/dispatch.ts. */
+  private readonly dispatcher: Dispatcher<CapsSocket, Entry>;
+  /** Several hubs: pickups another hub's driver holds, looked at again after `elsewhereUntil`. */
+  private readonly elsewhere = new Set<Entry>();
   private readonly backlogNoted = new Map<string, number>();
   /** Drivers each undelivered parcel was sent to, by store and orderId (in memory only). */
   private readonly dispatched = new Map<string, Set<string>>();
   /** Driver-queue entries by store and orderId, so a `delivered` finds its pickup without a scan. */
   private readonly pickups = new Map<string, Entry>();
-  /**
-   * Driver-queue entries in sequence order from `unheldHead` on, of which pump() hands out those
-   * nobody holds (dispatch `one`). An array with a head, not a Set: a Set emptied from the front
-   * makes every walk from its start step over the deleted slots.
-   */
-  private unheld: Entry[] = [];
-  private unheldHead = 0;
-  /** A pickup went back to the pool (its driver left or timed out): unheld must be rebuilt in order. */
-  private unheldDirty = false;
-  /** The drivers room as an array, rebuilt only when someone joins or leaves it. */
+  /** The drivers room as an array (and as the dispatcher's slots), rebuilt only when someone joins or leaves it. */
   private driverList: CapsSocket[] | undefined;
+  private driverSlots: Array<DriverSlot<CapsSocket>> = [];
   /** Every send waiting for its ack; one sweeper times them out instead of a timer per message. */
   private readonly pending = new Set<Pending>();
   private sweeper: NodeJS.Timeout | undefined;
-  private nextDriver = 0;
   private closed = false;
   private readonly clusterTimers: NodeJS.Timeout[] = [];
   private resyncing = false;
@@ -130,6 +129,7 @@ export class Delivery {
     private readonly metrics: Metrics,
     private readonly cluster?: RedisCluster,
   ) {
+    this.dispatcher = new Dispatcher(options.maxInHandsPerStore !== undefined ? { prefetch: options.driverPrefetch, maxInHandsPerStore: options.maxInHandsPerStore } : { prefetch: options.driverPrefetch });
     const forget = (room: unknown): void => {
       if (room === DRIVERS_ROOM) this.driverList = undefined;
     };
@@ -198,8 +198,8 @@ export class Delivery {
         break;
       }
       case 'released':
-        for (const entry of this.queues.get(DRIVER_QUEUE)?.values() ?? []) delete entry.elsewhereUntil;
-        this.unheldDirty = true;
+        // another hub's driver let pickups go: look at every one held elsewhere again now
+        for (const entry of this.elsewhere) delete entry.elsewhereUntil;
         this.pump();
         break;
     }
@@ -209,7 +209,10 @@ export class Delivery {
   private forget(entry: Entry): void {
     const { queueId: queue, messageId } = entry.message;
     this.queues.get(queue)?.delete(messageId);
-    this.release(entry, false);
+    if (queue === DRIVER_QUEUE) {
+      this.dispatcher.remove(entry);
+      this.elsewhere.delete(entry);
+    }
     entry.acked = true;
     if (entry.waits) {
       for (const wait of entry.waits) this.pending.delete(wait);
@@ -283,15 +286,12 @@ export class Delivery {
       this.pump();
       return 0;
     }
+    // a driver (dispatch `one`) gets its share of what nobody holds, by the same fair turns as any pickup
+    if (competing) return this.pump().filter((a) => a.driver === socket).length;
     let sent = 0;
     for (const entry of entries.values()) {
       if (event && entry.message.event !== event) continue;
       if (entry.sentTo.includes(socket.id)) continue;
-      if (competing) {
-        if (entry.holder) continue;
-        if ((this.held.get(socket.id)?.size ?? 0) >= this.options.driverPrefetch) break;
-        this.hold(entry, socket);
-      }
       this.send(socket, entry);
       sent++;
     }
@@ -301,17 +301,15 @@ export class Delivery {
 
   /** A client is gone: what it held goes to someone else. */
   disconnected(socket: CapsSocket): void {
-    const holding = this.held.get(socket.id);
-    this.held.delete(socket.id);
-    if (!holding || holding.size === 0) return;
+    const holding = this.dispatcher.driverGone(socket);
+    if (holding.length === 0) return;
     for (const entry of holding) {
-      entry.holder = undefined;
+      this.dispatcher.enqueue(entry);
       if (this.cluster) void this.cluster.unclaim(entry.message.messageId);
     }
     this.cluster?.announce({ type: 'released' });
-    this.unheldDirty = true;
-    this.metrics.redeliveries.inc(holding.size);
-    this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.size, reason: 'driver disconnected', socket: socket.id });
+    this.metrics.redeliveries.inc(holding.length);
+    this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.length, reason: 'driver disconnected', socket: socket.id });
     this.pump();
   }
 
@@ -348,7 +346,7 @@ export class Delivery {
       .map((socket) => ({
         name: socket.data.name,
         socket: socket.id,
-        holding: [...(this.held.get(socket.id) ?? [])].map((e) => ({ store: e.message.store, orderId: e.message.orderId })),
+        holding: [...this.dispatcher.heldBy(socket)].map((e) => ({ store: e.message.store, orderId: e.message.orderId })),
       }));
   }
 
@@ -378,8 +376,7 @@ export class Delivery {
     this.entries(queue).set(messageId, entry);
     if (queue === DRIVER_QUEUE) {
       this.pickups.set(entry.key, entry);
-      // new messages have the highest sequence number: appending keeps unheld in order
-      if (this.options.dispatch === 'one') this.unheld.push(entry);
+      if (this.options.dispatch === 'one') this.dispatcher.enqueue(entry);
     }
   }
 
@@ -392,42 +389,32 @@ export class Delivery {
     return entries;
   }
 
-  /** Hands waiting pickups to drivers with room for more, round robin. */
-  private pump(): void {
-    const entries = this.queues.get(DRIVER_QUEUE);
+  /**
+   * Hands waiting pickups to drivers with room for more: stores take turns, drivers take turns
+   * (hub/dispatch.ts). Returns who got what.
+   */
+  private pump(): Array<{ pickup: Entry; driver: CapsSocket }> {
     // broadcast sends every pickup to everyone as it comes: nothing to hand out
-    if (this.closed || this.options.dispatch !== 'one' || !entries || entries.size === 0) return;
-    if (this.unheldDirty) {
-      // rare (a driver left or timed out): rebuild in sequence order so the oldest goes first
-      this.unheld = [...entries.values()].filter((e) => !e.holder);
-      this.unheldHead = 0;
-      this.unheldDirty = false;
-    }
+    if (this.closed || this.options.dispatch !== 'one') return [];
+    if (this.elsewhere.size > 0) this.retryElsewhere();
     const drivers = this.drivers();
-    if (drivers.length === 0) return;
-    const now = Date.now();
-    while (this.unheldHead < this.unheld.length) {
-      const entry = this.unheld[this.unheldHead];
-      if (!entry || entry.holder || entry.acked) {
-        this.unheldHead++;
-        continue;
-      }
-      if (entry.claiming || (entry.elsewhereUntil ?? 0) > now) {
-        // several hubs: another hub holds it for now; look again on the next rebuild
-        this.unheldDirty = true;
-        this.unheldHead++;
-        continue;
-      }
-      const driver = this.pickDriver(drivers, entry.avoid);
-      if (!driver) break;
-      this.hold(entry, driver);
-      if (this.cluster) this.claimThenSend(entry, driver);
-      else this.send(driver, entry);
-      this.unheldHead++;
+    if (drivers.length === 0) return [];
+    const assigned = this.dispatcher.dispatch(this.driverSlots);
+    for (const { pickup, driver } of assigned) {
+      if (this.cluster) this.claimThenSend(pickup, driver);
+      else this.send(driver, pickup);
     }
-    if (this.unheldHead > 1024 && this.unheldHead * 2 > this.unheld.length) {
-      this.unheld = this.unheld.slice(this.unheldHead);
-      this.unheldHead = 0;
+    return assigned;
+  }
+
+  /** Several hubs: pickups held elsewhere whose wait is over go back to the pool. */
+  private retryElsewhere(): void {
+    const now = Date.now();
+    for (const entry of this.elsewhere) {
+      if ((entry.elsewhereUntil ?? 0) > now) continue;
+      this.elsewhere.delete(entry);
+      delete entry.elsewhereUntil;
+      if (!entry.acked) this.dispatcher.enqueue(entry);
     }
   }
 
@@ -435,17 +422,25 @@ export class Delivery {
   private claimThenSend(entry: Entry, driver: CapsSocket): void {
     const cluster = this.cluster;
     if (!cluster) return;
-    entry.claiming = true;
     const { messageId } = entry.message;
     void cluster.claim(messageId, this.waitFor(entry.attempts + 1) + CLAIM_SLACK_MS).then((claimed) => {
-      entry.claiming = false;
       if (claimed && !entry.acked && entry.holder === driver && driver.connected && !this.closed) {
         this.send(driver, entry);
         return;
       }
       if (claimed) void cluster.unclaim(messageId);
-      if (entry.holder === driver) this.release(entry);
-      if (!claimed) entry.elsewhereUntil = Date.now() + CLUSTER_PUMP_MS;
+      if (entry.holder === driver) {
+        this.dispatcher.release(entry);
+        if (entry.acked) {
+          // taken off its queue meanwhile: nothing to put back
+        } else if (claimed) {
+          this.dispatcher.enqueue(entry);
+        } else {
+          // another hub's driver holds it: look again later
+          entry.elsewhereUntil = Date.now() + CLUSTER_PUMP_MS;
+          this.elsewhere.add(entry);
+        }
+      }
       // the driver has room again: offer it the next pickup
       this.pump();
     });
@@ -453,41 +448,6 @@ export class Delivery {
 
   private waitFor(attempt: number): number {
     return Math.min(this.options.ackTimeoutMs * 2 ** (attempt - 1), this.options.maxBackoffMs);
-  }
-
-  private pickDriver(drivers: CapsSocket[], avoid?: CapsSocket): CapsSocket | undefined {
-    const candidates = avoid && drivers.length > 1 ? drivers.filter((d) => d !== avoid) : drivers;
-    return this.pickFrom(candidates) ?? (candidates === drivers ? undefined : this.pickFrom(drivers));
-  }
-
-  private pickFrom(drivers: CapsSocket[]): CapsSocket | undefined {
-    for (let i = 0; i < drivers.length; i++) {
-      const driver = drivers[(this.nextDriver + i) % drivers.length];
-      if (driver && (this.held.get(driver.id)?.size ?? 0) < this.options.driverPrefetch) {
-        this.nextDriver = (this.nextDriver + i + 1) % drivers.length;
-        return driver;
-      }
-    }
-    return undefined;
-  }
-
-  private hold(entry: Entry, socket: CapsSocket): void {
-    entry.holder = socket;
-    let set = this.held.get(socket.id);
-    if (!set) {
-      set = new Set();
-      this.held.set(socket.id, set);
-    }
-    set.add(entry);
-  }
-
-  /** Frees a pickup from its driver; `requeue`: it goes back to the pool (not acknowledged). */
-  private release(entry: Entry, requeue = true): void {
-    if (entry.holder) {
-      this.held.get(entry.holder.id)?.delete(entry);
-      if (requeue) this.unheldDirty = true;
-    }
-    entry.holder = undefined;
   }
 
   private send(socket: CapsSocket, entry: Entry): void {
@@ -560,8 +520,9 @@ export class Delivery {
     if (this.queues.get(queue)?.get(messageId) !== entry) return; // acknowledged some other way meanwhile
     if (queue === DRIVER_QUEUE && this.options.dispatch === 'one') {
       if (entry.holder !== socket) return;
-      this.release(entry);
+      this.dispatcher.release(entry);
       entry.avoid = socket;
+      this.dispatcher.enqueue(entry);
       if (this.cluster) void this.cluster.unclaim(messageId);
       this.metrics.redeliveries.inc();
       this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
@@ -613,6 +574,7 @@ export class Delivery {
         if (socket) list.push(socket);
       }
       this.driverList = list;
+      this.driverSlots = list.map((driver) => ({ driver }));
     }
     return this.driverList;
   }
@@ -630,5 +592,5 @@ export class Delivery {
 }
 
 function newEntry(message: ParcelMessage): Entry {
-  return { message, key: parcelKey(message.store, message.orderId), attempts: 0, sentTo: [], since: Date.now() };
+  return { message, key: parcelKey(message.store, message.orderId), store: message.store, seq: message.seq, attempts: 0, sentTo: [], since: Date.now() };
 }

@@ -54,12 +54,14 @@ export interface HubOptions {
   dataDir?: string;
   /** SQLite's fsync policy: `full` (default) survives power loss, `normal` a killed process. */
   sync?: 'full' | 'normal';
-  /** Messages one queue may hold before steps into it are refused. Default 10,000. */
+  /** Per store: pickups waiting for drivers, and messages waiting for its vendors, before its steps are refused. Default 10,000. */
   maxQueueDepth?: number;
   /** First wait for a client's ack before sending again (doubles each try). Default 30 s. */
   ackTimeoutMs?: number;
   /** Pickups one driver may hold at once. Default 64. */
   driverPrefetch?: number;
+  /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
+  maxInHandsPerStore?: number;
   logger?: Logger;
 }
 
@@ -106,6 +108,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     dispatch: options.dispatch ?? (options.allowAnonymous ? 'broadcast' : 'one'),
     ...(options.ackTimeoutMs ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
+    ...(options.maxInHandsPerStore ? { maxInHandsPerStore: options.maxInHandsPerStore } : {}),
   };
   const delivery = new Delivery(io.of(CAPS_NAMESPACE), store, logger, deliveryOptions, metrics, cluster);
   const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, cluster !== undefined);

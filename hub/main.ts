@@ -19,7 +19,8 @@ export const hubCommand = {
     data: { type: 'string', description: 'folder of the SQLite store and of the token secret (unless CAPS_SECRET is set)', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
     sync: { type: 'choice', description: 'SQLite fsync: full survives power loss, normal only a killed process', choices: ['full', 'normal'], default: 'full' },
     'ack-timeout': { type: 'integer', description: "first wait for a client's ack before sending again (doubles each try)", placeholder: 'MS', default: 30000, min: 100 },
-    'max-queue': { type: 'integer', description: 'messages one queue may hold; past it, publishes into it are refused with CAPS_ERR_QUEUE_FULL', placeholder: 'N', default: 10000, min: 1 },
+    'max-queue': { type: 'integer', description: "per store: pickups one store may have waiting for drivers, and messages waiting for one store's vendors; past it, that store's publishes are refused with CAPS_ERR_QUEUE_FULL (no other store's)", placeholder: 'N', default: 10000, min: 1 },
+    'max-in-hands': { type: 'integer', description: "pickups one store may have in drivers' hands at once while other stores wait (default: a fair share of the drivers' slots)", placeholder: 'N', min: 1 },
     'rate-limit': { type: 'integer', description: 'events one connection may send per second (bursts of twice that) before it is slowed, then cut off; 0: no limit (benchmarks, trusted networks)', placeholder: 'N', default: 500, min: 0 },
     json: { type: 'boolean', description: 'log one JSON object per line instead of readable lines' },
   },
@@ -53,6 +54,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
         sync: flags.sync as 'full' | 'normal',
         ackTimeoutMs: flags['ack-timeout'],
         maxQueueDepth: flags['max-queue'],
+        ...(flags['max-in-hands'] !== undefined ? { maxInHandsPerStore: flags['max-in-hands'] } : {}),
         rateLimit: rateLimitOf(flags['rate-limit']),
         logger,
       });

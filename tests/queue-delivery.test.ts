@@ -239,3 +239,21 @@ describe('the course’s received and getAll', () => {
     await expect(later.request('getAll', { clientId: 'flowers' })).resolves.toEqual({ ok: true, data: { queue: 'flowers', sent: 0 } });
   });
 });
+
+describe('stores cannot hurt each other', () => {
+  it('noisy neighbour: a flood past its quota refuses only its own store, and the other store’s first pickup goes out in the first turn', async () => {
+    const { url } = cleanup.add(await startHub({ dispatch: 'one', maxQueueDepth: 50 }), (h) => h.close());
+    const flood = raw(url, { role: 'vendor', store: 'flood' });
+    const quiet = raw(url, { role: 'vendor', store: 'quiet' });
+    await Promise.all([flood.connected(), quiet.connected()]);
+    const results = await Promise.all(Array.from({ length: 60 }, (_, i) => flood.request<{ ok: boolean; error?: { code: string } }>('pickup', order('flood', i))));
+    expect(results.filter((r) => r.ok)).toHaveLength(50);
+    expect(results.filter((r) => !r.ok).map((r) => r.error?.code)).toEqual(Array<string>(10).fill('CAPS_ERR_QUEUE_FULL'));
+    for (let i = 0; i < 3; i++) await expect(quiet.request('pickup', order('quiet', i))).resolves.toMatchObject({ ok: true });
+    // one driver comes online: the stores take turns
+    const d = raw(url, { role: 'driver', name: 'first-driver' }, false);
+    const pickups = await d.waitFor('pickup', 2, 'the driver to be handed its first two pickups');
+    expect(pickups.slice(0, 2).map((m) => m.store).sort()).toEqual(['flood', 'quiet']);
+    expect(pickups.find((m) => m.store === 'quiet')?.orderId).toBe(order('quiet', 0).orderId);
+  });
+});

@@ -167,6 +167,20 @@ describe.each(factories)('%s store contract', (_kind, make) => {
     expect((await store.recordStep(step('pickup', 'acme', 3))).status).toBe('accepted');
   });
 
+  it('gives each store its own quota of the drivers’ queue: a flood refuses only its own store', async () => {
+    const store = create(2);
+    await store.recordStep(step('pickup', 'flood', 1));
+    await store.recordStep(step('pickup', 'flood', 2));
+    expect(await store.recordStep(step('pickup', 'flood', 3))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: expect.stringContaining('flood') });
+    expect((await store.recordStep(step('pickup', 'quiet', 1))).status).toBe('accepted');
+    expect((await store.recordStep(step('pickup', 'quiet', 2))).status).toBe('accepted');
+    // a pickup taken off the queue frees its own store's quota
+    const first = (await store.pending(DRIVER_QUEUE)).find((m) => m.store === 'flood');
+    await store.ack(DRIVER_QUEUE, first?.messageId ?? '');
+    expect((await store.recordStep(step('pickup', 'flood', 3))).status).toBe('accepted');
+    expect(await store.recordStep(step('pickup', 'quiet', 3))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
+  });
+
   it('finds parcels by orderId, lists a store newest first in pages, and counts states', async () => {
     const store = create();
     for (let i = 0; i < 5; i++) await store.recordStep(step('pickup', 'acme', i));
@@ -217,6 +231,18 @@ describe('sqlite store on disk', () => {
     expect((await after.recordStep(step('in-transit', 'acme', 1))).status).toBe('duplicate');
     const third = await after.recordStep(step('pickup', 'acme', 3));
     expect(third).toMatchObject({ status: 'accepted', message: { seq: 3 } });
+  });
+
+  it('keeps each store’s pickup quota across a reopen', async () => {
+    const dir = tempDir();
+    const before = new SqliteStore({ dir, maxQueueDepth: 2 });
+    await before.recordStep(step('pickup', 'flood', 1));
+    await before.recordStep(step('pickup', 'flood', 2));
+    await before.close();
+    const after = new SqliteStore({ dir, maxQueueDepth: 2 });
+    open.push(after);
+    expect(await after.recordStep(step('pickup', 'flood', 3))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
+    expect((await after.recordStep(step('pickup', 'quiet', 1))).status).toBe('accepted');
   });
 
   it('moves a data folder from before messages were keyed by (queue, seq) to the new table, keeping every message', async () => {

@@ -26,7 +26,8 @@ import { DEFAULT_LIMITS, page } from './store.js';
  *
  * Keys (under the prefix): p:<store>\0<order> parcel hash · s:<store>\0<order> steps hash ·
  * o:<order> set of stores · sp:<store>:<state|all> parcels by time (lex) · c:<store> counts ·
- * stores · q:<queue> messages by seq · seq:<queue> · m:<id> message · queues · acked:<id>.
+ * stores · q:<queue> messages by seq · seq:<queue> · m:<id> message · queues · acked:<id> ·
+ * w pickups waiting in the driver queue, by store (each store's quota).
  */
 const RECORD_STEP = `
 local p, event, store, oid, customer, address, driver, time, maxDepth, msgId, dispatched = unpack(ARGV)
@@ -46,8 +47,13 @@ end
 local queue = store
 if event == 'pickup' then queue = 'driver' end
 local qk = p .. 'q:' .. queue
-local depth = redis.call('ZCARD', qk)
-if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. queue .. ' holds ' .. depth .. ' messages, its limit'} end
+if event == 'pickup' then
+  local waiting = tonumber(redis.call('HGET', p .. 'w', store) or '0')
+  if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
+else
+  local depth = redis.call('ZCARD', qk)
+  if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. queue .. ' holds ' .. depth .. ' messages, its limit'} end
+end
 local created
 if event == 'pickup' then
   created = time
@@ -78,6 +84,7 @@ if driver ~= '' then msg.driver = driver end
 local body = cjson.encode(msg)
 redis.call('SET', p .. 'm:' .. msgId, body)
 redis.call('ZADD', qk, seq, msgId)
+if event == 'pickup' then redis.call('HINCRBY', p .. 'w', store, 1) end
 redis.call('SADD', p .. 'queues', queue)
 return {'accepted', body, created}
 `;
@@ -86,6 +93,10 @@ const ACK = `
 local p, queue, id = unpack(ARGV)
 if redis.call('SISMEMBER', p .. 'queues', queue) == 0 then return 'unknown-queue' end
 if redis.call('ZREM', p .. 'q:' .. queue, id) == 1 then
+  if queue == 'driver' then
+    local body = redis.call('GET', p .. 'm:' .. id)
+    if body then redis.call('HINCRBY', p .. 'w', cjson.decode(body).store, -1) end
+  end
   redis.call('DEL', p .. 'm:' .. id)
   redis.call('SET', p .. 'acked:' .. id, '1', 'EX', 86400)
   return 'removed'

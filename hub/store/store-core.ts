@@ -47,6 +47,8 @@ export class StoreCore {
   readonly queueStates = new Map<string, QueueState>();
   /** Ids acknowledged lately, to tell "already acknowledged" from "unknown". */
   private readonly recentAcks = new RecentIds(RECENT_ACKS);
+  /** Pickups waiting in the driver queue, by store: each store's quota is `maxQueueDepth`. */
+  private readonly waitingPickups = new Map<string, number>();
 
   constructor(
     private readonly limits: StoreLimits,
@@ -92,7 +94,13 @@ export class StoreCore {
 
     const queue = input.event === 'pickup' ? DRIVER_QUEUE : input.store;
     const state = this.queueState(queue);
-    if (state.messages.size >= this.limits.maxQueueDepth) {
+    if (input.event === 'pickup') {
+      // the drivers' queue is shared: each store has its own quota of it, so a flood refuses only its own store
+      const waiting = this.waitingPickups.get(input.store) ?? 0;
+      if (waiting >= this.limits.maxQueueDepth) {
+        return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `store ${input.store} has ${waiting} pickups waiting for drivers, its quota` };
+      }
+    } else if (state.messages.size >= this.limits.maxQueueDepth) {
       return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `queue ${queue} holds ${state.messages.size} messages, its limit` };
     }
 
@@ -104,6 +112,7 @@ export class StoreCore {
     state.lastSeq += 1;
     const message = buildMessage(parcel.order, input, queue, state.lastSeq);
     state.messages.set(message.messageId, message);
+    if (queue === DRIVER_QUEUE) this.countPickup(input.store, 1);
     mutations.push({ kind: 'step', key, order: parcel.order, input, driver: parcel.driver, message });
     return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time };
   }
@@ -119,6 +128,7 @@ export class StoreCore {
     const message = state.messages.get(messageId);
     if (message) {
       state.messages.delete(messageId);
+      if (queue === DRIVER_QUEUE) this.countPickup(message.store, -1);
       this.recentAcks.add(messageId);
       mutations.push({ kind: 'ack', queue, messageId, seq: message.seq });
       return 'removed';
@@ -140,6 +150,13 @@ export class StoreCore {
   /** For stores that load their queues at start. */
   restoreQueue(queue: string, lastSeq: number, messages: ParcelMessage[]): void {
     this.queueStates.set(queue, { lastSeq, messages: new Map(messages.map((m) => [m.messageId, m])) });
+    if (queue === DRIVER_QUEUE) for (const m of messages) this.countPickup(m.store, 1);
+  }
+
+  private countPickup(store: string, delta: number): void {
+    const n = (this.waitingPickups.get(store) ?? 0) + delta;
+    if (n > 0) this.waitingPickups.set(store, n);
+    else this.waitingPickups.delete(store);
   }
 
   private queueState(queue: string): QueueState {

@@ -36,8 +36,8 @@ export const DEFAULT_DELIVERY: DeliveryOptions = {
   driverPrefetch: 64,
 };
 
-/** Acks an unknown (lab) client may leave unanswered before it is sent messages without one. */
-const MAX_UNANSWERED = 64;
+/** Acks an unknown (lab) client may let time out before it is sent messages without one. */
+const MAX_UNANSWERED = 3;
 /** Several hubs: how often a hub retries pickups claimed elsewhere (a dead hub's claims expire). */
 const CLUSTER_PUMP_MS = 1_000;
 /** Several hubs: how often a hub re-reads the queues from Redis. */
@@ -72,6 +72,8 @@ interface Entry extends Dispatchable<CapsSocket> {
   waits?: Set<Pending>;
   /** When this hub learnt of it (ms). */
   since: number;
+  /** Several hubs: the latest claim asked of Redis; a reply to an older one is stale. */
+  claimGen?: number;
   /** Several hubs: another hub's driver holds it; try again after this time (ms). */
   elsewhereUntil?: number;
 }
@@ -423,7 +425,15 @@ export class Delivery {
     const cluster = this.cluster;
     if (!cluster) return;
     const { messageId } = entry.message;
+    const gen = (entry.claimGen ?? 0) + 1;
+    entry.claimGen = gen;
     void cluster.claim(messageId, this.waitFor(entry.attempts + 1) + CLAIM_SLACK_MS).then((claimed) => {
+      if (entry.claimGen !== gen) {
+        // its driver left and the pickup was claimed again for another: that claim (this hub's, in
+        // Redis under the same key) is the one that counts; unclaiming here would delete it
+        this.pump();
+        return;
+      }
       if (claimed && !entry.acked && entry.holder === driver && driver.connected && !this.closed) {
         this.send(driver, entry);
         return;
@@ -452,8 +462,11 @@ export class Delivery {
 
   private send(socket: CapsSocket, entry: Entry): void {
     if (this.closed) return;
-    entry.attempts++;
-    if (!entry.sentTo.includes(socket.id)) entry.sentTo.push(socket.id);
+    const again = entry.sentTo.includes(socket.id);
+    // tries, for the back-off: a send again, or a pickup handed to a driver to hold; the first
+    // copies of a message fanned out to several clients are one try
+    if (again || entry.holder === socket || entry.attempts === 0) entry.attempts++;
+    if (!again) entry.sentTo.push(socket.id);
     this.metrics.send(entry.message.event);
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
       const { key } = entry;
@@ -461,23 +474,19 @@ export class Delivery {
       names.add(socket.data.name);
       this.dispatched.set(key, names);
     }
-    const wait = this.waitFor(entry.attempts);
-    const pending: Pending = { entry, socket, deadline: Date.now() + wait, wait };
-    this.pending.add(pending);
-    (entry.waits ??= new Set()).add(pending);
-    this.sweepSoon();
     const { queueId: queue, messageId, event } = entry.message;
-    if (socket.data.acks === 'unknown' && ++socket.data.unanswered > MAX_UNANSWERED) {
-      socket.data.acks = 'none';
-      this.logger.info('NO ACKS', { socket: socket.id, unanswered: MAX_UNANSWERED, reason: 'this client answers no Socket.IO acks: its messages go without one from now on, leave their queue by received (or its steps), and come again on getAll or a reconnect' });
-    }
-    if (socket.data.acks === 'none') {
-      // an ack callback nobody answers would stay in socket.io's table until the client leaves;
-      // the wait above still times out a pickup held by a driver that never handles it
+    // a store's messages are its vendors' to acknowledge: anyone else in the room (a lab driver
+    // that joined it) only listens, and its ack must not take them off the vendors' queue
+    const listener = queue !== DRIVER_QUEUE && socket.data.role !== 'vendor';
+    if (socket.data.acks === 'none' || listener) {
+      // an ack callback nobody answers would stay in socket.io's table until the client leaves
       // (the contract's ack is always there for CAPS's own clients, which answer acks)
       (socket.emit as (event: string, message: ParcelMessage) => boolean)(event, entry.message);
+      // a pickup held by a driver that never acks still times out, to go to another driver
+      if (entry.holder === socket) this.await(entry, socket);
       return;
     }
+    const pending = this.await(entry, socket);
     socket.emit(event, entry.message, () => {
       // an ack after the time-out is ignored, as socket.io's own timeout() would: the message went elsewhere
       if (this.closed || !this.pending.delete(pending)) return;
@@ -487,6 +496,26 @@ export class Delivery {
       if (entry.acked) return;
       void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
     });
+  }
+
+  /** Starts the wait for this send's ack (or, for a client that answers none, for its handling). */
+  private await(entry: Entry, socket: CapsSocket): Pending {
+    const wait = this.waitFor(entry.attempts);
+    const pending: Pending = { entry, socket, deadline: Date.now() + wait, wait };
+    this.pending.add(pending);
+    (entry.waits ??= new Set()).add(pending);
+    this.sweepSoon();
+    return pending;
+  }
+
+  /**
+   * A client not known to answer acks let one time out: after a few, it is taken for one that
+   * answers none (a course client), and sent messages without a callback from then on.
+   */
+  private unanswered(socket: CapsSocket): void {
+    if (socket.data.acks !== 'unknown' || ++socket.data.unanswered < MAX_UNANSWERED) return;
+    socket.data.acks = 'none';
+    this.logger.info('NO ACKS', { socket: socket.id, unanswered: socket.data.unanswered, reason: 'this client answers no Socket.IO acks: its messages go without one from now on, leave their queue by received (or its steps), and come again on getAll or a reconnect' });
   }
 
   /** Starts the sweeper that times out unacknowledged sends (stops itself when none are left). */
@@ -504,6 +533,7 @@ export class Delivery {
       if (pending.deadline <= now) {
         this.pending.delete(pending);
         pending.entry.waits?.delete(pending);
+        this.unanswered(pending.socket);
         this.timedOut(pending);
       }
     }

@@ -42,8 +42,12 @@ export class Dispatcher<D, P extends Dispatchable<D>> {
   private readonly waiting = new Map<string, Fifo<P>>();
   /** Pickups waiting or in hands, by store: its size is the number of stores with work. */
   private readonly work = new Map<string, number>();
-  /** Stores with pickups waiting, in the order their turn comes. */
+  /**
+   * Stores in the order their turn comes. A store whose queue empties keeps its slot (dead) until
+   * the ring is compacted, so that dropping one costs nothing however many stores wait.
+   */
   private ring: string[] = [];
+  private readonly inRing = new Set<string>();
   private turn = 0;
   /** Pickups in drivers' hands, by store. */
   private readonly inHands = new Map<string, number>();
@@ -59,7 +63,11 @@ export class Dispatcher<D, P extends Dispatchable<D>> {
     if (!queue) {
       queue = new Fifo();
       this.waiting.set(pickup.store, queue);
-      this.ring.push(pickup.store);
+      // a store back with work takes its old slot, if the ring still has it
+      if (!this.inRing.has(pickup.store)) {
+        this.ring.push(pickup.store);
+        this.inRing.add(pickup.store);
+      }
     }
     queue.insert(pickup);
     this.count(pickup.store, 1);
@@ -116,7 +124,8 @@ export class Dispatcher<D, P extends Dispatchable<D>> {
    */
   dispatch(drivers: ReadonlyArray<DriverSlot<D>>): Array<{ pickup: P; driver: D }> {
     const out: Array<{ pickup: P; driver: D }> = [];
-    if (drivers.length === 0 || this.ring.length === 0) return out;
+    if (drivers.length === 0 || this.waiting.size === 0) return out;
+    if (this.ring.length > 2 * this.waiting.size + 64) this.compact();
     const cap = this.storeCap(drivers.length);
     // first every store under its share; then, if drivers still have room, anyone (work-conserving)
     for (const capped of [true, false]) {
@@ -137,7 +146,7 @@ export class Dispatcher<D, P extends Dispatchable<D>> {
         this.hold(head, driver);
         out.push({ pickup: head, driver });
         if (queue.size === 0) this.dropStore(store);
-        else this.turn++;
+        this.turn++;
         idle = 0;
       }
     }
@@ -187,11 +196,19 @@ export class Dispatcher<D, P extends Dispatchable<D>> {
 
   private dropStore(store: string): void {
     this.waiting.delete(store);
-    const at = this.ring.indexOf(store);
-    if (at < 0) return;
-    this.ring.splice(at, 1);
-    // the store after it keeps its turn
-    if (at < this.turn) this.turn--;
+  }
+
+  /** Drops the slots of stores with nothing waiting; the store whose turn it is keeps it. */
+  private compact(): void {
+    let next: string | undefined;
+    for (let i = 0; i < this.ring.length && next === undefined; i++) {
+      const store = this.ring[(this.turn + i) % this.ring.length] ?? '';
+      if (this.waiting.has(store)) next = store;
+    }
+    this.ring = this.ring.filter((store) => this.waiting.has(store));
+    this.inRing.clear();
+    for (const store of this.ring) this.inRing.add(store);
+    this.turn = next === undefined ? 0 : this.ring.indexOf(next);
   }
 }
 

@@ -70,6 +70,22 @@ describe('Dispatcher', () => {
     expect(out.map((x) => x.pickup.store).sort()).toEqual(['busy', 'busy', 'busy', 'small']);
   });
 
+  it('keeps the turns through many stores coming and going (its ring is compacted on the way)', () => {
+    const d = new Dispatcher<string, Pickup>({ prefetch: 1 });
+    for (let i = 0; i < 300; i++) d.enqueue(pickup(`s${i}`));
+    const served: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const [a] = d.dispatch(slots('d1'));
+      if (!a) throw new Error('nothing dispatched');
+      served.push(a.pickup.store);
+      d.remove(a.pickup);
+      // a store served early comes back with more: it waits for the rest of the turn
+      if (i === 10) d.enqueue(pickup('s0'));
+    }
+    expect(served.slice(0, 300)).toEqual(Array.from({ length: 300 }, (_, i) => `s${i}`));
+    expect(d.dispatch(slots('d1')).map((a) => a.pickup.store)).toEqual(['s0']);
+  });
+
   it('a driver gone gives back what it held', () => {
     const d = new Dispatcher<string, Pickup>({ prefetch: 5 });
     for (let i = 0; i < 3; i++) d.enqueue(pickup('s'));

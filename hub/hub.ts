@@ -60,6 +60,8 @@ export interface HubOptions {
   ackTimeoutMs?: number;
   /** Pickups one driver may hold at once. Default 64. */
   driverPrefetch?: number;
+  /** Pickups waiting for drivers across every store: the hub's own bound. Default 100,000. */
+  maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
   maxInHandsPerStore?: number;
   logger?: Logger;
@@ -200,7 +202,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
 }
 
 async function openStore(options: HubOptions): Promise<{ store: QueueStore; cluster?: RedisCluster; adapterClient?: Redis }> {
-  const limits = { ...DEFAULT_LIMITS, ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}) };
+  const limits = { ...DEFAULT_LIMITS, ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}), ...(options.maxPickups ? { maxPickups: options.maxPickups } : {}) };
   if (options.redisUrl) {
     const prefix = options.redisPrefix ?? 'caps:';
     const store = new RedisStore({ url: options.redisUrl, prefix, ...limits });

@@ -12,7 +12,7 @@ import { DRIVER_QUEUE } from '../protocol/messages.js';
 import { MemoryStore } from '../hub/store/memory-store.js';
 import { SqliteStore } from '../hub/store/sqlite-store.js';
 import type { SqliteStoreOptions } from '../hub/store/sqlite-store.js';
-import type { QueueStore, StepInput } from '../hub/store/store.js';
+import type { QueueStore, StepInput, StoreLimits } from '../hub/store/store.js';
 
 /** One contract, every store: the hub must not be able to tell them apart. */
 const dirs: string[] = [];
@@ -56,11 +56,11 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const factories: Array<[string, (maxQueueDepth?: number) => QueueStore]> = [
-  ['memory', (maxQueueDepth = 10_000) => new MemoryStore({ maxQueueDepth })],
-  ['sqlite', (maxQueueDepth = 10_000) => new SqliteStore({ dir: tempDir(), maxQueueDepth })],
+const factories: Array<[string, (limits?: Partial<StoreLimits>) => QueueStore]> = [
+  ['memory', (limits = {}) => new MemoryStore(limits)],
+  ['sqlite', (limits = {}) => new SqliteStore({ dir: tempDir(), ...limits })],
   // every store gets its own key prefix on the test's own redis-server
-  ['redis', (maxQueueDepth = 10_000) => new RedisStore({ url: redis?.url ?? '', prefix: `t${randomUUID()}:`, maxQueueDepth })],
+  ['redis', (limits = {}) => new RedisStore({ url: redis?.url ?? '', prefix: `t${randomUUID()}:`, ...limits })],
 ];
 
 let clock = 0;
@@ -77,8 +77,8 @@ function step(event: StepInput['event'], store: string, n: number, extra: Partia
 }
 
 describe.each(factories)('%s store contract', (_kind, make) => {
-  function create(maxQueueDepth?: number): QueueStore {
-    const store = make(maxQueueDepth);
+  function create(maxQueueDepth?: number, maxPickups?: number): QueueStore {
+    const store = make({ ...(maxQueueDepth !== undefined ? { maxQueueDepth } : {}), ...(maxPickups !== undefined ? { maxPickups } : {}) });
     open.push(store);
     return store;
   }
@@ -179,6 +179,15 @@ describe.each(factories)('%s store contract', (_kind, make) => {
     await store.ack(DRIVER_QUEUE, first?.messageId ?? '');
     expect((await store.recordStep(step('pickup', 'flood', 3))).status).toBe('accepted');
     expect(await store.recordStep(step('pickup', 'quiet', 3))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
+  });
+
+  it('bounds the drivers’ queue as a whole too: new store names cannot grow it past the hub’s limit', async () => {
+    const store = create(10, 3);
+    for (const name of ['a', 'b', 'c']) expect((await store.recordStep(step('pickup', name, 1))).status).toBe('accepted');
+    expect(await store.recordStep(step('pickup', 'd', 1))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: expect.stringContaining('hub') });
+    const [first] = await store.pending(DRIVER_QUEUE);
+    await store.ack(DRIVER_QUEUE, first?.messageId ?? '');
+    expect((await store.recordStep(step('pickup', 'd', 1))).status).toBe('accepted');
   });
 
   it('finds parcels by orderId, lists a store newest first in pages, and counts states', async () => {

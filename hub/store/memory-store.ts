@@ -14,9 +14,9 @@ export class MemoryStore extends CoreBackedStore implements QueueStore {
   /** The core reports what to persist; in memory there is nothing to do with it. */
   private readonly nothingToPersist: Mutation[] = [];
 
-  constructor(limits: StoreLimits = DEFAULT_LIMITS) {
+  constructor(limits: Partial<StoreLimits> = {}) {
     super();
-    this.core = new StoreCore(limits);
+    this.core = new StoreCore({ ...DEFAULT_LIMITS, ...limits });
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {

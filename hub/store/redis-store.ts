@@ -30,7 +30,7 @@ import { DEFAULT_LIMITS, page } from './store.js';
  * w pickups waiting in the driver queue, by store (each store's quota).
  */
 const RECORD_STEP = `
-local p, event, store, oid, customer, address, driver, time, maxDepth, msgId, dispatched = unpack(ARGV)
+local p, event, store, oid, customer, address, driver, time, maxDepth, msgId, dispatched, maxPickups = unpack(ARGV)
 local id = store .. '\\0' .. oid
 local pk, sk = p .. 'p:' .. id, p .. 's:' .. id
 local state = redis.call('HGET', pk, 'state')
@@ -50,6 +50,8 @@ local qk = p .. 'q:' .. queue
 if event == 'pickup' then
   local waiting = tonumber(redis.call('HGET', p .. 'w', store) or '0')
   if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
+  local all = redis.call('ZCARD', qk)
+  if all >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', all .. " pickups wait for drivers, the hub's limit"} end
 else
   local depth = redis.call('ZCARD', qk)
   if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. queue .. ' holds ' .. depth .. ' messages, its limit'} end
@@ -95,7 +97,11 @@ if redis.call('SISMEMBER', p .. 'queues', queue) == 0 then return 'unknown-queue
 if redis.call('ZREM', p .. 'q:' .. queue, id) == 1 then
   if queue == 'driver' then
     local body = redis.call('GET', p .. 'm:' .. id)
-    if body then redis.call('HINCRBY', p .. 'w', cjson.decode(body).store, -1) end
+    if body then
+      -- pickups queued before the count existed were never counted: never below 0, and no field left at 0
+      local store = cjson.decode(body).store
+      if tonumber(redis.call('HINCRBY', p .. 'w', store, -1)) <= 0 then redis.call('HDEL', p .. 'w', store) end
+    end
   end
   redis.call('DEL', p .. 'm:' .. id)
   redis.call('SET', p .. 'acked:' .. id, '1', 'EX', 86400)
@@ -183,6 +189,7 @@ export class RedisStore implements QueueStore {
         String(this.limits.maxQueueDepth),
         randomUUID(),
         input.dispatched === undefined ? '' : input.dispatched ? '1' : '0',
+        String(this.limits.maxPickups),
       ),
     );
     switch (reply[0]) {

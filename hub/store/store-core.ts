@@ -100,6 +100,9 @@ export class StoreCore {
       if (waiting >= this.limits.maxQueueDepth) {
         return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `store ${input.store} has ${waiting} pickups waiting for drivers, its quota` };
       }
+      if (state.messages.size >= this.limits.maxPickups) {
+        return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `${state.messages.size} pickups wait for drivers, the hub's limit` };
+      }
     } else if (state.messages.size >= this.limits.maxQueueDepth) {
       return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `queue ${queue} holds ${state.messages.size} messages, its limit` };
     }

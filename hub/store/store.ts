@@ -116,11 +116,16 @@ export interface QueueStore {
 }
 
 export interface StoreLimits {
-  /** Messages one queue may hold; past it, steps that would go into it are refused. */
+  /**
+   * Per store: pickups it may have waiting for drivers, and messages its vendors' queue may hold;
+   * past it, that store's steps that would go into it are refused.
+   */
   maxQueueDepth: number;
+  /** Pickups waiting for drivers across every store: the hub's own bound, whatever the stores. */
+  maxPickups: number;
 }
 
-export const DEFAULT_LIMITS: StoreLimits = { maxQueueDepth: 10_000 };
+export const DEFAULT_LIMITS: StoreLimits = { maxQueueDepth: 10_000, maxPickups: 100_000 };
 
 /** Cuts `limit + 1` sorted parcels into a page and the cursor of the next one. */
 export function page(parcels: ParcelRecord[], limit: number): ParcelPage {

@@ -77,7 +77,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
         event,
         socket: socket.id,
         reason: result.error.message,
-        accepted: LAB_ACCEPTED_SHAPES[event] ?? LAB_ACCEPTED_SHAPES['unknown'],
+        accepted: Object.hasOwn(LAB_ACCEPTED_SHAPES, event) ? LAB_ACCEPTED_SHAPES[event] : LAB_ACCEPTED_SHAPES['unknown'],
         note: 'said once per connection and kind; every refusal is counted in /metrics (caps_refusals_total)',
       });
     }

@@ -35,7 +35,8 @@ export const LAB_MODE_TOLERATES: readonly string[] = [
  */
 export async function labReceived(delivery: Delivery, store: QueueStore, socket: CapsSocket, ref: LabReceived): Promise<AckResult<ReceivedResult>> {
   const queues = candidateQueues(socket, ref);
-  const found = delivery.findQueued(queues, ref) ?? locate(delivery, ref);
+  // a bare messageId is looked for everywhere; a queue that was named is the only one searched
+  const found = delivery.findQueued(queues, ref) ?? (ref.queue === undefined ? locate(delivery, ref) : undefined);
   if (found) {
     const outcome = await delivery.ack(found.queue, found.messageId, 'received');
     return ok({ queue: found.queue, messageId: found.messageId, removed: outcome === 'removed' });
@@ -58,9 +59,11 @@ export async function labReceived(delivery: Delivery, store: QueueStore, socket:
 function candidateQueues(socket: CapsSocket, ref: LabReceived): string[] {
   if (ref.queue !== undefined) return [queueOf(ref.queue)];
   if (ref.event === 'pickup') return [DRIVER_QUEUE];
-  const stores = ref.store !== undefined ? [ref.store] : [...socket.data.stores];
+  if (ref.store !== undefined) return ref.event !== undefined ? [ref.store] : socket.data.role === 'driver' ? [DRIVER_QUEUE, ref.store] : [ref.store, DRIVER_QUEUE];
+  // a client's own queues: a vendor's stores (a driver in a store's room only listens to it)
+  const stores = socket.data.role === 'vendor' ? [...socket.data.stores] : [];
   if (ref.event !== undefined) return stores;
-  return socket.data.role === 'driver' ? [DRIVER_QUEUE, ...stores] : [...stores, DRIVER_QUEUE];
+  return socket.data.role === 'vendor' ? [...stores, DRIVER_QUEUE] : [DRIVER_QUEUE];
 }
 
 function locate(delivery: Delivery, ref: LabReceived): { queue: string; messageId: string } | undefined {

@@ -101,13 +101,19 @@ export class CapsClient extends EventEmitter<CapsClientEvents> {
     if (!list) {
       list = [];
       this.handlers.set(event, list);
-      this.socket.on(event, (message: ParcelMessage, ack: MessageAck) => void this.dispatch(event, message, ack));
+      this.socket.on(event, (message: ParcelMessage, ack?: MessageAck) => void this.dispatch(event, message, ack));
     }
     list.push(handler);
     return () => {
-      const current = this.handlers.get(event) ?? [];
-      const at = current.indexOf(handler);
-      if (at >= 0) current.splice(at, 1);
+      const current = this.handlers.get(event);
+      const at = current?.indexOf(handler) ?? -1;
+      if (!current || at < 0) return;
+      current.splice(at, 1);
+      // nobody listens any more: stop taking (and acknowledging) these messages
+      if (current.length === 0) {
+        this.handlers.delete(event);
+        this.socket.off(event);
+      }
     };
   }
 
@@ -120,18 +126,19 @@ export class CapsClient extends EventEmitter<CapsClientEvents> {
     return this.closing;
   }
 
-  private async dispatch(event: ParcelEvent, message: ParcelMessage, ack: MessageAck): Promise<void> {
+  private async dispatch(event: ParcelEvent, message: ParcelMessage, ack: MessageAck | undefined): Promise<void> {
     if (this.handled.has(message.messageId)) {
-      ack({ ok: true });
+      ack?.({ ok: true });
       return;
     }
     try {
       for (const handler of [...(this.handlers.get(event) ?? [])]) await handler(message);
     } catch (err) {
-      this.emit('error', err instanceof Error ? err : new Error(String(err)), message);
+      // an 'error' event nobody listens to would throw here, and crash the process
+      if (this.listenerCount('error') > 0) this.emit('error', err instanceof Error ? err : new Error(String(err)), message);
       return;
     }
     this.handled.add(message.messageId);
-    ack({ ok: true });
+    ack?.({ ok: true });
   }
 }

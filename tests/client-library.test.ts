@@ -72,6 +72,28 @@ describe('CapsClient', () => {
   });
 });
 
+describe('CapsClient, misused', () => {
+  it('a handler that throws with no error listener crashes nothing; unsubscribing the last handler stops taking messages', async () => {
+    const { url } = cleanup.add(await startSecureHub({ ackTimeoutMs: 200 }), (h) => h.close());
+    const driver = client({ url, token: tokenFor({ role: 'driver', name: 'careless' }) });
+    const vendor = client({ url, token: tokenFor({ role: 'vendor', store: 'lib-store' }) });
+    let calls = 0;
+    const unsubscribe = driver.subscribe('pickup', () => {
+      calls++;
+      throw new Error('no listener for this');
+    });
+    await Promise.all([driver.start(), vendor.start()]);
+    await vendor.publish('pickup', order('lib-store', 3));
+    await poll(() => (calls >= 2 ? true : undefined), 'the pickup sent again after each throw', 5_000);
+    unsubscribe();
+    // from now on this driver takes nothing: the pickup stays queued, unacknowledged
+    const before = calls;
+    await vendor.publish('pickup', order('lib-store', 4));
+    await poll(async () => ((await driverDepth(url)) === 2 ? true : undefined), 'both pickups still queued');
+    expect(calls).toBe(before);
+  });
+});
+
 describe('the package', () => {
   it('npm pack output installs in an empty folder, and imports with its types', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'caps-pack-'));

@@ -25,7 +25,7 @@ export const hubCommand = {
     'rate-limit': { type: 'integer', description: 'events one connection may send per second (bursts of twice that) before it is slowed, then cut off; 0: no limit (benchmarks, trusted networks)', placeholder: 'N', default: 500, min: 0 },
     json: { type: 'boolean', description: 'log one JSON object per line instead of readable lines' },
   },
-  examples: ['caps hub --port 3000 --data ./data', 'PORT=4000 caps hub --json --store memory'],
+  examples: ['caps hub --port 3000 --data ./data', "caps hub --allow-anonymous    # the course's open lab mode: its clients work unchanged", 'PORT=4000 caps hub --json --store memory'],
 } as const satisfies CommandSpec;
 
 export function runHub(argv: readonly string[]): Promise<number> {

@@ -11,6 +11,7 @@ import { coalesceWrites } from './coalesce.js';
 import { Dashboards } from './dashboards.js';
 import { callerOf, sendError, trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
+import { Retention } from './retention.js';
 import { pickupRoute } from './http-publish.js';
 import { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
@@ -60,6 +61,10 @@ export interface HubOptions {
   ackTimeoutMs?: number;
   /** Pickups one driver may hold at once. Default 64. */
   driverPrefetch?: number;
+  /** How long a delivered parcel's history is kept, in ms; 0 keeps it forever. Default 30 days. */
+  retentionMs?: number;
+  /** How often parcels past the retention period are looked for. Default 1 minute. */
+  pruneEveryMs?: number;
   /** Pickups waiting for drivers across every store: the hub's own bound. Default 100,000. */
   maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
@@ -77,6 +82,9 @@ export interface Hub {
   /** Stops accepting, disconnects every client, and resolves when the port is free. Idempotent. */
   close(): Promise<void>;
 }
+
+/** How long a delivered parcel's history is kept by default: 30 days. */
+export const DEFAULT_RETENTION_MS = 30 * 86_400_000;
 
 /** The dashboard's static files (web/ at the top of the package; dist/hub/hub.js is two levels down). */
 const WEB_DIR = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../web/' : '../web/', import.meta.url));
@@ -114,6 +122,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   };
   const delivery = new Delivery(io.of(CAPS_NAMESPACE), store, logger, deliveryOptions, metrics, cluster);
   const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, cluster !== undefined);
+  const retention = new Retention(store, logger, { retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS, everyMs: options.pruneEveryMs ?? 60_000 });
   const allowAnonymous = options.allowAnonymous === true;
 
   app.get('/healthz', (_req, res) => {
@@ -168,6 +177,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     await Promise.all([store.close(), cluster?.close(), adapterClient?.quit().catch(() => undefined)]);
     throw err;
   }
+  retention.start();
   nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, metrics }));
   // connections are taken only once the queues are loaded, so a backlog is never missed
   nsp.on('connection', (socket) => handleConnection({ logger, store, delivery, metrics, rateLimit, dashboards }, socket));
@@ -189,6 +199,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       closing ??= (async () => {
         delivery.close();
         dashboards.close();
+        await retention.close();
         await new Promise<void>((resolve) => {
           // io.close() closes the HTTP server too; idle keep-alive connections would hold it open
           httpServer.closeIdleConnections();

@@ -153,3 +153,21 @@ describe('a client that sends and closes at once', () => {
     });
   }
 });
+
+describe('retention', () => {
+  it('removes a delivered parcel once past the retention period, and keeps one not delivered', async () => {
+    const { url, logs } = cleanup.add(await startHub({ retentionMs: 300, pruneEveryMs: 25 }), (h) => h.close());
+    const client = cleanup.add(new RawClient(url), (c) => c.close());
+    await client.connected();
+    const done = order('kept-for-a-while', 1);
+    const waiting = order('kept-for-a-while', 2);
+    for (const [event, parcel] of [['pickup', done], ['delivered', done], ['pickup', waiting]] as const) {
+      await expect(client.request(event, parcel)).resolves.toMatchObject({ ok: true });
+    }
+    const status = async (orderId: string): Promise<number> => (await fetch(`${url}/api/packages/${orderId}`)).status;
+    expect(await status(done.orderId)).toBe(200);
+    await poll(async () => ((await status(done.orderId)) === 404 ? true : undefined), 'the delivered parcel to be removed past its retention', 5_000);
+    expect(await status(waiting.orderId)).toBe(200);
+    expect(records(logs, 'RETENTION')).toEqual([expect.objectContaining({ removed: 1 })]);
+  });
+});

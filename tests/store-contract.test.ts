@@ -190,6 +190,39 @@ describe.each(factories)('%s store contract', (_kind, make) => {
     expect((await store.recordStep(step('pickup', 'd', 1))).status).toBe('accepted');
   });
 
+  it('prunes parcels delivered before a cutoff, oldest first, and keeps those not delivered however old', async () => {
+    const store = create();
+    const at = async (input: StepInput): Promise<string> => {
+      expect((await store.recordStep(input)).status).toBe('accepted');
+      return input.time;
+    };
+    await at(step('pickup', 'acme', 1));
+    await at(step('delivered', 'acme', 1));
+    await at(step('pickup', 'acme', 2));
+    await at(step('pickup', 'acme', 3));
+    const third = await at(step('delivered', 'acme', 3));
+    await at(step('pickup', 'other', 1));
+    await at(step('delivered', 'other', 1));
+    const queuedBefore = (await store.pending('acme')).length;
+
+    expect(await store.prune(third, 100)).toBe(1);
+    expect(await store.parcel('acme', 'acme-1')).toBeUndefined();
+    expect(await store.findParcels('acme-1')).toEqual([]);
+    expect((await store.listParcels('acme', { limit: 10 })).parcels.map((p) => p.order.orderId)).toEqual(['acme-3', 'acme-2']);
+    expect((await store.stores()).find((s) => s.store === 'acme')?.counts).toEqual({ pickup: 1, 'in-transit': 0, delivered: 1 });
+    // what is still queued for a vendor stays: a message carries its order
+    expect((await store.pending('acme')).length).toBe(queuedBefore);
+
+    const later = '2099-01-01T00:00:00.000Z';
+    expect(await store.prune(later, 1)).toBe(1);
+    expect(await store.prune(later, 100)).toBe(1);
+    expect(await store.prune(later, 100)).toBe(0);
+    expect(await store.parcel('acme', 'acme-2')).toMatchObject({ state: 'pickup' });
+    expect((await store.stores()).map((s) => [s.store, s.counts.pickup + s.counts['in-transit'] + s.counts.delivered])).toEqual([['acme', 1]]);
+    // an orderId pruned may be used again: a new pickup
+    expect((await store.recordStep(step('pickup', 'acme', 1))).status).toBe('accepted');
+  });
+
   it('finds parcels by orderId, lists a store newest first in pages, and counts states', async () => {
     const store = create();
     for (let i = 0; i < 5; i++) await store.recordStep(step('pickup', 'acme', i));

@@ -5,8 +5,9 @@ import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueStore, St
 import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './store.js';
 
 /**
- * Keeps everything in the hub's memory: fast, and gone when the hub stops. Parcels are never
- * evicted, so memory grows with the number of parcels; for tests, demos and benchmarks.
+ * Keeps everything in the hub's memory: fast, and gone when the hub stops. Delivered parcels stay
+ * for the retention period (`prune`), so memory grows with the parcels of that period; for tests,
+ * demos and benchmarks.
  */
 export class MemoryStore extends CoreBackedStore implements QueueStore {
   readonly kind = 'memory' as const;
@@ -51,6 +52,10 @@ export class MemoryStore extends CoreBackedStore implements QueueStore {
       byStore.set(p.order.store, summary);
     }
     return [...byStore.values()].sort((a, b) => a.store.localeCompare(b.store));
+  }
+
+  async prune(before: string, limit: number): Promise<number> {
+    return this.core.pruneDelivered(before, limit);
   }
 
   async ping(): Promise<void> {}

@@ -111,7 +111,40 @@ if redis.call('EXISTS', p .. 'acked:' .. id) == 1 then return 'already-acknowled
 return 'unknown-message'
 `;
 
+/**
+ * Retention: each store's delivered parcels picked up before the cutoff, oldest first; those
+ * also delivered before it go, with their steps, their place in the lists and their count.
+ */
+const PRUNE = `
+local p, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local removed = 0
+for _, store in ipairs(redis.call('SMEMBERS', p .. 'stores')) do
+  if removed >= limit then break end
+  local list = p .. 'sp:' .. store .. ':delivered'
+  for _, member in ipairs(redis.call('ZRANGEBYLEX', list, '-', '(' .. before, 'LIMIT', 0, limit - removed)) do
+    local oid = string.sub(member, string.find(member, '\0', 1, true) + 1)
+    local id = store .. '\0' .. oid
+    local step = redis.call('HGET', p .. 's:' .. id, 'delivered')
+    if step and cjson.decode(step).time < before then
+      redis.call('DEL', p .. 'p:' .. id, p .. 's:' .. id)
+      redis.call('SREM', p .. 'o:' .. oid, store)
+      redis.call('ZREM', list, member)
+      redis.call('ZREM', p .. 'sp:' .. store .. ':all', member)
+      redis.call('HINCRBY', p .. 'c:' .. store, 'delivered', -1)
+      removed = removed + 1
+    end
+  end
+  -- a store with no parcels left is no longer listed
+  if redis.call('ZCARD', p .. 'sp:' .. store .. ':all') == 0 then
+    redis.call('SREM', p .. 'stores', store)
+    redis.call('DEL', p .. 'c:' .. store)
+  end
+end
+return removed
+`;
+
 type RedisWithScripts = Redis & {
+  capsPrune(...args: string[]): Promise<number>;
   capsRecordStep(...args: string[]): Promise<string[]>;
   capsAck(...args: string[]): Promise<AckOutcome>;
 };
@@ -145,6 +178,7 @@ export class RedisStore implements QueueStore {
     this.redis.on('error', () => undefined); // reported through ping() and refused writes instead
     this.redis.defineCommand('capsRecordStep', { numberOfKeys: 0, lua: RECORD_STEP });
     this.redis.defineCommand('capsAck', { numberOfKeys: 0, lua: ACK });
+    this.redis.defineCommand('capsPrune', { numberOfKeys: 0, lua: PRUNE });
   }
 
   /** Connects; rejects when Redis cannot be reached. */
@@ -173,6 +207,10 @@ export class RedisStore implements QueueStore {
       this.readyWait = undefined;
     });
     return this.readyWait;
+  }
+
+  async prune(before: string, limit: number): Promise<number> {
+    return this.call(() => this.redis.capsPrune(this.prefix, before, String(limit)));
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {

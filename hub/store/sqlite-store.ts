@@ -386,6 +386,37 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     return [...byStore.values()].sort((a, b) => a.store.localeCompare(b.store));
   }
 
+  /**
+   * Walks the parcels in pickup order (their id), a page at a time, up to the first picked up
+   * after `before`, and deletes the delivered ones delivered before it. A delete lost to a crash
+   * (the tables are synced with the next fold) is only done again later.
+   */
+  async prune(before: string, limit: number): Promise<number> {
+    await this.caughtUp();
+    this.assertUsable();
+    const page = this.db.prepare<[number], { id: number; store: string; order_id: string; state: string; created_at: string; delivered_at: string | null }>(
+      'SELECT id, store, order_id, state, created_at, delivered_at FROM parcels WHERE id > ? ORDER BY id LIMIT 512',
+    );
+    const remove = this.db.prepare('DELETE FROM parcels WHERE id = ?');
+    let removed = 0;
+    let after = 0;
+    for (;;) {
+      const rows = page.all(after);
+      for (const row of rows) {
+        if (row.created_at >= before || removed >= limit) return removed;
+        after = row.id;
+        if (row.state !== 'delivered' || row.delivered_at === null || row.delivered_at >= before) continue;
+        const key = parcelKey(row.store, row.order_id);
+        // changed since the last fold: left for the next time
+        if (this.unfolded.changed(key)) continue;
+        remove.run(row.id);
+        this.core.parcels.delete(key);
+        removed++;
+      }
+      if (rows.length < 512) return removed;
+    }
+  }
+
   async ping(): Promise<void> {
     this.assertUsable();
     this.db.prepare('SELECT 1').get();

@@ -120,6 +120,23 @@ export class StoreCore {
     return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time };
   }
 
+  /**
+   * Removes up to `limit` parcels delivered before `before` from memory, walking from the oldest
+   * pickup and stopping at the first picked up after `before` (none after can have been delivered
+   * before it). `keep(key)` vetoes a removal.
+   */
+  pruneDelivered(before: string, limit: number, keep: (key: string) => boolean = () => false): number {
+    let removed = 0;
+    for (const [key, parcel] of this.parcels) {
+      if (removed >= limit || (parcel.history[0]?.time ?? '') >= before) break;
+      const delivered = parcel.state === 'delivered' ? parcel.history.find((step) => step.event === 'delivered')?.time : undefined;
+      if (delivered === undefined || delivered >= before || keep(key)) continue;
+      this.parcels.delete(key);
+      removed++;
+    }
+    return removed;
+  }
+
   /** Every parcel in memory (the memory store holds them all). */
   allParcels(): IterableIterator<ParcelRecord> {
     return this.parcels.values();

@@ -109,6 +109,12 @@ export interface QueueStore {
   listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage>;
   /** Every store with parcels, and how many are in each state. */
   stores(): Promise<StoreSummary[]>;
+  /**
+   * Retention: removes up to `limit` delivered parcels delivered before `before` (ISO 8601), with
+   * their history; parcels not delivered yet are kept, however old. Messages still queued are
+   * not touched (they carry their order). Resolves with how many were removed.
+   */
+  prune(before: string, limit: number): Promise<number>;
   /** Resolves when the store can take writes; rejects with the reason when it cannot. */
   ping(): Promise<void>;
   /** Idempotent. */
@@ -126,6 +132,11 @@ export interface StoreLimits {
 }
 
 export const DEFAULT_LIMITS: StoreLimits = { maxQueueDepth: 10_000, maxPickups: 100_000 };
+
+/** When a parcel was delivered, if it was. */
+export function deliveredAt(parcel: ParcelRecord): string | undefined {
+  return parcel.state === 'delivered' ? parcel.history.find((step) => step.event === 'delivered')?.time : undefined;
+}
 
 /** Cuts `limit + 1` sorted parcels into a page and the cursor of the next one. */
 export function page(parcels: ParcelRecord[], limit: number): ParcelPage {

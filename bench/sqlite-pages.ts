@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
- * What the SQLite store writes per parcel, counted rather than timed: a fixed workload (pickup,
+ * What the SQLite storage writes per parcel, counted rather than timed: a fixed workload (pickup,
  * ack, in-transit and delivered, their acks; 20 parcels at a time, as one turn's batch) goes
- * through SqliteStore with automatic checkpoints off, and the sizes of the two WALs (the journal's,
+ * through SqliteStorage with automatic checkpoints off, and the sizes of the two WALs (the journal's,
  * which every answer waits for a sync of, and the tables') then say how many pages were written.
  * The same on any machine, however busy, so layouts can be compared exactly.
  *
@@ -15,12 +15,12 @@ import { join } from 'node:path';
 import type { CommandSpec } from '../cli/args.js';
 import { runCommand } from '../cli/args.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
-import { SqliteStore } from '../hub/store/sqlite-store.js';
-import type { StepInput, StepOutcome } from '../hub/store/store.js';
+import { SqliteStorage } from '../hub/storage/sqlite-storage.js';
+import type { StepInput, StepOutcome } from '../hub/storage/storage.js';
 
 export const sqlitePagesCommand = {
   usage: 'node dist/bench/sqlite-pages.js',
-  summary: 'Counts the WAL pages the SQLite store writes per parcel (pickup, in-transit, delivered and their acks), 20 parcels per commit.',
+  summary: 'Counts the WAL pages the SQLite storage writes per parcel (pickup, in-transit, delivered and their acks), 20 parcels per commit.',
   flags: {
     parcels: { type: 'integer', description: 'parcels to run through the store', placeholder: 'N', default: 3000, min: 20, max: 1_000_000 },
   },
@@ -34,7 +34,7 @@ const LANES = 20;
 const exitCode = await runCommand(sqlitePagesCommand, process.argv.slice(2), async (flags) => {
   const dir = mkdtempSync(join(tmpdir(), 'caps-pages-'));
   // no checkpoints and no timed folds: what is written depends on the workload alone
-  const store = new SqliteStore({ dir, walAutocheckpoint: 0, foldAfterMs: Infinity });
+  const store = new SqliteStorage({ dir, walAutocheckpoint: 0, foldAfterMs: Infinity });
   let clock = Date.UTC(2026, 0, 1);
   const step = (event: StepInput['event'], store: string, orderId: string): StepInput =>
     event === 'pickup'

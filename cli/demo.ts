@@ -18,7 +18,7 @@ export const demoCommand = {
   flags: {
     port: { type: 'integer', description: "the hub's TCP port; 0 picks a free one", placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
     interval: { type: 'integer', description: 'milliseconds between new parcels at each vendor', placeholder: 'MS', default: 2000, min: 1 },
-    data: { type: 'string', description: "the hub's data folder (its SQLite store)", placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
+    data: { type: 'string', description: "the hub's data folder (its SQLite storage)", placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
     delay: { type: 'integer', description: 'milliseconds each driver takes between in-transit and delivered', placeholder: 'MS', default: 1000, min: 0 },
   },
   examples: ['npm start', 'npm start -- --port 4000 --interval 500'],

@@ -9,7 +9,7 @@ export type ClusterEvent =
   | { type: 'released'; hub: string };
 
 /**
- * Hubs sharing one Redis. Queue state lives in the Redis store; this carries the news between
+ * Hubs sharing one Redis. Queue state lives in the Redis storage; this carries the news between
  * hubs (new messages, acks, pickups let go) and the claims that keep pickups exactly-one across
  * hubs: a hub sends a pickup to one of its drivers only after `SET claim NX PX lease` succeeds.
  * A claim whose hub dies expires, and another hub takes the pickup.

@@ -227,7 +227,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
       // naming a store's queue says who a silent client is; naming the driver pool does not make a
       // connection a driver (it may be the one that only reports steps)
       if (ref.queue !== undefined && !isDriverId(ref.queue)) identifyByQueue(socket, ref.queue);
-      const result = await labReceived(delivery, ctx.store, socket, ref);
+      const result = await labReceived(delivery, ctx.storage, socket, ref);
       // a client that says received does not answer Socket.IO acks (the lab's way): ask none of it
       if (result.ok && socket.data.acks === 'unknown') socket.data.acks = 'none';
       return result;

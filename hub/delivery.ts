@@ -7,8 +7,8 @@ import { DRIVERS_ROOM, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { ClusterEvent, RedisCluster } from './cluster.js';
-import type { AckOutcome, QueueStore } from './store/store.js';
-import { parcelKey } from './store/store-core.js';
+import type { AckOutcome, Storage } from './storage/storage.js';
+import { parcelKey } from './storage/storage-core.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
 
 /**
@@ -125,7 +125,7 @@ export class Delivery {
 
   constructor(
     private readonly nsp: CapsNamespace,
-    private readonly store: QueueStore,
+    private readonly storage: Storage,
     private readonly logger: Logger,
     private readonly options: DeliveryOptions,
     private readonly metrics: Metrics,
@@ -142,8 +142,8 @@ export class Delivery {
 
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
   async load(): Promise<void> {
-    for (const info of await this.store.queues()) {
-      for (const message of await this.store.pending(info.queue)) this.put(newEntry(message));
+    for (const info of await this.storage.queues()) {
+      for (const message of await this.storage.pending(info.queue)) this.put(newEntry(message));
       if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth });
     }
     if (this.cluster) {
@@ -163,8 +163,8 @@ export class Delivery {
     this.resyncing = true;
     const started = Date.now();
     try {
-      for (const info of await this.store.queues()) {
-        const pending = await this.store.pending(info.queue);
+      for (const info of await this.storage.queues()) {
+        const pending = await this.storage.pending(info.queue);
         const ids = new Set(pending.map((m) => m.messageId));
         // an entry that arrived while Redis was being read is not in this snapshot: keep it
         for (const [id, entry] of this.entries(info.queue)) if (!ids.has(id) && entry.since < started) this.forget(entry);
@@ -243,7 +243,7 @@ export class Delivery {
     const entries = this.queues.get(queue);
     const entry = entries?.get(messageId);
     if (entry) this.forget(entry);
-    const outcome = await this.store.ack(queue, messageId);
+    const outcome = await this.storage.ack(queue, messageId);
     if (outcome === 'removed') this.cluster?.announce({ type: 'acked', queue, messageId });
     if (entry && entries?.size === 0 && this.backlogNoted.has(queue)) {
       this.backlogNoted.delete(queue);

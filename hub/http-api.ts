@@ -9,11 +9,11 @@ import type { TokenSubject } from '../protocol/token.js';
 import { subjectOf, verifyToken } from '../protocol/token.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
-import type { ParcelCursor, ParcelRecord, QueueStore } from './store/store.js';
+import type { ParcelCursor, ParcelRecord, Storage } from './storage/storage.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 
 export interface ApiOptions {
-  store: QueueStore;
+  storage: Storage;
   delivery: Delivery;
   metrics: Metrics;
   secret: string | undefined;
@@ -34,7 +34,7 @@ const listQuery = z.strictObject({
  * `{ ok: true, data }` or `{ ok: false, error: { code, message } }` with the code's HTTP status.
  */
 export function trackingApi(options: ApiOptions): Router {
-  const { store, delivery } = options;
+  const { storage, delivery } = options;
   const api = Router();
 
   api.use((req, res, next) => {
@@ -51,7 +51,7 @@ export function trackingApi(options: ApiOptions): Router {
     const orderId = parseName(req.params['orderId'], 'orderId');
     const only = req.query['store'] === undefined ? undefined : parseName(req.query['store'], 'store');
     // two stores may use the same orderId: ?store= says which one
-    const visible = (await store.findParcels(orderId)).filter((p) => mayRead(caller, p) && (only === undefined || p.order.store === only));
+    const visible = (await storage.findParcels(orderId)).filter((p) => mayRead(caller, p) && (only === undefined || p.order.store === only));
     const [parcel] = visible;
     // another store's parcel is "not found", so that existence does not leak across stores
     if (!parcel) throw new CapsError('CAPS_ERR_NOT_FOUND', `no parcel ${orderId}`);
@@ -62,7 +62,7 @@ export function trackingApi(options: ApiOptions): Router {
     const caller = res.locals['caller'] as Caller;
     const scope = storeScope(caller);
     if (caller.role === 'driver') throw new CapsError('CAPS_ERR_FORBIDDEN', 'drivers do not list stores');
-    const stores = (await store.stores()).filter((s) => scope === undefined || s.store === scope);
+    const stores = (await storage.stores()).filter((s) => scope === undefined || s.store === scope);
     res.json(ok({ stores }));
   });
 
@@ -76,7 +76,7 @@ export function trackingApi(options: ApiOptions): Router {
     const query = listQuery.safeParse(req.query);
     if (!query.success) throw new CapsError('CAPS_ERR_INVALID_QUERY', query.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '));
     const after = query.data.cursor !== undefined ? decodeCursor(query.data.cursor) : undefined;
-    const page = await store.listParcels(name, { limit: query.data.limit, ...(query.data.status ? { status: query.data.status } : {}), ...(after ? { after } : {}) });
+    const page = await storage.listParcels(name, { limit: query.data.limit, ...(query.data.status ? { status: query.data.status } : {}), ...(after ? { after } : {}) });
     res.json(ok({ store: name, packages: page.parcels.map(timeline), next: page.next ? encodeCursor(page.next) : null }));
   });
 

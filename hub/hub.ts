@@ -20,14 +20,14 @@ import type { Logger } from './logger.js';
 import { createLogger } from './logger.js';
 import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
-import { MemoryStore } from './store/memory-store.js';
-import { SqliteStore } from './store/sqlite-store.js';
-import { RedisStore } from './store/redis-store.js';
+import { MemoryStorage } from './storage/memory-storage.js';
+import { SqliteStorage } from './storage/sqlite-storage.js';
+import { RedisStorage } from './storage/redis-storage.js';
 import { RedisCluster } from './cluster.js';
 import { Redis } from 'ioredis';
 import { createAdapter } from '@socket.io/redis-streams-adapter';
-import type { QueueStore, StoreKind } from './store/store.js';
-import { DEFAULT_LIMITS } from './store/store.js';
+import type { Storage, StorageKind } from './storage/storage.js';
+import { DEFAULT_LIMITS } from './storage/storage.js';
 import type { CapsServer } from './types.js';
 
 export interface HubOptions {
@@ -45,13 +45,13 @@ export interface HubOptions {
   dispatch?: DispatchMode;
   /** Largest message a client may send, in bytes. Default 64 KiB. */
   maxPayloadBytes?: number;
-  /** Where parcels and queues live. Default `sqlite`; `redis` when `redisUrl` is given. */
-  store?: StoreKind;
+  /** Where parcels and queues live (the storage; `--store` on the command line). Default `sqlite`; `redis` when `redisUrl` is given. */
+  storage?: StorageKind;
   /** Share queues, parcels and room fan-out with every hub on this Redis (`redis://host:port`). */
   redisUrl?: string;
   /** Key prefix in Redis (several deployments, or tests, on one Redis). Default `caps:`. */
   redisPrefix?: string;
-  /** Folder of the SQLite store. Default `./data`. */
+  /** Folder of the SQLite storage. Default `./data`. */
   dataDir?: string;
   /** SQLite's fsync policy: `full` (default) survives power loss, `normal` a killed process. */
   sync?: 'full' | 'normal';
@@ -107,7 +107,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   coalesceWrites(io);
   const nsp = io.of(CAPS_NAMESPACE);
-  const { store, cluster, adapterClient } = await openStore(options);
+  const { storage, cluster, adapterClient } = await openStorage(options);
   if (adapterClient) {
     // rooms span every hub on this Redis (dashboards hear steps recorded on any hub)
     io.adapter(createAdapter(adapterClient, { streamName: `${options.redisPrefix ?? 'caps:'}socket.io`, blockTimeInMs: 500 }));
@@ -120,9 +120,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
     ...(options.maxInHandsPerStore ? { maxInHandsPerStore: options.maxInHandsPerStore } : {}),
   };
-  const delivery = new Delivery(io.of(CAPS_NAMESPACE), store, logger, deliveryOptions, metrics, cluster);
+  const delivery = new Delivery(io.of(CAPS_NAMESPACE), storage, logger, deliveryOptions, metrics, cluster);
   const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, cluster !== undefined);
-  const retention = new Retention(store, logger, { retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS, everyMs: options.pruneEveryMs ?? 60_000 });
+  const retention = new Retention(storage, logger, { retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS, everyMs: options.pruneEveryMs ?? 60_000 });
   const allowAnonymous = options.allowAnonymous === true;
 
   app.get('/healthz', (_req, res) => {
@@ -130,10 +130,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   app.get('/readyz', async (_req, res) => {
     try {
-      await store.ping();
-      res.json({ status: 'ready', store: store.kind });
+      await storage.ping();
+      res.json({ status: 'ready', storage: storage.kind });
     } catch (err) {
-      res.status(503).json({ status: 'not ready', store: store.kind, reason: err instanceof Error ? err.message : String(err) });
+      res.status(503).json({ status: 'not ready', storage: storage.kind, reason: err instanceof Error ? err.message : String(err) });
     }
   });
   app.get('/metrics', async (req, res) => {
@@ -157,8 +157,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     }
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  app.use(pickupRoute({ logger, store, delivery, metrics, dashboards }, { secret: options.secret, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
-  app.use('/api', trackingApi({ store, delivery, metrics, secret: options.secret, allowAnonymous }));
+  app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { secret: options.secret, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', trackingApi({ storage, delivery, metrics, secret: options.secret, allowAnonymous }));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {
     res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));
@@ -174,17 +174,17 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     });
   } catch (err) {
     delivery.close();
-    await Promise.all([store.close(), cluster?.close(), adapterClient?.quit().catch(() => undefined)]);
+    await Promise.all([storage.close(), cluster?.close(), adapterClient?.quit().catch(() => undefined)]);
     throw err;
   }
   retention.start();
   nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, metrics }));
   // connections are taken only once the queues are loaded, so a backlog is never missed
-  nsp.on('connection', (socket) => handleConnection({ logger, store, delivery, metrics, rateLimit, dashboards }, socket));
-  logger.info('STORE', {
-    kind: store.kind,
-    ...(store.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}),
-    ...(store.kind === 'redis' ? { redis: redactUrl(options.redisUrl ?? ''), hub: cluster?.hubId } : {}),
+  nsp.on('connection', (socket) => handleConnection({ logger, storage, delivery, metrics, rateLimit, dashboards }, socket));
+  logger.info('STORAGE', {
+    kind: storage.kind,
+    ...(storage.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}),
+    ...(storage.kind === 'redis' ? { redis: redactUrl(options.redisUrl ?? ''), hub: cluster?.hubId } : {}),
   });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
@@ -205,30 +205,30 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           httpServer.closeIdleConnections();
           void io.close(() => resolve());
         });
-        await Promise.all([store.close(), cluster?.close(), adapterClient?.quit().catch(() => adapterClient.disconnect())]);
+        await Promise.all([storage.close(), cluster?.close(), adapterClient?.quit().catch(() => adapterClient.disconnect())]);
       })();
       return closing;
     },
   };
 }
 
-async function openStore(options: HubOptions): Promise<{ store: QueueStore; cluster?: RedisCluster; adapterClient?: Redis }> {
+async function openStorage(options: HubOptions): Promise<{ storage: Storage; cluster?: RedisCluster; adapterClient?: Redis }> {
   const limits = { ...DEFAULT_LIMITS, ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}), ...(options.maxPickups ? { maxPickups: options.maxPickups } : {}) };
   if (options.redisUrl) {
     const prefix = options.redisPrefix ?? 'caps:';
-    const store = new RedisStore({ url: options.redisUrl, prefix, ...limits });
+    const storage = new RedisStorage({ url: options.redisUrl, prefix, ...limits });
     try {
-      await store.open();
+      await storage.open();
     } catch (err) {
-      await store.close();
+      await storage.close();
       throw new Error(`cannot reach Redis at ${redactUrl(options.redisUrl)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     const adapterClient = new Redis(options.redisUrl, { retryStrategy: (times) => Math.min(times * 100, 1_000) });
     adapterClient.on('error', () => undefined);
-    return { store, cluster: new RedisCluster(options.redisUrl, store.redis, prefix), adapterClient };
+    return { storage, cluster: new RedisCluster(options.redisUrl, storage.redis, prefix), adapterClient };
   }
-  if (options.store === 'memory') return { store: new MemoryStore(limits) };
-  return { store: new SqliteStore({ dir: options.dataDir ?? './data', sync: options.sync ?? 'full', ...limits }) };
+  if (options.storage === 'memory') return { storage: new MemoryStorage(limits) };
+  return { storage: new SqliteStorage({ dir: options.dataDir ?? './data', sync: options.sync ?? 'full', ...limits }) };
 }
 
 /** A Redis URL without its password, for logs. */

@@ -6,7 +6,7 @@ import type { AckResult } from '../protocol/result.js';
 import { fail, ok } from '../protocol/result.js';
 import type { Delivery } from './delivery.js';
 import { queueOf } from './identity.js';
-import type { QueueStore } from './store/store.js';
+import type { Storage } from './storage/storage.js';
 import type { CapsSocket } from './types.js';
 
 /**
@@ -33,7 +33,7 @@ export const LAB_MODE_TOLERATES: readonly string[] = [
  * else the client's own (a driver's pool first, a vendor's stores first); a bare messageId is
  * looked for everywhere. Something already gone is answered `removed: false`, not refused.
  */
-export async function labReceived(delivery: Delivery, store: QueueStore, socket: CapsSocket, ref: LabReceived): Promise<AckResult<ReceivedResult>> {
+export async function labReceived(delivery: Delivery, storage: Storage, socket: CapsSocket, ref: LabReceived): Promise<AckResult<ReceivedResult>> {
   const queues = candidateQueues(socket, ref);
   // a bare messageId is looked for everywhere; a queue that was named is the only one searched
   const found = delivery.findQueued(queues, ref) ?? (ref.queue === undefined ? locate(delivery, ref) : undefined);
@@ -50,7 +50,7 @@ export async function labReceived(delivery: Delivery, store: QueueStore, socket:
   }
   // a parcel the hub knows, with nothing of it queued here: already taken off (a late or repeated received)
   const orderId = ref.orderId ?? ref.messageId ?? '';
-  const parcels = await store.findParcels(orderId);
+  const parcels = await storage.findParcels(orderId);
   const storeOf = ref.store ?? (queue !== DRIVER_QUEUE ? queue : undefined);
   if (parcels.some((p) => storeOf === undefined || p.order.store === storeOf)) return ok({ queue, messageId: ref.messageId ?? orderId, removed: false });
   return fail('CAPS_ERR_UNKNOWN_MESSAGE', `nothing queued in ${queue} is message or order ${ref.messageId ?? orderId}`);

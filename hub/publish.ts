@@ -8,11 +8,11 @@ import type { Delivery } from './delivery.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { mayPublish } from './policy.js';
-import type { QueueStore, StepInput } from './store/store.js';
+import type { Storage, StepInput } from './storage/storage.js';
 
 export interface PublishContext {
   logger: Logger;
-  store: QueueStore;
+  storage: Storage;
   delivery: Delivery;
   metrics: Metrics;
   dashboards: Dashboards;
@@ -49,7 +49,7 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
   if (event !== 'pickup' && publisher.name !== undefined) step.driver = publisher.name;
   // an authenticated driver reports only parcels dispatched to it: the store checks, atomically
   if (auth?.role === 'driver') step.dispatched = ctx.delivery.wasDispatchedTo(input.store, input.orderId, auth.name);
-  const outcome = await ctx.store.recordStep(step);
+  const outcome = await ctx.storage.recordStep(step);
   if (outcome.status === 'refused') return fail(outcome.code, outcome.reason);
   const duplicate = outcome.status === 'duplicate';
   if (outcome.status === 'accepted') {

@@ -1,5 +1,5 @@
 import type { Logger } from './logger.js';
-import type { QueueStore } from './store/store.js';
+import type { Storage } from './storage/storage.js';
 
 export interface RetentionOptions {
   /** How long a delivered parcel's history is kept; 0 keeps it forever. */
@@ -21,7 +21,7 @@ export class Retention {
   private closed = false;
 
   constructor(
-    private readonly store: QueueStore,
+    private readonly storage: Storage,
     private readonly logger: Logger,
     private readonly options: RetentionOptions,
   ) {}
@@ -53,7 +53,7 @@ export class Retention {
     try {
       for (;;) {
         if (this.closed) break;
-        const n = await this.store.prune(before, BATCH);
+        const n = await this.storage.prune(before, BATCH);
         removed += n;
         if (n < BATCH) break;
         await new Promise((resolve) => setImmediate(resolve));

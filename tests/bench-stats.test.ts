@@ -173,7 +173,7 @@ describe('node dist/bench/sqlite-pages.js', () => {
       });
     });
 
-  it('counts the WAL pages a fixed workload writes through the SQLite store', async () => {
+  it('counts the WAL pages a fixed workload writes through the SQLite storage', async () => {
     const { code, stdout } = await run(['--parcels', '200']);
     expect(code).toBe(0);
     const m = /^200 parcels, (\d+) commits: (\d+) WAL pages, ([\d.]+) per parcel, ([\d.]+) per commit;/.exec(stdout);

@@ -143,7 +143,7 @@ describe('caps hub --json', () => {
     expect(msgs.find((m) => LISTENING.test(m))).toMatch(/dispatch broadcast\)$/);
     const listening = records.find((r) => LISTENING.test(String(r['msg'])));
     expect(listening).toMatchObject({ port: portOf(url) });
-    expect(records.find((r) => r['msg'] === 'STORE')).toMatchObject({ kind: 'sqlite', sync: 'full' });
+    expect(records.find((r) => r['msg'] === 'STORAGE')).toMatchObject({ kind: 'sqlite', sync: 'full' });
     expect(msgs).toEqual(expect.arrayContaining(['CONNECTED', 'EVENT', 'DISCONNECTED']));
     expect(records.find((r) => r['msg'] === 'EVENT')).toMatchObject({ event: 'pickup', payload: { orderId: parcel.orderId } });
     expect(msgs.slice(-2)).toEqual(['STOPPING', 'STOPPED']);

@@ -110,7 +110,7 @@ describe('the package', () => {
     const script = [
       "import { CapsClient, VendorClient, DriverClient, CapsError } from 'caps';",
       "import { createHub } from 'caps/hub';",
-      "const hub = await createHub({ port: 0, host: '127.0.0.1', allowAnonymous: true, store: 'memory', logger: { info() {}, warn() {}, error() {}, event() {} } });",
+      "const hub = await createHub({ port: 0, host: '127.0.0.1', allowAnonymous: true, storage: 'memory', logger: { info() {}, warn() {}, error() {}, event() {} } });",
       "const c = new CapsClient({ url: hub.url, role: 'vendor', store: 'packed' });",
       'await c.start();',
       "const r = await c.publish('pickup', { store: 'packed', orderId: 'p-1', customer: 'Ada', address: '1 Lane' });",

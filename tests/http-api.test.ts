@@ -138,7 +138,7 @@ describe('health, readiness and metrics', () => {
   it('answers /healthz and /readyz', async () => {
     const { url, hub } = cleanup.add(await startSecureHub(), (h) => h.close());
     await expect(get(url, '/healthz')).resolves.toMatchObject({ status: 200, body: { status: 'ok' } });
-    await expect(get(url, '/readyz')).resolves.toMatchObject({ status: 200, body: { status: 'ready', store: 'memory' } });
+    await expect(get(url, '/readyz')).resolves.toMatchObject({ status: 200, body: { status: 'ready', storage: 'memory' } });
     expect(hub.port).toBeGreaterThan(0);
   });
 

@@ -1,12 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
-import { decodeJournal, encodeJournal, foldPlan } from '../hub/store/journal.js';
-import { ParcelFilter } from '../hub/store/parcel-filter.js';
-import type { Mutation } from '../hub/store/store-core.js';
-import { StoreCore } from '../hub/store/store-core.js';
-import { DEFAULT_LIMITS } from '../hub/store/store.js';
-import type { StepInput } from '../hub/store/store.js';
+import { decodeJournal, encodeJournal, foldPlan } from '../hub/storage/journal.js';
+import { ParcelFilter } from '../hub/storage/parcel-filter.js';
+import type { Mutation } from '../hub/storage/storage-core.js';
+import { StorageCore } from '../hub/storage/storage-core.js';
+import { DEFAULT_LIMITS } from '../hub/storage/storage.js';
+import type { StepInput } from '../hub/storage/storage.js';
 
 /** What a client may do to the core: a step of parcel n, or an ack of the k-th message still queued. */
 type Op = { kind: 'step'; event: StepInput['event']; n: number; driver?: string } | { kind: 'ack'; k: number };
@@ -22,7 +22,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 
 /** Runs ops through a core, as the stores do, and returns the mutations it reported. */
 function mutationsOf(ops: readonly Op[], customer: string, address: string): Mutation[] {
-  const core = new StoreCore(DEFAULT_LIMITS);
+  const core = new StorageCore(DEFAULT_LIMITS);
   const mutations: Mutation[] = [];
   let clock = 0;
   for (const o of ops) {

@@ -16,15 +16,15 @@ import { waitUntil } from './helpers/wait.js';
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-/** Both durable and in-memory stores must deliver the same way. */
-const stores: Array<[string, () => Partial<HubOptions>]> = [
-  ['memory', () => ({ store: 'memory' })],
+/** Both durable and in-memory storage must deliver the same way. */
+const storages: Array<[string, () => Partial<HubOptions>]> = [
+  ['memory', () => ({ storage: 'memory' })],
   [
     'sqlite',
     () => {
       const dir = mkdtempSync(join(tmpdir(), 'caps-queue-'));
       cleanup.add(dir, (d) => rmSync(d, { recursive: true, force: true }));
-      return { store: 'sqlite', dataDir: dir };
+      return { storage: 'sqlite', dataDir: dir };
     },
   ],
 ];
@@ -44,7 +44,7 @@ function gone(client: RawClient): Promise<unknown> {
   return done;
 }
 
-describe.each(stores)('queue delivery with the %s store', (_kind, storeOptions) => {
+describe.each(storages)('queue delivery with the %s store', (_kind, storeOptions) => {
   it('gives a vendor that was away every message of its store, in order, when it returns', async () => {
     const { url } = cleanup.add(await startHub({ dispatch: 'one', ...storeOptions() }), (h) => h.close());
     const publisher = raw(url, { role: 'vendor', store: 'acme' });

@@ -13,7 +13,7 @@ describe('a SQLite hub whose writes fail', () => {
   it('refuses publishes with CAPS_ERR_STORAGE, reports not ready, and keeps running until closed', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'caps-fail-'));
     cleanup.add(dataDir, (d) => rmSync(d, { recursive: true, force: true }));
-    const hub = cleanup.add(await startHub({ store: 'sqlite', dataDir }), (h) => h.close());
+    const hub = cleanup.add(await startHub({ storage: 'sqlite', dataDir }), (h) => h.close());
     const vendor = cleanup.add(new RawClient(hub.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
     await vendor.connected();
     await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
@@ -27,7 +27,7 @@ describe('a SQLite hub whose writes fail', () => {
     await expect(vendor.request('pickup', order('acme', 3))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_STORAGE' } });
     const ready = await fetch(`${hub.url}/readyz`);
     expect(ready.status).toBe(503);
-    expect(await ready.json()).toMatchObject({ status: 'not ready', store: 'sqlite', reason: expect.stringContaining('disk says no') });
+    expect(await ready.json()).toMatchObject({ status: 'not ready', storage: 'sqlite', reason: expect.stringContaining('disk says no') });
     expect((await fetch(`${hub.url}/healthz`)).status).toBe(200);
     expect(hub.logs.all.filter((line) => line.includes('HANDLER FAILED')), 'storage failures are refusals, not handler crashes').toEqual([]);
     await within(hub.close(), 10_000, 'the hub with a failed store to close');

@@ -24,7 +24,7 @@ export async function startHub(options: Partial<HubOptions> = {}): Promise<TestH
     port: 0,
     host: '127.0.0.1',
     allowAnonymous: true,
-    store: 'memory',
+    storage: 'memory',
     logger: createLogger({ format: 'json', write: logs.push }),
     ...options,
   });

@@ -1,11 +1,11 @@
 import type { ParcelMessage } from '../../protocol/messages.js';
 import type { Order, ParcelEvent } from '../../protocol/schemas.js';
-import type { Mutation } from './store-core.js';
-import { buildMessage, parcelKey } from './store-core.js';
-import type { StepInput } from './store.js';
+import type { Mutation } from './storage-core.js';
+import { buildMessage, parcelKey } from './storage-core.js';
+import type { StepInput } from './storage.js';
 
 /**
- * The SQLite store's journal: what one commit changed, as one compact row, so that a commit (and
+ * The SQLite storage's journal: what one commit changed, as one compact row, so that a commit (and
  * the fsync before its callers are answered) writes a few pages at the end of one table instead of
  * rows of three tables at random places. The tables catch up later, many commits at a time
  * (`foldPlan`), and a message taken off its queue before then is never written to them at all.

@@ -51,7 +51,7 @@ export interface QueueInfo {
   oldest?: string;
 }
 
-export type StoreKind = 'memory' | 'sqlite' | 'redis';
+export type StorageKind = 'memory' | 'sqlite' | 'redis';
 
 /** Where a page of a store's parcels ends: the next page starts after this parcel. */
 export interface ParcelCursor {
@@ -87,10 +87,10 @@ export function isAfter(parcel: ParcelRecord, cursor: ParcelCursor): boolean {
 
 /**
  * Where the hub keeps parcels and queues. Every implementation passes the same contract tests
- * (tests/store-contract.test.ts).
+ * (tests/storage-contract.test.ts).
  */
-export interface QueueStore {
-  readonly kind: StoreKind;
+export interface Storage {
+  readonly kind: StorageKind;
   /**
    * Validates a step against the parcel's state, records it and queues its message, atomically.
    * A step seen before (same store, orderId, event) is a duplicate: nothing is stored or queued.
@@ -121,7 +121,7 @@ export interface QueueStore {
   close(): Promise<void>;
 }
 
-export interface StoreLimits {
+export interface StorageLimits {
   /**
    * Per store: pickups it may have waiting for drivers, and messages its vendors' queue may hold;
    * past it, that store's steps that would go into it are refused.
@@ -131,7 +131,7 @@ export interface StoreLimits {
   maxPickups: number;
 }
 
-export const DEFAULT_LIMITS: StoreLimits = { maxQueueDepth: 10_000, maxPickups: 100_000 };
+export const DEFAULT_LIMITS: StorageLimits = { maxQueueDepth: 10_000, maxPickups: 100_000 };
 
 /** When a parcel was delivered, if it was. */
 export function deliveredAt(parcel: ParcelRecord): string | undefined {

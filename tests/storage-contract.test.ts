@@ -5,18 +5,18 @@ import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { RedisStore } from '../hub/store/redis-store.js';
+import { RedisStorage } from '../hub/storage/redis-storage.js';
 import { TestRedis } from './helpers/redis.js';
 import { within } from './helpers/hub-process.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
-import { MemoryStore } from '../hub/store/memory-store.js';
-import { SqliteStore } from '../hub/store/sqlite-store.js';
-import type { SqliteStoreOptions } from '../hub/store/sqlite-store.js';
-import type { QueueStore, StepInput, StoreLimits } from '../hub/store/store.js';
+import { MemoryStorage } from '../hub/storage/memory-storage.js';
+import { SqliteStorage } from '../hub/storage/sqlite-storage.js';
+import type { SqliteStorageOptions } from '../hub/storage/sqlite-storage.js';
+import type { Storage, StepInput, StorageLimits } from '../hub/storage/storage.js';
 
 /** One contract, every store: the hub must not be able to tell them apart. */
 const dirs: string[] = [];
-const open: QueueStore[] = [];
+const open: Storage[] = [];
 /** Second connections to a store's file, as another process would look at it. */
 const readers: Database.Database[] = [];
 /** WAL syncs a test holds: let go before the stores close, so a failed test does not hang in close(). */
@@ -38,12 +38,12 @@ function tempDir(): string {
  * The store's files as a `kill -9` would leave them at this instant (what it wrote, synced or not;
  * nothing it still holds in memory), opened by a new store: what a restarted hub would find.
  */
-function afterCrash(dir: string): SqliteStore {
+function afterCrash(dir: string): SqliteStorage {
   const copy = tempDir();
   for (const file of ['caps.sqlite', 'caps.sqlite-wal', 'caps-journal.sqlite', 'caps-journal.sqlite-wal']) {
     if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(copy, file));
   }
-  const store = new SqliteStore({ dir: copy });
+  const store = new SqliteStorage({ dir: copy });
   open.push(store);
   return store;
 }
@@ -56,11 +56,11 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const factories: Array<[string, (limits?: Partial<StoreLimits>) => QueueStore]> = [
-  ['memory', (limits = {}) => new MemoryStore(limits)],
-  ['sqlite', (limits = {}) => new SqliteStore({ dir: tempDir(), ...limits })],
+const factories: Array<[string, (limits?: Partial<StorageLimits>) => Storage]> = [
+  ['memory', (limits = {}) => new MemoryStorage(limits)],
+  ['sqlite', (limits = {}) => new SqliteStorage({ dir: tempDir(), ...limits })],
   // every store gets its own key prefix on the test's own redis-server
-  ['redis', (limits = {}) => new RedisStore({ url: redis?.url ?? '', prefix: `t${randomUUID()}:`, ...limits })],
+  ['redis', (limits = {}) => new RedisStorage({ url: redis?.url ?? '', prefix: `t${randomUUID()}:`, ...limits })],
 ];
 
 let clock = 0;
@@ -77,7 +77,7 @@ function step(event: StepInput['event'], store: string, n: number, extra: Partia
 }
 
 describe.each(factories)('%s store contract', (_kind, make) => {
-  function create(maxQueueDepth?: number, maxPickups?: number): QueueStore {
+  function create(maxQueueDepth?: number, maxPickups?: number): Storage {
     const store = make({ ...(maxQueueDepth !== undefined ? { maxQueueDepth } : {}), ...(maxPickups !== undefined ? { maxPickups } : {}) });
     open.push(store);
     return store;
@@ -252,10 +252,10 @@ describe.each(factories)('%s store contract', (_kind, make) => {
   });
 });
 
-describe('sqlite store on disk', () => {
+describe('sqlite storage on disk', () => {
   it('survives close and reopen: queues, parcels, dedupe, and seq never reused', async () => {
     const dir = tempDir();
-    const before = new SqliteStore({ dir });
+    const before = new SqliteStorage({ dir });
     await before.recordStep(step('pickup', 'acme', 1));
     const second = await before.recordStep(step('pickup', 'acme', 2));
     await before.recordStep(step('in-transit', 'acme', 1));
@@ -264,7 +264,7 @@ describe('sqlite store on disk', () => {
     await before.close();
     await before.close();
 
-    const after = new SqliteStore({ dir });
+    const after = new SqliteStorage({ dir });
     open.push(after);
     expect((await after.pending(DRIVER_QUEUE)).map((m) => [m.orderId, m.seq])).toEqual([['acme-1', 1]]);
     expect((await after.pending('acme')).map((m) => m.event)).toEqual(['in-transit']);
@@ -277,11 +277,11 @@ describe('sqlite store on disk', () => {
 
   it('keeps each store’s pickup quota across a reopen', async () => {
     const dir = tempDir();
-    const before = new SqliteStore({ dir, maxQueueDepth: 2 });
+    const before = new SqliteStorage({ dir, maxQueueDepth: 2 });
     await before.recordStep(step('pickup', 'flood', 1));
     await before.recordStep(step('pickup', 'flood', 2));
     await before.close();
-    const after = new SqliteStore({ dir, maxQueueDepth: 2 });
+    const after = new SqliteStorage({ dir, maxQueueDepth: 2 });
     open.push(after);
     expect(await after.recordStep(step('pickup', 'flood', 3))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
     expect((await after.recordStep(step('pickup', 'quiet', 1))).status).toBe('accepted');
@@ -289,7 +289,7 @@ describe('sqlite store on disk', () => {
 
   it('moves a data folder from before messages were keyed by (queue, seq) to the new table, keeping every message', async () => {
     const dir = tempDir();
-    const before = new SqliteStore({ dir });
+    const before = new SqliteStorage({ dir });
     for (const n of [1, 2, 3]) await before.recordStep(step('pickup', 'acme', n));
     await before.recordStep(step('in-transit', 'acme', 1));
     await before.close();
@@ -303,7 +303,7 @@ describe('sqlite store on disk', () => {
     `);
     old.close();
 
-    const after = new SqliteStore({ dir });
+    const after = new SqliteStorage({ dir });
     open.push(after);
     const pending = await after.pending(DRIVER_QUEUE);
     expect(pending.map((m) => [m.orderId, m.seq])).toEqual([['acme-1', 1], ['acme-2', 2], ['acme-3', 3]]);
@@ -327,7 +327,7 @@ describe('sqlite store on disk', () => {
 
   it('moves a data folder whose steps were in a table of their own into the parcels’ rows, keeping every history', async () => {
     const dir = tempDir();
-    const before = new SqliteStore({ dir });
+    const before = new SqliteStorage({ dir });
     for (const n of [1, 2, 3]) await before.recordStep(step('pickup', 'acme', n));
     await before.recordStep(step('in-transit', 'acme', 1));
     await before.recordStep(step('delivered', 'acme', 1));
@@ -349,7 +349,7 @@ describe('sqlite store on disk', () => {
     `);
     old.close();
 
-    const after = new SqliteStore({ dir });
+    const after = new SqliteStorage({ dir });
     open.push(after);
     expect(await Promise.all([1, 2, 3].map((n) => after.parcel('acme', `acme-${n}`)))).toEqual(expected);
     expect((await after.listParcels('acme', { limit: 10 })).parcels.map((p) => p.order.orderId)).toEqual(['acme-3', 'acme-2', 'acme-1']);
@@ -362,7 +362,7 @@ describe('sqlite store on disk', () => {
 
   it('moves a data folder whose parcels were keyed by (store, order_id) to the table keyed by pickup order, keeping every parcel', async () => {
     const dir = tempDir();
-    const before = new SqliteStore({ dir });
+    const before = new SqliteStorage({ dir });
     // picked up out of order-id order, in two stores, so the new ids must follow the pickup times
     for (const [shop, n] of [['acme', 3], ['bolt', 1], ['acme', 1], ['acme', 2]] as const) await before.recordStep(step('pickup', shop, n));
     await before.recordStep(step('in-transit', 'acme', 1));
@@ -386,7 +386,7 @@ describe('sqlite store on disk', () => {
     `);
     old.close();
 
-    const after = new SqliteStore({ dir });
+    const after = new SqliteStorage({ dir });
     open.push(after);
     expect(await Promise.all([after.parcel('acme', 'acme-1'), after.parcel('acme', 'acme-2'), after.parcel('acme', 'acme-3'), after.parcel('bolt', 'bolt-1')])).toEqual(expected);
     expect((await after.listParcels('acme', { limit: 10 })).parcels.map((p) => p.order.orderId)).toEqual(['acme-2', 'acme-1', 'acme-3']);
@@ -410,14 +410,14 @@ describe('sqlite store on disk', () => {
   });
 
   it('refuses to work after it is closed, with CAPS_ERR_STORAGE', async () => {
-    const store = new SqliteStore({ dir: tempDir() });
+    const store = new SqliteStorage({ dir: tempDir() });
     await store.close();
     await expect(store.recordStep(step('pickup', 'acme', 1))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
   });
 
   it('answers each step only once its commit is on disk, and groups concurrent steps into far fewer commits', async () => {
     const dir = tempDir();
-    const store = new SqliteStore({ dir });
+    const store = new SqliteStorage({ dir });
     open.push(store);
     const notOnDisk: string[] = [];
     // 25 lanes, each publishing its next step once the previous one is answered, as vendors do
@@ -449,10 +449,10 @@ describe('sqlite store on disk', () => {
    * A sync hook (syncWal, syncTables) that holds every sync until the test lets it finish (or
    * fail), once; `next()` resolves when the next sync arrives.
    */
-  function holdSyncs(what: string): { hook: NonNullable<SqliteStoreOptions['syncWal']>; held: Held; next: () => Promise<void> } {
+  function holdSyncs(what: string): { hook: NonNullable<SqliteStorageOptions['syncWal']>; held: Held; next: () => Promise<void> } {
     const held: Held = [];
     let arrived: (() => void) | undefined;
-    const hook: NonNullable<SqliteStoreOptions['syncWal']> = (fd, done) => {
+    const hook: NonNullable<SqliteStorageOptions['syncWal']> = (fd, done) => {
       let finished = false;
       const finish = (err: Error | null): void => {
         if (!finished) done(err);
@@ -472,9 +472,9 @@ describe('sqlite store on disk', () => {
   }
 
   /** A store whose journal syncs wait until the test lets each one finish (or fail). */
-  function heldSyncs(dir: string): { store: SqliteStore; synced: Held; next: () => Promise<void> } {
+  function heldSyncs(dir: string): { store: SqliteStorage; synced: Held; next: () => Promise<void> } {
     const { hook, held, next } = holdSyncs('the store to sync its WAL');
-    const store = new SqliteStore({ dir, syncWal: hook });
+    const store = new SqliteStorage({ dir, syncWal: hook });
     open.push(store);
     return { store, synced: held, next };
   }
@@ -555,7 +555,7 @@ describe('sqlite store on disk', () => {
 
   it('turns a failed commit into CAPS_ERR_STORAGE for its callers and everything after, and still closes', async () => {
     const dir = tempDir();
-    const store = new SqliteStore({ dir });
+    const store = new SqliteStorage({ dir });
     open.push(store);
     expect((await store.recordStep(step('pickup', 'acme', 1))).status).toBe('accepted');
     // another connection makes every later commit fail inside the store's transaction
@@ -574,16 +574,16 @@ describe('sqlite store on disk', () => {
     await within(store.close(), 10_000, 'the store whose commit failed to close');
     // what the files hold is what was answered: the pickup, not the steps that failed
     saboteur.exec('DROP TRIGGER refuse');
-    const reopened = new SqliteStore({ dir });
+    const reopened = new SqliteStorage({ dir });
     open.push(reopened);
     expect(await reopened.findParcels('acme-1')).toMatchObject([{ state: 'pickup', history: [{ event: 'pickup' }] }]);
     expect(await reopened.findParcels('acme-2')).toEqual([]);
   });
 
   /** A store whose syncs of the tables' WAL wait until the test lets each one finish (or fail); folds only at queries. */
-  function heldTableSyncs(dir: string): { store: SqliteStore; finishes: Held; journalRows: () => number } {
+  function heldTableSyncs(dir: string): { store: SqliteStorage; finishes: Held; journalRows: () => number } {
     const { hook, held } = holdSyncs('the store to sync its tables');
-    const store = new SqliteStore({ dir, foldAfterMs: Infinity, syncTables: hook });
+    const store = new SqliteStorage({ dir, foldAfterMs: Infinity, syncTables: hook });
     open.push(store);
     const reader = new Database(join(dir, 'caps-journal.sqlite'), { fileMustExist: true });
     readers.push(reader);
@@ -612,7 +612,7 @@ describe('sqlite store on disk', () => {
     await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
     expect(journalRows()).toBe(2);
     await within(store.close(), 10_000, 'the store whose tables sync failed to close');
-    const reopened = new SqliteStore({ dir });
+    const reopened = new SqliteStorage({ dir });
     open.push(reopened);
     expect((await reopened.findParcels('acme-2')).map((p) => p.state)).toEqual(['pickup']);
     expect((await reopened.pending(DRIVER_QUEUE)).map((m) => m.orderId)).toEqual(['acme-1', 'acme-2']);
@@ -620,7 +620,7 @@ describe('sqlite store on disk', () => {
 
   it('turns a fold that fails into CAPS_ERR_STORAGE for the query waiting on it and everything after; nothing of it reaches the tables', async () => {
     const dir = tempDir();
-    const store = new SqliteStore({ dir, foldAfterMs: Infinity });
+    const store = new SqliteStorage({ dir, foldAfterMs: Infinity });
     open.push(store);
     await store.recordStep(step('pickup', 'acme', 1));
     await store.stores();
@@ -637,7 +637,7 @@ describe('sqlite store on disk', () => {
     expect(saboteur.prepare('SELECT order_id, state FROM parcels').all()).toEqual([{ order_id: 'acme-1', state: 'pickup' }]);
     await within(store.close(), 10_000, 'the store whose fold failed to close');
     saboteur.exec('DROP TRIGGER refuse');
-    const reopened = new SqliteStore({ dir });
+    const reopened = new SqliteStorage({ dir });
     open.push(reopened);
     expect(await reopened.findParcels('acme-1')).toMatchObject([{ state: 'in-transit' }]);
     expect(await reopened.findParcels('acme-2')).toMatchObject([{ state: 'pickup' }]);
@@ -647,7 +647,7 @@ describe('sqlite store on disk', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
       const dir = tempDir();
-      const store = new SqliteStore({ dir });
+      const store = new SqliteStorage({ dir });
       open.push(store);
       const pickup = async (n: number): Promise<string> => {
         const outcome = await store.recordStep(step('pickup', 'acme', n));
@@ -687,7 +687,7 @@ describe('sqlite store on disk', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
       // one parcel in memory at most, a fold 0 ms after a commit (when the fake clock says so), one write a turn
-      const store = new SqliteStore({ dir: tempDir(), foldAfterMs: 0, foldChunk: 1, cachedParcels: 1 });
+      const store = new SqliteStorage({ dir: tempDir(), foldAfterMs: 0, foldChunk: 1, cachedParcels: 1 });
       open.push(store);
       for (const s of [step('pickup', 'acme', 1), step('pickup', 'acme', 2), step('in-transit', 'acme', 1)]) expect((await store.recordStep(s)).status).toBe('accepted');
       vi.advanceTimersByTime(1);
@@ -725,12 +725,12 @@ describe('sqlite store on disk', () => {
   );
 
   /** The pending messages of a store, as (queue, seq, event, orderId): message ids differ between stores. */
-  async function queuedOf(store: QueueStore): Promise<string[]> {
+  async function queuedOf(store: Storage): Promise<string[]> {
     const all = [...(await store.pending(DRIVER_QUEUE)), ...(await store.pending('acme'))];
     return all.map((m) => `${m.queueId} ${m.seq} ${m.event} ${m.orderId}`);
   }
 
-  async function parcelsOf(store: QueueStore): Promise<unknown[]> {
+  async function parcelsOf(store: Storage): Promise<unknown[]> {
     return Promise.all([0, 1, 2, 3].map((n) => store.parcel('acme', `acme-${n}`)));
   }
 
@@ -739,13 +739,13 @@ describe('sqlite store on disk', () => {
     ['only at queries', { foldAfterMs: Infinity }],
     // a fold starts after every commit and writes one parcel or message a turn: kills, steps and acks land mid-fold
     ['a parcel a turn, all the time', { foldAfterMs: 0, foldChunk: 1 }],
-  ] as const)('holds what a memory store holds, its tables catching up %s, after a close and after a kill', async (_when, folds) => {
+  ] as const)('holds what a memory storage holds, its tables catching up %s, after a close and after a kill', async (_when, folds) => {
     await fc.assert(
       fc.asyncProperty(ops, async (run) => {
         const dir = tempDir();
         // delivered parcels leave memory whenever they may (more than 1 in it), so they are read back
-        const sqlite = new SqliteStore({ dir, ...folds, cachedParcels: 1 });
-        const memory = new MemoryStore();
+        const sqlite = new SqliteStorage({ dir, ...folds, cachedParcels: 1 });
+        const memory = new MemoryStorage();
         const acked = new Set<string>();
         let time = 0;
         try {
@@ -757,7 +757,7 @@ describe('sqlite store on disk', () => {
               const [a, b] = await recorded;
               expect(a.status).toBe(b.status);
             } else if (o.kind === 'ack') {
-              const pending = async (store: QueueStore) => [...(await store.pending(DRIVER_QUEUE)), ...(await store.pending('acme'))];
+              const pending = async (store: Storage) => [...(await store.pending(DRIVER_QUEUE)), ...(await store.pending('acme'))];
               const [queuedA, queuedB] = await Promise.all([pending(sqlite), pending(memory)]);
               const [a, b] = [queuedA[o.k], queuedB[o.k]];
               if (!a || !b) continue;
@@ -778,7 +778,7 @@ describe('sqlite store on disk', () => {
             }
           }
           await sqlite.close();
-          const reopened = new SqliteStore({ dir });
+          const reopened = new SqliteStorage({ dir });
           open.push(reopened);
           expect(await parcelsOf(reopened)).toEqual(await parcelsOf(memory));
           expect(await queuedOf(reopened)).toEqual(await queuedOf(memory));

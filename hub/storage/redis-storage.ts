@@ -10,13 +10,13 @@ import type {
   ParcelPage,
   ParcelRecord,
   QueueInfo,
-  QueueStore,
+  Storage,
   StepInput,
   StepOutcome,
-  StoreLimits,
+  StorageLimits,
   StoreSummary,
-} from './store.js';
-import { DEFAULT_LIMITS, page } from './store.js';
+} from './storage.js';
+import { DEFAULT_LIMITS, page } from './storage.js';
 
 /**
  * Parcels and queues in Redis, shared by every hub that points at it. Each step is validated,
@@ -149,7 +149,7 @@ type RedisWithScripts = Redis & {
   capsAck(...args: string[]): Promise<AckOutcome>;
 };
 
-export interface RedisStoreOptions extends Partial<StoreLimits> {
+export interface RedisStorageOptions extends Partial<StorageLimits> {
   url: string;
   /** Key prefix, so several CAPS deployments (or tests) can share one Redis. Default `caps:`. */
   prefix?: string;
@@ -157,15 +157,15 @@ export interface RedisStoreOptions extends Partial<StoreLimits> {
 
 const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2 };
 
-export class RedisStore implements QueueStore {
+export class RedisStorage implements Storage {
   readonly kind = 'redis' as const;
   readonly prefix: string;
   readonly redis: RedisWithScripts;
-  private readonly limits: StoreLimits;
+  private readonly limits: StorageLimits;
   private closing: Promise<void> | undefined;
   private readyWait: Promise<void> | undefined;
 
-  constructor(options: RedisStoreOptions) {
+  constructor(options: RedisStorageOptions) {
     this.prefix = options.prefix ?? 'caps:';
     this.limits = { ...DEFAULT_LIMITS, ...options };
     this.redis = new Redis(options.url, {

@@ -1,23 +1,23 @@
-import type { Mutation } from './store-core.js';
-import { CoreBackedStore, StoreCore } from './store-core.js';
+import type { Mutation } from './storage-core.js';
+import { CoreBackedStorage, StorageCore } from './storage-core.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
-import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
-import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './store.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
+import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './storage.js';
 
 /**
  * Keeps everything in the hub's memory: fast, and gone when the hub stops. Delivered parcels stay
  * for the retention period (`prune`), so memory grows with the parcels of that period; for tests,
  * demos and benchmarks.
  */
-export class MemoryStore extends CoreBackedStore implements QueueStore {
+export class MemoryStorage extends CoreBackedStorage implements Storage {
   readonly kind = 'memory' as const;
-  protected readonly core: StoreCore;
+  protected readonly core: StorageCore;
   /** The core reports what to persist; in memory there is nothing to do with it. */
   private readonly nothingToPersist: Mutation[] = [];
 
-  constructor(limits: Partial<StoreLimits> = {}) {
+  constructor(limits: Partial<StorageLimits> = {}) {
     super();
-    this.core = new StoreCore({ ...DEFAULT_LIMITS, ...limits });
+    this.core = new StorageCore({ ...DEFAULT_LIMITS, ...limits });
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {

@@ -6,13 +6,13 @@ import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
 import type { FoldPlan, ParcelChange, PlanProgress, PlanWrites } from './journal.js';
 import { applySome, decodeJournal, encodeJournal, foldPlan, FoldPlanBuilder } from './journal.js';
-import type { Mutation } from './store-core.js';
-import { CoreBackedStore, parcelKey, StoreCore } from './store-core.js';
+import type { Mutation } from './storage-core.js';
+import { CoreBackedStorage, parcelKey, StorageCore } from './storage-core.js';
 import { ParcelFilter } from './parcel-filter.js';
-import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, QueueStore, StepInput, StepOutcome, StoreLimits, StoreSummary } from './store.js';
-import { DEFAULT_LIMITS, page } from './store.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
+import { DEFAULT_LIMITS, page } from './storage.js';
 
-export interface SqliteStoreOptions extends Partial<StoreLimits> {
+export interface SqliteStorageOptions extends Partial<StorageLimits> {
   /** Folder for `caps.sqlite` and `caps-journal.sqlite` (created if missing). */
   dir: string;
   /**
@@ -157,7 +157,7 @@ function migrate(db: Database.Database): void {
 
 /**
  * The embedded default: SQLite in WAL mode, in two files. State is worked out in memory
- * (StoreCore), and the changes of one event-loop turn are committed together as one row of a
+ * (StorageCore), and the changes of one event-loop turn are committed together as one row of a
  * journal (journal.ts) in `caps-journal.sqlite`, so one small write and one fsync cover many
  * events; every caller of a step is answered only after the commit that holds its change is synced.
  *
@@ -180,13 +180,13 @@ function migrate(db: Database.Database): void {
  * callers are answered when it completes. While it runs the next turns' changes gather into one
  * batch, which is committed (and synced) when it ends: one sync in flight at a time, as in group commit.
  */
-export class SqliteStore extends CoreBackedStore implements QueueStore {
+export class SqliteStorage extends CoreBackedStorage implements Storage {
   readonly kind = 'sqlite' as const;
   /** caps.sqlite: the tables. */
   private readonly db: Database.Database;
   /** caps-journal.sqlite: the journal. */
   private readonly journal: Database.Database;
-  protected readonly core: StoreCore;
+  protected readonly core: StorageCore;
   private batch: Mutation[] = [];
   /** Committed to the journal, not yet in a fold. */
   private unfolded = new FoldPlanBuilder();
@@ -223,7 +223,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   /** Queries waiting for the tables to hold the journal up to an id (a fold goes on meanwhile, a chunk a turn). */
   private caughtUpWaiters: Array<{ upTo: number; resolve: () => void; reject: (err: Error) => void }> = [];
 
-  constructor(options: SqliteStoreOptions) {
+  constructor(options: SqliteStorageOptions) {
     super();
     mkdirSync(options.dir, { recursive: true });
     this.dir = options.dir;
@@ -318,7 +318,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
     const parcelCount = this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM parcels').get()?.n ?? 0;
     this.known = new ParcelFilter(Math.max(KNOWN_PARCELS, 2 * parcelCount));
     for (const [store, orderId] of this.db.prepare<[], [string, string]>('SELECT store, order_id FROM parcels').raw().iterate()) this.known.add(parcelKey(store, orderId));
-    this.core = new StoreCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
+    this.core = new StorageCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
     const queues = this.db.prepare<[], { queue: string; last_seq: number }>('SELECT queue, last_seq FROM queues').all();
     const bodies = this.db.prepare<[string], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq');
     for (const { queue, last_seq } of queues) {
@@ -382,7 +382,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
       summary.counts[row.state as ParcelEvent] = row.n;
       byStore.set(row.store, summary);
     }
-    // in the memory store's order
+    // in the memory storage's order
     return [...byStore.values()].sort((a, b) => a.store.localeCompare(b.store));
   }
 
@@ -558,7 +558,7 @@ export class SqliteStore extends CoreBackedStore implements QueueStore {
   }
 
   /** Writes the next chunk of a fold (`all`: the rest of it), then commits it once it is all written. */
-  private continueFold(fold: NonNullable<SqliteStore['fold']>, all = false): void {
+  private continueFold(fold: NonNullable<SqliteStorage['fold']>, all = false): void {
     // this fold may have been finished meanwhile (close), or the store failed
     if (this.fold !== fold || this.broken) return;
     try {

@@ -1,6 +1,6 @@
 /**
  * A Bloom filter of parcel keys: `mightHave` is never false for a key that was added, and rarely
- * true for one that was not. The SQLite store asks it before looking a parcel up on disk, so that a
+ * true for one that was not. The SQLite storage asks it before looking a parcel up on disk, so that a
  * new pickup (whose key is in no table yet) costs no query.
  *
  * Its size is fixed when it is made: past its capacity it answers `true` more often, which costs

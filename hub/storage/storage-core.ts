@@ -3,7 +3,7 @@ import type { ParcelMessage } from '../../protocol/messages.js';
 import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import { RecentIds } from '../../protocol/recent-ids.js';
 import type { Order } from '../../protocol/schemas.js';
-import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StoreLimits } from './store.js';
+import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StorageLimits } from './storage.js';
 
 /**
  * A change to persist, in the order it happened. Values, not references to the core's live
@@ -37,12 +37,12 @@ export function parcelKey(store: string, orderId: string): string {
 }
 
 /**
- * The parcel state machine and the queues, in memory and synchronous. Both the memory store and
- * the SQLite store run their logic here, so they behave the same; SQLite persists the mutations.
+ * The parcel state machine and the queues, in memory and synchronous. Both the memory storage and
+ * the SQLite storage run their logic here, so they behave the same; SQLite persists the mutations.
  *
  * `loadParcel` lets a store keep only some parcels in memory and fetch the rest on demand.
  */
-export class StoreCore {
+export class StorageCore {
   readonly parcels = new Map<string, ParcelRecord>();
   readonly queueStates = new Map<string, QueueState>();
   /** Ids acknowledged lately, to tell "already acknowledged" from "unknown". */
@@ -51,7 +51,7 @@ export class StoreCore {
   private readonly waitingPickups = new Map<string, number>();
 
   constructor(
-    private readonly limits: StoreLimits,
+    private readonly limits: StorageLimits,
     private readonly loadParcel: (store: string, orderId: string) => ParcelRecord | undefined = () => undefined,
   ) {}
 
@@ -137,7 +137,7 @@ export class StoreCore {
     return removed;
   }
 
-  /** Every parcel in memory (the memory store holds them all). */
+  /** Every parcel in memory (the memory storage holds them all). */
   allParcels(): IterableIterator<ParcelRecord> {
     return this.parcels.values();
   }
@@ -211,9 +211,9 @@ export function buildMessage(order: Order, input: StepInput, queue: string, seq:
   return message;
 }
 
-/** What the memory and SQLite stores answer straight from their in-memory core. */
-export abstract class CoreBackedStore {
-  protected abstract readonly core: StoreCore;
+/** What the memory and SQLite backends answer straight from their in-memory core. */
+export abstract class CoreBackedStorage {
+  protected abstract readonly core: StorageCore;
 
   async pending(queue: string): Promise<ParcelMessage[]> {
     return this.core.pending(queue);

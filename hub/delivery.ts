@@ -1,6 +1,8 @@
 import type { ParcelMessage } from '../protocol/messages.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
+import type { AckWait } from './acknowledgements.js';
+import { Acknowledgements } from './acknowledgements.js';
 import type { Dispatchable, DriverSlot } from './dispatch.js';
 import { Dispatcher } from './dispatch.js';
 import { DRIVERS_ROOM, storeRoom } from './identity.js';
@@ -65,11 +67,6 @@ interface Entry extends Dispatchable<CapsSocket> {
   avoid?: CapsSocket | undefined;
   /** Taken off its queue. */
   acked?: boolean;
-  /**
-   * Its sends still waiting for a Socket.IO ack. Dropped when it leaves its queue another way
-   * (a lab client's `received`, which never acks): the ack waits would otherwise pile up.
-   */
-  waits?: Set<Pending>;
   /** When this hub learnt of it (ms). */
   since: number;
   /** Several hubs: the latest claim asked of Redis; a reply to an older one is stale. */
@@ -79,13 +76,7 @@ interface Entry extends Dispatchable<CapsSocket> {
 }
 
 /** A message sent and not yet acknowledged by that connection. */
-interface Pending {
-  entry: Entry;
-  socket: CapsSocket;
-  /** Date.now() after which the send counts as timed out. */
-  deadline: number;
-  wait: number;
-}
+type Pending = AckWait<Entry, CapsSocket>;
 
 /** How a message left its queue. */
 export type AckVia = 'ack' | 'received' | 'delivered';
@@ -116,9 +107,8 @@ export class Delivery {
   /** The drivers room as an array (and as the dispatcher's slots), rebuilt only when someone joins or leaves it. */
   private driverList: CapsSocket[] | undefined;
   private driverSlots: Array<DriverSlot<CapsSocket>> = [];
-  /** Every send waiting for its ack; one sweeper times them out instead of a timer per message. */
-  private readonly pending = new Set<Pending>();
-  private sweeper: NodeJS.Timeout | undefined;
+  /** Every send waiting for its ack: hub/acknowledgements.ts. */
+  private readonly acks: Acknowledgements<Entry, CapsSocket>;
   private closed = false;
   private readonly clusterTimers: NodeJS.Timeout[] = [];
   private resyncing = false;
@@ -131,6 +121,10 @@ export class Delivery {
     private readonly metrics: Metrics,
     private readonly cluster?: RedisCluster,
   ) {
+    this.acks = new Acknowledgements(options, (wait) => {
+      this.unanswered(wait.socket);
+      this.timedOut(wait);
+    });
     this.dispatcher = new Dispatcher(options.maxInHandsPerStore !== undefined ? { prefetch: options.driverPrefetch, maxInHandsPerStore: options.maxInHandsPerStore } : { prefetch: options.driverPrefetch });
     const forget = (room: unknown): void => {
       if (room === DRIVERS_ROOM) this.driverList = undefined;
@@ -216,10 +210,7 @@ export class Delivery {
       this.elsewhere.delete(entry);
     }
     entry.acked = true;
-    if (entry.waits) {
-      for (const wait of entry.waits) this.pending.delete(wait);
-      entry.waits = undefined;
-    }
+    this.acks.forget(entry);
     if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
   }
 
@@ -367,9 +358,7 @@ export class Delivery {
   close(): void {
     this.closed = true;
     for (const timer of this.clusterTimers) clearInterval(timer);
-    clearInterval(this.sweeper);
-    this.sweeper = undefined;
-    this.pending.clear();
+    this.acks.close();
   }
 
   /** Puts a message on its queue (and, for the driver pool, in the indexes pump() uses). */
@@ -427,7 +416,7 @@ export class Delivery {
     const { messageId } = entry.message;
     const gen = (entry.claimGen ?? 0) + 1;
     entry.claimGen = gen;
-    void cluster.claim(messageId, this.waitFor(entry.attempts + 1) + CLAIM_SLACK_MS).then((claimed) => {
+    void cluster.claim(messageId, this.acks.waitFor(entry.attempts + 1) + CLAIM_SLACK_MS).then((claimed) => {
       if (entry.claimGen !== gen) {
         // its driver left and the pickup was claimed again for another: that claim (this hub's, in
         // Redis under the same key) is the one that counts; unclaiming here would delete it
@@ -456,9 +445,6 @@ export class Delivery {
     });
   }
 
-  private waitFor(attempt: number): number {
-    return Math.min(this.options.ackTimeoutMs * 2 ** (attempt - 1), this.options.maxBackoffMs);
-  }
 
   private send(socket: CapsSocket, entry: Entry): void {
     if (this.closed) return;
@@ -483,29 +469,18 @@ export class Delivery {
       // (the contract's ack is always there for CAPS's own clients, which answer acks)
       (socket.emit as (event: string, message: ParcelMessage) => boolean)(event, entry.message);
       // a pickup held by a driver that never acks still times out, to go to another driver
-      if (entry.holder === socket) this.await(entry, socket);
+      if (entry.holder === socket) this.acks.start(entry, socket, entry.attempts);
       return;
     }
-    const pending = this.await(entry, socket);
+    const pending = this.acks.start(entry, socket, entry.attempts);
     socket.emit(event, entry.message, () => {
       // an ack after the time-out is ignored, as socket.io's own timeout() would: the message went elsewhere
-      if (this.closed || !this.pending.delete(pending)) return;
-      entry.waits?.delete(pending);
+      if (this.closed || !this.acks.settle(pending)) return;
       socket.data.acks = 'callback';
       // already off its queue (its driver reported it delivered, another vendor process acked it): nothing to tell the store
       if (entry.acked) return;
       void this.ack(queue, messageId, 'ack').catch((e: unknown) => this.logger.error('ACK FAILED', { queue, messageId, error: String(e) }));
     });
-  }
-
-  /** Starts the wait for this send's ack (or, for a client that answers none, for its handling). */
-  private await(entry: Entry, socket: CapsSocket): Pending {
-    const wait = this.waitFor(entry.attempts);
-    const pending: Pending = { entry, socket, deadline: Date.now() + wait, wait };
-    this.pending.add(pending);
-    (entry.waits ??= new Set()).add(pending);
-    this.sweepSoon();
-    return pending;
   }
 
   /**
@@ -516,31 +491,6 @@ export class Delivery {
     if (socket.data.acks !== 'unknown' || ++socket.data.unanswered < MAX_UNANSWERED) return;
     socket.data.acks = 'none';
     this.logger.info('NO ACKS', { socket: socket.id, unanswered: socket.data.unanswered, reason: 'this client answers no Socket.IO acks: its messages go without one from now on, leave their queue by received (or its steps), and come again on getAll or a reconnect' });
-  }
-
-  /** Starts the sweeper that times out unacknowledged sends (stops itself when none are left). */
-  private sweepSoon(): void {
-    if (this.sweeper || this.closed) return;
-    const every = Math.max(10, Math.min(1_000, Math.floor(this.options.ackTimeoutMs / 4)));
-    this.sweeper = setInterval(() => this.sweep(), every);
-    // prevents the timer from keeping the process alive
-    this.sweeper.unref();
-  }
-
-  private sweep(): void {
-    const now = Date.now();
-    for (const pending of this.pending) {
-      if (pending.deadline <= now) {
-        this.pending.delete(pending);
-        pending.entry.waits?.delete(pending);
-        this.unanswered(pending.socket);
-        this.timedOut(pending);
-      }
-    }
-    if (this.pending.size === 0) {
-      clearInterval(this.sweeper);
-      this.sweeper = undefined;
-    }
   }
 
   /** A send was not acknowledged in time: hand the pickup to another driver, or send it again. */

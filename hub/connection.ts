@@ -226,7 +226,8 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
       if (!ref) return fail('CAPS_ERR_INVALID_PAYLOAD', 'received names no message: send a messageId or an orderId');
       // naming a store's queue says who a silent client is; naming the driver pool does not make a
       // connection a driver (it may be the one that only reports steps)
-      if (ref.queue !== undefined && !isDriverId(ref.queue)) identifyByQueue(socket, ref.queue);
+      // a new member of the room is sent what it has not had first, so that it hears the store in order
+      if (ref.queue !== undefined && !isDriverId(ref.queue) && identifyByQueue(socket, ref.queue)) delivery.replay(socket, ref.queue);
       const result = await labReceived(delivery, ctx.storage, socket, ref);
       // a client that says received does not answer Socket.IO acks (the lab's way): ask none of it
       if (result.ok && socket.data.acks === 'unknown') socket.data.acks = 'none';
@@ -237,7 +238,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const { messageId } = parsed.value;
     const queue = queueOf(parsed.value.queue);
     if (!mayUseQueue(auth, queue)) return forbid(`acknowledge messages of queue ${parsed.value.queue}`);
-    identifyByQueue(socket, parsed.value.queue);
+    if (identifyByQueue(socket, parsed.value.queue)) delivery.replay(socket, queue);
     if (socket.data.acks === 'unknown') socket.data.acks = 'none';
     const outcome = await delivery.ack(queue, messageId, 'received');
     switch (outcome) {
@@ -251,15 +252,20 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     }
   });
 
-  on('getAll', (raw) => {
+  on('getAll', async (raw) => {
     const parsed = parsePayload(getAllSchema, raw);
     if (!parsed.ok) return parsed;
     const queue = queueOf(parsed.value.queue);
     if (!mayUseQueue(auth, queue)) return forbid(`read queue ${parsed.value.queue}`);
     identifyByQueue(socket, parsed.value.queue);
     if (queue === DRIVER_QUEUE && socket.data.role === 'unknown') becomeDriver(socket, socket.id);
-    const sent = delivery.replay(socket, queue, parsed.value.event);
-    return ok({ queue, sent });
+    const event = parsed.value.event;
+    // what is held in memory first, then what waits in the store's log past it (it goes to the
+    // store's room, this client included): in order
+    const replayed = delivery.replay(socket, queue, event);
+    const paged = queue !== DRIVER_QUEUE ? await delivery.pageIn(queue) : [];
+    const sentPaged = paged.filter((m) => (event === undefined || m.event === event) && delivery.wasSentTo(queue, m.messageId, socket.id)).length;
+    return ok({ queue, sent: replayed + sentPaged });
   });
 
   socket.on('disconnect', (reason) => {
@@ -280,10 +286,15 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
 }
 
 /** A lab client that names a queue in `received` or `getAll` tells us who it is. */
-function identifyByQueue(socket: CapsSocket, queue: string): void {
-  if (socket.data.role !== 'unknown') return;
-  if (isDriverId(queue)) becomeDriver(socket, socket.id);
-  else becomeVendor(socket, queue);
+/** True when it made the socket a store's vendor (it joined the store's room). */
+function identifyByQueue(socket: CapsSocket, queue: string): boolean {
+  if (socket.data.role !== 'unknown') return false;
+  if (isDriverId(queue)) {
+    becomeDriver(socket, socket.id);
+    return false;
+  }
+  becomeVendor(socket, queue);
+  return true;
 }
 
 function becomeDriver(socket: CapsSocket, name: string): void {

@@ -97,6 +97,10 @@ export class Delivery {
   private readonly queues = new Map<string, Map<string, Entry>>();
   /** Who holds which pickup, and which goes next (dispatch `one`): hub/dispatch.ts. */
   private readonly dispatcher: Dispatcher<CapsSocket, Entry>;
+  /** A store's messages waiting in its log past the window held here, by queue (none with Redis). */
+  private readonly inLog = new Map<string, number>();
+  /** Stores whose next page of the log is being read, and what it will bring. */
+  private readonly paging = new Map<string, Promise<ParcelMessage[]>>();
   /** Several hubs: pickups another hub's driver holds, looked at again after `elsewhereUntil`. */
   private readonly elsewhere = new Set<Entry>();
   private readonly backlogNoted = new Map<string, number>();
@@ -137,8 +141,11 @@ export class Delivery {
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
   async load(): Promise<void> {
     for (const info of await this.storage.queues()) {
-      for (const message of await this.storage.pending(info.queue)) this.put(newEntry(message));
-      if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth });
+      const pending = await this.storage.pending(info.queue);
+      for (const message of pending) this.put(newEntry(message));
+      // a store's messages past its window wait in its log
+      if (info.depth > pending.length) this.inLog.set(info.queue, info.depth - pending.length);
+      if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth, ...(info.depth > pending.length ? { inLog: info.depth - pending.length } : {}) });
     }
     if (this.cluster) {
       await this.cluster.open((event) => this.onClusterEvent(event));
@@ -174,10 +181,16 @@ export class Delivery {
   }
 
   /**
-   * A message the store has committed: send it where it goes (and tell the other hubs). `from`:
-   * the publishing socket, which is not sent its own pickup.
+   * A message the storage has committed: send it where it goes (and tell the other hubs). `from`:
+   * the publishing socket, which is not sent its own pickup. `inLog`: it went to its store's log
+   * past the window (the vendors are behind): sent once they catch up and it is paged in.
    */
-  add(message: ParcelMessage, from?: string): void {
+  add(message: ParcelMessage, from?: string, inLog = false): void {
+    if (inLog) {
+      this.inLog.set(message.queueId, (this.inLog.get(message.queueId) ?? 0) + 1);
+      this.noteBacklog(message.queueId, 0);
+      return;
+    }
     this.deliverNew(message, from);
     this.cluster?.announce({ type: 'added', message });
   }
@@ -241,7 +254,43 @@ export class Delivery {
       this.logger.info('QUEUE DRAINED', { queue, via });
     }
     if (entry && queue === DRIVER_QUEUE) this.pump();
+    else if (entry) void this.pageIn(queue);
     return outcome;
+  }
+
+  /**
+   * A store's vendors caught up with its window: the next page of its log comes into memory and
+   * goes out to them, in order. One page in flight per store. (Awaited by a lab `getAll`, which
+   * replays what is queued.)
+   */
+  pageIn(queue: string): Promise<ParcelMessage[]> {
+    if ((this.inLog.get(queue) ?? 0) === 0 || this.closed) return Promise.resolve([]);
+    let paging = this.paging.get(queue);
+    if (!paging) {
+      paging = this.readPage(queue);
+      this.paging.set(queue, paging);
+    }
+    return paging;
+  }
+
+  private async readPage(queue: string): Promise<ParcelMessage[]> {
+    try {
+      const page = await this.storage.more(queue);
+      if (this.closed) return [];
+      const left = (this.inLog.get(queue) ?? 0) - page.length;
+      if (left > 0) this.inLog.set(queue, left);
+      else this.inLog.delete(queue);
+      for (const message of page) this.deliverNew(message);
+      if (page.length > 0) this.logger.info('PAGED IN', { queue, messages: page.length, inLog: Math.max(0, left) });
+      // nothing read (the storage was busy) with nothing in memory to be acknowledged: look again soon
+      else if (left > 0 && (this.queues.get(queue)?.size ?? 0) === 0) setTimeout(() => void this.pageIn(queue), 100).unref();
+      return page;
+    } catch (err) {
+      this.logger.warn('PAGE IN FAILED', { queue, error: err instanceof Error ? err.message : String(err) });
+      return [];
+    } finally {
+      this.paging.delete(queue);
+    }
   }
 
   /** True when the pickup of this parcel was sent to the driver named `name`. */
@@ -271,6 +320,8 @@ export class Delivery {
    * not yet sent on this connection. A driver (dispatch `one`) gets what nobody holds.
    */
   replay(socket: CapsSocket, queue: string, event?: ParcelEvent): number {
+    // a vendor back: if its window has room, the next page of its log follows what it is sent now
+    if (queue !== DRIVER_QUEUE) void this.pageIn(queue);
     const entries = this.queues.get(queue);
     if (!entries || entries.size === 0) return 0;
     const competing = queue === DRIVER_QUEUE && this.options.dispatch === 'one';
@@ -347,12 +398,22 @@ export class Delivery {
   queueStats(now = Date.now()): Array<{ queue: string; depth: number; oldestAgeSeconds: number }> {
     return [...this.queues.entries()].map(([queue, entries]) => {
       const oldest = entries.values().next().value;
-      return { queue, depth: entries.size, oldestAgeSeconds: oldest ? Math.max(0, (now - Date.parse(oldest.message.time)) / 1000) : 0 };
+      return { queue, depth: entries.size + (this.inLog.get(queue) ?? 0), oldestAgeSeconds: oldest ? Math.max(0, (now - Date.parse(oldest.message.time)) / 1000) : 0 };
     });
   }
 
+  /** True when this message, still queued, was sent on this connection. */
+  wasSentTo(queue: string, messageId: string, socketId: string): boolean {
+    return this.queues.get(queue)?.get(messageId)?.sentTo.includes(socketId) ?? false;
+  }
+
+  /** True when a connection on this hub is in the store's room (its vendors, a lab driver). */
+  hasListeners(store: string): boolean {
+    return (this.nsp.adapter.rooms.get(storeRoom(store))?.size ?? 0) > 0;
+  }
+
   depth(queue: string): number {
-    return this.queues.get(queue)?.size ?? 0;
+    return (this.queues.get(queue)?.size ?? 0) + (this.inLog.get(queue) ?? 0);
   }
 
   close(): void {

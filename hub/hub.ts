@@ -65,6 +65,8 @@ export interface HubOptions {
   retentionMs?: number;
   /** How often parcels past the retention period are looked for. Default 1 minute. */
   pruneEveryMs?: number;
+  /** Messages of one store's queue held in memory; the rest wait in its log (disk, for SQLite). Default 2,000. */
+  window?: number;
   /** Pickups waiting for drivers across every store: the hub's own bound. Default 100,000. */
   maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
@@ -213,7 +215,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
 }
 
 async function openStorage(options: HubOptions): Promise<{ storage: Storage; cluster?: RedisCluster; adapterClient?: Redis }> {
-  const limits = { ...DEFAULT_LIMITS, ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}), ...(options.maxPickups ? { maxPickups: options.maxPickups } : {}) };
+  const limits = {
+    ...DEFAULT_LIMITS,
+    ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}),
+    ...(options.maxPickups ? { maxPickups: options.maxPickups } : {}),
+    ...(options.window ? { window: options.window } : {}),
+  };
   if (options.redisUrl) {
     const prefix = options.redisPrefix ?? 'caps:';
     const storage = new RedisStorage({ url: options.redisUrl, prefix, ...limits });

@@ -47,6 +47,8 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
   if (input.customer !== undefined) step.customer = input.customer;
   if (input.address !== undefined) step.address = input.address;
   if (event !== 'pickup' && publisher.name !== undefined) step.driver = publisher.name;
+  // no vendor of the store online: its message goes to the store's log on disk, not to memory
+  if (event !== 'pickup' && !ctx.delivery.hasListeners(input.store)) step.toLog = true;
   // an authenticated driver reports only parcels dispatched to it: the store checks, atomically
   if (auth?.role === 'driver') step.dispatched = ctx.delivery.wasDispatchedTo(input.store, input.orderId, auth.name);
   const outcome = await ctx.storage.recordStep(step);
@@ -54,7 +56,7 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
   const duplicate = outcome.status === 'duplicate';
   if (outcome.status === 'accepted') {
     ctx.logger.event(event, outcome.message.order, time);
-    ctx.delivery.add(outcome.message, publisher.socketId);
+    ctx.delivery.add(outcome.message, publisher.socketId, outcome.spilled === true);
     ctx.dashboards.step(outcome.message);
     if (event === 'delivered') ctx.metrics.latency.observe(Math.max(0, Date.parse(time) - Date.parse(outcome.pickedUpAt)) / 1000);
   } else {

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -256,4 +257,56 @@ describe('stores cannot hurt each other', () => {
     expect(pickups.slice(0, 2).map((m) => m.store).sort()).toEqual(['flood', 'quiet']);
     expect(pickups.find((m) => m.store === 'quiet')?.orderId).toBe(order('quiet', 0).orderId);
   });
+});
+
+describe('an offline vendor costs disk, not the drivers’ time', () => {
+  it('20,000 of its parcels delivered while it is away: no driver step refused, other stores live, and back, it hears all, in order, once', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'caps-offline-'));
+    cleanup.add(dataDir, (d) => rmSync(d, { recursive: true, force: true }));
+    const { url, logs } = cleanup.add(
+      await startHub({ dispatch: 'one', storage: 'sqlite', dataDir, maxQueueDepth: 20_000, window: 1_000, rateLimit: { ratePerSecond: Infinity, burst: Infinity } }),
+      (h) => h.close(),
+    );
+    const N = 20_000;
+    const away = raw(url, { role: 'vendor', store: 'away' });
+    await away.connected();
+    const handed = await Promise.all(Array.from({ length: N }, (_, i) => away.request<{ ok: boolean }>('pickup', order('away', i), 60_000)));
+    expect(handed.filter((r) => !r.ok)).toEqual([]);
+    await gone(away);
+
+    // a driver delivers everything as it comes; every step it reports must be taken
+    const progress = new EventEmitter();
+    const refused: unknown[] = [];
+    const delivered = new Map<string, number>();
+    const d = raw(url, { role: 'driver', name: 'busy' });
+    const step = (event: string, m: ParcelMessage): void => {
+      d.socket.emit(event, { store: m.store, orderId: m.orderId }, (r: { ok: boolean }) => {
+        if (!r.ok) refused.push(r);
+        if (event === 'delivered') delivered.set(m.store, (delivered.get(m.store) ?? 0) + 1);
+        progress.emit('step');
+      });
+    };
+    d.socket.on('pickup', (m: ParcelMessage) => {
+      step('in-transit', m);
+      step('delivered', m);
+    });
+    const here = raw(url, { role: 'vendor', store: 'here' });
+    await Promise.all([d.connected(), here.connected()]);
+    for (let i = 0; i < 20; i++) await here.request('pickup', order('here', i));
+    await here.waitFor('delivered', 20, 'the other store to hear its parcels delivered, live, meanwhile', 30_000);
+    await waitUntil(progress, 'step', () => ((delivered.get('away') ?? 0) >= N ? true : undefined), `all ${N} of the away store's parcels delivered`, 60_000);
+    expect(refused).toEqual([]);
+    expect(records(logs, 'REFUSED')).toEqual([]);
+
+    // back: it hears all it missed, in order, while the other store's events keep arriving
+    const back = raw(url, { role: 'vendor', store: 'away' });
+    for (let i = 20; i < 30; i++) await here.request('pickup', order('here', i));
+    const all = await back.waitFor('delivered', N, `the returning vendor to hear all ${N} deliveries`, 90_000);
+    await here.waitFor('delivered', 30, 'the other store’s later parcels delivered during the replay', 30_000);
+    const seqs = back.received.map((r) => r.payload.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(new Set(all.map((m) => m.messageId)).size).toBe(N);
+    expect(new Set(all.map((m) => m.orderId)).size).toBe(N);
+    expect(records(logs, 'PAGED IN').length).toBeGreaterThan(10);
+  }, 240_000);
 });

@@ -252,7 +252,71 @@ describe.each(factories)('%s store contract', (_kind, make) => {
   });
 });
 
+/** Redis keeps a store's queue whole (bounded by --max-queue); its log and cursor come with issue 15. */
+describe.each(factories.filter(([kind]) => kind !== 'redis'))('%s storage: a store’s log past its window', (_kind, make) => {
+  function create(limits: Partial<StorageLimits>): Storage {
+    const storage = make(limits);
+    open.push(storage);
+    return storage;
+  }
+
+  it('never refuses a driver’s step because the vendors are behind: past the window, messages wait in the log and are paged in, in order', async () => {
+    const storage = create({ window: 4, maxQueueDepth: 2 });
+    for (let n = 1; n <= 7; n++) {
+      // each pickup taken by a driver (the store's pickup quota is 2 as well)
+      const pickup = await storage.recordStep(step('pickup', 'acme', n));
+      if (pickup.status !== 'accepted') throw new Error(`pickup ${n}: ${pickup.status}`);
+      await storage.ack(DRIVER_QUEUE, pickup.message.messageId);
+      const transit = await storage.recordStep(step('in-transit', 'acme', n));
+      expect(transit).toMatchObject({ status: 'accepted', ...(n > 4 ? { spilled: true } : {}) });
+      if (n <= 4) expect(transit).not.toHaveProperty('spilled');
+    }
+    expect((await storage.queues()).find((q) => q.queue === 'acme')?.depth).toBe(7);
+    const window = await storage.pending('acme');
+    expect(window.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+    // the window is not half free yet: nothing comes in
+    expect(await storage.more('acme')).toEqual([]);
+    for (const m of window.slice(0, 2)) await storage.ack('acme', m.messageId);
+    const page = await storage.more('acme');
+    expect(page.map((m) => [m.seq, m.orderId])).toEqual([[5, 'acme-5'], [6, 'acme-6']]);
+    expect((await storage.pending('acme')).map((m) => m.seq)).toEqual([3, 4, 5, 6]);
+    // a message paged in is acknowledged like any other; the last one follows
+    for (const m of await storage.pending('acme')) await storage.ack('acme', m.messageId);
+    expect((await storage.more('acme')).map((m) => m.seq)).toEqual([7]);
+    expect(await storage.more('acme')).toEqual([]);
+    // new steps go straight to the window again once the log is empty
+    expect(await storage.recordStep(step('delivered', 'acme', 1))).not.toHaveProperty('spilled');
+  });
+});
+
 describe('sqlite storage on disk', () => {
+  it('keeps a store’s log past its window across a reopen, and pages it in after', async () => {
+    const dir = tempDir();
+    const before = new SqliteStorage({ dir, window: 2 });
+    for (let n = 1; n <= 5; n++) {
+      await before.recordStep(step('pickup', 'acme', n));
+      await before.recordStep(step('delivered', 'acme', n));
+    }
+    await before.close();
+    const after = new SqliteStorage({ dir, window: 2 });
+    open.push(after);
+    expect((await after.queues()).find((q) => q.queue === 'acme')?.depth).toBe(5);
+    // its window comes back into memory; the rest stays on disk until the vendors catch up
+    const window = await after.pending('acme');
+    expect(window.map((m) => m.seq)).toEqual([1, 2]);
+    for (const m of window) await after.ack('acme', m.messageId);
+    expect((await after.more('acme')).map((m) => m.seq)).toEqual([3, 4]);
+  });
+
+  it('holds nothing of a store with no vendor online in memory: its steps go to the log', async () => {
+    const storage = new SqliteStorage({ dir: tempDir(), window: 100 });
+    open.push(storage);
+    await storage.recordStep(step('pickup', 'acme', 1));
+    expect(await storage.recordStep(step('delivered', 'acme', 1, { toLog: true }))).toMatchObject({ status: 'accepted', spilled: true });
+    expect(await storage.pending('acme')).toEqual([]);
+    expect((await storage.more('acme')).map((m) => m.orderId)).toEqual(['acme-1']);
+  });
+
   it('survives close and reopen: queues, parcels, dedupe, and seq never reused', async () => {
     const dir = tempDir();
     const before = new SqliteStorage({ dir });

@@ -1,6 +1,7 @@
 import type { Mutation } from './storage-core.js';
 import { CoreBackedStorage, StorageCore } from './storage-core.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
+import type { ParcelMessage } from '../../protocol/messages.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
 import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './storage.js';
 
@@ -14,10 +15,29 @@ export class MemoryStorage extends CoreBackedStorage implements Storage {
   protected readonly core: StorageCore;
   /** The core reports what to persist; in memory there is nothing to do with it. */
   private readonly nothingToPersist: Mutation[] = [];
+  /** Each store's log past its window: in memory too, here. */
+  private readonly logs = new Map<string, ParcelMessage[]>();
 
   constructor(limits: Partial<StorageLimits> = {}) {
     super();
-    this.core = new StorageCore({ ...DEFAULT_LIMITS, ...limits });
+    this.core = new StorageCore({ ...DEFAULT_LIMITS, ...limits }, undefined, (queue, message) => {
+      let log = this.logs.get(queue);
+      if (!log) {
+        log = [];
+        this.logs.set(queue, log);
+      }
+      log.push(message);
+    });
+  }
+
+  async more(queue: string): Promise<ParcelMessage[]> {
+    const request = this.core.wantsPage(queue) ? this.core.pageRequest(queue) : undefined;
+    const log = this.logs.get(queue);
+    if (!request || !log) return [];
+    const taken = this.core.pageIn(queue, log.slice(0, request.limit));
+    log.splice(0, taken.length);
+    if (log.length === 0) this.logs.delete(queue);
+    return taken;
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {

@@ -209,6 +209,11 @@ export class RedisStorage implements Storage {
     return this.readyWait;
   }
 
+  /** Redis keeps a store's queue whole, bounded by --max-queue (its log and cursor: issue 15). */
+  async more(): Promise<ParcelMessage[]> {
+    return [];
+  }
+
   async prune(before: string, limit: number): Promise<number> {
     return this.call(() => this.redis.capsPrune(this.prefix, before, String(limit)));
   }

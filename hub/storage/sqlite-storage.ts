@@ -2,6 +2,7 @@ import { closeSync, existsSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, 
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
+import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
 import type { FoldPlan, ParcelChange, PlanProgress, PlanWrites } from './journal.js';
@@ -89,6 +90,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   readonly kind = 'sqlite' as const;
   /** caps.sqlite: the tables. */
   private readonly db: Database.Database;
+  private readonly pageStatement: Database.Statement<[string, number, number], { body: string }>;
   /** caps-journal.sqlite: the journal. */
   private readonly journal: Database.Database;
   protected readonly core: StorageCore;
@@ -225,10 +227,16 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     for (const [store, orderId] of this.db.prepare<[], [string, string]>('SELECT store, order_id FROM parcels').raw().iterate()) this.known.add(parcelKey(store, orderId));
     this.core = new StorageCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
     const queues = this.db.prepare<[], { queue: string; last_seq: number }>('SELECT queue, last_seq FROM queues').all();
-    const bodies = this.db.prepare<[string], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq');
+    const bodies = this.db.prepare<[string, number], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq LIMIT ?');
+    const count = this.db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM messages WHERE queue = ?');
+    const window = options.window ?? DEFAULT_LIMITS.window;
     for (const { queue, last_seq } of queues) {
-      this.core.restoreQueue(queue, last_seq, bodies.all(queue).map((row) => JSON.parse(row.body) as ParcelMessage));
+      // the drivers' queue whole; a store's, its window (the rest waits on disk, paged in by more())
+      const messages = bodies.all(queue, queue === DRIVER_QUEUE ? -1 : window).map((row) => JSON.parse(row.body) as ParcelMessage);
+      const spilled = queue === DRIVER_QUEUE ? 0 : Math.max(0, (count.get(queue)?.n ?? 0) - messages.length);
+      this.core.restoreQueue(queue, last_seq, messages, spilled);
     }
+    this.pageStatement = this.db.prepare<[string, number, number], { body: string }>('SELECT body FROM messages WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?');
   }
 
   /** Journal rows committed so far (each covers every change of one event-loop turn). */
@@ -320,6 +328,22 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       }
       if (rows.length < 512) return removed;
     }
+  }
+
+  /** A page of a store's log, read from the tables once they hold every commit so far. */
+  async more(queue: string): Promise<ParcelMessage[]> {
+    if (!this.core.wantsPage(queue)) return [];
+    // read only with no fold open: an open fold's rows would be a partial, unordered view
+    for (let tries = 0; ; tries++) {
+      await this.caughtUp();
+      if (!this.fold) break;
+      if (tries >= 10) return [];
+    }
+    this.assertUsable();
+    const request = this.core.pageRequest(queue);
+    if (!request) return [];
+    const rows = this.pageStatement.all(queue, request.afterSeq, request.limit);
+    return this.core.pageIn(queue, rows.map((row) => JSON.parse(row.body) as ParcelMessage));
   }
 
   async ping(): Promise<void> {

@@ -25,8 +25,12 @@ export type Mutation =
 
 interface QueueState {
   lastSeq: number;
-  /** messageId → message, in sequence order (Map keeps insertion order). */
+  /** messageId → message, in sequence order (Map keeps insertion order): a store's window. */
   messages: Map<string, ParcelMessage>;
+  /** A store's messages past its window, in its log; they are after every message of the window. */
+  spilled: number;
+  /** The seq of the last message the window holds or has held: the log is read past it. */
+  windowEnd: number;
 }
 
 /** How many acknowledged message ids to remember, to tell "already acknowledged" from "unknown". */
@@ -53,6 +57,8 @@ export class StorageCore {
   constructor(
     private readonly limits: StorageLimits,
     private readonly loadParcel: (store: string, orderId: string) => ParcelRecord | undefined = () => undefined,
+    /** A message that went to the log past its store's window (the memory storage keeps it). */
+    private readonly spill?: (queue: string, message: ParcelMessage) => void,
   ) {}
 
   getParcel(store: string, orderId: string, key = parcelKey(store, orderId)): ParcelRecord | undefined {
@@ -103,8 +109,6 @@ export class StorageCore {
       if (state.messages.size >= this.limits.maxPickups) {
         return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `${state.messages.size} pickups wait for drivers, the hub's limit` };
       }
-    } else if (state.messages.size >= this.limits.maxQueueDepth) {
-      return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `queue ${queue} holds ${state.messages.size} messages, its limit` };
     }
 
     parcel.state = input.event;
@@ -114,10 +118,19 @@ export class StorageCore {
 
     state.lastSeq += 1;
     const message = buildMessage(parcel.order, input, queue, state.lastSeq);
-    state.messages.set(message.messageId, message);
+    // a store's vendors behind by a window: the message waits in the log, after those already there
+    // and with none of its vendors online, nothing of it is held in memory at all
+    const spilled = queue !== DRIVER_QUEUE && (state.spilled > 0 || state.messages.size >= this.limits.window || input.toLog === true);
+    if (spilled) {
+      state.spilled++;
+      this.spill?.(queue, message);
+    } else {
+      state.messages.set(message.messageId, message);
+      state.windowEnd = message.seq;
+    }
     if (queue === DRIVER_QUEUE) this.countPickup(input.store, 1);
     mutations.push({ kind: 'step', key, order: parcel.order, input, driver: parcel.driver, message });
-    return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time };
+    return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time, ...(spilled ? { spilled: true } : {}) };
   }
 
   /**
@@ -163,13 +176,42 @@ export class StorageCore {
   queues(): QueueInfo[] {
     return [...this.queueStates.entries()].map(([queue, state]) => {
       const oldest = state.messages.values().next().value;
-      return { queue, depth: state.messages.size, ...(oldest ? { oldest: oldest.time } : {}) };
+      return { queue, depth: state.messages.size + state.spilled, ...(oldest ? { oldest: oldest.time } : {}) };
     });
   }
 
-  /** For stores that load their queues at start. */
-  restoreQueue(queue: string, lastSeq: number, messages: ParcelMessage[]): void {
-    this.queueStates.set(queue, { lastSeq, messages: new Map(messages.map((m) => [m.messageId, m])) });
+  /** True when a store's window has room for a page of its log (half of it free) and the log has some. */
+  wantsPage(queue: string): boolean {
+    const state = this.queueStates.get(queue);
+    return state !== undefined && state.spilled > 0 && state.messages.size <= this.limits.window / 2;
+  }
+
+  /** Where to read the log from, and how much: past the window's end, up to a full window. */
+  pageRequest(queue: string): { afterSeq: number; limit: number } | undefined {
+    const state = this.queueStates.get(queue);
+    if (!state || state.spilled === 0) return undefined;
+    return { afterSeq: state.windowEnd, limit: Math.min(state.spilled, this.limits.window - state.messages.size) };
+  }
+
+  /** Messages read from the log (in order, past the window's end) join the window. */
+  pageIn(queue: string, messages: ParcelMessage[]): ParcelMessage[] {
+    const state = this.queueStates.get(queue);
+    if (!state) return [];
+    const taken: ParcelMessage[] = [];
+    for (const message of messages) {
+      if (message.seq <= state.windowEnd || state.spilled === 0) continue;
+      state.messages.set(message.messageId, message);
+      state.windowEnd = message.seq;
+      state.spilled--;
+      taken.push(message);
+    }
+    return taken;
+  }
+
+  /** For stores that load their queues at start: the window, and how many wait past it in the log. */
+  restoreQueue(queue: string, lastSeq: number, messages: ParcelMessage[], spilled = 0): void {
+    const windowEnd = messages.at(-1)?.seq ?? 0;
+    this.queueStates.set(queue, { lastSeq, messages: new Map(messages.map((m) => [m.messageId, m])), spilled, windowEnd });
     if (queue === DRIVER_QUEUE) for (const m of messages) this.countPickup(m.store, 1);
   }
 
@@ -182,7 +224,7 @@ export class StorageCore {
   private queueState(queue: string): QueueState {
     let state = this.queueStates.get(queue);
     if (!state) {
-      state = { lastSeq: 0, messages: new Map() };
+      state = { lastSeq: 0, messages: new Map(), spilled: 0, windowEnd: 0 };
       this.queueStates.set(queue, state);
     }
     return state;

@@ -4,6 +4,8 @@ import type { Order, ParcelEvent } from '../../protocol/schemas.js';
 
 /** One step a client published, as the hub records it. */
 export interface StepInput {
+  /** A hint: none of the store's vendors is online, so its message goes to the log, not memory. */
+  toLog?: boolean;
   event: ParcelEvent;
   store: string;
   orderId: string;
@@ -23,7 +25,11 @@ export interface StepInput {
 
 /** What became of a published step. Every outcome resolves only once it is durable. */
 export type StepOutcome =
-  | { status: 'accepted'; message: ParcelMessage; pickedUpAt: string }
+  /**
+   * `spilled`: the message went to the store's log past what is held in memory (its vendors are
+   * behind): stored, but sent only once `more()` pages it in.
+   */
+  | { status: 'accepted'; message: ParcelMessage; pickedUpAt: string; spilled?: boolean }
   | { status: 'duplicate' }
   | { status: 'refused'; code: CapsErrorCode; reason: string };
 
@@ -98,8 +104,16 @@ export interface Storage {
   recordStep(input: StepInput): Promise<StepOutcome>;
   /** Takes a message off its queue. */
   ack(queue: string, messageId: string): Promise<AckOutcome>;
-  /** Every message still queued in `queue`, in sequence order. */
+  /**
+   * Every message still queued in `queue` and held in memory, in sequence order: a store's queue
+   * holds at most a window of them; the rest wait in its log (see `more`).
+   */
   pending(queue: string): Promise<ParcelMessage[]>;
+  /**
+   * The next messages of a store's log past its window, in order, now held in memory (their
+   * vendors have caught up); none when nothing waits there.
+   */
+  more(queue: string): Promise<ParcelMessage[]>;
   /** Every queue that has ever held a message, with its depth. */
   queues(): Promise<QueueInfo[]>;
   parcel(store: string, orderId: string): Promise<ParcelRecord | undefined>;
@@ -129,9 +143,15 @@ export interface StorageLimits {
   maxQueueDepth: number;
   /** Pickups waiting for drivers across every store: the hub's own bound, whatever the stores. */
   maxPickups: number;
+  /**
+   * Messages of one store's queue held in memory; past it, its vendors' messages wait in the log
+   * (disk, for SQLite) and are paged in as the vendors acknowledge. A driver's step is never
+   * refused because a store's vendors are behind.
+   */
+  window: number;
 }
 
-export const DEFAULT_LIMITS: StorageLimits = { maxQueueDepth: 10_000, maxPickups: 100_000 };
+export const DEFAULT_LIMITS: StorageLimits = { maxQueueDepth: 10_000, maxPickups: 100_000, window: 2_000 };
 
 /** When a parcel was delivered, if it was. */
 export function deliveredAt(parcel: ParcelRecord): string | undefined {

@@ -231,6 +231,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
       const result = await labReceived(delivery, ctx.storage, socket, ref);
       // a client that says received does not answer Socket.IO acks (the lab's way): ask none of it
       if (result.ok && socket.data.acks === 'unknown') socket.data.acks = 'none';
+      if (result.ok) socket.data.receives = true;
       return result;
     }
     const parsed = parsePayload(receivedSchema, raw);
@@ -240,6 +241,7 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     if (!mayUseQueue(auth, queue)) return forbid(`acknowledge messages of queue ${parsed.value.queue}`);
     if (identifyByQueue(socket, parsed.value.queue)) delivery.replay(socket, queue);
     if (socket.data.acks === 'unknown') socket.data.acks = 'none';
+    socket.data.receives = true;
     const outcome = await delivery.ack(queue, messageId, 'received');
     switch (outcome) {
       case 'removed':
@@ -281,7 +283,11 @@ async function publish(ctx: ConnectionContext, socket: CapsSocket, event: Parcel
   const input = parsed.value;
   // open lab mode: a client that hands over a parcel is that store's vendor. Reporting a driver's
   // step says nothing: a course driver may report on a connection that never listens.
-  if (event === 'pickup' && !socket.data.auth && (socket.data.role !== 'vendor' || !socket.data.stores.has(input.store))) becomeVendor(socket, input.store);
+  if (event === 'pickup' && !socket.data.auth && (socket.data.role !== 'vendor' || !socket.data.stores.has(input.store))) {
+    becomeVendor(socket, input.store);
+    // a new member of the store's room hears what is queued for it first, in order
+    ctx.delivery.replay(socket, input.store);
+  }
   return publishStep(ctx, { auth: socket.data.auth, name: socket.data.name, socketId: socket.id, via: socket.id }, input);
 }
 

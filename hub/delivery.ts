@@ -97,8 +97,8 @@ export class Delivery {
   private readonly queues = new Map<string, Map<string, Entry>>();
   /** Who holds which pickup, and which goes next (dispatch `one`): hub/dispatch.ts. */
   private readonly dispatcher: Dispatcher<CapsSocket, Entry>;
-  /** A store's messages waiting in its log past the window held here, by queue (none with Redis). */
-  private readonly inLog = new Map<string, number>();
+  /** Stores whose page read came back empty (the storage was busy): one retry each, soon. */
+  private readonly retrying = new Set<string>();
   /** Stores whose next page of the log is being read, and what it will bring. */
   private readonly paging = new Map<string, Promise<ParcelMessage[]>>();
   /** Several hubs: pickups another hub's driver holds, looked at again after `elsewhereUntil`. */
@@ -144,8 +144,10 @@ export class Delivery {
       const pending = await this.storage.pending(info.queue);
       for (const message of pending) this.put(newEntry(message));
       // a store's messages past its window wait in its log
-      if (info.depth > pending.length) this.inLog.set(info.queue, info.depth - pending.length);
-      if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth, ...(info.depth > pending.length ? { inLog: info.depth - pending.length } : {}) });
+      // listed (queueStats) even when all of it waits in the log
+      this.entries(info.queue);
+      const inLog = this.storage.inLog(info.queue);
+      if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth, ...(inLog > 0 ? { inLog } : {}) });
     }
     if (this.cluster) {
       await this.cluster.open((event) => this.onClusterEvent(event));
@@ -187,8 +189,11 @@ export class Delivery {
    */
   add(message: ParcelMessage, from?: string, inLog = false): void {
     if (inLog) {
-      this.inLog.set(message.queueId, (this.inLog.get(message.queueId) ?? 0) + 1);
-      this.noteBacklog(message.queueId, 0);
+      const queue = message.queueId;
+      this.entries(queue);
+      // a vendor connected meanwhile (the step was being synced): it reads the log now
+      if (this.hasListeners(queue)) void this.pageIn(queue);
+      else this.noteBacklog(queue, 0);
       return;
     }
     this.deliverNew(message, from);
@@ -264,12 +269,12 @@ export class Delivery {
    * replays what is queued.)
    */
   pageIn(queue: string): Promise<ParcelMessage[]> {
-    if ((this.inLog.get(queue) ?? 0) === 0 || this.closed) return Promise.resolve([]);
+    // a read in flight is the answer (the storage may already have taken its page from the log)
     let paging = this.paging.get(queue);
-    if (!paging) {
-      paging = this.readPage(queue);
-      this.paging.set(queue, paging);
-    }
+    if (paging) return paging;
+    if (this.storage.inLog(queue) === 0 || this.closed) return Promise.resolve([]);
+    paging = this.readPage(queue);
+    this.paging.set(queue, paging);
     return paging;
   }
 
@@ -277,13 +282,17 @@ export class Delivery {
     try {
       const page = await this.storage.more(queue);
       if (this.closed) return [];
-      const left = (this.inLog.get(queue) ?? 0) - page.length;
-      if (left > 0) this.inLog.set(queue, left);
-      else this.inLog.delete(queue);
       for (const message of page) this.deliverNew(message);
-      if (page.length > 0) this.logger.info('PAGED IN', { queue, messages: page.length, inLog: Math.max(0, left) });
-      // nothing read (the storage was busy) with nothing in memory to be acknowledged: look again soon
-      else if (left > 0 && (this.queues.get(queue)?.size ?? 0) === 0) setTimeout(() => void this.pageIn(queue), 100).unref();
+      const left = this.storage.inLog(queue);
+      if (page.length > 0) this.logger.info('PAGED IN', { queue, messages: page.length, inLog: left });
+      // nothing read (the storage was busy) with nothing in memory to be acknowledged: look again soon, once
+      else if (left > 0 && (this.queues.get(queue)?.size ?? 0) === 0 && this.hasListeners(queue) && !this.retrying.has(queue)) {
+        this.retrying.add(queue);
+        setTimeout(() => {
+          this.retrying.delete(queue);
+          void this.pageIn(queue);
+        }, 100).unref();
+      }
       return page;
     } catch (err) {
       this.logger.warn('PAGE IN FAILED', { queue, error: err instanceof Error ? err.message : String(err) });
@@ -398,7 +407,7 @@ export class Delivery {
   queueStats(now = Date.now()): Array<{ queue: string; depth: number; oldestAgeSeconds: number }> {
     return [...this.queues.entries()].map(([queue, entries]) => {
       const oldest = entries.values().next().value;
-      return { queue, depth: entries.size + (this.inLog.get(queue) ?? 0), oldestAgeSeconds: oldest ? Math.max(0, (now - Date.parse(oldest.message.time)) / 1000) : 0 };
+      return { queue, depth: entries.size + this.storage.inLog(queue), oldestAgeSeconds: oldest ? Math.max(0, (now - Date.parse(oldest.message.time)) / 1000) : 0 };
     });
   }
 
@@ -407,13 +416,25 @@ export class Delivery {
     return this.queues.get(queue)?.get(messageId)?.sentTo.includes(socketId) ?? false;
   }
 
+  /**
+   * True when some connection in the store's room acknowledges what it is sent (a Socket.IO ack,
+   * or the lab's received), so that the store's window drains.
+   */
+  hasAcknowledgers(store: string): boolean {
+    for (const id of this.nsp.adapter.rooms.get(storeRoom(store)) ?? []) {
+      const socket = this.nsp.sockets.get(id);
+      if (socket && (socket.data.acks === 'callback' || socket.data.receives)) return true;
+    }
+    return false;
+  }
+
   /** True when a connection on this hub is in the store's room (its vendors, a lab driver). */
   hasListeners(store: string): boolean {
     return (this.nsp.adapter.rooms.get(storeRoom(store))?.size ?? 0) > 0;
   }
 
   depth(queue: string): number {
-    return (this.queues.get(queue)?.size ?? 0) + (this.inLog.get(queue) ?? 0);
+    return (this.queues.get(queue)?.size ?? 0) + this.storage.inLog(queue);
   }
 
   close(): void {

@@ -48,7 +48,10 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
   if (input.address !== undefined) step.address = input.address;
   if (event !== 'pickup' && publisher.name !== undefined) step.driver = publisher.name;
   // no vendor of the store online: its message goes to the store's log on disk, not to memory
-  if (event !== 'pickup' && !ctx.delivery.hasListeners(input.store)) step.toLog = true;
+  if (event !== 'pickup') {
+    if (!ctx.delivery.hasListeners(input.store)) step.toLog = true;
+    else if (!ctx.delivery.hasAcknowledgers(input.store)) step.unacknowledged = true;
+  }
   // an authenticated driver reports only parcels dispatched to it: the store checks, atomically
   if (auth?.role === 'driver') step.dispatched = ctx.delivery.wasDispatchedTo(input.store, input.orderId, auth.name);
   const outcome = await ctx.storage.recordStep(step);

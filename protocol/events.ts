@@ -50,6 +50,8 @@ export interface SocketData {
   acks: AckStyle;
   /** Acks asked of an `unknown` client and not answered. */
   unanswered: number;
+  /** It has said `received`: it acknowledges, the lab's way. */
+  receives?: boolean;
   /** Lab notes already said on this connection (refusals, no-ops), each said once. */
   noted: Set<string>;
   /** The verified token's subject; absent for an anonymous lab client. */

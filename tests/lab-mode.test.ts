@@ -344,3 +344,19 @@ describe('no silent refusals', () => {
     expect(metrics).toMatch(/caps_refusals_total\{code="CAPS_ERR_UNKNOWN_EVENT"\} 2/);
   });
 });
+
+describe('a lab vendor that never acknowledges', () => {
+  it('keeps hearing its store live past the window (its queue is held in memory up to --max-queue, as before)', async () => {
+    const hub = cleanup.add(await startHub({ window: 5 }), (h) => h.close());
+    const vendor = labClient(hub.url);
+    vendor.socket.emit('join', 'never-acks');
+    const driver = labClient(hub.url);
+    await Promise.all([vendor.connected(), driver.connected()]);
+    for (let n = 1; n <= 12; n++) {
+      await driver.request('pickup', order('never-acks', n));
+      await driver.request('delivered', order('never-acks', n));
+    }
+    const heard = await vendor.waitFor('delivered', 12, 'the lab vendor to hear all 12, live, past a window of 5');
+    expect(heard.map((m) => m.orderId)).toEqual(Array.from({ length: 12 }, (_, i) => order('never-acks', i + 1).orderId));
+  });
+});

@@ -30,6 +30,10 @@ export class MemoryStorage extends CoreBackedStorage implements Storage {
     });
   }
 
+  inLog(queue: string): number {
+    return this.core.logDepth(queue);
+  }
+
   async more(queue: string): Promise<ParcelMessage[]> {
     const request = this.core.wantsPage(queue) ? this.core.pageRequest(queue) : undefined;
     const log = this.logs.get(queue);

@@ -214,6 +214,10 @@ export class RedisStorage implements Storage {
     return [];
   }
 
+  inLog(): number {
+    return 0;
+  }
+
   async prune(before: string, limit: number): Promise<number> {
     return this.call(() => this.redis.capsPrune(this.prefix, before, String(limit)));
   }

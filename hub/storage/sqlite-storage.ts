@@ -330,6 +330,10 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     }
   }
 
+  inLog(queue: string): number {
+    return this.core.logDepth(queue);
+  }
+
   /** A page of a store's log, read from the tables once they hold every commit so far. */
   async more(queue: string): Promise<ParcelMessage[]> {
     if (!this.core.wantsPage(queue)) return [];

@@ -100,6 +100,9 @@ export class StorageCore {
 
     const queue = input.event === 'pickup' ? DRIVER_QUEUE : input.store;
     const state = this.queueState(queue);
+    if (input.event !== 'pickup' && input.unacknowledged === true && state.spilled === 0 && state.messages.size >= this.limits.maxQueueDepth) {
+      return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `queue ${queue} holds ${state.messages.size} messages its vendors have not acknowledged, its limit` };
+    }
     if (input.event === 'pickup') {
       // the drivers' queue is shared: each store has its own quota of it, so a flood refuses only its own store
       const waiting = this.waitingPickups.get(input.store) ?? 0;
@@ -119,8 +122,9 @@ export class StorageCore {
     state.lastSeq += 1;
     const message = buildMessage(parcel.order, input, queue, state.lastSeq);
     // a store's vendors behind by a window: the message waits in the log, after those already there
-    // and with none of its vendors online, nothing of it is held in memory at all
-    const spilled = queue !== DRIVER_QUEUE && (state.spilled > 0 || state.messages.size >= this.limits.window || input.toLog === true);
+    // and with none of its vendors online, nothing of it is held in memory at all; vendors that
+    // never acknowledge would never drain a window: theirs is held up to --max-queue, then refused
+    const spilled = queue !== DRIVER_QUEUE && (state.spilled > 0 || input.toLog === true || (state.messages.size >= this.limits.window && input.unacknowledged !== true));
     if (spilled) {
       state.spilled++;
       this.spill?.(queue, message);
@@ -178,6 +182,10 @@ export class StorageCore {
       const oldest = state.messages.values().next().value;
       return { queue, depth: state.messages.size + state.spilled, ...(oldest ? { oldest: oldest.time } : {}) };
     });
+  }
+
+  logDepth(queue: string): number {
+    return this.queueStates.get(queue)?.spilled ?? 0;
   }
 
   /** True when a store's window has room for a page of its log (half of it free) and the log has some. */

@@ -6,6 +6,11 @@ import type { Order, ParcelEvent } from '../../protocol/schemas.js';
 export interface StepInput {
   /** A hint: none of the store's vendors is online, so its message goes to the log, not memory. */
   toLog?: boolean;
+  /**
+   * A hint: none of the store's vendors online acknowledges anything (a lab vendor that never says
+   * received). Its window would never drain, so it is held in memory up to --max-queue, as before.
+   */
+  unacknowledged?: boolean;
   event: ParcelEvent;
   store: string;
   orderId: string;
@@ -114,6 +119,8 @@ export interface Storage {
    * vendors have caught up); none when nothing waits there.
    */
   more(queue: string): Promise<ParcelMessage[]>;
+  /** How many of a store's messages wait in its log past its window (none with Redis). */
+  inLog(queue: string): number;
   /** Every queue that has ever held a message, with its depth. */
   queues(): Promise<QueueInfo[]>;
   parcel(store: string, orderId: string): Promise<ParcelRecord | undefined>;

@@ -115,12 +115,14 @@ export function runDemo(argv: readonly string[]): Promise<number> {
       }
       const run: Run = { process: proc, exited: Promise.resolve(''), ended: undefined, deliberate: false };
       run.exited = new Promise<string>((resolve) => {
-        const ended = (how: string): void => {
+        const ended = (how: string, signal?: NodeJS.Signals | null): void => {
           if (run.ended !== undefined) return;
           run.ended = how;
           if (stopping) {
             // the demo is stopping everything: it says so once
-          } else if (run.deliberate) {
+          } else if (run.deliberate || signal === 'SIGINT') {
+            // SIGINT: Ctrl-C in the terminal reaches the whole process group, and a child may end
+            // before the demo's own handler has run; the demo stops everything next
             say(`${child.name} stopped (${how})`);
           } else {
             say(`${child.name} exited unexpectedly (${how})`);
@@ -129,7 +131,7 @@ export function runDemo(argv: readonly string[]): Promise<number> {
           resolve(how);
         };
         // 'close', not 'exit': by then every line it wrote has been shown
-        proc.once('close', (code, signal) => ended(signal ? `signal ${signal}` : `code ${code}`));
+        proc.once('close', (code, signal) => ended(signal ? `signal ${signal}` : `code ${code}`, signal));
         proc.once('error', (err) => ended(`could not start: ${err.message}`));
       });
       child.run = run;

@@ -119,8 +119,10 @@ export class VendorClient extends EventEmitter<VendorEvents> {
     const { count } = this.options;
     return new Promise<void>((resolve, reject) => {
       let published = 0;
+      /** Publishes not answered yet: a parcel can be delivered before its own ack comes back (a hub restart). */
+      let unanswered = 0;
       const checkDone = (): void => {
-        if (count !== undefined && published >= count && this.awaiting.size === 0) {
+        if (count !== undefined && published >= count && unanswered === 0 && this.awaiting.size === 0) {
           this.off('delivered', checkDone);
           resolve();
         }
@@ -130,10 +132,17 @@ export class VendorClient extends EventEmitter<VendorEvents> {
         if (this.closed) return;
         if (count !== undefined && published >= count) return;
         published++;
-        this.publish().then(checkDone, (err: unknown) => {
-          this.off('delivered', checkDone);
-          reject(err instanceof Error ? err : new Error(String(err)));
-        });
+        unanswered++;
+        this.publish().then(
+          () => {
+            unanswered--;
+            checkDone();
+          },
+          (err: unknown) => {
+            this.off('delivered', checkDone);
+            reject(err instanceof Error ? err : new Error(String(err)));
+          },
+        );
         this.timer = setTimeout(tick, this.interval);
       };
       tick();

@@ -1,4 +1,4 @@
-import { LIMITS, PARCEL_EVENTS } from './schemas.js';
+import { LIMITS, PARCEL_EVENTS, plainText } from './schemas.js';
 import type { ParcelEvent } from './schemas.js';
 
 /**
@@ -182,14 +182,6 @@ export interface LabReceived {
   event?: ParcelEvent;
 }
 
-const CONTROL = /[\u0000-\u001f\u007f]/;
-
-function idText(value: unknown, max: number): string | undefined {
-  if (typeof value !== 'string') return undefined;
-  const trimmed = value.trim();
-  return trimmed.length >= 1 && trimmed.length <= max && !CONTROL.test(trimmed) ? trimmed : undefined;
-}
-
 /**
  * Reads a lab `received` in any shape the course uses: `{ clientId | queueId, messageId, event? }`,
  * `{ store, orderId, event? }`, the hub's own message echoed back, any of those inside `payload`,
@@ -200,10 +192,10 @@ export function parseLabReceived(raw: unknown): LabReceived | undefined {
   if (!isPlainObject(source)) return undefined;
   const order = isPlainObject(source['order']) ? source['order'] : {};
   const out: LabReceived = {};
-  const queue = idText(source['queueId'], LIMITS.name) ?? idText(source['clientId'], LIMITS.name);
-  const messageId = idText(source['messageId'], LIMITS.messageId);
-  const orderId = idText(source['orderId'], LIMITS.orderId) ?? idText(order['orderId'], LIMITS.orderId);
-  const store = idText(source['store'], LIMITS.name) ?? idText(order['store'], LIMITS.name);
+  const queue = plainText(source['queueId'], LIMITS.name) ?? plainText(source['clientId'], LIMITS.name);
+  const messageId = plainText(source['messageId'], LIMITS.messageId);
+  const orderId = plainText(source['orderId'], LIMITS.orderId) ?? plainText(order['orderId'], LIMITS.orderId);
+  const store = plainText(source['store'], LIMITS.name) ?? plainText(order['store'], LIMITS.name);
   const event = labParcelEvent(source['event']);
   if (queue !== undefined) out.queue = queue;
   if (messageId !== undefined) out.messageId = messageId;

@@ -146,7 +146,7 @@ const DRIVER_PREFIX = /^driver/i;
 const OPTIONAL_FIELDS = [['customer', LIMITS.customer], ['address', LIMITS.address]] as const;
 
 /** `value` trimmed when it is a string `text(max)` accepts; undefined otherwise. */
-function plainText(value: unknown, max: number): string | undefined {
+export function plainText(value: unknown, max: number): string | undefined {
   if (typeof value !== 'string') return undefined;
   const trimmed = value.trim();
   return trimmed.length >= 1 && trimmed.length <= max && !CONTROL.test(trimmed) ? trimmed : undefined;

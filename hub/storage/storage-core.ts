@@ -4,6 +4,7 @@ import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import { RecentIds } from '../../protocol/recent-ids.js';
 import type { Order } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StorageLimits } from './storage.js';
+import { deliveredAt } from './storage.js';
 
 /**
  * A change to persist, in the order it happened. Values, not references to the core's live
@@ -146,7 +147,7 @@ export class StorageCore {
     let removed = 0;
     for (const [key, parcel] of this.parcels) {
       if (removed >= limit || (parcel.history[0]?.time ?? '') >= before) break;
-      const delivered = parcel.state === 'delivered' ? parcel.history.find((step) => step.event === 'delivered')?.time : undefined;
+      const delivered = deliveredAt(parcel);
       if (delivered === undefined || delivered >= before || keep(key)) continue;
       this.parcels.delete(key);
       removed++;

@@ -90,7 +90,6 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   readonly kind = 'sqlite' as const;
   /** caps.sqlite: the tables. */
   private readonly db: Database.Database;
-  private readonly pageStatement: Database.Statement<[string, number, number], { body: string }>;
   /** caps-journal.sqlite: the journal. */
   private readonly journal: Database.Database;
   protected readonly core: StorageCore;
@@ -188,6 +187,13 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
          ORDER BY created_at DESC, order_id DESC LIMIT @limit`,
       ),
       selectCounts: this.db.prepare<[], { store: string; state: string; n: number }>('SELECT store, state, count(*) AS n FROM parcels GROUP BY store, state ORDER BY store'),
+      // retention: parcels in pickup order, a page at a time
+      prunePage: this.db.prepare<[number], { id: number; store: string; order_id: string; state: string; created_at: string; delivered_at: string | null }>(
+        'SELECT id, store, order_id, state, created_at, delivered_at FROM parcels WHERE id > ? ORDER BY id LIMIT 512',
+      ),
+      deleteParcel: this.db.prepare<[number]>('DELETE FROM parcels WHERE id = ?'),
+      // a store's log past its window
+      selectLogPage: this.db.prepare<[string, number, number], { body: string }>('SELECT body FROM messages WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?'),
     };
     const s = this.statements;
     this.writes = {
@@ -236,7 +242,6 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       const spilled = queue === DRIVER_QUEUE ? 0 : Math.max(0, (count.get(queue)?.n ?? 0) - messages.length);
       this.core.restoreQueue(queue, last_seq, messages, spilled);
     }
-    this.pageStatement = this.db.prepare<[string, number, number], { body: string }>('SELECT body FROM messages WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?');
   }
 
   /** Journal rows committed so far (each covers every change of one event-loop turn). */
@@ -307,10 +312,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   async prune(before: string, limit: number): Promise<number> {
     await this.caughtUp();
     this.assertUsable();
-    const page = this.db.prepare<[number], { id: number; store: string; order_id: string; state: string; created_at: string; delivered_at: string | null }>(
-      'SELECT id, store, order_id, state, created_at, delivered_at FROM parcels WHERE id > ? ORDER BY id LIMIT 512',
-    );
-    const remove = this.db.prepare('DELETE FROM parcels WHERE id = ?');
+    const { prunePage: page, deleteParcel: remove } = this.statements;
     let removed = 0;
     let after = 0;
     for (;;) {
@@ -346,7 +348,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     this.assertUsable();
     const request = this.core.pageRequest(queue);
     if (!request) return [];
-    const rows = this.pageStatement.all(queue, request.afterSeq, request.limit);
+    const rows = this.statements.selectLogPage.all(queue, request.afterSeq, request.limit);
     return this.core.pageIn(queue, rows.map((row) => JSON.parse(row.body) as ParcelMessage));
   }
 

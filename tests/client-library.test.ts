@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CapsClient, CapsError } from '../client/index.js';
 import type { ParcelMessage } from '../protocol/messages.js';
-import { Cleanup, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { Cleanup, order, queueDepth, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
 import { poll } from './helpers/wait.js';
 
 /** Lab 13's stretch goal: the package is a client library. */
@@ -20,10 +20,8 @@ function client(options: ConstructorParameters<typeof CapsClient>[0]): CapsClien
   return cleanup.add(new CapsClient(options), (c) => c.close());
 }
 
-async function driverDepth(url: string): Promise<number> {
-  const headers = { authorization: `Bearer ${tokenFor({ role: 'dashboard' })}` };
-  const body = (await (await fetch(`${url}/api/queues`, { headers })).json()) as { data: { queues: Array<{ queue: string; depth: number }> } };
-  return body.data.queues.find((q) => q.queue === 'driver')?.depth ?? 0;
+function driverDepth(url: string): Promise<number> {
+  return queueDepth(url, 'driver', tokenFor({ role: 'dashboard' }));
 }
 
 describe('CapsClient', () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli, startScript } from './helpers/cli.js';
+import { queueDepth } from './helpers/hub.js';
 import { poll } from './helpers/wait.js';
 
 /**
@@ -34,11 +35,6 @@ function client(script: string, url: string, store = '', count = 0): CliProcess 
   return startScript(join(FIXTURES, script), [], { HUB: url, STORE: store, COUNT: String(count) });
 }
 
-async function depth(url: string, queue: string): Promise<number> {
-  const body = (await (await fetch(`${url}/api/queues`)).json()) as { data: { queues: Array<{ queue: string; depth: number }> } };
-  return body.data.queues.find((q) => q.queue === queue)?.depth ?? 0;
-}
-
 const variants: Array<{ name: string; vendor: string; driver: string; hub?: string[]; vendorAcks: boolean }> = [
   { name: 'lab 12: flat payloads, a driver that never says who it is', vendor: 'lab12-vendor.mjs', driver: 'lab12-driver.mjs', vendorAcks: false },
   { name: 'lab 13 written loosely: PICKUP, storeName, get-all, subscribe, received echoed and by orderId', vendor: 'loose-vendor.mjs', driver: 'loose-driver.mjs', vendorAcks: true },
@@ -58,8 +54,8 @@ describe('the course’s clients, as processes, against caps hub --allow-anonymo
       const vendor = client(variant.vendor, url, store, count);
       await vendor.stdout.waitFor(/^VENDOR: Thank you for delivering /, 'the vendor to thank the driver for every order', 15_000, count);
       // the last received may still be on its way
-      await poll(async () => ((await depth(url, 'driver')) === 0 ? true : undefined), 'every pickup taken off the driver queue');
-      if (variant.vendorAcks) await poll(async () => ((await depth(url, store)) === 0 ? true : undefined), `every step received by the vendor of ${store}`);
+      await poll(async () => ((await queueDepth(url, 'driver')) === 0 ? true : undefined), 'every pickup taken off the driver queue');
+      if (variant.vendorAcks) await poll(async () => ((await queueDepth(url, store)) === 0 ? true : undefined), `every step received by the vendor of ${store}`);
       const orders = Array.from({ length: count }, (_, i) => `${store}-${i + 1}`);
       const thanks = vendor.stdout.matching(/^VENDOR: Thank you for delivering /).map((l) => l.replace('VENDOR: Thank you for delivering ', ''));
       expect(thanks.sort()).toEqual(orders.sort());

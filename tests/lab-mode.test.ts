@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ParcelMessage } from '../protocol/messages.js';
 import type { TestHub } from './helpers/hub.js';
-import { Cleanup, RawClient, order, records, startHub } from './helpers/hub.js';
+import { Cleanup, RawClient, order, queueDepth, records, startHub } from './helpers/hub.js';
 import { poll } from './helpers/wait.js';
 
 /**
@@ -14,12 +14,6 @@ afterEach(() => cleanup.run());
 
 function labClient(url: string): RawClient {
   return cleanup.add(new RawClient(url, { defaultTransports: true, autoAck: false }), (c) => c.close());
-}
-
-async function queueDepth(url: string, queue: string): Promise<number> {
-  const res = await fetch(`${url}/api/queues`);
-  const body = (await res.json()) as { data: { queues: Array<{ queue: string; depth: number }> } };
-  return body.data.queues.find((q) => q.queue === queue)?.depth ?? 0;
 }
 
 function waitForDepth(url: string, queue: string, depth: number, what: string): Promise<true> {

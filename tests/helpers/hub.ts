@@ -124,3 +124,10 @@ export class Cleanup {
 export function order(store: string, n: number | string) {
   return { store, orderId: `${store}-order-${n}`, customer: `Customer ${n}`, address: `${n} Main Street, Springfield` };
 }
+
+/** How many messages `/api/queues` says `queue` holds (0 when it is not listed); `token` for a hub with tokens. */
+export async function queueDepth(url: string, queue: string, token?: string): Promise<number> {
+  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const body = (await (await fetch(`${url}/api/queues`, { headers })).json()) as { data: { queues: Array<{ queue: string; depth: number }> } };
+  return body.data.queues.find((q) => q.queue === queue)?.depth ?? 0;
+}

@@ -13,6 +13,9 @@ import type { AckOutcome, Storage } from './storage/storage.js';
 import { parcelKey } from './storage/storage-core.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
 
+/** Queues restored at start that get a log line each; past it, one line counts them all. */
+const RESTORED_LINES = 20;
+
 /**
  * `one`: each pickup goes to exactly one declared driver. `broadcast`: to every connection but its
  * sender, vendors and dashboards (the lab's hub: `socket.broadcast.emit`).
@@ -140,15 +143,22 @@ export class Delivery {
 
   /** Loads what the store still holds (after a restart) so it flows when clients connect. */
   async load(): Promise<void> {
+    const restored = { queues: 0, messages: 0, inLog: 0 };
     for (const info of await this.storage.queues()) {
       const pending = await this.storage.pending(info.queue);
       for (const message of pending) this.put(newEntry(message));
-      // a store's messages past its window wait in its log
-      // listed (queueStats) even when all of it waits in the log
+      // a store's messages wait in its log until one of its vendors is back;
+      // listed (queueStats) even when all of it waits there
       this.entries(info.queue);
       const inLog = this.storage.inLog(info.queue);
-      if (info.depth > 0) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth, ...(inLog > 0 ? { inLog } : {}) });
+      if (info.depth === 0) continue;
+      // a line per queue for the first few; thousands of stores with a backlog get one line in all
+      if (restored.queues < RESTORED_LINES) this.logger.info('QUEUE RESTORED', { queue: info.queue, depth: info.depth, ...(inLog > 0 ? { inLog } : {}) });
+      restored.queues++;
+      restored.messages += info.depth;
+      restored.inLog += inLog;
     }
+    if (restored.queues > RESTORED_LINES) this.logger.info('QUEUES RESTORED', restored);
     if (this.cluster) {
       await this.cluster.open((event) => this.onClusterEvent(event));
       this.cluster.onResubscribed = () => void this.resync();

@@ -233,14 +233,13 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     for (const [store, orderId] of this.db.prepare<[], [string, string]>('SELECT store, order_id FROM parcels').raw().iterate()) this.known.add(parcelKey(store, orderId));
     this.core = new StorageCore({ ...DEFAULT_LIMITS, ...options }, (store, orderId) => this.loadParcel(store, orderId));
     const queues = this.db.prepare<[], { queue: string; last_seq: number }>('SELECT queue, last_seq FROM queues').all();
-    const bodies = this.db.prepare<[string, number], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq LIMIT ?');
-    const count = this.db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM messages WHERE queue = ?');
-    const window = options.window ?? DEFAULT_LIMITS.window;
+    const counts = new Map(this.db.prepare<[], [string, number]>('SELECT queue, count(*) FROM messages GROUP BY queue').raw().all());
+    const pickups = this.db.prepare<[string], { body: string }>('SELECT body FROM messages WHERE queue = ? ORDER BY seq');
     for (const { queue, last_seq } of queues) {
-      // the drivers' queue whole; a store's, its window (the rest waits on disk, paged in by more())
-      const messages = bodies.all(queue, queue === DRIVER_QUEUE ? -1 : window).map((row) => JSON.parse(row.body) as ParcelMessage);
-      const spilled = queue === DRIVER_QUEUE ? 0 : Math.max(0, (count.get(queue)?.n ?? 0) - messages.length);
-      this.core.restoreQueue(queue, last_seq, messages, spilled);
+      // the drivers' queue whole (bounded by --max-pickups); a store's stays on disk, however long,
+      // and is paged in by more() once one of its vendors is back: a restart costs no memory per backlog
+      if (queue === DRIVER_QUEUE) this.core.restoreQueue(queue, last_seq, pickups.all(queue).map((row) => JSON.parse(row.body) as ParcelMessage));
+      else this.core.restoreQueue(queue, last_seq, [], counts.get(queue) ?? 0);
     }
   }
 

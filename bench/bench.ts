@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import type { CommandSpec, FlagValues } from '../cli/args.js';
 import { runCommand, UsageError } from '../cli/args.js';
 import { renderChart } from './chart.js';
+import { runBacklog } from './backlog.js';
 import { runConnections } from './connections.js';
 import type { BenchProtocol, LoadConfig, LoadResult, LoadToParent } from './protocol.js';
 import { capsHubArgs, cpuTicks, forkChild, freePort, LOAD_JS, machineTicks, memory, Progress, RELAY_JS, startServer, waitListening } from './processes.js';
@@ -29,7 +30,8 @@ export const benchCommand = {
     'the load in another. V vendors keep K parcels in flight each (closed loop), then publish at a fixed rate (open loop); D drivers answer at once. ' +
     'Prints parcels/s, events/s, pickup→delivered latency, hub CPU, peak RSS and the machine\'s steal time, with ratios to the relay of the same run; writes JSON and an SVG chart. ' +
     'With --repeat N: every run N times, medians reported. ' +
-    'With --connections N: N idle drivers instead, hub RSS per connection, then a hub restart and the time until all are back and replayed.',
+    'With --connections N: N idle drivers instead, hub RSS per connection, then a hub restart and the time until all are back and replayed. ' +
+    'With --backlog N: N stores whose vendors are offline, each with M notifications on disk; the hub\'s RSS and restart time on them, and the other stores\' throughput against an empty folder.',
   flags: {
     vendors: { type: 'integer', description: 'vendor connections (one store each)', placeholder: 'V', default: 4, min: 1, max: 1000 },
     drivers: { type: 'integer', description: 'driver connections; they ack each pickup and publish in-transit and delivered at once', placeholder: 'D', default: 4, min: 1, max: 1000 },
@@ -52,11 +54,19 @@ export const benchCommand = {
     },
     repeat: { type: 'integer', description: 'rounds of every run; the table shows the median of each figure, ratios taken within each round', placeholder: 'N', default: 1, min: 1, max: 20 },
     connections: { type: 'integer', description: 'connections mode: N idle drivers (10000 is the target); hub RSS per connection, then restart and replay time', placeholder: 'N', min: 1, max: 100000 },
+    backlog: {
+      type: 'integer',
+      description: 'backlog mode: N stores (10000 is the target) whose vendors are offline with notifications waiting on disk (SQLite); hub RSS, restart time and the other stores\' closed-loop throughput against an empty folder',
+      placeholder: 'N',
+      min: 1,
+      max: 1000000,
+    },
+    'backlog-messages': { type: 'integer', description: 'backlog mode: notifications waiting per store (in-transit and delivered of half as many parcels)', placeholder: 'M', default: 100, min: 2, max: 100000 },
     queued: { type: 'integer', description: 'connections mode: messages queued (unacknowledged) when the hub is restarted', placeholder: 'M', default: 1000, min: 0, max: 100000 },
     out: { type: 'string', description: 'folder for results.json, chart.svg (and CPU profiles)', placeholder: 'DIR', default: 'bench-results' },
     'cpu-prof': { type: 'boolean', description: 'write a V8 CPU profile of each CAPS hub run into --out (open in Chrome DevTools or speedscope)' },
   },
-  examples: ['npm run bench', 'caps bench --repeat 5', 'caps bench --protocol lab --repeat 5', 'caps bench --store redis --seconds 20', 'caps bench --inflight 0 --rate 2000', 'caps bench --connections 10000'],
+  examples: ['npm run bench', 'caps bench --repeat 5', 'caps bench --protocol lab --repeat 5', 'caps bench --store redis --seconds 20', 'caps bench --inflight 0 --rate 2000', 'caps bench --connections 10000', 'caps bench --backlog 10000 --repeat 3'],
 } as const satisfies CommandSpec;
 
 type Flags = FlagValues<typeof benchCommand>;
@@ -74,6 +84,7 @@ export function runBench(argv: readonly string[]): Promise<number> {
     const out = resolve(flags.out);
     mkdirSync(out, { recursive: true });
     if (flags.connections !== undefined) return runConnections(flags, out);
+    if (flags.backlog !== undefined) return runBacklog(flags, out);
     return runThroughput(flags, targets, out);
   });
 }
@@ -190,7 +201,7 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Pr
 }
 
 /** Runs the load generator against `server`; `alsoPid`: a process whose CPU counts with the server's (its redis-server). */
-async function drive(config: LoadConfig, server: Server, progress: Progress, name: string, alsoPid?: number): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number; steal: number }> {
+export async function drive(config: LoadConfig, server: Server, progress: Progress, name: string, alsoPid?: number): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number; steal: number }> {
   const child = forkChild(LOAD_JS, config);
   const deadline = config.warmupMs + config.measureMs + 30_000;
   let mark: { at: number; server: number; load: number; machine: MachineTicks | undefined } | undefined;

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DriverClient } from '../driver/driver-client.js';
 import type { ParcelMessage } from '../protocol/messages.js';
@@ -121,6 +122,27 @@ describe('several hubs on one Redis', () => {
     expect(new Set(delivered.map((m) => m.orderId)).size).toBe(delivered.length);
     expect(lines.matching(new RegExp(`acme connected to ${urlB}`)).length).toBeGreaterThan(0);
   }, 60_000);
+
+  it('is not ready while Redis refuses writes (maxmemory reached), refuses publishes with a code, and recovers when memory frees', async () => {
+    const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: `t${randomUUID()}:` }), (h) => h.close());
+    const admin = cleanup.add(new Redis(own.url), (r) => r.quit());
+    const vendor = cleanup.add(new RawClient(hub.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    await vendor.connected();
+    await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    expect((await fetch(`${hub.url}/readyz`)).status).toBe(200);
+
+    // Redis still answers PING, but refuses every write: OOM with the default noeviction policy
+    await admin.config('SET', 'maxmemory', '1');
+    const full = await fetch(`${hub.url}/readyz`);
+    expect(full.status).toBe(503);
+    expect(((await full.json()) as { reason: string }).reason).toMatch(/OOM/);
+    await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_STORAGE' } });
+
+    await admin.config('SET', 'maxmemory', '0');
+    expect((await fetch(`${hub.url}/readyz`)).status).toBe(200);
+    await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: true });
+  });
 
   it('loses no acknowledged event when Redis stops and comes back, and refuses publishes meanwhile', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());

@@ -311,8 +311,12 @@ export class RedisStorage implements Storage {
     return out;
   }
 
+  /**
+   * A write, not a PING: a Redis that answers but refuses writes (maxmemory reached with
+   * noeviction, a read-only replica after a failover) is not ready either.
+   */
   async ping(): Promise<void> {
-    await this.call(() => this.redis.ping());
+    await this.call(() => this.redis.set(`${this.prefix}ready`, new Date().toISOString(), 'PX', 60_000));
   }
 
   close(): Promise<void> {

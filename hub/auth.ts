@@ -1,5 +1,6 @@
 import { CapsError } from '../protocol/errors.js';
 import { subjectOf, verifyToken } from '../protocol/token.js';
+import type { Expiring, TokenExpiry } from './expiry.js';
 import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
 import type { CapsSocket } from './types.js';
@@ -9,6 +10,8 @@ export interface AuthOptions {
   allowAnonymous: boolean;
   logger: Logger;
   metrics: Metrics;
+  /** Where sockets with an expiring token are tracked until it expires. */
+  expiry: TokenExpiry<Expiring>;
 }
 
 /**
@@ -30,12 +33,14 @@ export function authenticate(options: AuthOptions) {
       socket.data.auth = subjectOf(claims);
       if (claims.exp !== undefined) {
         // a token is good until it expires, not for as long as the connection lasts
-        const timer = setTimeout(() => {
-          options.logger.info('TOKEN EXPIRED', { socket: socket.id, role: claims.role });
-          socket.disconnect(true);
-        }, Math.max(0, claims.exp * 1000 - Date.now()));
-        timer.unref();
-        socket.once('disconnect', () => clearTimeout(timer));
+        const tracked: Expiring = {
+          expire: () => {
+            options.logger.info('TOKEN EXPIRED', { socket: socket.id, role: claims.role });
+            socket.disconnect(true);
+          },
+        };
+        options.expiry.track(tracked, claims.exp * 1000);
+        socket.once('disconnect', () => options.expiry.forget(tracked));
       }
       next();
     } catch (err) {

@@ -20,6 +20,7 @@ import type { Logger } from './logger.js';
 import { createLogger } from './logger.js';
 import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
+import { TokenExpiry } from './expiry.js';
 import { MemoryStorage } from './storage/memory-storage.js';
 import { SqliteStorage } from './storage/sqlite-storage.js';
 import { RedisStorage } from './storage/redis-storage.js';
@@ -180,7 +181,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     throw err;
   }
   retention.start();
-  nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, metrics }));
+  const expiry = new TokenExpiry();
+  nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, metrics, expiry }));
   // connections are taken only once the queues are loaded, so a backlog is never missed
   nsp.on('connection', (socket) => handleConnection({ logger, storage, delivery, metrics, rateLimit, dashboards }, socket));
   logger.info('STORAGE', {
@@ -201,6 +203,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       closing ??= (async () => {
         delivery.close();
         dashboards.close();
+        expiry.stop();
         await retention.close();
         await new Promise<void>((resolve) => {
           // io.close() closes the HTTP server too; idle keep-alive connections would hold it open

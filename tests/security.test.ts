@@ -67,6 +67,16 @@ describe('names', () => {
     await expect(client.request('pickup', { ...order('acme', 1), store: 'ac\u0000me' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: expect.stringContaining('control characters') } });
   });
 
+  it('keeps a socket whose token is valid for 30 days connected (no timer that overflows past 24.8 days)', async () => {
+    const { url, logs } = cleanup.add(await startSecureHub(), (h) => h.close());
+    const client = raw(url, tokenFor({ role: 'vendor', store: 'acme' }, { expiresInSeconds: 30 * 86_400 }));
+    await client.connected();
+    // an overflowing timer fires after 1 ms: the socket would be gone before these answers
+    for (let n = 1; n <= 3; n++) await expect(client.request('pickup', order('acme', n))).resolves.toMatchObject({ ok: true });
+    expect(client.socket.connected).toBe(true);
+    expect(records(logs, 'TOKEN EXPIRED')).toHaveLength(0);
+  });
+
   it('disconnects a socket when its token expires', async () => {
     const { url, logs } = cleanup.add(await startSecureHub(), (h) => h.close());
     // a token with one to two seconds left to live (expiry is in whole seconds)

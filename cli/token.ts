@@ -7,12 +7,12 @@ import { nameSchema, storeNameSchema } from '../protocol/schemas.js';
 
 export const tokenCommand = {
   usage: 'caps token',
-  summary: "Mints a token signed with the hub's secret (CAPS_SECRET, or the secret file in --data). Prints the token alone on stdout.",
+  summary: "Mints a token signed with the hub's secret (CAPS_SECRET, or the secret file in --data). Prints the token alone on stdout, and when it expires on stderr (30 days unless --expires-in says otherwise).",
   flags: {
     role: { type: 'choice', description: 'what the token allows', choices: ['vendor', 'driver', 'dashboard'] },
     store: { type: 'string', description: "the vendor's store (required for vendor); limits a dashboard to one store", placeholder: 'NAME' },
     name: { type: 'string', description: "the driver's name (required for driver)", placeholder: 'NAME' },
-    'expires-in': { type: 'string', description: 'lifetime, e.g. 3600s, 90m, 12h, 30d (default: no expiry)', placeholder: 'DURATION' },
+    'expires-in': { type: 'string', description: "lifetime, e.g. 3600s, 90m, 12h, 30d, or 'never'; when it expires is printed on stderr", placeholder: 'DURATION', default: '30d' },
     data: { type: 'string', description: "the hub's data folder, where its secret file lives", placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
   },
   examples: [
@@ -58,14 +58,21 @@ export function runToken(argv: readonly string[]): Promise<number> {
       if (!parsed.success) return problem(`--name '${flags.name}' ${parsed.error.issues[0]?.message ?? 'is not a valid name'}`);
     }
     let expiresInSeconds: number | undefined;
-    if (flags['expires-in'] !== undefined) {
+    if (flags['expires-in'] !== 'never') {
       const match = /^(\d+)([smhd])$/.exec(flags['expires-in']);
-      if (!match?.[1] || !match[2]) return problem(`--expires-in must look like 3600s, 90m, 12h or 30d; got '${flags['expires-in']}'`);
+      if (!match?.[1] || !match[2]) return problem(`--expires-in must look like 3600s, 90m, 12h, 30d or never; got '${flags['expires-in']}'`);
       expiresInSeconds = Number(match[1]) * (UNITS[match[2]] ?? 1);
       if (expiresInSeconds <= 0) return problem('--expires-in must be more than zero');
     }
     const { secret } = loadSecret(flags.data);
-    process.stdout.write(`${signToken(secret, subject, expiresInSeconds !== undefined ? { expiresInSeconds } : {})}\n`);
+    const now = Date.now();
+    process.stdout.write(`${signToken(secret, subject, expiresInSeconds !== undefined ? { expiresInSeconds, now } : { now })}\n`);
+    const iat = Math.floor(now / 1000);
+    process.stderr.write(
+      expiresInSeconds !== undefined
+        ? `caps token: expires ${new Date((iat + expiresInSeconds) * 1000).toISOString()} (--expires-in ${flags['expires-in']})\n`
+        : 'caps token: never expires (--expires-in never); only a new secret revokes it\n',
+    );
     return 0;
   });
 }

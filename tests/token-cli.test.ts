@@ -51,6 +51,19 @@ describe('caps token', () => {
     expect(verifyToken(secret, await mint(data, '--role', 'dashboard'))).toMatchObject({ role: 'dashboard' });
   });
 
+  it('gives a minted token a default lifetime of 30 days and says when it expires; never only when asked', async () => {
+    const env = { CAPS_SECRET: 'an-environment-secret-123' };
+    const plain = await runCli(['token', '--data', tempDir(), '--role', 'vendor', '--store', 'acme'], { env });
+    expect(plain.code, plain.output).toBe(0);
+    const claims = verifyToken('an-environment-secret-123', plain.stdout.trim());
+    expect((claims.exp ?? 0) - claims.iat).toBe(30 * 86_400);
+    expect(plain.stderr).toContain(`expires ${new Date((claims.exp ?? 0) * 1000).toISOString()}`);
+    const forever = await runCli(['token', '--data', tempDir(), '--role', 'vendor', '--store', 'acme', '--expires-in', 'never'], { env });
+    expect(forever.code, forever.output).toBe(0);
+    expect(verifyToken('an-environment-secret-123', forever.stdout.trim()).exp).toBeUndefined();
+    expect(forever.stderr).toMatch(/never expires/);
+  });
+
   it('uses CAPS_SECRET when it is set', async () => {
     const result = await runCli(['token', '--data', tempDir(), '--role', 'driver', '--name', 'd9'], { env: { CAPS_SECRET: 'an-environment-secret-123' } });
     expect(result.code, result.output).toBe(0);

@@ -1,15 +1,15 @@
 import { CapsError } from '../protocol/errors.js';
 import { subjectOf, verifyToken } from '../protocol/token.js';
 import type { Expiring, TokenExpiry } from './expiry.js';
-import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
+import type { ConnectionRefusals } from './refusals.js';
 import type { CapsSocket } from './types.js';
 
 export interface AuthOptions {
   secret: string | undefined;
   allowAnonymous: boolean;
   logger: Logger;
-  metrics: Metrics;
+  refusals: ConnectionRefusals;
   /** Where sockets with an expiring token are tracked until it expires. */
   expiry: TokenExpiry<Expiring>;
 }
@@ -45,10 +45,7 @@ export function authenticate(options: AuthOptions) {
       next();
     } catch (err) {
       const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_UNAUTHORIZED', undefined, { cause: err });
-      options.metrics.refuse(capsError.code);
-      options.logger.warn('REFUSED CONNECTION', { code: capsError.code, reason: capsError.message, address: socket.handshake.address });
-      const refusal = new Error(capsError.message) as Error & { data: unknown };
-      refusal.data = capsError.toBody();
+      const refusal = options.refusals.refuse(socket, capsError);
       next(refusal);
     }
   };

@@ -20,6 +20,7 @@ import type { Logger } from './logger.js';
 import { createLogger } from './logger.js';
 import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
+import { ConnectionRefusals, onlyCaps } from './refusals.js';
 import { TokenExpiry } from './expiry.js';
 import { MemoryStorage } from './storage/memory-storage.js';
 import { SqliteStorage } from './storage/sqlite-storage.js';
@@ -182,7 +183,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   }
   retention.start();
   const expiry = new TokenExpiry();
-  nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, metrics, expiry }));
+  const refusals = new ConnectionRefusals(logger, metrics);
+  io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
+  nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, refusals, expiry }));
   // connections are taken only once the queues are loaded, so a backlog is never missed
   nsp.on('connection', (socket) => handleConnection({ logger, storage, delivery, metrics, rateLimit, dashboards }, socket));
   logger.info('STORAGE', {

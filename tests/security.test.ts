@@ -1,4 +1,8 @@
+import { io } from 'socket.io-client';
+import { WebSocket } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_REFUSALS_PER_CONNECTION } from '../hub/refusals.js';
+import { within } from './helpers/hub-process.js';
 import { DriverClient } from '../driver/driver-client.js';
 import { signToken, verifyToken } from '../protocol/token.js';
 import type { ParcelMessage } from '../protocol/messages.js';
@@ -75,6 +79,57 @@ describe('names', () => {
     for (let n = 1; n <= 3; n++) await expect(client.request('pickup', order('acme', n))).resolves.toMatchObject({ ok: true });
     expect(client.socket.connected).toBe(true);
     expect(records(logs, 'TOKEN EXPIRED')).toHaveLength(0);
+  });
+
+  it('refuses any namespace but /caps, Socket.IO\'s own / included, with a code and one log line', async () => {
+    for (const hub of [cleanup.add(await startHub(), (h) => h.close()), cleanup.add(await startSecureHub(), (h) => h.close())]) {
+      const root = io(hub.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+      cleanup.add(root, (s) => s.close());
+      const error = await new Promise<Error & { data?: { code?: string } }>((resolve, reject) => {
+        root.once('connect', () => reject(new Error('the root namespace let a client in')));
+        root.once('connect_error', resolve);
+      });
+      expect(error.data?.code).toBe('CAPS_ERR_NOT_FOUND');
+      expect(error.message).toContain('/caps');
+      expect(hub.hub.metrics.refusedCount('CAPS_ERR_NOT_FOUND')).toBe(1);
+      expect(records(hub.logs, 'REFUSED CONNECTION')).toEqual([expect.objectContaining({ code: 'CAPS_ERR_NOT_FOUND', namespace: '/' })]);
+    }
+  });
+
+  it('closes a connection that keeps sending refused CONNECTs, having logged the first only', async () => {
+    const hub = cleanup.add(await startSecureHub(), (h) => h.close());
+    // an attacker's client: raw Socket.IO packets on one websocket, a CONNECT with a bad token each time
+    const ws = new WebSocket(`${hub.url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
+    cleanup.add(ws, (w) => w.terminate());
+    const packets: string[] = [];
+    ws.on('message', (data: Buffer) => packets.push(data.toString()));
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    await within(new Promise((resolve) => ws.once('open', resolve)), 5_000, 'the websocket to open');
+    let isClosed = false;
+    void closed.then(() => {
+      isClosed = true;
+    });
+    const refusals = (): string[] => packets.filter((p) => p.startsWith('44/caps,'));
+    // one CONNECT at a time, each waiting for its answer or the close
+    for (let n = 1; n <= 10 && !isClosed; n++) {
+      ws.send('40/caps,{"token":"not-a-token"}');
+      await within(
+        new Promise<void>((resolve) => {
+          const check = (): void => {
+            if (isClosed || refusals().length >= n) resolve();
+            else setImmediate(check);
+          };
+          check();
+        }),
+        5_000,
+        `the answer to CONNECT ${n} or the close`,
+      );
+    }
+    await within(closed, 5_000, 'the hub to close the websocket after its refused CONNECTs');
+    expect(refusals()).toHaveLength(MAX_REFUSALS_PER_CONNECTION);
+    expect(refusals()[0]).toContain('CAPS_ERR_UNAUTHORIZED');
+    expect(records(hub.logs, 'REFUSED CONNECTION')).toHaveLength(1);
+    expect(records(hub.logs, 'CONNECTION CLOSED')).toHaveLength(1);
   });
 
   it('disconnects a socket when its token expires', async () => {

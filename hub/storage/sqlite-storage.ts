@@ -1,12 +1,13 @@
-import { closeSync, existsSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
 import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
-import type { FoldPlan, ParcelChange, PlanProgress, PlanWrites } from './journal.js';
-import { applySome, decodeJournal, encodeJournal, foldPlan, FoldPlanBuilder } from './journal.js';
+import type { ParcelChange, PlanWrites } from './journal.js';
+import { applySome, decodeJournal, encodeJournal, foldPlan } from './journal.js';
+import { TableFolder } from './sqlite-fold.js';
 import type { Mutation } from './storage-core.js';
 import { CoreBackedStorage, parcelKey, StorageCore } from './storage-core.js';
 import { ParcelFilter } from './parcel-filter.js';
@@ -52,12 +53,6 @@ const ACK_COMMIT_MS = 50;
 /** Parcels the filter of known parcels has room for, at least (1 MiB of bits). */
 const KNOWN_PARCELS = 500_000;
 
-/** Changes in the journal after which the tables start to catch up at once. */
-const FOLD_AT = 4096;
-
-/** How long one turn of the event loop may write to the tables while they catch up, in ms. */
-const FOLD_SLICE_MS = 1;
-
 /** SQLite's page cache, in KiB (its default is 2 MiB). */
 const PAGE_CACHE_KIB = 64 * 1024;
 
@@ -68,12 +63,10 @@ const PAGE_CACHE_KIB = 64 * 1024;
  * events; every caller of a step is answered only after the commit that holds its change is synced.
  *
  * The tables (parcels, queues, messages) live in `caps.sqlite` and catch up from the journal
- * every `foldAfterMs` (200 ms) or FOLD_AT changes: one transaction, written a `foldChunk` at a
- * time over several turns of the event loop so that no turn is held for long, committed with the
- * id of the last journal row it holds, then synced on the thread pool; only then are those journal
- * rows deleted. A message acknowledged before its fold is never written to the tables at all, and a
- * parcel's steps become one row. A store opened on a folder with journal rows past the tables'
- * mark (a hub that was killed) folds them in before anything else. Two files, so that the fsync an
+ * every `foldAfterMs` (200 ms) or so, a chunk a turn (sqlite-fold.ts); the schema and its
+ * migrations are in sqlite-schema.ts, the journal's rows and fold plans in journal.ts. A store
+ * opened on a folder with journal rows past the tables' mark (a hub that was killed) folds them in
+ * before anything else. Two files, so that the fsync an
  * answer waits for flushes the journal's few pages, never the tables'.
  *
  * An acknowledgement is answered at once and committed with the next step's commit (or on its own
@@ -94,16 +87,11 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   private readonly journal: Database.Database;
   protected readonly core: StorageCore;
   private batch: Mutation[] = [];
-  /** Committed to the journal, not yet in a fold. */
-  private unfolded = new FoldPlanBuilder();
+  /** Folds the journal into the tables (sqlite-fold.ts). */
+  private readonly folder: TableFolder;
   /** The id of the last journal row written. */
   private lastJournalId = 0;
-  /** The fold whose transaction is open on the tables, if one is. */
-  private fold: { plan: FoldPlan; progress: PlanProgress; upTo: number } | undefined;
-  private foldTimer: NodeJS.Timeout | undefined;
   private ackTimer: NodeJS.Timeout | undefined;
-  private readonly foldAfterMs: number;
-  private readonly foldChunk: number;
   private readonly cachedParcels: number;
   /** Every parcel in the tables or the journal: a pickup that is in neither needs no lookup. */
   private readonly known: ParcelFilter;
@@ -117,17 +105,9 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   private readonly syncWal: ((fd: number, done: (err: Error | null) => void) => void) | undefined;
   private readonly dir: string;
   private readonly journalWalPath: string;
-  private readonly tablesWalPath: string;
   private journalWalFd: number | undefined;
-  private tablesWalFd: number | undefined;
   /** Resolves when the journal sync in flight has ended; undefined when none is. */
   private syncing: Promise<void> | undefined;
-  /** The tables' sync in flight, and the journal id a fold committed since it started (to sync next). */
-  private tablesSyncing: Promise<void> | undefined;
-  private tablesToSync = 0;
-  private readonly syncTablesWal: (fd: number, done: (err: Error | null) => void) => void;
-  /** Queries waiting for the tables to hold the journal up to an id (a fold goes on meanwhile, a chunk a turn). */
-  private caughtUpWaiters: Array<{ upTo: number; resolve: () => void; reject: (err: Error) => void }> = [];
 
   constructor(options: SqliteStorageOptions) {
     super();
@@ -144,9 +124,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       if (options.walAutocheckpoint !== undefined) db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpoint))}`);
     }
     this.journalWalPath = `${journalFile}-wal`;
-    this.tablesWalPath = `${file}-wal`;
     this.syncWal = options.sync === 'normal' ? undefined : (options.syncWal ?? fdatasync);
-    this.syncTablesWal = options.syncTables ?? fdatasync;
     // parcels are keyed by random ids: a larger page cache spares commits the reads of B-tree pages
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     this.db.exec(SCHEMA);
@@ -156,8 +134,6 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       CREATE INDEX IF NOT EXISTS parcels_by_store_time ON parcels (store, created_at DESC, order_id DESC);
     `);
     this.journal.exec(JOURNAL_SCHEMA);
-    this.foldAfterMs = options.foldAfterMs ?? 200;
-    this.foldChunk = Math.max(1, Math.floor(options.foldChunk ?? 256));
     this.cachedParcels = options.cachedParcels ?? 50_000;
     this.statements = {
       appendJournal: this.journal.prepare('INSERT INTO journal (id, changes) VALUES (?, ?)'),
@@ -223,10 +199,28 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       })();
     }
     this.lastJournalId = Math.max(mark, last?.id ?? 0);
-    if (this.lastJournalId > 0) {
-      this.tablesToSync = this.lastJournalId;
-      this.syncTablesNow();
-    }
+    const db = this.db;
+    this.folder = new TableFolder(
+      {
+        db,
+        writes: this.writes,
+        setFolded: (upTo) => s.setFolded.run(upTo),
+        deleteJournal: (upTo) => s.deleteJournal.run(upTo),
+        lastJournalId: () => this.lastJournalId,
+        isBroken: () => this.broken !== undefined,
+        isClosing: () => this.closing !== undefined,
+        fail: (err) => this.fail(err, []),
+        folded: () => this.evictDelivered(),
+        openWal: (path) => this.openWal(path),
+      },
+      {
+        foldAfterMs: options.foldAfterMs ?? 200,
+        foldChunk: Math.max(1, Math.floor(options.foldChunk ?? 256)),
+        tablesWalPath: `${file}-wal`,
+        syncTablesWal: options.syncTables ?? fdatasync,
+      },
+    );
+    if (this.lastJournalId > 0) this.folder.syncNow(this.lastJournalId);
 
     const parcelCount = this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM parcels').get()?.n ?? 0;
     this.known = new ParcelFilter(Math.max(KNOWN_PARCELS, 2 * parcelCount));
@@ -250,7 +244,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
 
   /** True while a fold's transaction is open on the tables (it writes a chunk a turn). */
   get folding(): boolean {
-    return this.fold !== undefined;
+    return this.folder.folding;
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
@@ -277,14 +271,14 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {
-    await this.caughtUp();
+    await this.folder.caughtUp();
     const found = this.statements.selectByOrder.all(orderId).map((row) => this.core.getParcel(row.store, orderId));
     return found.filter((p): p is ParcelRecord => p !== undefined).map((p) => structuredClone(p));
   }
 
   async listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage> {
     const { after, status, limit } = options;
-    await this.caughtUp();
+    await this.folder.caughtUp();
     const rows = this.statements.selectPage.all({ store, status: status ?? null, t: after?.t ?? '', id: after?.id ?? '', all: after ? 0 : 1, limit: limit + 1 });
     // the rows are as the journal stood; a step of this very turn may have moved a parcel on since
     const parcels = rows.map((row) => this.core.getParcel(store, row.order_id)).filter((p): p is ParcelRecord => p !== undefined && (status === undefined || p.state === status));
@@ -293,7 +287,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
 
   async stores(): Promise<StoreSummary[]> {
     const byStore = new Map<string, StoreSummary>();
-    await this.caughtUp();
+    await this.folder.caughtUp();
     for (const row of this.statements.selectCounts.all()) {
       const summary = byStore.get(row.store) ?? { store: row.store, counts: { pickup: 0, 'in-transit': 0, delivered: 0 } };
       summary.counts[row.state as ParcelEvent] = row.n;
@@ -309,7 +303,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
    * (the tables are synced with the next fold) is only done again later.
    */
   async prune(before: string, limit: number): Promise<number> {
-    await this.caughtUp();
+    await this.folder.caughtUp();
     this.assertUsable();
     const { prunePage: page, deleteParcel: remove } = this.statements;
     let removed = 0;
@@ -322,7 +316,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
         if (row.state !== 'delivered' || row.delivered_at === null || row.delivered_at >= before) continue;
         const key = parcelKey(row.store, row.order_id);
         // changed since the last fold: left for the next time
-        if (this.unfolded.changed(key)) continue;
+        if (this.folder.changed(key)) continue;
         remove.run(row.id);
         this.core.parcels.delete(key);
         removed++;
@@ -340,8 +334,8 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     if (!this.core.wantsPage(queue)) return [];
     // read only with no fold open: an open fold's rows would be a partial, unordered view
     for (let tries = 0; ; tries++) {
-      await this.caughtUp();
-      if (!this.fold) break;
+      await this.folder.caughtUp();
+      if (!this.folder.folding) break;
       if (tries >= 10) return [];
     }
     this.assertUsable();
@@ -359,21 +353,13 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.syncing;
-      clearTimeout(this.foldTimer);
+      this.folder.stopTimer();
       clearTimeout(this.ackTimer);
       // what is left is committed, folded and synced here and now: nothing waits for another turn
       if (!this.broken && (this.batch.length > 0 || this.waiters.length > 0)) this.commit(true);
-      this.foldNow();
-      // a sync of the tables still in flight hands its journal rows back to the one below
-      await this.tablesSyncing;
-      if (!this.broken && this.tablesToSync > 0) {
-        try {
-          this.syncTablesNow();
-        } catch (err) {
-          this.fail(err, []);
-        }
-      }
-      for (const fd of [this.journalWalFd, this.tablesWalFd]) if (fd !== undefined) closeSync(fd);
+      this.folder.finish();
+      await this.folder.drain();
+      for (const fd of [this.journalWalFd, this.folder.walFile]) if (fd !== undefined) closeSync(fd);
       this.journal.close();
       this.db.close();
     })();
@@ -415,7 +401,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
         this.lastJournalId++;
         this.committed++;
         for (const m of batch) {
-          this.unfolded.add(m);
+          this.folder.add(m);
           if (m.kind !== 'step') continue;
           steps = true;
           // in memory until folded (evictDelivered), so a lookup can wait for the filter until now
@@ -427,7 +413,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       return;
     }
     this.sync(steps, waiters, now);
-    if (batch.length > 0) this.foldSoon();
+    if (batch.length > 0) this.folder.soon();
   }
 
   /** Answers `waiters` once what they wait for is on disk: after a sync if `steps` were committed, at once if only acknowledgements. */
@@ -459,141 +445,6 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     for (const waiter of waiters) waiter.resolve();
   }
 
-  /** Starts a fold now if enough has gathered, else once `foldAfterMs` has passed since the first change waiting. */
-  private foldSoon(): void {
-    if (this.fold || this.broken || this.closing || this.unfolded.size === 0) return;
-    if (this.unfolded.size >= FOLD_AT) {
-      clearTimeout(this.foldTimer);
-      this.foldTimer = undefined;
-      this.startFold();
-      return;
-    }
-    if (this.foldTimer || !Number.isFinite(this.foldAfterMs)) return;
-    this.foldTimer = setTimeout(() => {
-      this.foldTimer = undefined;
-      this.startFold();
-    }, this.foldAfterMs);
-    // prevents the timer from keeping the process alive; close() folds what is left
-    this.foldTimer.unref();
-  }
-
-  /** Opens a fold's transaction on the tables and writes its first chunk; the rest follow, a chunk a turn. */
-  private startFold(): void {
-    if (this.fold || this.broken || this.unfolded.size === 0) return;
-    const fold = { plan: this.unfolded.take(), progress: { parcels: 0, queued: 0, removed: 0 }, upTo: this.lastJournalId };
-    try {
-      this.db.exec('BEGIN');
-    } catch (err) {
-      this.fail(err, []);
-      return;
-    }
-    this.fold = fold;
-    this.continueFold(fold);
-  }
-
-  /** Writes the next chunk of a fold (`all`: the rest of it), then commits it once it is all written. */
-  private continueFold(fold: NonNullable<SqliteStorage['fold']>, all = false): void {
-    // this fold may have been finished meanwhile (close), or the store failed
-    if (this.fold !== fold || this.broken) return;
-    try {
-      const until = performance.now() + FOLD_SLICE_MS;
-      let done = false;
-      for (let written = 0; !done && (all || (written < this.foldChunk && performance.now() < until)); written += 16) {
-        done = applySome(fold.plan, fold.progress, all ? Infinity : Math.min(16, this.foldChunk - written), this.writes);
-      }
-      if (!done) {
-        setImmediate(() => this.continueFold(fold));
-        return;
-      }
-      this.statements.setFolded.run(fold.upTo);
-      this.db.exec('COMMIT');
-    } catch (err) {
-      this.fail(err, []);
-      return;
-    }
-    this.fold = undefined;
-    this.evictDelivered();
-    this.syncTables(fold.upTo);
-    const waiting = this.caughtUpWaiters;
-    this.caughtUpWaiters = waiting.filter((w) => w.upTo > fold.upTo);
-    for (const w of waiting) if (w.upTo <= fold.upTo) w.resolve();
-    // a query waits for rows written after that fold began (they are in `unfolded`): the next fold starts now
-    if (this.caughtUpWaiters.length > 0) this.startFold();
-    else this.foldSoon();
-  }
-
-  /** Resolves once the tables hold every journal row written so far; the fold goes on a chunk a turn meanwhile. */
-  private caughtUp(): Promise<void> {
-    if (this.broken) return Promise.resolve();
-    const upTo = this.lastJournalId;
-    if (!this.fold && this.unfolded.size === 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.caughtUpWaiters.push({ upTo, resolve, reject });
-      if (!this.fold) {
-        clearTimeout(this.foldTimer);
-        this.foldTimer = undefined;
-        this.startFold();
-      }
-    });
-  }
-
-  /** At close: brings the tables up to the journal before returning. */
-  private foldNow(): void {
-    clearTimeout(this.foldTimer);
-    this.foldTimer = undefined;
-    // a fold finished here may start the next one: finish that too
-    while (!this.broken && (this.fold || this.unfolded.size > 0)) {
-      if (!this.fold) this.startFold();
-      if (this.fold) this.continueFold(this.fold, true);
-    }
-  }
-
-  /**
-   * Syncs the tables' WAL on the thread pool, then deletes the journal rows they hold (up to
-   * `upTo`): until then a power loss could take the fold back, and the journal must still have it.
-   */
-  private syncTables(upTo: number): void {
-    this.tablesToSync = Math.max(this.tablesToSync, upTo);
-    // closing: close() syncs what is left before it returns
-    if (this.tablesSyncing || this.broken || this.closing) return;
-    const target = this.tablesToSync;
-    this.tablesToSync = 0;
-    let fd: number;
-    try {
-      fd = this.tablesWalFd ??= this.openWal(this.tablesWalPath);
-    } catch (err) {
-      this.fail(err, []);
-      return;
-    }
-    this.tablesSyncing = new Promise<void>((resolve) => {
-      this.syncTablesWal(fd, (err) => {
-        this.tablesSyncing = undefined;
-        resolve();
-        if (err) return this.fail(err, []);
-        if (this.closing) {
-          this.tablesToSync = Math.max(this.tablesToSync, target);
-          return;
-        }
-        try {
-          this.statements.deleteJournal.run(target);
-        } catch (e) {
-          this.fail(e, []);
-          return;
-        }
-        if (this.tablesToSync > 0) this.syncTables(this.tablesToSync);
-      });
-    });
-  }
-
-  /** At start and close: sync the tables and delete the journal rows they hold, before returning. */
-  private syncTablesNow(): void {
-    // no WAL file: the tables are all in caps.sqlite, synced by the checkpoint that emptied it
-    if (this.tablesWalFd === undefined && existsSync(this.tablesWalPath)) this.tablesWalFd = this.openWal(this.tablesWalPath);
-    if (this.tablesWalFd !== undefined) fdatasyncSync(this.tablesWalFd);
-    this.statements.deleteJournal.run(this.tablesToSync);
-    this.tablesToSync = 0;
-  }
-
   /**
    * Opens a WAL file to sync it, and syncs the folder once: SQLite creates the WAL when the store
    * opens (it deletes it at a clean close), and a new file's name is on disk only once its folder is.
@@ -613,20 +464,9 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   private fail(err: unknown, waiters: Array<{ reject: (err: Error) => void }>): void {
     this.broken ??= err instanceof Error ? err : new Error(String(err));
     const failure = new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
-    const rejected = [...waiters, ...this.waiters, ...this.caughtUpWaiters];
+    const rejected = [...waiters, ...this.waiters, ...this.folder.abort()];
     this.batch = [];
     this.waiters = [];
-    this.caughtUpWaiters = [];
-    clearTimeout(this.foldTimer);
-    if (this.fold) {
-      this.fold = undefined;
-      try {
-        // what a failed fold wrote stays out of the tables (and out of queries' sight)
-        this.db.exec('ROLLBACK');
-      } catch {
-        // SQLite rolled it back already, or the failure was the transaction's own
-      }
-    }
     for (const waiter of rejected) waiter.reject(failure);
   }
 
@@ -654,7 +494,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     const unfolded = new Set<string>();
     for (const m of this.batch) if (m.kind === 'step') unfolded.add(m.key);
     for (const [key, parcel] of this.core.parcels) {
-      if (parcel.state === 'delivered' && !this.unfolded.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
+      if (parcel.state === 'delivered' && !this.folder.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
     }
   }
 }

@@ -1,4 +1,4 @@
-import { closeSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fdatasync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
@@ -6,9 +6,10 @@ import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
 import type { ParcelChange, PlanWrites } from './journal.js';
-import { applySome, decodeJournal, encodeJournal, foldPlan } from './journal.js';
+import { applySome, decodeJournal, foldPlan } from './journal.js';
+import type { CommitWaiter } from './sqlite-commit.js';
+import { GroupCommit } from './sqlite-commit.js';
 import { TableFolder } from './sqlite-fold.js';
-import type { Mutation } from './storage-core.js';
 import { CoreBackedStorage, parcelKey, StorageCore } from './storage-core.js';
 import { ParcelFilter } from './parcel-filter.js';
 import { JOURNAL_SCHEMA, migrate, SCHEMA } from './sqlite-schema.js';
@@ -77,7 +78,8 @@ const PAGE_CACHE_KIB = 64 * 1024;
  * it restarts) plus an `fdatasync` of the journal's WAL after every commit, which is what `FULL`
  * adds; here that sync runs on libuv's thread pool instead of blocking the event loop, and its
  * callers are answered when it completes. While it runs the next turns' changes gather into one
- * batch, which is committed (and synced) when it ends: one sync in flight at a time, as in group commit.
+ * batch, which is committed (and synced) when it ends: one sync in flight at a time, as in group commit
+ * (sqlite-commit.ts).
  */
 export class SqliteStorage extends CoreBackedStorage implements Storage {
   readonly kind = 'sqlite' as const;
@@ -86,28 +88,19 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   /** caps-journal.sqlite: the journal. */
   private readonly journal: Database.Database;
   protected readonly core: StorageCore;
-  private batch: Mutation[] = [];
+  /** Commits the changes of each turn as one journal row (sqlite-commit.ts). */
+  private readonly groupCommit: GroupCommit;
   /** Folds the journal into the tables (sqlite-fold.ts). */
   private readonly folder: TableFolder;
-  /** The id of the last journal row written. */
-  private lastJournalId = 0;
   private ackTimer: NodeJS.Timeout | undefined;
   private readonly cachedParcels: number;
   /** Every parcel in the tables or the journal: a pickup that is in neither needs no lookup. */
   private readonly known: ParcelFilter;
-  private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
-  private scheduled = false;
-  private committed = 0;
   private broken: Error | undefined;
   private closing: Promise<void> | undefined;
   private readonly statements;
   private readonly writes: PlanWrites;
-  private readonly syncWal: ((fd: number, done: (err: Error | null) => void) => void) | undefined;
   private readonly dir: string;
-  private readonly journalWalPath: string;
-  private journalWalFd: number | undefined;
-  /** Resolves when the journal sync in flight has ended; undefined when none is. */
-  private syncing: Promise<void> | undefined;
 
   constructor(options: SqliteStorageOptions) {
     super();
@@ -123,8 +116,6 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       db.pragma('synchronous = NORMAL');
       if (options.walAutocheckpoint !== undefined) db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpoint))}`);
     }
-    this.journalWalPath = `${journalFile}-wal`;
-    this.syncWal = options.sync === 'normal' ? undefined : (options.syncWal ?? fdatasync);
     // parcels are keyed by random ids: a larger page cache spares commits the reads of B-tree pages
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     this.db.exec(SCHEMA);
@@ -198,7 +189,23 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
         s.setFolded.run(last.id);
       })();
     }
-    this.lastJournalId = Math.max(mark, last?.id ?? 0);
+    const lastJournalId = Math.max(mark, last?.id ?? 0);
+    this.groupCommit = new GroupCommit(
+      {
+        appendJournal: (id, changes) => s.appendJournal.run(id, changes),
+        committed: (batch) => {
+          for (const m of batch) {
+            this.folder.add(m);
+            // in memory until folded (evictDelivered), so a lookup can wait for the filter until now
+            if (m.kind === 'step' && m.input.event === 'pickup') this.known.add(m.key);
+          }
+        },
+        foldSoon: () => this.folder.soon(),
+        fail: (err, waiters) => this.fail(err, waiters),
+        openWal: (path) => this.openWal(path),
+      },
+      { syncWal: options.sync === 'normal' ? undefined : (options.syncWal ?? fdatasync), journalWalPath: `${journalFile}-wal`, lastJournalId },
+    );
     const db = this.db;
     this.folder = new TableFolder(
       {
@@ -206,7 +213,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
         writes: this.writes,
         setFolded: (upTo) => s.setFolded.run(upTo),
         deleteJournal: (upTo) => s.deleteJournal.run(upTo),
-        lastJournalId: () => this.lastJournalId,
+        lastJournalId: () => this.groupCommit.lastJournalId,
         isBroken: () => this.broken !== undefined,
         isClosing: () => this.closing !== undefined,
         fail: (err) => this.fail(err, []),
@@ -220,7 +227,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
         syncTablesWal: options.syncTables ?? fdatasync,
       },
     );
-    if (this.lastJournalId > 0) this.folder.syncNow(this.lastJournalId);
+    if (lastJournalId > 0) this.folder.syncNow(lastJournalId);
 
     const parcelCount = this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM parcels').get()?.n ?? 0;
     this.known = new ParcelFilter(Math.max(KNOWN_PARCELS, 2 * parcelCount));
@@ -239,7 +246,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
 
   /** Journal rows committed so far (each covers every change of one event-loop turn). */
   get commits(): number {
-    return this.committed;
+    return this.groupCommit.count;
   }
 
   /** True while a fold's transaction is open on the tables (it writes a chunk a turn). */
@@ -249,20 +256,20 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
     this.assertUsable();
-    const outcome = this.core.recordStep(input, this.batch);
+    const outcome = this.core.recordStep(input, this.groupCommit.batch);
     // a duplicate or a refusal is answered after the commit too: the step it refers to may still be in this batch
-    await this.commitSoon();
+    await this.groupCommit.durable();
     return outcome;
   }
 
   async ack(queue: string, messageId: string): Promise<AckOutcome> {
     this.assertUsable();
-    const outcome = this.core.ack(queue, messageId, this.batch);
+    const outcome = this.core.ack(queue, messageId, this.groupCommit.batch);
     // answered at once: the ack goes to disk with the next commit, or on its own within ACK_COMMIT_MS
     if (outcome === 'removed' && !this.ackTimer) {
       this.ackTimer = setTimeout(() => {
         this.ackTimer = undefined;
-        this.schedule();
+        this.groupCommit.schedule();
       }, ACK_COMMIT_MS);
       // prevents the timer from keeping the process alive; close() commits what is left
       this.ackTimer.unref();
@@ -352,14 +359,14 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
-      await this.syncing;
+      await this.groupCommit.settled();
       this.folder.stopTimer();
       clearTimeout(this.ackTimer);
       // what is left is committed, folded and synced here and now: nothing waits for another turn
-      if (!this.broken && (this.batch.length > 0 || this.waiters.length > 0)) this.commit(true);
+      if (!this.broken && this.groupCommit.pending) this.groupCommit.commit(true);
       this.folder.finish();
       await this.folder.drain();
-      for (const fd of [this.journalWalFd, this.folder.walFile]) if (fd !== undefined) closeSync(fd);
+      for (const fd of [this.groupCommit.walFile, this.folder.walFile]) if (fd !== undefined) closeSync(fd);
       this.journal.close();
       this.db.close();
     })();
@@ -369,80 +376,6 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   private assertUsable(): void {
     if (this.closing) throw new CapsError('CAPS_ERR_STORAGE', 'the store is closed');
     if (this.broken) throw new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
-  }
-
-  private commitSoon(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    // a sync in flight schedules the next commit when it ends
-    if (this.scheduled || this.syncing) return;
-    this.scheduled = true;
-    // everything that arrives in this turn of the event loop shares one transaction
-    setImmediate(() => this.commit());
-  }
-
-  /** Commits what has gathered as one journal row, then answers its callers (`now`: before returning). */
-  private commit(now = false): void {
-    this.scheduled = false;
-    if (this.batch.length === 0 && this.waiters.length === 0) return;
-    const batch = this.batch;
-    const waiters = this.waiters;
-    this.batch = [];
-    this.waiters = [];
-    let steps = false;
-    try {
-      if (batch.length > 0) {
-        this.statements.appendJournal.run(this.lastJournalId + 1, encodeJournal(batch));
-        this.lastJournalId++;
-        this.committed++;
-        for (const m of batch) {
-          this.folder.add(m);
-          if (m.kind !== 'step') continue;
-          steps = true;
-          // in memory until folded (evictDelivered), so a lookup can wait for the filter until now
-          if (m.input.event === 'pickup') this.known.add(m.key);
-        }
-      }
-    } catch (err) {
-      this.fail(err, waiters);
-      return;
-    }
-    this.sync(steps, waiters, now);
-    if (batch.length > 0) this.folder.soon();
-  }
-
-  /** Answers `waiters` once what they wait for is on disk: after a sync if `steps` were committed, at once if only acknowledgements. */
-  private sync(steps: boolean, waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>, now: boolean): void {
-    const syncWal = this.syncWal;
-    // nothing new that must survive power loss: whatever these callers wait for was synced before this turn
-    if (syncWal === undefined || !steps) return this.answer(waiters);
-    let fd: number;
-    try {
-      fd = this.journalWalFd ??= this.openWal(this.journalWalPath);
-      if (now) fdatasyncSync(fd);
-    } catch (err) {
-      this.fail(err, waiters);
-      return;
-    }
-    if (now) return this.answer(waiters);
-    this.syncing = new Promise<void>((resolve) => {
-      syncWal(fd, (err) => {
-        this.syncing = undefined;
-        resolve();
-        if (err) return this.fail(err, waiters);
-        this.answer(waiters);
-        if (this.batch.length > 0 || this.waiters.length > 0) this.schedule();
-      });
-    });
-  }
-
-  private answer(waiters: Array<{ resolve: () => void }>): void {
-    for (const waiter of waiters) waiter.resolve();
   }
 
   /**
@@ -461,12 +394,10 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   }
 
   /** Memory is now ahead of disk: refuse everything from here on rather than acknowledge what is not stored. */
-  private fail(err: unknown, waiters: Array<{ reject: (err: Error) => void }>): void {
+  private fail(err: unknown, waiters: CommitWaiter[]): void {
     this.broken ??= err instanceof Error ? err : new Error(String(err));
     const failure = new CapsError('CAPS_ERR_STORAGE', `storage failed: ${this.broken.message}`, { cause: this.broken });
-    const rejected = [...waiters, ...this.waiters, ...this.folder.abort()];
-    this.batch = [];
-    this.waiters = [];
+    const rejected = [...waiters, ...this.groupCommit.abort(), ...this.folder.abort()];
     for (const waiter of rejected) waiter.reject(failure);
   }
 
@@ -492,7 +423,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   private evictDelivered(): void {
     if (this.core.parcels.size <= this.cachedParcels) return;
     const unfolded = new Set<string>();
-    for (const m of this.batch) if (m.kind === 'step') unfolded.add(m.key);
+    for (const m of this.groupCommit.batch) if (m.kind === 'step') unfolded.add(m.key);
     for (const [key, parcel] of this.core.parcels) {
       if (parcel.state === 'delivered' && !this.folder.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
     }

@@ -22,6 +22,8 @@ import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
 import { ConnectionRefusals, onlyCaps } from './refusals.js';
 import { TokenExpiry } from './expiry.js';
+import { OriginPolicy } from './origin-policy.js';
+import { RecentIds } from '../protocol/recent-ids.js';
 import { MemoryStorage } from './storage/memory-storage.js';
 import { SqliteStorage } from './storage/sqlite-storage.js';
 import { RedisStorage } from './storage/redis-storage.js';
@@ -37,6 +39,11 @@ export interface HubOptions {
   port?: number;
   /** Interface to listen on; default: every interface. */
   host?: string;
+  /**
+   * Web pages of other origins that may use the hub (`https://shop.example.com`), or `*` for any.
+   * A page's own origin and localhost on the hub's port always may; see origin-policy.ts.
+   */
+  allowedOrigins?: readonly string[];
   /** Open lab mode: clients may connect without a token (a token, when sent, is still checked). */
   allowAnonymous?: boolean;
   /** The HMAC secret tokens are signed with. Required unless `allowAnonymous`. */
@@ -104,10 +111,34 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const app = express();
   app.disable('x-powered-by');
   const httpServer = createServer(app);
+  const listening = (): number => (httpServer.address() as AddressInfo | null)?.port ?? options.port ?? 3000;
+  const origins = new OriginPolicy(options.allowedOrigins ?? [], listening);
+  const refusedOrigins = new RecentIds(100);
+  const refuseOrigin = (error: CapsError, origin: string | undefined, host: string | undefined): void => {
+    metrics.refuse(error.code);
+    // a line per origin and host, not per request: a hostile page may retry without end
+    const key = `${origin ?? ''} ${host ?? ''}`;
+    if (refusedOrigins.has(key)) return;
+    refusedOrigins.add(key);
+    logger.warn('REFUSED ORIGIN', { reason: error.message, ...(origin !== undefined ? { origin } : {}), ...(host !== undefined ? { host } : {}) });
+  };
+  app.use((req, res, next) => {
+    const error = origins.check(req.get('origin'), req.get('host'));
+    if (!error) return next();
+    refuseOrigin(error, req.get('origin'), req.get('host'));
+    sendError(res, error, metrics);
+  });
   const io: CapsServer = new Server(httpServer, {
     maxHttpBufferSize: options.maxPayloadBytes ?? 64 * 1024,
-    // no browser pages on other origins talk to the hub
-    cors: { origin: false },
+    // the handshake and the websocket upgrade: pages of other origins, and unknown host names, are refused
+    allowRequest: (req, callback) => {
+      const error = origins.check(req.headers.origin, req.headers.host);
+      if (!error) return callback(null, true);
+      refuseOrigin(error, req.headers.origin, req.headers.host);
+      callback(`${error.code}: ${error.message}`, false);
+    },
+    // pages of other origins talk to the hub only when allowed (allowRequest refuses the rest)
+    cors: { origin: (origin, callback) => callback(null, origin !== undefined && origins.check(origin, undefined) === undefined) },
   });
   coalesceWrites(io);
   const nsp = io.of(CAPS_NAMESPACE);

@@ -4,6 +4,7 @@ import { createHub } from './hub.js';
 import { LAB_MODE_TOLERATES } from './lab-mode.js';
 import { createLogger } from './logger.js';
 import type { RateLimitOptions } from './rate-limit.js';
+import { normalizeOrigin } from './origin-policy.js';
 import { loadSecret } from './secret.js';
 
 export const hubCommand = {
@@ -11,7 +12,14 @@ export const hubCommand = {
   summary: 'Runs the CAPS hub: relays pickup, in-transit and delivered between vendors and drivers on the /caps namespace, keeps their queues, and serves the dashboard (/), the tracking API (/api), /healthz, /readyz and /metrics.',
   flags: {
     port: { type: 'integer', description: 'TCP port to listen on; 0 picks a free one', placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
-    host: { type: 'string', description: 'interface to listen on (default: every interface)', placeholder: 'HOST' },
+    host: { type: 'string', description: 'interface to listen on (default: every interface; with --allow-anonymous, 127.0.0.1 only)', placeholder: 'HOST' },
+    'allowed-origins': {
+      type: 'string',
+      description:
+        "comma-separated origins of web pages on other sites that may use the hub (https://shop.example.com), or * for any; the hub's own pages and localhost on its port always may. A domain name the hub is reached by must be the host of one of them",
+      placeholder: 'LIST',
+      env: 'CAPS_ALLOWED_ORIGINS',
+    },
     'allow-anonymous': { type: 'boolean', description: "open lab mode: clients may connect without a token (the course's clients); tokens sent are still checked" },
     dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver (the default with tokens); broadcast: to every connection but its sender, vendors and dashboards (the lab\'s hub; the default with --allow-anonymous)', choices: ['one', 'broadcast'] },
     store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart); --redis implies redis', choices: ['sqlite', 'memory', 'redis'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
@@ -36,6 +44,19 @@ export function runHub(argv: readonly string[]): Promise<number> {
     if (allowAnonymous) {
       logger.warn('OPEN LAB MODE (--allow-anonymous): anyone who can reach this port may connect without a token, read every store\'s parcels and publish');
     }
+    const allowedOrigins = (flags['allowed-origins'] ?? '').split(',').map((o) => o.trim()).filter((o) => o !== '');
+    for (const origin of allowedOrigins) {
+      if (origin === '*') continue;
+      try {
+        normalizeOrigin(origin);
+      } catch {
+        process.stderr.write(`caps hub: --allowed-origins: '${origin}' is not an origin (scheme://host[:port], e.g. https://shop.example.com)\nRun 'caps hub --help' to see the flags.\n`);
+        return 2;
+      }
+    }
+    // the open lab mode takes anyone who can reach the port: by default only this machine can
+    const host = flags.host ?? (allowAnonymous ? '127.0.0.1' : undefined);
+    if (allowAnonymous && flags.host === undefined) logger.info('LAB MODE listens on 127.0.0.1 only: --host 0.0.0.0 lets other machines in (anyone on the network, with no token)');
     if (flags.store === 'redis' && !flags.redis) {
       process.stderr.write('caps hub: --store redis needs --redis URL (or REDIS_URL)\nRun \'caps hub --help\' to see the flags.\n');
       return 2;
@@ -47,8 +68,9 @@ export function runHub(argv: readonly string[]): Promise<number> {
       hub = await createHub({
         secret,
         port: flags.port,
-        host: flags.host,
+        host,
         allowAnonymous,
+        allowedOrigins,
         ...(flags.dispatch ? { dispatch: flags.dispatch as 'one' | 'broadcast' } : {}),
         storage: flags.store as 'sqlite' | 'memory' | 'redis',
         ...(flags.redis ? { redisUrl: flags.redis } : {}),

@@ -199,6 +199,7 @@ describe.concurrent('usage errors exit 2', () => {
     ['an unknown --dispatch', ['hub', '--dispatch', 'sideways'], /^caps hub: --dispatch must be one of one, broadcast; got 'sideways'$/m],
     ['a value on a boolean flag', ['hub', '--json=yes'], /^caps hub: --json takes no value$/m],
     ['an unknown command', ['frobnicate'], /^caps: unknown command 'frobnicate'$/m],
+    ['a bad --allowed-origins', ['hub', '--allowed-origins', 'shop.example.com'], /^caps hub: --allowed-origins: 'shop.example.com' is not an origin/m],
   ])('%s: caps %j', async (_what, args, message) => {
     const result = await runCli(args);
     expect(result.code, result.output).toBe(2);
@@ -217,6 +218,17 @@ describe.concurrent('usage errors exit 2', () => {
     const result = await runCli([]);
     expect(result.code, result.output).toBe(2);
     expect(result.stderr).toContain('Usage: caps <command>');
+  });
+});
+
+describe('caps hub --allow-anonymous without --host', () => {
+  it('listens on 127.0.0.1 only, and says so', async () => {
+    const hub = startCli(['hub', '--port', '0', '--data', tempDir(), '--allow-anonymous', '--store', 'memory']);
+    const [line] = await hub.stdout.waitFor(LISTENING, 'the lab-mode hub to report where it listens', 10_000);
+    expect(line).toContain('http://127.0.0.1:');
+    expect(hub.stdout.all.join('\n')).toContain('LAB MODE listens on 127.0.0.1 only: --host 0.0.0.0 lets other machines in');
+    hub.stop('SIGTERM');
+    expect(await hub.waitExit('the lab-mode hub to stop after SIGTERM')).toEqual({ code: 0, signal: null });
   });
 });
 

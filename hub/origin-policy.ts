@@ -1,0 +1,78 @@
+import { isIP } from 'node:net';
+import { CapsError } from '../protocol/errors.js';
+
+/**
+ * Which web pages may talk to the hub (their `Origin`), and under which names it may be reached
+ * (the `Host` header), checked on the Socket.IO handshake and upgrade and on every HTTP request.
+ *
+ * - Origin: a request without one is not from a browser page and is let through (tokens protect
+ *   those); a page's own origin (the one it was served from, same `Host`) and the localhost forms of
+ *   the hub's port always may; others only when listed in `--allowed-origins` (or `*`). So a page on
+ *   another site cannot open a socket to an open lab-mode hub and read or forge its parcels.
+ * - Host: an IP address or `localhost` always; a domain name only when it is the host of an
+ *   allowed origin. A page that rebinds its own domain name to 127.0.0.1 (DNS rebinding) then
+ *   reaches the hub under that name, and is refused.
+ */
+export class OriginPolicy {
+  private readonly any: boolean;
+  private readonly origins: Set<string>;
+  private readonly hosts: Set<string>;
+
+  /** `allowed`: origins such as `https://shop.example.com`, or `*` for any. */
+  constructor(
+    allowed: readonly string[],
+    private readonly port: () => number,
+  ) {
+    this.any = allowed.includes('*');
+    this.origins = new Set(allowed.filter((o) => o !== '*').map((o) => normalizeOrigin(o)));
+    this.hosts = new Set([...this.origins].map((o) => new URL(o).hostname));
+  }
+
+  /** Undefined when the request may go on; else the refusal (CAPS_ERR_FORBIDDEN). */
+  check(origin: string | undefined, host: string | undefined): CapsError | undefined {
+    if (this.any) return undefined;
+    const hostname = host !== undefined ? hostnameOf(host) : undefined;
+    if (hostname !== undefined && !this.knownHost(hostname)) {
+      return new CapsError('CAPS_ERR_FORBIDDEN', `this hub is not served as ${hostname}: add its origin with --allowed-origins (e.g. https://${hostname})`);
+    }
+    if (origin === undefined) return undefined;
+    let normalized: string;
+    try {
+      normalized = normalizeOrigin(origin);
+    } catch {
+      return new CapsError('CAPS_ERR_FORBIDDEN', `pages of origin ${JSON.stringify(origin.slice(0, 100))} may not use this hub`);
+    }
+    const own = host !== undefined && new URL(normalized).host === new URL(`http://${host}`).host;
+    if (own || this.origins.has(normalized) || this.localhostForm(normalized)) return undefined;
+    return new CapsError('CAPS_ERR_FORBIDDEN', `pages of ${normalized} may not use this hub: start it with --allowed-origins ${normalized} to allow them`);
+  }
+
+  private knownHost(hostname: string): boolean {
+    return isIP(hostname.replace(/^\[|\]$/g, '')) !== 0 || hostname === 'localhost' || hostname.endsWith('.localhost') || this.hosts.has(hostname);
+  }
+
+  /** http(s)://localhost, 127.0.0.1 or [::1] on the hub's own port. */
+  private localhostForm(origin: string): boolean {
+    const url = new URL(origin);
+    const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
+    return port === this.port() && (url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]');
+  }
+}
+
+/** `scheme://host[:port]`, lower case, without a default port or a path; throws on what is not an http(s) origin. */
+export function normalizeOrigin(origin: string): string {
+  const url = new URL(origin);
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '' || (url.pathname !== '/' && url.pathname !== '')) {
+    throw new Error(`not an http(s) origin: ${origin}`);
+  }
+  return url.origin;
+}
+
+/** The host name of a Host header (`name:port`, `[v6]:port`), lower case. */
+function hostnameOf(host: string): string {
+  try {
+    return new URL(`http://${host}`).hostname;
+  } catch {
+    return host.toLowerCase();
+  }
+}

@@ -105,6 +105,12 @@ export function trackingApi(options: ApiOptions): Router {
       next(err);
       return;
     }
+    // express's own refusals of a request (a malformed percent-escape in a path: URIError, status 400) are the caller's
+    const status = (err as { status?: unknown } | null)?.status;
+    if (!(err instanceof CapsError) && typeof status === 'number' && status >= 400 && status < 500) {
+      sendError(res, new CapsError('CAPS_ERR_INVALID_QUERY', err instanceof URIError ? 'the path has a malformed percent-escape' : 'the request is malformed'), options.metrics);
+      return;
+    }
     sendError(res, err, options.metrics);
   });
   return api;

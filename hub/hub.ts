@@ -122,6 +122,17 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     refusedOrigins.add(key);
     logger.warn('REFUSED ORIGIN', { reason: error.message, ...(origin !== undefined ? { origin } : {}), ...(host !== undefined ? { host } : {}) });
   };
+  app.use((_req, res, next) => {
+    // the dashboard loads its own script, style and socket only; nobody may frame it; no URL leaks in a Referer
+    res.set({
+      'Content-Security-Policy': "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+      'X-Content-Type-Options': 'nosniff',
+      'X-Frame-Options': 'DENY',
+      'Referrer-Policy': 'no-referrer',
+      'Cross-Origin-Opener-Policy': 'same-origin',
+    });
+    next();
+  });
   app.use((req, res, next) => {
     const error = origins.check(req.get('origin'), req.get('host'));
     if (!error) return next();

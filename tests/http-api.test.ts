@@ -135,6 +135,27 @@ describe('health, readiness and metrics', () => {
     await expect(get(url, '/metrics', { role: 'dashboard' })).resolves.toMatchObject({ status: 200 });
   });
 
+  it('answers a malformed percent-escape in a path with 400 CAPS_ERR_INVALID_QUERY, not 500', async () => {
+    const { url, hub } = cleanup.add(await startSecureHub(), (h) => h.close());
+    for (const path of ['/api/packages/%zz', '/api/stores/%E0%A4%A/packages']) {
+      const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${tokenFor({ role: 'dashboard' })}` } });
+      expect(res.status, path).toBe(400);
+      expect(await res.json()).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_QUERY', message: expect.stringContaining('percent-escape') } });
+    }
+    expect(hub.metrics.refusedCount('CAPS_ERR_INVALID_QUERY')).toBe(2);
+  });
+
+  it('sends security headers with the dashboard and the API: a CSP, no framing, no sniffing, no referrer', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    for (const path of ['/', '/app.js', '/api/stores', '/healthz']) {
+      const res = await fetch(`${url}${path}`);
+      expect(res.headers.get('content-security-policy'), path).toMatch(/default-src 'self'.*frame-ancestors 'none'/);
+      expect(res.headers.get('x-content-type-options'), path).toBe('nosniff');
+      expect(res.headers.get('x-frame-options'), path).toBe('DENY');
+      expect(res.headers.get('referrer-policy'), path).toBe('no-referrer');
+    }
+  });
+
   it('answers /healthz and /readyz', async () => {
     const { url, hub } = cleanup.add(await startSecureHub(), (h) => h.close());
     await expect(get(url, '/healthz')).resolves.toMatchObject({ status: 200, body: { status: 'ok' } });

@@ -239,6 +239,11 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const { messageId } = parsed.value;
     const queue = queueOf(parsed.value.queue);
     if (!mayUseQueue(auth, queue)) return forbid(`acknowledge messages of queue ${parsed.value.queue}`);
+    // a driver takes off the pool only what it holds, not a pickup handed to another driver
+    const holder = auth?.role === 'driver' && queue === DRIVER_QUEUE ? delivery.holderOf(messageId) : undefined;
+    if (auth?.role === 'driver' && holder !== undefined && holder !== auth.name) {
+      return fail('CAPS_ERR_NOT_DISPATCHED', `message ${messageId} is a pickup held by another driver`);
+    }
     if (identifyByQueue(socket, parsed.value.queue)) delivery.replay(socket, queue);
     if (socket.data.acks === 'unknown') socket.data.acks = 'none';
     socket.data.receives = true;

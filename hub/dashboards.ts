@@ -53,17 +53,25 @@ export class Dashboards {
     const total = this.metrics.receivedTotal();
     const seconds = (now - this.lastAt) / 1000;
     const eventsPerSecond = seconds > 0 ? (total - this.lastTotal) / seconds : 0;
+    // a dashboard of one store sees that store: its vendors, and the drivers holding its parcels
+    const drivers = this.delivery
+      .driverLoads()
+      .map((d) => ({ name: d.name, holding: d.holding.filter((h) => store === undefined || h.store === store).map((h) => h.orderId) }))
+      .filter((d) => store === undefined || d.holding.length > 0);
     const clients = { vendor: 0, driver: 0, dashboard: 0, unknown: 0 };
-    for (const socket of this.nsp.sockets.values()) clients[socket.data.role]++;
+    if (store === undefined) {
+      for (const socket of this.nsp.sockets.values()) clients[socket.data.role]++;
+    } else {
+      for (const socket of this.nsp.sockets.values()) if (socket.data.role === 'vendor' && socket.data.stores.has(store)) clients.vendor++;
+      clients.driver = drivers.length;
+    }
     return {
       time: new Date().toISOString(),
-      eventsPerSecond: Math.round(eventsPerSecond * 10) / 10,
+      // events of every store: a rate, not whose
+      eventsPerSecond: store === undefined ? Math.round(eventsPerSecond * 10) / 10 : 0,
       clients,
       queues: this.delivery.queueStats().filter((q) => store === undefined || q.queue === store),
-      drivers: this.delivery.driverLoads().map((d) => ({
-        name: d.name,
-        holding: d.holding.filter((h) => store === undefined || h.store === store).map((h) => h.orderId),
-      })),
+      drivers,
     };
   }
 

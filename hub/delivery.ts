@@ -313,6 +313,11 @@ export class Delivery {
   }
 
   /** True when the pickup of this parcel was sent to the driver named `name`. */
+  /** The name of the driver holding a pickup of this hub (dispatch `one`), if one does. */
+  holderOf(messageId: string): string | undefined {
+    return this.queues.get(DRIVER_QUEUE)?.get(messageId)?.holder?.data.name;
+  }
+
   wasDispatchedTo(store: string, orderId: string, name: string): boolean {
     return this.dispatched.get(parcelKey(store, orderId))?.has(name) ?? false;
   }

@@ -92,7 +92,9 @@ export function trackingApi(options: ApiOptions): Router {
     const drivers = delivery
       .driverLoads()
       .filter((d) => caller.role !== 'driver' || d.name === caller.name)
-      .map((d) => ({ name: d.name, holding: d.holding.filter((h) => scope === undefined || h.store === scope) }));
+      .map((d) => ({ name: d.name, holding: d.holding.filter((h) => scope === undefined || h.store === scope) }))
+      // a store's vendor or dashboard sees the drivers holding its parcels, not every driver's name
+      .filter((d) => scope === undefined || caller.role === 'driver' || d.holding.length > 0);
     res.json(ok({ drivers }));
   });
 

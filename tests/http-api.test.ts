@@ -101,8 +101,11 @@ describe('tracking API', () => {
     await holder.waitFor('pickup', 1, 'the driver to hold the pickup');
     const { body } = await get(url, '/api/drivers', { role: 'dashboard' });
     expect(body.data.drivers).toEqual([{ name: 'slow', holding: [{ store: 'acme', orderId: order('acme', 1).orderId }] }]);
+    // another store's vendor does not learn the names of drivers holding none of its parcels
     const other = await get(url, '/api/drivers', { role: 'vendor', store: 'flowers' });
-    expect(other.body.data.drivers).toEqual([{ name: 'slow', holding: [] }]);
+    expect(other.body.data.drivers).toEqual([]);
+    const own = await get(url, '/api/drivers', { role: 'vendor', store: 'acme' });
+    expect(own.body.data.drivers).toEqual([{ name: 'slow', holding: [{ store: 'acme', orderId: order('acme', 1).orderId }] }]);
   });
 
   it('answers bad ids, queries and tokens with their codes and HTTP statuses', async () => {

@@ -7,8 +7,8 @@ import { DriverClient } from '../driver/driver-client.js';
 import { signToken, verifyToken } from '../protocol/token.js';
 import type { ParcelMessage } from '../protocol/messages.js';
 import { VendorClient } from '../vendor/vendor-client.js';
-import { Cleanup, RawClient, TEST_SECRET, order, records, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
-import { waitUntil } from './helpers/wait.js';
+import { Cleanup, RawClient, TEST_SECRET, order, queueDepth, records, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { poll, waitUntil } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -130,6 +130,47 @@ describe('names', () => {
     expect(refusals()[0]).toContain('CAPS_ERR_UNAUTHORIZED');
     expect(records(hub.logs, 'REFUSED CONNECTION')).toHaveLength(1);
     expect(records(hub.logs, 'CONNECTION CLOSED')).toHaveLength(1);
+  });
+
+  it('lets a driver acknowledge only the pickups it holds, and tells it nothing of orders not given to it', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    const vendor = raw(url, tokenFor({ role: 'vendor', store: 'acme' }));
+    const d1 = raw(url, tokenFor({ role: 'driver', name: 'd1' }), false);
+    const d2 = raw(url, tokenFor({ role: 'driver', name: 'd2' }), false);
+    await Promise.all([vendor.connected(), d1.connected(), d2.connected()]);
+    await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    const [holder, other] = await poll(() => (d1.of('pickup').length > 0 ? [d1, d2] : d2.of('pickup').length > 0 ? [d2, d1] : undefined), 'one of the drivers to be handed the pickup');
+    const messageId = holder.of('pickup')[0]?.messageId ?? '';
+    await expect(other.request('received', { clientId: 'driver', messageId })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
+    const dashboard = tokenFor({ role: 'dashboard' });
+    expect(await queueDepth(url, 'driver', dashboard)).toBe(1);
+    await expect(holder.request('received', { clientId: 'driver', messageId })).resolves.toMatchObject({ ok: true, data: { removed: true } });
+
+    // an order that exists (not given to this driver) and one that does not: the same answer
+    const exists = await other.request('in-transit', order('acme', 1));
+    const invented = await other.request('in-transit', order('acme', 99));
+    expect(exists).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
+    expect(invented).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
+  });
+
+  it('shows a store’s dashboard and vendors only the drivers holding that store’s parcels, and the store’s own counts', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    const acme = raw(url, tokenFor({ role: 'vendor', store: 'acme' }));
+    const other = raw(url, tokenFor({ role: 'vendor', store: 'other' }));
+    const d1 = raw(url, tokenFor({ role: 'driver', name: 'd1' }), false);
+    await Promise.all([acme.connected(), other.connected(), d1.connected()]);
+    await expect(other.request('pickup', order('other', 1))).resolves.toMatchObject({ ok: true });
+    await d1.waitFor('pickup', 1, 'd1 to be handed the other store’s pickup');
+    const drivers = async (token: string): Promise<unknown> => ((await (await fetch(`${url}/api/drivers`, { headers: { authorization: `Bearer ${token}` } })).json()) as { data: { drivers: unknown } }).data.drivers;
+    expect(await drivers(tokenFor({ role: 'vendor', store: 'acme' }))).toEqual([]);
+    expect(await drivers(tokenFor({ role: 'dashboard', store: 'acme' }))).toEqual([]);
+    expect(await drivers(tokenFor({ role: 'vendor', store: 'other' }))).toEqual([{ name: 'd1', holding: [expect.objectContaining({ orderId: 'other-order-1' })] }]);
+    expect(await drivers(tokenFor({ role: 'dashboard' }))).toEqual([{ name: 'd1', holding: [expect.objectContaining({ orderId: 'other-order-1' })] }]);
+
+    const board = raw(url, tokenFor({ role: 'dashboard', store: 'acme' }));
+    const stats = await within(new Promise<{ clients: Record<string, number>; drivers: unknown[] }>((resolve) => board.socket.once('stats', resolve)), 5_000, 'the acme dashboard’s first stats');
+    expect(stats.drivers).toEqual([]);
+    expect(stats.clients).toEqual({ vendor: 1, driver: 0, dashboard: 0, unknown: 0 });
   });
 
   it('disconnects a socket when its token expires', async () => {

@@ -34,7 +34,7 @@ local p, event, store, oid, customer, address, driver, time, maxDepth, msgId, di
 local id = store .. '\\0' .. oid
 local pk, sk = p .. 'p:' .. id, p .. 's:' .. id
 local state = redis.call('HGET', pk, 'state')
-if dispatched == '0' and state and redis.call('HGET', pk, 'driver') ~= driver then
+if dispatched == '0' and (not state or redis.call('HGET', pk, 'driver') ~= driver) then
   return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
 end
 if redis.call('HEXISTS', sk, event) == 1 then return {'duplicate'} end

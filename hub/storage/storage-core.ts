@@ -74,7 +74,8 @@ export class StorageCore {
   recordStep(input: StepInput, mutations: Mutation[]): StepOutcome {
     const key = parcelKey(input.store, input.orderId);
     const existing = this.getParcel(input.store, input.orderId, key);
-    if (input.dispatched === false && existing && existing.driver !== input.driver) {
+    // an authenticated driver learns nothing of parcels not given to it: one that does not exist is "not dispatched" too
+    if (input.dispatched === false && (!existing || existing.driver !== input.driver)) {
       return { status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED', reason: `order ${input.orderId} of ${input.store} was not dispatched to ${input.driver ?? 'this driver'}` };
     }
     if (existing?.history.some((step) => step.event === input.event)) return { status: 'duplicate' };

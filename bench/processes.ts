@@ -112,11 +112,11 @@ export function machineTicks(): MachineTicks | undefined {
   }
 }
 
-/** `caps hub` as the bench runs it: open lab mode, no rate limit, full sync, on 127.0.0.1 (and on the bench's Redis, for redis). */
+/** `caps hub` as the bench runs it: open lab mode, no rate or connection limit, full sync, on 127.0.0.1 (and on the bench's Redis, for redis). */
 export function capsHubArgs(port: number, store: string, dataDir: string, redisUrl?: string, protocol: BenchProtocol = 'caps'): string[] {
   // open lab mode (no tokens to mint); CAPS's own protocol with its exactly-one dispatch, the lab's with the lab's
   const dispatch = protocol === 'caps' ? ['--dispatch', 'one'] : [];
-  const args = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', ...dispatch, '--rate-limit', '0', '--store', store, '--data', dataDir, '--sync', 'full'];
+  const args = [CAPS_JS, 'hub', '--port', String(port), '--host', '127.0.0.1', '--allow-anonymous', ...dispatch, '--rate-limit', '0', '--max-connections', '0', '--max-connections-per-address', '0', '--store', store, '--data', dataDir, '--sync', 'full'];
   return redisUrl === undefined ? args : [...args, '--redis', redisUrl];
 }
 

@@ -15,11 +15,14 @@ import { forbidden, mayName, mayUseQueue } from './policy.js';
 import type { PublishContext } from './publish.js';
 import { publishStep } from './publish.js';
 import type { RateLimitOptions } from './rate-limit.js';
-import { RateLimiter } from './rate-limit.js';
+import { FLOOD_WINDOW_MS, FloodWatch } from './rate-limit.js';
+import type { ClientLimits } from './client-limits.js';
 import type { CapsSocket } from './types.js';
 
 export interface ConnectionContext extends PublishContext {
   rateLimit: RateLimitOptions;
+  /** Event buckets and connection counts per client. */
+  limits: ClientLimits;
 }
 
 
@@ -84,24 +87,26 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     reply(ack, result);
   };
 
-  // a flooding socket is slowed (its events refused), then cut off; no middleware at all when unlimited
-  const limiter = new RateLimiter(ctx.rateLimit);
+  // a flooding client is slowed (its events refused, over all its connections), then this
+  // connection is cut off if it keeps going; no middleware at all when unlimited
+  const flood = new FloodWatch(ctx.rateLimit.cutOffAfter);
+  const client = socket.data.client;
   let cutOff = false;
-  if (Number.isFinite(ctx.rateLimit.ratePerSecond)) socket.use((packet, next) => {
+  if (Number.isFinite(ctx.rateLimit.ratePerSecond) && client !== undefined) socket.use((packet, next) => {
     // packets already read from the wire still arrive after the cut: drop them quietly
     if (cutOff) return;
-    const verdict = limiter.take();
-    if (verdict === 'ok') {
+    if (ctx.limits.take(client) === 'ok') {
       next();
       return;
     }
     const ack = packet.at(-1);
     ctx.metrics.refuse('CAPS_ERR_RATE_LIMITED');
-    if (limiter.refusedInRow === 1) logger.warn('REFUSED', { code: 'CAPS_ERR_RATE_LIMITED', event: String(packet[0]).slice(0, 100), socket: socket.id, reason: 'rate limit; further refusals in this run are counted, not logged' });
+    const cut = flood.refuse();
+    if (flood.refused === 1) logger.warn('REFUSED', { code: 'CAPS_ERR_RATE_LIMITED', event: String(packet[0]).slice(0, 100), socket: socket.id, reason: 'rate limit; further refusals in this run are counted, not logged' });
     reply(ack, fail('CAPS_ERR_RATE_LIMITED'));
-    if (verdict === 'cut-off') {
+    if (cut) {
       cutOff = true;
-      logger.warn('CUT OFF', { ...who(socket), reason: `${limiter.refusedInRow} events over the rate limit` });
+      logger.warn('CUT OFF', { ...who(socket), reason: `${flood.refused} events over the rate limit within ${FLOOD_WINDOW_MS / 1000} s` });
       socket.disconnect(true);
     }
   });

@@ -22,6 +22,7 @@ import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
 import { ConnectionRefusals, onlyCaps } from './refusals.js';
 import { TokenExpiry } from './expiry.js';
+import { ClientLimits, DEFAULT_CONNECTION_LIMITS, clientKey } from './client-limits.js';
 import { OriginPolicy } from './origin-policy.js';
 import { RecentIds } from '../protocol/recent-ids.js';
 import { MemoryStorage } from './storage/memory-storage.js';
@@ -48,8 +49,12 @@ export interface HubOptions {
   allowAnonymous?: boolean;
   /** The HMAC secret tokens are signed with. Required unless `allowAnonymous`. */
   secret?: string;
-  /** Per-socket event rate limit. */
+  /** Event rate limit per client (a token's subject, or an address without one), over all its connections. */
   rateLimit?: Partial<RateLimitOptions>;
+  /** Connections in all (default 20,000), per token (64) and per address without a token (256); 0: no limit. */
+  maxConnections?: number;
+  maxConnectionsPerToken?: number;
+  maxConnectionsPerAddress?: number;
   /** How pickups reach drivers. Default `one`; `broadcast` (the lab's) with `allowAnonymous`. */
   dispatch?: DispatchMode;
   /** Largest message a client may send, in bytes. Default 64 KiB. */
@@ -226,10 +231,29 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   retention.start();
   const expiry = new TokenExpiry();
   const refusals = new ConnectionRefusals(logger, metrics);
+  const limits = new ClientLimits(rateLimit, {
+    total: options.maxConnections ?? DEFAULT_CONNECTION_LIMITS.total,
+    perToken: options.maxConnectionsPerToken ?? DEFAULT_CONNECTION_LIMITS.perToken,
+    perAddress: options.maxConnectionsPerAddress ?? DEFAULT_CONNECTION_LIMITS.perAddress,
+  });
   io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
   nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, refusals, expiry }));
+  nsp.use((socket, next) => {
+    const { key, kind } = clientKey(socket.data.auth, socket.handshake.address);
+    const refusal = limits.check(key, kind);
+    if (refusal) return next(refusals.refuse(socket, refusal));
+    socket.data.client = key;
+    next();
+  });
   // connections are taken only once the queues are loaded, so a backlog is never missed
-  nsp.on('connection', (socket) => handleConnection({ logger, storage, delivery, metrics, rateLimit, dashboards }, socket));
+  nsp.on('connection', (socket) => {
+    const client = socket.data.client;
+    if (client !== undefined) {
+      limits.join(client);
+      socket.once('disconnect', () => limits.leave(client));
+    }
+    handleConnection({ logger, storage, delivery, metrics, rateLimit, limits, dashboards }, socket);
+  });
   logger.info('STORAGE', {
     kind: storage.kind,
     ...(storage.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}),

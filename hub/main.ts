@@ -31,7 +31,16 @@ export const hubCommand = {
     retention: { type: 'integer', description: "days a delivered parcel's history is kept, then removed in the background (parcels not delivered are kept); 0 keeps it forever", placeholder: 'DAYS', default: 30, min: 0, max: 36500 },
     'max-pickups': { type: 'integer', description: 'pickups waiting for drivers across every store, the hub\'s own bound (a flood of new store names cannot grow past it); past it, pickups are refused with CAPS_ERR_QUEUE_FULL', placeholder: 'N', default: 100000, min: 1 },
     'max-in-hands': { type: 'integer', description: "pickups one store may have in drivers' hands at once while other stores wait (default: a fair share of the drivers' slots)", placeholder: 'N', min: 1 },
-    'rate-limit': { type: 'integer', description: 'events one connection may send per second (bursts of twice that) before it is slowed, then cut off; 0: no limit (benchmarks, trusted networks)', placeholder: 'N', default: 500, min: 0 },
+    'rate-limit': {
+      type: 'integer',
+      description: 'events one client (a token, or an address without one) may send per second over all its connections (bursts of twice that) before it is slowed; a connection that keeps going is cut off; 0: no limit (benchmarks, trusted networks)',
+      placeholder: 'N',
+      default: 500,
+      min: 0,
+    },
+    'max-connections': { type: 'integer', description: 'connections the hub takes in all; past it, CAPS_ERR_TOO_MANY_CONNECTIONS; 0: no limit', placeholder: 'N', default: 20000, min: 0 },
+    'max-connections-per-token': { type: 'integer', description: "connections of one token's holder (a store's vendor, a driver, a dashboard); 0: no limit", placeholder: 'N', default: 64, min: 0 },
+    'max-connections-per-address': { type: 'integer', description: 'connections without a token from one address (the open lab mode); 0: no limit', placeholder: 'N', default: 256, min: 0 },
     json: { type: 'boolean', description: 'log one JSON object per line instead of readable lines' },
   },
   examples: ['caps hub --port 3000 --data ./data', "caps hub --allow-anonymous    # the course's open lab mode: its clients work unchanged", 'PORT=4000 caps hub --json --store memory'],
@@ -82,6 +91,9 @@ export function runHub(argv: readonly string[]): Promise<number> {
         retentionMs: flags.retention * 86_400_000,
         ...(flags['max-in-hands'] !== undefined ? { maxInHandsPerStore: flags['max-in-hands'] } : {}),
         rateLimit: rateLimitOf(flags['rate-limit']),
+        maxConnections: flags['max-connections'],
+        maxConnectionsPerToken: flags['max-connections-per-token'],
+        maxConnectionsPerAddress: flags['max-connections-per-address'],
         logger,
       });
     } catch (err) {

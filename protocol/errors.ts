@@ -18,6 +18,7 @@ export const CAPS_ERRORS = {
   CAPS_ERR_FORBIDDEN: { status: 403, message: 'This token does not allow that' },
   CAPS_ERR_NOT_DISPATCHED: { status: 403, message: 'This parcel was not dispatched to this driver' },
   CAPS_ERR_RATE_LIMITED: { status: 429, message: 'Too many events: slow down' },
+  CAPS_ERR_TOO_MANY_CONNECTIONS: { status: 429, message: 'Too many connections: for this token, this address, or the hub' },
   CAPS_ERR_INVALID_QUERY: { status: 400, message: 'The request\'s path or query is not valid' },
   CAPS_ERR_NOT_FOUND: { status: 404, message: 'No such resource' },
   CAPS_ERR_INTERNAL: { status: 500, message: 'The hub failed to handle this request' },

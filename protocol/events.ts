@@ -41,6 +41,8 @@ export interface SocketData {
   name: string;
   /** Stores whose rooms a vendor has joined. */
   stores: Set<string>;
+  /** Who the client is for its limits (its token's subject, or its address): hub/client-limits.ts. */
+  client?: string;
   /**
    * How the client acknowledges messages: `callback` (Socket.IO acks: our clients from the start,
    * a lab client after its first), `none` (a lab client that says `received`, or has left many

@@ -303,6 +303,59 @@ describe('hostile input', () => {
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
   });
 
+  it('limits events per token, not per socket: 10 sockets of one token together stay under the limit', async () => {
+    const { url, hub } = cleanup.add(await startSecureHub({ rateLimit: { ratePerSecond: 1, burst: 20, cutOffAfter: 10_000 } }), (h) => h.close());
+    const token = tokenFor({ role: 'vendor', store: 'acme' });
+    const sockets = Array.from({ length: 10 }, () => raw(url, token));
+    await Promise.all(sockets.map((c) => c.connected()));
+    const answers = await Promise.all(sockets.flatMap((c) => Array.from({ length: 10 }, () => c.request<{ ok: boolean }>('join', 'acme'))));
+    // one bucket for the token: its burst of 20 (and the odd token refilled meanwhile), not 10 × 20
+    const oks = answers.filter((a) => a.ok).length;
+    expect(oks).toBeGreaterThanOrEqual(20);
+    expect(oks).toBeLessThan(30);
+    expect(hub.metrics.refusedCount('CAPS_ERR_RATE_LIMITED')).toBe(100 - oks);
+    // another token has its own
+    const other = raw(url, tokenFor({ role: 'vendor', store: 'calm' }));
+    await expect(other.request('join', 'calm')).resolves.toMatchObject({ ok: true });
+  });
+
+  it('disconnects a client that keeps going over the limit, even while its bucket trickles back', async () => {
+    // 50 events/s allowed; the client sends ~10 times that: the old rule (refusals in a row) never fired,
+    // since every refill of one token reset its count
+    const { url, logs } = cleanup.add(await startSecureHub({ rateLimit: { ratePerSecond: 50, burst: 50, cutOffAfter: 200 } }), (h) => h.close());
+    const flood = raw(url, tokenFor({ role: 'vendor', store: 'acme' }));
+    await flood.connected();
+    let sent = 0;
+    const timer = setInterval(() => {
+      for (let i = 0; i < 10; i++) if (flood.socket.connected) flood.socket.emit('join', 'acme', () => undefined);
+      sent += 10;
+    }, 20);
+    cleanup.add(timer, (t) => clearInterval(t));
+    await waitUntil(flood.socket, 'disconnect', () => (flood.socket.connected ? undefined : true), 'the flooder to be cut off', 10_000);
+    expect(records(logs, 'CUT OFF')).toHaveLength(1);
+    expect(sent).toBeGreaterThan(200);
+  });
+
+  it('caps connections per token, per address and in total, with CAPS_ERR_TOO_MANY_CONNECTIONS', async () => {
+    const { url, hub, logs } = cleanup.add(await startSecureHub({ maxConnections: 6, maxConnectionsPerToken: 2, maxConnectionsPerAddress: 3, allowAnonymous: true }), (h) => h.close());
+    const token = tokenFor({ role: 'driver', name: 'd1' });
+    await Promise.all([raw(url, token).connected(), raw(url, token).connected()]);
+    await expect(raw(url, token).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_TOO_MANY_CONNECTIONS' });
+    // anonymous clients are counted by address (all of these come from 127.0.0.1)
+    await Promise.all([raw(url).connected(), raw(url).connected(), raw(url).connected()]);
+    await expect(raw(url).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_TOO_MANY_CONNECTIONS' });
+    // 5 in: one more token client is the 6th, then the hub is full
+    const sixth = raw(url, tokenFor({ role: 'driver', name: 'd2' }));
+    await sixth.connected();
+    await expect(raw(url, tokenFor({ role: 'driver', name: 'd3' })).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_TOO_MANY_CONNECTIONS' });
+    expect(hub.metrics.refusedCount('CAPS_ERR_TOO_MANY_CONNECTIONS')).toBe(3);
+    // a client that leaves frees its place
+    const gone = records(logs, 'DISCONNECTED').length;
+    sixth.close();
+    await poll(() => (records(logs, 'DISCONNECTED').length > gone ? true : undefined), 'the hub to see the sixth client leave');
+    await raw(url, tokenFor({ role: 'driver', name: 'd4' })).connected();
+  });
+
   it('slows a flooding client with CAPS_ERR_RATE_LIMITED, then cuts it off; others see no change', async () => {
     const { url, logs, hub } = cleanup.add(await startSecureHub({ rateLimit: { ratePerSecond: 5, burst: 10, cutOffAfter: 40 } }), (h) => h.close());
     const flood = raw(url, tokenFor({ role: 'vendor', store: 'acme' }));

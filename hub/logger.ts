@@ -30,12 +30,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const human = (level: LogLevel, message: string, fields?: Record<string, unknown>): string => {
     const tag = level === 'info' ? '' : `${level.toUpperCase()} `;
     const rest = fields && Object.keys(fields).length > 0 ? ` ${formatFields(fields)}` : '';
-    return `${tag}${message}${rest}`;
+    // the message is the hub's own words, so its backslashes stay as they are; its invisible
+    // characters are escaped all the same, so that no caller can break or forge a line
+    return `${tag}${escapeInvisible(message)}${rest}`;
   };
 
   const line = (level: LogLevel, message: string, fields?: Record<string, unknown>): void => {
     if (format === 'json') {
-      write(JSON.stringify({ time: new Date().toISOString(), level, msg: message, ...fields }));
+      write(escapeInvisible(JSON.stringify({ time: new Date().toISOString(), level, msg: message, ...fields })));
     } else {
       write(human(level, message, fields));
     }
@@ -44,10 +46,12 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   return {
     event(event, payload, time = new Date().toISOString()) {
       if (format === 'json') {
-        writeEvent(JSON.stringify({ time, level: 'info', msg: 'EVENT', event, payload }));
+        writeEvent(escapeInvisible(JSON.stringify({ time, level: 'info', msg: 'EVENT', event, payload })));
       } else {
         const fast = color ? undefined : plainEvent(event, payload, time);
-        writeEvent(`EVENT: ${fast ?? inspect({ event, time, payload }, { depth: 4, breakLength: Infinity, colors: color })}`);
+        // inspect escapes controls itself (\x1B, \x9B) and colours with ESC sequences of its own:
+        // only what it leaves raw is escaped here. The fast path prints printable ASCII only.
+        writeEvent(`EVENT: ${fast ?? escapeInvisible(inspect({ event, time, payload }, { depth: 4, breakLength: Infinity, colors: color }), LEFT_RAW_BY_INSPECT)}`);
       }
     },
     info: (message, fields) => line('info', message, fields),
@@ -62,8 +66,42 @@ export const silentLogger: Logger = createLogger({ write: () => undefined });
 function formatFields(fields: Record<string, unknown>): string {
   return Object.entries(fields)
     .filter(([, value]) => value !== undefined)
-    .map(([key, value]) => `${key}=${typeof value === 'string' && !/\s/.test(value) ? value : JSON.stringify(value)}`)
+    .map(([key, value]) => `${escapeInvisible(key)}=${typeof value === 'string' && BARE.test(value) ? value : escapeInvisible(JSON.stringify(value) ?? String(value))}`)
     .join(' ');
+}
+
+/**
+ * Characters a terminal, an editor or a log viewer may obey rather than print (hardening finding
+ * 6, log injection): C0 and C1 controls and DEL (ESC starts the sequences that erase a line or set
+ * the terminal's title, U+009B is the same CSI in one character, CR, LF and U+0085 end a line),
+ * format characters (bidi overrides and isolates, which reorder what follows; zero-width ones),
+ * and the line and paragraph separators U+2028, U+2029.
+ */
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+const INVISIBLE_ALL = new RegExp(INVISIBLE.source, 'gu');
+/** The invisible characters util.inspect leaves raw: it escapes every control itself. */
+const LEFT_RAW_BY_INSPECT = /[\p{Cf}\p{Zl}\p{Zp}]/gu;
+
+/**
+ * A human field's value shown bare: no white space, no invisible character, and no `"` or `\`,
+ * so that it cannot be taken for a quoted value. Anything else is shown as a JSON string, where
+ * a backslash always starts an escape: a value that spells `\u001b` shows as `"\\u001b"`, one
+ * holding ESC as `"\u001b"`, and JSON.parse of what is shown gives back exactly what was sent.
+ */
+const BARE = /^[^\s"\\\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*$/u;
+
+/**
+ * `text` with each of `chars` as a `\uXXXX` escape of its UTF-16 units: JSON's own escape, so
+ * JSON text stays valid and means the same (these characters only ever occur inside its strings).
+ */
+function escapeInvisible(text: string, chars: RegExp = INVISIBLE_ALL): string {
+  return INVISIBLE.test(text) ? text.replace(chars, unicodeEscape) : text;
+}
+
+function unicodeEscape(char: string): string {
+  let out = '';
+  for (let i = 0; i < char.length; i++) out += `\\u${char.charCodeAt(i).toString(16).padStart(4, '0')}`;
+  return out;
 }
 
 /**

@@ -24,14 +24,39 @@ export const LIMITS = {
   time: 64,
 } as const;
 
-const text = (max: number) =>
+/**
+ * What a string is for, which decides the characters it may hold: a `name` (a store, a driver, a
+ * client, a queue, an order or message id) is matched and shown as an identity, `free` text (a
+ * customer, an address) is what a person wrote.
+ */
+export type TextKind = 'name' | 'free';
+
+/**
+ * Characters a string may not hold, by kind (hardening finding 6). Controls, C0 and C1 with DEL:
+ * NUL could forge storage keys, ESC and U+009B (CSI) drive a terminal, CR, LF and U+0085 end a
+ * line. Bidi controls (overrides, embeddings, isolates, marks): they reorder what follows, so a
+ * name reads as another. Line and paragraph separators (U+2028, U+2029). A name refuses every
+ * other format character too (zero-width ones make names that look alike and differ); free text
+ * keeps them, as they are part of writing: ZWNJ in Persian, ZWJ in emoji, soft hyphens, flag tags.
+ */
+const REFUSED: Readonly<Record<TextKind, { chars: RegExp; message: string }>> = {
+  name: {
+    chars: /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u,
+    message: 'must not contain control characters, format characters (bidi controls, zero-width characters) or line separators',
+  },
+  free: {
+    chars: /[\p{Cc}\p{Bidi_Control}\p{Zl}\p{Zp}]/u,
+    message: 'must not contain control characters, bidi controls or line separators',
+  },
+};
+
+const text = (max: number, kind: TextKind = 'name') =>
   z
     .string()
     .trim()
     .min(1, 'must not be empty')
     .max(max, `must be at most ${max} characters`)
-    // control characters (NUL above all) have no place in a name and could forge storage keys
-    .refine((value) => !/[\u0000-\u001f\u007f]/.test(value), 'must not contain control characters');
+    .refine((value) => !REFUSED[kind].chars.test(value), REFUSED[kind].message);
 
 /** A store (and room) name, a driver name or a client id. */
 export const nameSchema = text(LIMITS.name);
@@ -46,8 +71,8 @@ export const storeNameSchema = nameSchema.refine((value) => !/^driver/i.test(val
 export const orderSchema = z.strictObject({
   store: storeNameSchema,
   orderId: text(LIMITS.orderId),
-  customer: text(LIMITS.customer),
-  address: text(LIMITS.address),
+  customer: text(LIMITS.customer, 'free'),
+  address: text(LIMITS.address, 'free'),
 });
 export type Order = z.infer<typeof orderSchema>;
 
@@ -55,8 +80,8 @@ export type Order = z.infer<typeof orderSchema>;
 const orderRefSchema = z.strictObject({
   store: storeNameSchema,
   orderId: text(LIMITS.orderId),
-  customer: text(LIMITS.customer).optional(),
-  address: text(LIMITS.address).optional(),
+  customer: text(LIMITS.customer, 'free').optional(),
+  address: text(LIMITS.address, 'free').optional(),
 });
 
 /**
@@ -77,8 +102,8 @@ const envelopeShape = {
 const publishShapeSchema = z.strictObject({
   store: storeNameSchema.optional(),
   orderId: text(LIMITS.orderId).optional(),
-  customer: text(LIMITS.customer).optional(),
-  address: text(LIMITS.address).optional(),
+  customer: text(LIMITS.customer, 'free').optional(),
+  address: text(LIMITS.address, 'free').optional(),
   order: orderRefSchema.optional(),
   ...envelopeShape,
 });
@@ -140,16 +165,22 @@ const FLAT_KEYS = new Set(['store', 'orderId', 'customer', 'address']);
 /** Keys a lab driver's re-emitted message carries besides the flat ones (see envelopeShape). */
 const ENVELOPE_KEYS = new Set(['event', 'messageId', 'seq', 'clientId', 'queueId', 'time', 'driver', 'order']);
 const ORDER_FIELDS = ['store', 'orderId', 'customer', 'address'] as const;
-const CONTROL = /[\u0000-\u001f\u007f]/;
+/** Each order field's limit and kind, as orderSchema has them. */
+const ORDER_FIELD_RULES: Readonly<Record<(typeof ORDER_FIELDS)[number], readonly [number, TextKind]>> = {
+  store: [LIMITS.name, 'name'],
+  orderId: [LIMITS.orderId, 'name'],
+  customer: [LIMITS.customer, 'free'],
+  address: [LIMITS.address, 'free'],
+};
 const DRIVER_PREFIX = /^driver/i;
 /** The fields a later step may leave out, and their limits (one array, not one per publish). */
 const OPTIONAL_FIELDS = [['customer', LIMITS.customer], ['address', LIMITS.address]] as const;
 
-/** `value` trimmed when it is a string `text(max)` accepts; undefined otherwise. */
-export function plainText(value: unknown, max: number): string | undefined {
+/** `value` trimmed when it is a string `text(max, kind)` accepts; undefined otherwise. */
+export function plainText(value: unknown, max: number, kind: TextKind = 'name'): string | undefined {
   if (typeof value !== 'string') return undefined;
   const trimmed = value.trim();
-  return trimmed.length >= 1 && trimmed.length <= max && !CONTROL.test(trimmed) ? trimmed : undefined;
+  return trimmed.length >= 1 && trimmed.length <= max && !REFUSED[kind].chars.test(trimmed) ? trimmed : undefined;
 }
 
 function isPlain(value: unknown): value is Record<string, unknown> {
@@ -184,7 +215,7 @@ export function parseFlatPublish(event: ParcelEvent, raw: unknown): PublishInput
       if (event === 'pickup' || key in fields) return undefined;
       continue;
     }
-    const value = plainText(fields[key], max);
+    const value = plainText(fields[key], max, 'free');
     if (value === undefined) return undefined;
     out[key] = value;
   }
@@ -200,7 +231,8 @@ function orderFields(fields: Record<string, unknown>): Partial<Record<(typeof OR
       if (key in fields) return undefined;
       continue;
     }
-    const text = plainText(value, key === 'store' ? LIMITS.name : LIMITS[key]);
+    const [max, kind] = ORDER_FIELD_RULES[key];
+    const text = plainText(value, max, kind);
     if (text === undefined) return undefined;
     out[key] = text;
   }

@@ -4,7 +4,8 @@ import type { z } from 'zod';
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { ParcelMessage } from '../protocol/messages.js';
 import type { Order, ParcelEvent, PublishInput } from '../protocol/schemas.js';
-import { getAllSchema, LIMITS, PARCEL_EVENTS, parseFlatPublish, parsePayload, parsePublish, publishSchemas, receivedSchema, roomSchema } from '../protocol/schemas.js';
+import { getAllSchema, handshakeSchema, LIMITS, PARCEL_EVENTS, parseFlatPublish, parsePayload, parsePublish, publishSchemas, receivedSchema, roomSchema } from '../protocol/schemas.js';
+import { normalizeLabPayload, parseLabReceived } from '../protocol/lab.js';
 
 /** Parses and fails the test, showing the error, when the schema refuses. */
 function accept<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
@@ -382,6 +383,8 @@ describe('parseFlatPublish: the fast path of a publish', () => {
     fc.string({ maxLength: 12 }),
     fc.string({ unit: 'grapheme', maxLength: 8 }),
     fc.constantFrom('', ' ', ' acme ', '\tacme', 'ac\u0000me', 'a\u007f', 'driver', 'DRIVER-x', 'drive', ' driver', '\u00a0x\u00a0', '\u2028'),
+    // one of each kind finding 6 refuses in names, and what free text may still hold
+    fc.constantFrom('a\u0085b', 'a\u009bb', 'ac\u202eme', '\u2066x\u2069', 'a\u200eb', 'x\u061c', 'a\u2029b', 'a\u200bb', 'a\u200db', 'Zo\u00eb', '\u6771\u4eac', 'a\u00adb'),
     fc.nat({ max: 3 }).map((d) => 'x'.repeat(LIMITS.name - 1 + d)),
     fc.nat({ max: 3 }).map((d) => 'y'.repeat(LIMITS.address - 1 + d)),
   );
@@ -463,5 +466,122 @@ describe('parseFlatPublish: the fast path of a publish', () => {
     expect(parseFlatPublish('pickup', { ...outbound('pickup'), extra: 1 })).toBeUndefined();
     expect(parsePublish('pickup', outbound('pickup'))).toStrictEqual({ ok: true, value: { ...normalized, messageId: 'm-42' } });
     expect(parsePublish('pickup', { store: 'acme', orderId: 'o-1' })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: expect.stringContaining('customer: is required') } });
+  });
+});
+
+/**
+ * Hardening finding 6: C1 controls, bidi overrides and isolates, line separators and other format
+ * characters were accepted in names and ids, where they forge what a name reads as (or, in a log,
+ * drive the terminal). Free text (a customer, an address) refuses the controls, bidi controls and
+ * separators, and keeps every ordinary letter.
+ */
+describe('characters that are obeyed rather than shown', () => {
+  const controls: Array<[string, string]> = [
+    ['ESC (C0)', '\u001b'],
+    ['BEL (C0)', '\u0007'],
+    ['CR (C0)', '\r'],
+    ['DEL', '\u007f'],
+    ['CSI (C1)', '\u009b'],
+    ['NEL (C1)', '\u0085'],
+  ];
+  const bidi: Array<[string, string]> = [
+    ['LRE', '\u202a'],
+    ['RLE', '\u202b'],
+    ['PDF', '\u202c'],
+    ['LRO', '\u202d'],
+    ['RLO', '\u202e'],
+    ['LRI', '\u2066'],
+    ['RLI', '\u2067'],
+    ['FSI', '\u2068'],
+    ['PDI', '\u2069'],
+    ['LRM', '\u200e'],
+    ['RLM', '\u200f'],
+    ['ALM', '\u061c'],
+  ];
+  const separators: Array<[string, string]> = [
+    ['LINE SEPARATOR', '\u2028'],
+    ['PARAGRAPH SEPARATOR', '\u2029'],
+  ];
+  /** Format characters that are not bidi controls: refused in names, part of writing in free text. */
+  const format: Array<[string, string]> = [
+    ['ZERO WIDTH SPACE', '\u200b'],
+    ['ZERO WIDTH JOINER', '\u200d'],
+    ['ZERO WIDTH NON-JOINER', '\u200c'],
+    ['SOFT HYPHEN', '\u00ad'],
+    ['WORD JOINER', '\u2060'],
+    ['BYTE ORDER MARK inside', '\ufeff'],
+    ['TAG LATIN CAPITAL LETTER A', '\u{e0041}'],
+  ];
+  const refusedInNames = [...controls, ...bidi, ...separators, ...format];
+  const refusedInText = [...controls, ...bidi, ...separators];
+  const ordinary = ['Zoë Ångström', '東京都', 'محمد الأحمد', 'Łódź', 'Ελλάδα', 'José-María O\'Neil', '🚚 Express'];
+  /** Free text as people write it, with format characters that are part of the writing. */
+  const written = ['می\u200cخواهم', 'Ada 👩\u200d💻', 'Donau\u00addampf\u00adschiff', 'Glasgow 🏴\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}'];
+
+  /** Refused by zod with finding 6's message at `path`, never taken by the fast path, refused by parsePublish. */
+  function refusedEverywhere(event: ParcelEvent, raw: Record<string, unknown>, path: string): void {
+    expect(refuse(publishSchemas[event], raw).message).toMatch(new RegExp(`^${path.replace('.', '\\.')}: must not contain control characters`));
+    expect(parseFlatPublish(event, raw)).toBeUndefined();
+    expect(parsePublish(event, raw)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
+  }
+
+  describe.each(refusedInNames)('%s', (_what, char) => {
+    const bad = `ac${char}me`;
+
+    it.each(['store', 'orderId', 'messageId', 'clientId', 'queueId', 'driver'])('is refused in a pickup\'s %s', (key) => {
+      refusedEverywhere('pickup', { ...order, [key]: bad }, key);
+    });
+
+    it.each(['store', 'orderId'])('is refused in order.%s of a later step, and in a message re-emitted with it', (key) => {
+      refusedEverywhere('delivered', { event: 'delivered', clientId: 'driver', order: { store: 'acme', orderId: 'o-1', [key]: bad } }, `order.${key}`);
+      refusedEverywhere('in-transit', { ...outbound('pickup'), [key]: bad, order: { ...order, [key]: bad } }, key);
+    });
+
+    it('is refused in a join, a received, a getAll and a handshake name', () => {
+      refuse(roomSchema, bad);
+      refuse(roomSchema, { store: bad });
+      refuse(receivedSchema, { clientId: 'driver', messageId: bad });
+      refuse(receivedSchema, { queueId: bad, messageId: 'm-1' });
+      refuse(getAllSchema, bad);
+      refuse(getAllSchema, { clientId: bad });
+      expect(handshakeSchema.safeParse({ role: 'vendor', store: bad }).success).toBe(false);
+      expect(handshakeSchema.safeParse({ role: 'driver', name: bad }).success).toBe(false);
+    });
+
+    it('is refused in lab mode: a loose payload, once read, and a loose received', () => {
+      const { value } = normalizeLabPayload({ StoreName: bad, orderID: 'o-1', Customer: 'Ada', ADDRESS: '1 Lane' });
+      expect(parsePublish('pickup', value)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
+      const loose = normalizeLabPayload({ payload: { vendor: 'acme', id: bad, customer: 'Ada', address: '1 Lane' } }).value;
+      expect(parsePublish('pickup', loose)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
+      expect(parseLabReceived({ clientId: 'driver', orderId: bad })).toBeUndefined();
+      expect(parseLabReceived(bad)).toBeUndefined();
+      expect(parseLabReceived({ queueId: bad, messageId: 'm-1' })).toStrictEqual({ messageId: 'm-1' });
+    });
+  });
+
+  describe.each(refusedInText)('%s', (_what, char) => {
+    it.each(['customer', 'address'])('is refused in a %s', (key) => {
+      refusedEverywhere('pickup', { ...order, [key]: `Ada${char}Lovelace` }, key);
+      refusedEverywhere('pickup', { event: 'pickup', clientId: 'acme', order: { ...order, [key]: `Ada${char}Lovelace` } }, `order.${key}`);
+    });
+  });
+
+  it('keeps ordinary Unicode in names, ids and free text, by zod and by the fast path alike', () => {
+    for (const text of ordinary) {
+      const raw = { store: text, orderId: `${text}-1`, customer: text, address: text };
+      const expected: PublishInput = { event: 'pickup', ...raw };
+      expect(accept(publishSchemas.pickup, raw)).toStrictEqual(expected);
+      expect(parseFlatPublish('pickup', raw)).toStrictEqual(expected);
+      expect(accept(roomSchema, text)).toBe(text);
+      expect(handshakeSchema.safeParse({ role: 'driver', name: text }).success).toBe(true);
+    }
+  });
+
+  it('keeps the format characters that are part of writing in free text (ZWNJ in Persian, ZWJ in emoji, soft hyphens, flag tags)', () => {
+    for (const text of written) {
+      const raw = { ...order, customer: text, address: text };
+      expect(accept(publishSchemas.pickup, raw)).toStrictEqual({ event: 'pickup', ...raw });
+      expect(parseFlatPublish('pickup', raw)).toStrictEqual({ event: 'pickup', ...raw });
+    }
   });
 });

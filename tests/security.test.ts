@@ -71,6 +71,28 @@ describe('names', () => {
     await expect(client.request('pickup', { ...order('acme', 1), store: 'ac\u0000me' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: expect.stringContaining('control characters') } });
   });
 
+  it('refuses a pickup whose orderId holds a bidi override, logs what a client sent escaped, and keeps serving (finding 6)', async () => {
+    const hub = cleanup.add(await startHub(), (h) => h.close());
+    const client = raw(hub.url);
+    await client.connected();
+    const spoofed = { ...order('acme', 1), orderId: 'invoice-\u202etxt.exe' };
+    await expect(client.request('pickup', spoofed)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD', message: expect.stringContaining('orderId: must not contain control characters') } });
+    // lab mode's loose reading of a payload reaches the same refusal
+    await expect(client.request('PICKUP', { storeName: 'acme', orderID: 'o-\u2066x', customer: 'c', address: 'a' })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
+    // an event name that would erase the hub's log line, print a fake STOPPED, clear the screen (C1 CSI) and reverse what follows
+    const forged = '\x1b[2K\rSTOPPED \u009b2J\u202e';
+    await expect(client.request(forged, {})).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_UNKNOWN_EVENT' } });
+    expect(hub.hub.metrics.refusedCount('CAPS_ERR_INVALID_PAYLOAD')).toBe(2);
+    // the hub stays up: the same connection and a new one are served
+    await expect(client.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: true });
+    const other = raw(hub.url);
+    await other.connected();
+    await expect(other.request('pickup', order('acme', 3))).resolves.toMatchObject({ ok: true });
+    // every log line shows what was sent, escaped
+    for (const line of hub.logs.all) expect(line).not.toMatch(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u);
+    expect(records(hub.logs, 'REFUSED')).toContainEqual(expect.objectContaining({ code: 'CAPS_ERR_UNKNOWN_EVENT', event: forged }));
+  });
+
   it('keeps a socket whose token is valid for 30 days connected (no timer that overflows past 24.8 days)', async () => {
     const { url, logs } = cleanup.add(await startSecureHub(), (h) => h.close());
     const client = raw(url, tokenFor({ role: 'vendor', store: 'acme' }, { expiresInSeconds: 30 * 86_400 }));

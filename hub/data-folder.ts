@@ -1,4 +1,4 @@
-import { lstatSync, mkdirSync, readlinkSync, statSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readlinkSync, statSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { userInfo } from 'node:os';
 
@@ -89,6 +89,22 @@ export function checkPrivateFile(file: string, stakes: FileStakes): Stats | unde
     throw new DataFolderError(`${file} is ${openTo(open)} (mode ${octal(stats.mode)}): whoever may read or write it ${stakes.risk}; fix: chmod 600 ${quote(file)}${readable}`, file);
   }
   return stats;
+}
+
+/**
+ * chmod 600 each of `files` that exists. For files another program creates in the data folder with
+ * its own mode (SQLite's 0644): setting the process's umask instead would change every file the
+ * process makes, anywhere.
+ */
+export function makePrivate(files: readonly string[]): void {
+  if (!checksPermissions()) return;
+  for (const file of files) {
+    try {
+      chmodSync(file, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
 }
 
 /** Windows has neither POSIX modes nor uids (process.geteuid is undefined there): its ACLs are the administrator's. */

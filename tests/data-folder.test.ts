@@ -1,10 +1,13 @@
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadSecret } from '../hub/secret.js';
+import { SqliteStorage } from '../hub/storage/sqlite-storage.js';
+import { signToken } from '../protocol/token.js';
 import type { CliResult } from './helpers/cli.js';
-import { killAllCli, runCli } from './helpers/cli.js';
+import { killAllCli, runCli, startCli } from './helpers/cli.js';
 
 /**
  * The hardening issue's finding 4, "the data folder trusts what it finds": a secret someone else
@@ -12,6 +15,7 @@ import { killAllCli, runCli } from './helpers/cli.js';
  * names and addresses. The hub makes its folder and files private, and refuses to start on ones
  * that are not.
  */
+const LISTENING = /listening on (http:\/\/\S+)/;
 const SECRET = 'a-planted-secret-0123456789abcdef';
 /** `nobody` on Linux: some uid that is not ours, for files owned by someone else. */
 const OTHER_UID = 65534;
@@ -20,8 +24,10 @@ const IS_ROOT = process.getuid?.() === 0;
 const ME = userInfo().username;
 
 const dirs: string[] = [];
+const open: Array<{ close(): unknown }> = [];
 afterEach(async () => {
   await killAllCli();
+  for (const thing of open.splice(0)) await thing.close();
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -89,6 +95,34 @@ describe('caps hub refuses a data folder it cannot trust', () => {
     expect(line).toContain(`chmod 700 ${data}`);
   });
 
+  it('stops on a world-writable data folder with CAPS_SECRET too: the SQLite storage keeps parcels there', async () => {
+    const data = tempDir();
+    chmodSync(data, 0o777);
+    const result = await runCli(hubArgs(data), { env: { CAPS_SECRET: SECRET } });
+    const line = expectOneLineRefusal(result, 'caps hub: ');
+    expect(line).toContain(`chmod 700 ${data}`);
+  });
+
+  it('makes a new data folder 0700 and its secret and caps.sqlite* files 0600, once it has taken a pickup', async () => {
+    const data = join(tempDir(), 'data');
+    const hub = startCli(hubArgs(data), { CAPS_SECRET: undefined });
+    const [line] = await hub.stdout.waitFor(LISTENING, 'the hub to report where it listens');
+    const url = LISTENING.exec(line ?? '')?.[1] ?? '';
+    const token = signToken(readFileSync(join(data, 'secret'), 'utf8').trim(), { role: 'vendor', store: 'acme' });
+    const res = await fetch(`${url}/pickup`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ store: 'acme', orderId: 'acme-1', customer: 'Ada Lovelace', address: '12 Private Lane' }),
+    });
+    // answered once the pickup is committed to caps-journal.sqlite
+    expect(res.status, await res.text()).toBe(201);
+
+    expect(modeOf(data)).toBe(0o700);
+    const files = readdirSync(data).sort();
+    // the -wal and -shm files are SQLite's own, made after the hub made the database files private
+    expect(files).toEqual(['caps-journal.sqlite', 'caps-journal.sqlite-shm', 'caps-journal.sqlite-wal', 'caps.sqlite', 'caps.sqlite-shm', 'caps.sqlite-wal', 'secret']);
+    for (const name of files) expect({ name, mode: modeOf(join(data, name)).toString(8) }).toEqual({ name, mode: '600' });
+  });
 });
 
 describe('caps token refuses the same secrets', () => {
@@ -185,5 +219,45 @@ describe('loadSecret', () => {
     chmodSync(data, 0o777);
     symlinkSync('/etc/hostname', join(data, 'secret'));
     expect(loadSecret(data, { CAPS_SECRET: SECRET })).toEqual({ secret: SECRET, source: 'CAPS_SECRET' });
+  });
+});
+
+describe('the SQLite storage files', () => {
+  it('relies on SQLite giving -wal and -shm the database file\'s mode, whatever the umask', () => {
+    const dir = tempDir();
+    const file = join(dir, 'plain.sqlite');
+    const db = new Database(file);
+    open.push(db);
+    chmodSync(file, 0o600);
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE t (x); INSERT INTO t VALUES (1)');
+    expect(process.umask() & 0o077).not.toBe(0o077); // else this would prove nothing
+    expect(modeOf(`${file}-wal`)).toBe(0o600);
+    expect(modeOf(`${file}-shm`)).toBe(0o600);
+  });
+
+  it('makes the files an older version left 0644 (a hub killed with its -wal and -shm on disk) 0600, in a 0755 folder', async () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o755);
+    const first = new SqliteStorage({ dir });
+    await first.close();
+    // another connection holds the WAL open, as a killed hub leaves it behind
+    const left = new Database(join(dir, 'caps-journal.sqlite'));
+    open.push(left);
+    left.prepare('SELECT count(*) FROM journal').get();
+    const names = ['caps.sqlite', 'caps-journal.sqlite', 'caps-journal.sqlite-wal', 'caps-journal.sqlite-shm'];
+    for (const name of names) chmodSync(join(dir, name), 0o644);
+
+    const storage = new SqliteStorage({ dir });
+    open.push(storage);
+    expect(modeOf(dir)).toBe(0o755);
+    for (const name of names) expect({ name, mode: modeOf(join(dir, name)).toString(8) }).toEqual({ name, mode: '600' });
+  });
+
+  it('refuses a folder others may write to, naming the fix', () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o775);
+    expect(() => new SqliteStorage({ dir })).toThrow(`${dir} is writable by group (mode 775)`);
+    expect(readdirSync(dir)).toEqual([]);
   });
 });

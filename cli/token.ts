@@ -64,7 +64,14 @@ export function runToken(argv: readonly string[]): Promise<number> {
       expiresInSeconds = Number(match[1]) * (UNITS[match[2]] ?? 1);
       if (expiresInSeconds <= 0) return problem('--expires-in must be more than zero');
     }
-    const { secret } = loadSecret(flags.data);
+    let secret: string;
+    try {
+      ({ secret } = loadSecret(flags.data));
+    } catch (err) {
+      // a secret the hub would refuse (or cannot read): one line with the fix, as caps hub says it
+      process.stderr.write(`caps token: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 1;
+    }
     const now = Date.now();
     process.stdout.write(`${signToken(secret, subject, expiresInSeconds !== undefined ? { expiresInSeconds, now } : { now })}\n`);
     const iat = Math.floor(now / 1000);

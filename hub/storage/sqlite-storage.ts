@@ -1,10 +1,11 @@
-import { closeSync, fdatasync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fdatasync, fsyncSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelMessage } from '../../protocol/messages.js';
 import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
+import { makePrivate, prepareDataFolder } from '../data-folder.js';
 import type { ParcelChange, PlanWrites } from './journal.js';
 import { applySome, decodeJournal, foldPlan } from './journal.js';
 import type { CommitWaiter } from './sqlite-commit.js';
@@ -104,12 +105,13 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
 
   constructor(options: SqliteStorageOptions) {
     super();
-    mkdirSync(options.dir, { recursive: true });
+    // customers' names and addresses: a 0700 folder, refused if others may write to it or own it
+    prepareDataFolder(options.dir);
     this.dir = options.dir;
     const file = join(options.dir, 'caps.sqlite');
     const journalFile = join(options.dir, 'caps-journal.sqlite');
-    this.db = new Database(file);
-    this.journal = new Database(journalFile);
+    this.db = openPrivate(file);
+    this.journal = openPrivate(journalFile);
     for (const db of [this.db, this.journal]) {
       db.pragma('journal_mode = WAL');
       // `full` syncs the journal's WAL itself after each commit (see above), off the event loop
@@ -428,6 +430,23 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       if (parcel.state === 'delivered' && !this.folder.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
     }
   }
+}
+
+/**
+ * Opens (creating) a database file and makes it 0600 before anything is written to it. SQLite
+ * creates it 0644; the -wal and -shm files it makes next take the database file's mode (its
+ * os_unix.c does so whatever the umask; tests/data-folder.test.ts checks it). Those a killed hub of
+ * an older version left 0644 are made private here too.
+ */
+function openPrivate(file: string): Database.Database {
+  const db = new Database(file);
+  try {
+    makePrivate([file, `${file}-wal`, `${file}-shm`]);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return db;
 }
 
 interface ParcelRow {

@@ -2,7 +2,11 @@ import type { CommandSpec } from './args.js';
 import { runCommand } from './args.js';
 import { loadSecret } from '../hub/secret.js';
 import type { TokenSubject } from '../protocol/token.js';
-import { signToken } from '../protocol/token.js';
+import { peekClaims, signToken } from '../protocol/token.js';
+import { REVOKED_FILE } from '../hub/keyring.js';
+import { prepareDataFolder } from '../hub/data-folder.js';
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { nameSchema, storeNameSchema } from '../protocol/schemas.js';
 
 export const tokenCommand = {
@@ -24,7 +28,27 @@ export const tokenCommand = {
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3_600, d: 86_400 };
 
+/** `3600s`, `90m`, `12h`, `30d` in seconds; undefined when it is none of those. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+)([smhd])$/.exec(text);
+  if (!match?.[1] || !match[2]) return undefined;
+  return Number(match[1]) * (UNITS[match[2]] ?? 1);
+}
+
+export const revokeCommand = {
+  usage: 'caps token revoke',
+  summary:
+    'Revokes one token by its id (printed by caps token) or the token itself: the hub refuses it from then on and drops connected clients using it within a second. Tokens minted before token ids existed can only be revoked by caps secret rotate.',
+  flags: {
+    id: { type: 'string', description: 'the token id to revoke (16 hex characters)', placeholder: 'ID' },
+    token: { type: 'string', description: 'the token to revoke (its id and expiry are read from it)', placeholder: 'TOKEN' },
+    data: { type: 'string', description: "the hub's data folder, where the list of revoked tokens lives", placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
+  },
+  examples: ['caps token revoke --id 3f9c2a1b7d4e8f60', 'caps token revoke --token "$CAPS_TOKEN"'],
+} as const satisfies CommandSpec;
+
 export function runToken(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'revoke') return runRevoke(argv.slice(1));
   return runCommand(tokenCommand, argv, async (flags) => {
     const problem = (text: string): number => {
       process.stderr.write(`caps token: ${text}\nRun 'caps token --help' to see the flags.\n`);
@@ -59,9 +83,8 @@ export function runToken(argv: readonly string[]): Promise<number> {
     }
     let expiresInSeconds: number | undefined;
     if (flags['expires-in'] !== 'never') {
-      const match = /^(\d+)([smhd])$/.exec(flags['expires-in']);
-      if (!match?.[1] || !match[2]) return problem(`--expires-in must look like 3600s, 90m, 12h, 30d or never; got '${flags['expires-in']}'`);
-      expiresInSeconds = Number(match[1]) * (UNITS[match[2]] ?? 1);
+      expiresInSeconds = parseDuration(flags['expires-in']);
+      if (expiresInSeconds === undefined) return problem(`--expires-in must look like 3600s, 90m, 12h, 30d or never; got '${flags['expires-in']}'`);
       if (expiresInSeconds <= 0) return problem('--expires-in must be more than zero');
     }
     let secret: string;
@@ -73,13 +96,42 @@ export function runToken(argv: readonly string[]): Promise<number> {
       return 1;
     }
     const now = Date.now();
-    process.stdout.write(`${signToken(secret, subject, expiresInSeconds !== undefined ? { expiresInSeconds, now } : { now })}\n`);
+    const token = signToken(secret, subject, expiresInSeconds !== undefined ? { expiresInSeconds, now } : { now });
+    process.stdout.write(`${token}\n`);
     const iat = Math.floor(now / 1000);
+    const claims = peekClaims(token);
+    const id = `id ${claims?.jti ?? '?'} (caps token revoke --id ${claims?.jti ?? '?'}), key ${claims?.kid ?? '?'}`;
     process.stderr.write(
       expiresInSeconds !== undefined
-        ? `caps token: expires ${new Date((iat + expiresInSeconds) * 1000).toISOString()} (--expires-in ${flags['expires-in']})\n`
-        : 'caps token: never expires (--expires-in never); only a new secret revokes it\n',
+        ? `caps token: expires ${new Date((iat + expiresInSeconds) * 1000).toISOString()} (--expires-in ${flags['expires-in']}); ${id}\n`
+        : `caps token: never expires (--expires-in never); ${id}\n`,
     );
+    return 0;
+  });
+}
+
+function runRevoke(argv: readonly string[]): Promise<number> {
+  return runCommand(revokeCommand, argv, async (flags) => {
+    const problem = (text: string): number => {
+      process.stderr.write(`caps token revoke: ${text}\nRun 'caps token revoke --help' to see the flags.\n`);
+      return 2;
+    };
+    if ((flags.id === undefined) === (flags.token === undefined)) return problem('name the token to revoke: --id ID or --token TOKEN (one of them)');
+    let id = flags.id;
+    let until = 'never';
+    if (flags.token !== undefined) {
+      const claims = peekClaims(flags.token);
+      if (!claims) return problem('--token is not a CAPS token');
+      if (claims.jti === undefined) return problem('this token has no id (minted before tokens had one): only caps secret rotate can retire it');
+      id = claims.jti;
+      // remembered until the token would expire anyway: the list does not grow for ever
+      if (claims.exp !== undefined) until = new Date(claims.exp * 1000).toISOString();
+    }
+    if (id === undefined || !/^[a-f0-9]{16}$/.test(id)) return problem(`--id must be a token id of 16 hex characters (caps token prints it); got '${id ?? ''}'`);
+    prepareDataFolder(flags.data);
+    const file = join(flags.data, REVOKED_FILE);
+    appendFileSync(file, `${id} ${until}\n`, { mode: 0o600 });
+    process.stderr.write(`caps token revoke: token ${id} is revoked${until === 'never' ? '' : ` (remembered until it would have expired, ${until})`}; a running hub drops clients using it within a second\n`);
     return 0;
   });
 }

@@ -1,12 +1,14 @@
 import { CapsError } from '../protocol/errors.js';
-import { subjectOf, verifyToken } from '../protocol/token.js';
+import { subjectOf } from '../protocol/token.js';
+import type { Keyring } from './keyring.js';
 import type { Expiring, TokenExpiry } from './expiry.js';
 import type { Logger } from './logger.js';
 import type { ConnectionRefusals } from './refusals.js';
 import type { CapsSocket } from './types.js';
 
 export interface AuthOptions {
-  secret: string | undefined;
+  /** The token keys and revocations; undefined: a hub with no secret (lab mode only). */
+  keyring: Keyring | undefined;
   allowAnonymous: boolean;
   logger: Logger;
   refusals: ConnectionRefusals;
@@ -28,9 +30,12 @@ export function authenticate(options: AuthOptions) {
       return;
     }
     try {
-      if (!options.secret) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
-      const claims = verifyToken(options.secret, token);
+      if (!options.keyring) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
+      const claims = options.keyring.verify(token);
       socket.data.auth = subjectOf(claims);
+      // what a revocation or the end of a key's grace period is checked against, while connected
+      if (claims.jti !== undefined) socket.data.tokenId = claims.jti;
+      if (claims.kid !== undefined) socket.data.keyId = claims.kid;
       if (claims.exp !== undefined) {
         // a token is good until it expires, not for as long as the connection lasts
         const tracked: Expiring = {

@@ -6,8 +6,9 @@ import type { CapsErrorCode } from '../protocol/errors.js';
 import { fail, ok } from '../protocol/result.js';
 import { PARCEL_EVENTS, nameSchema } from '../protocol/schemas.js';
 import type { TokenSubject } from '../protocol/token.js';
-import { subjectOf, verifyToken } from '../protocol/token.js';
+import { subjectOf } from '../protocol/token.js';
 import type { Delivery } from './delivery.js';
+import type { Keyring } from './keyring.js';
 import type { Metrics } from './metrics.js';
 import type { ParcelCursor, ParcelRecord, Storage } from './storage/storage.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
@@ -16,7 +17,8 @@ export interface ApiOptions {
   storage: Storage;
   delivery: Delivery;
   metrics: Metrics;
-  secret: string | undefined;
+  /** The token keys and revocations; undefined: a hub with no secret (lab mode only). */
+  keyring: Keyring | undefined;
   allowAnonymous: boolean;
 }
 
@@ -129,7 +131,7 @@ export function sendError(res: Response, err: unknown, metrics: Metrics): void {
 }
 
 /** Who sent an HTTP request: from its bearer token, or anonymous in lab mode. */
-export function callerOf(req: Request, options: Pick<ApiOptions, 'secret' | 'allowAnonymous'>): Caller {
+export function callerOf(req: Request, options: Pick<ApiOptions, 'keyring' | 'allowAnonymous'>): Caller {
   const header = req.get('authorization');
   if (header === undefined) {
     if (options.allowAnonymous) return { role: 'anonymous' };
@@ -137,8 +139,8 @@ export function callerOf(req: Request, options: Pick<ApiOptions, 'secret' | 'all
   }
   const match = /^Bearer\s+(\S+)$/i.exec(header);
   if (!match?.[1]) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'the Authorization header must be: Bearer <token>');
-  if (!options.secret) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
-  return subjectOf(verifyToken(options.secret, match[1]));
+  if (!options.keyring) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
+  return subjectOf(options.keyring.verify(match[1]));
 }
 
 /** The one store a caller is limited to, or undefined for every store. */

@@ -6,11 +6,13 @@ import { normalizeLabPayload } from '../protocol/lab.js';
 import { fail } from '../protocol/result.js';
 import { parsePublish } from '../protocol/schemas.js';
 import { callerOf, sendError } from './http-api.js';
+import type { Keyring } from './keyring.js';
 import type { PublishContext } from './publish.js';
 import { publishStep } from './publish.js';
 
 export interface HttpPublishOptions {
-  secret: string | undefined;
+  /** The token keys and revocations; undefined: a hub with no secret (lab mode only). */
+  keyring: Keyring | undefined;
   allowAnonymous: boolean;
   /** Largest body accepted, in bytes. */
   maxPayloadBytes: number;

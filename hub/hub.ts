@@ -22,6 +22,7 @@ import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
 import { ConnectionRefusals, onlyCaps } from './refusals.js';
 import { TokenExpiry } from './expiry.js';
+import { Keyring } from './keyring.js';
 import { ClientLimits, DEFAULT_CONNECTION_LIMITS, clientKey } from './client-limits.js';
 import { OriginPolicy } from './origin-policy.js';
 import { RecentIds } from '../protocol/recent-ids.js';
@@ -47,8 +48,10 @@ export interface HubOptions {
   allowedOrigins?: readonly string[];
   /** Open lab mode: clients may connect without a token (a token, when sent, is still checked). */
   allowAnonymous?: boolean;
-  /** The HMAC secret tokens are signed with. Required unless `allowAnonymous`. */
+  /** The HMAC secret tokens are signed with. Required unless `allowAnonymous` (or `keyring`). */
   secret?: string;
+  /** The keys and revocations tokens are checked against (`caps hub` reads them from its data folder); default: `secret` alone. */
+  keyring?: Keyring;
   /** Event rate limit per client (a token's subject, or an address without one), over all its connections. */
   rateLimit?: Partial<RateLimitOptions>;
   /** Connections in all (default 20,000), per token (64) and per address without a token (256); 0: no limit. */
@@ -99,6 +102,9 @@ export interface Hub {
   close(): Promise<void>;
 }
 
+/** How often the token keys and revocations are looked at again. */
+const KEYRING_EVERY_MS = 1_000;
+
 /** How long a delivered parcel's history is kept by default: 30 days. */
 export const DEFAULT_RETENTION_MS = 30 * 86_400_000;
 
@@ -108,7 +114,8 @@ const WEB_DIR = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../.
 /** Starts a hub; resolves once it is listening. */
 export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const logger = options.logger ?? createLogger();
-  if (!options.allowAnonymous && !options.secret) {
+  const keyring = options.keyring ?? (options.secret ? new Keyring(options.secret) : undefined);
+  if (!options.allowAnonymous && !keyring) {
     throw new Error('a hub that requires tokens needs a secret (or allowAnonymous for the open lab mode)');
   }
   const metrics = new Metrics();
@@ -191,7 +198,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     // outside lab mode, metrics (queue names are store names) need a dashboard token without a store
     if (!allowAnonymous) {
       try {
-        const caller = callerOf(req, { secret: options.secret, allowAnonymous });
+        const caller = callerOf(req, { keyring, allowAnonymous });
         if (caller.role !== 'dashboard' || caller.store !== undefined) throw new CapsError('CAPS_ERR_FORBIDDEN', 'metrics need a dashboard token for every store');
       } catch (err) {
         sendError(res, err, metrics);
@@ -208,8 +215,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     }
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { secret: options.secret, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
-  app.use('/api', trackingApi({ storage, delivery, metrics, secret: options.secret, allowAnonymous }));
+  app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', trackingApi({ storage, delivery, metrics, keyring, allowAnonymous }));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {
     res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));
@@ -237,7 +244,28 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     perAddress: options.maxConnectionsPerAddress ?? DEFAULT_CONNECTION_LIMITS.perAddress,
   });
   io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
-  nsp.use(authenticate({ secret: options.secret, allowAnonymous, logger, refusals, expiry }));
+  nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals, expiry }));
+  const dropRevoked = (ring: Keyring): void => {
+    let changed: boolean;
+    try {
+      changed = ring.refresh();
+    } catch (err) {
+      // a broken file is said; the keys and revocations read before stay in force
+      logger.warn('KEYRING NOT READ', { reason: err instanceof Error ? err.message : String(err) });
+      return;
+    }
+    if (!changed && !ring.inGrace) return;
+    for (const socket of nsp.sockets.values()) {
+      const { tokenId, keyId } = socket.data;
+      const reason = tokenId !== undefined && ring.isRevoked(tokenId) ? 'TOKEN REVOKED' : keyId !== undefined && !ring.accepts(keyId) ? 'TOKEN KEY RETIRED' : undefined;
+      if (!reason) continue;
+      logger.info(reason, { socket: socket.id, ...(tokenId !== undefined ? { token: tokenId } : {}), ...(keyId !== undefined ? { key: keyId } : {}) });
+      socket.disconnect(true);
+    }
+  };
+  // a rotation or a revocation reaches connected sockets within a second
+  const keyTimer = keyring ? setInterval(() => dropRevoked(keyring), KEYRING_EVERY_MS) : undefined;
+  keyTimer?.unref();
   nsp.use((socket, next) => {
     const { key, kind } = clientKey(socket.data.auth, socket.handshake.address);
     const refusal = limits.check(key, kind);
@@ -273,6 +301,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         delivery.close();
         dashboards.close();
         expiry.stop();
+        clearInterval(keyTimer);
         await retention.close();
         await new Promise<void>((resolve) => {
           // io.close() closes the HTTP server too; idle keep-alive connections would hold it open

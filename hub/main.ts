@@ -5,6 +5,7 @@ import { LAB_MODE_TOLERATES } from './lab-mode.js';
 import { createLogger } from './logger.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { normalizeOrigin } from './origin-policy.js';
+import { Keyring } from './keyring.js';
 import { loadSecret } from './secret.js';
 
 export const hubCommand = {
@@ -72,10 +73,11 @@ export function runHub(argv: readonly string[]): Promise<number> {
     }
     let hub;
     try {
-      const { secret, source } = loadSecret(flags.data);
-      logger.info('TOKENS', { secret: source, mint: `caps token --data ${flags.data} --role vendor --store NAME` });
+      const { source } = loadSecret(flags.data);
+      const keyring = Keyring.load(flags.data);
+      logger.info('TOKENS', { secret: source, key: keyring.current.kid, mint: `caps token --data ${flags.data} --role vendor --store NAME` });
       hub = await createHub({
-        secret,
+        keyring,
         port: flags.port,
         host,
         allowAnonymous,

@@ -43,6 +43,9 @@ export interface SocketData {
   stores: Set<string>;
   /** Who the client is for its limits (its token's subject, or its address): hub/client-limits.ts. */
   client?: string;
+  /** Its token's id and key id, when it has them: checked against revocations and retired keys while connected. */
+  tokenId?: string;
+  keyId?: string;
   /**
    * How the client acknowledges messages: `callback` (Socket.IO acks: our clients from the start,
    * a lab client after its first), `none` (a lab client that says `received`, or has left many

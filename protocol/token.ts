@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { CapsError } from './errors.js';
 import { nameSchema, storeNameSchema } from './schemas.js';
@@ -11,10 +11,19 @@ import { nameSchema, storeNameSchema } from './schemas.js';
 export const ROLES = ['vendor', 'driver', 'dashboard'] as const;
 export type Role = (typeof ROLES)[number];
 
+/** Every token's bookkeeping: when it was minted and expires, the id of its key, and its own id (to revoke it). */
+const bookkeeping = {
+  v: z.literal(1),
+  iat: z.number().int(),
+  exp: z.number().int().optional(),
+  kid: z.string().regex(/^[A-Za-z0-9_-]{8}$/).optional(),
+  jti: z.string().regex(/^[a-f0-9]{16}$/).optional(),
+};
+
 export const claimsSchema = z.discriminatedUnion('role', [
-  z.strictObject({ v: z.literal(1), role: z.literal('vendor'), store: storeNameSchema, iat: z.number().int(), exp: z.number().int().optional() }),
-  z.strictObject({ v: z.literal(1), role: z.literal('driver'), name: nameSchema, iat: z.number().int(), exp: z.number().int().optional() }),
-  z.strictObject({ v: z.literal(1), role: z.literal('dashboard'), store: storeNameSchema.optional(), iat: z.number().int(), exp: z.number().int().optional() }),
+  z.strictObject({ ...bookkeeping, role: z.literal('vendor'), store: storeNameSchema }),
+  z.strictObject({ ...bookkeeping, role: z.literal('driver'), name: nameSchema }),
+  z.strictObject({ ...bookkeeping, role: z.literal('dashboard'), store: storeNameSchema.optional() }),
 ]);
 export type TokenClaims = z.infer<typeof claimsSchema>;
 
@@ -35,9 +44,22 @@ export function subjectOf(claims: TokenClaims): TokenSubject {
 /** Longest token the hub will look at: anything longer is refused unread. */
 const MAX_TOKEN_LENGTH = 2_048;
 
+/** A key's id: the first 8 characters of the base64url SHA-256 of its secret (names it, reveals nothing). */
+export function keyId(secret: string): string {
+  return createHash('sha256').update(secret).digest('base64url').slice(0, 8);
+}
+
+/** Signs a token with `secret`, naming its key id and an id of its own (to revoke it by). */
 export function signToken(secret: string, subject: TokenSubject, options: { expiresInSeconds?: number; now?: number } = {}): string {
   const iat = Math.floor((options.now ?? Date.now()) / 1000);
-  const claims = { v: 1, ...subject, iat, ...(options.expiresInSeconds !== undefined ? { exp: iat + options.expiresInSeconds } : {}) };
+  const claims = {
+    v: 1,
+    ...subject,
+    iat,
+    ...(options.expiresInSeconds !== undefined ? { exp: iat + options.expiresInSeconds } : {}),
+    kid: keyId(secret),
+    jti: randomBytes(8).toString('hex'),
+  };
   const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
   return `${body}.${mac(secret, body)}`;
 }

@@ -2,7 +2,9 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { signToken, verifyToken } from '../protocol/token.js';
+import { peekClaims, signToken, verifyToken } from '../protocol/token.js';
+import { RawClient } from './helpers/hub.js';
+import { waitUntil } from './helpers/wait.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, runCli, startCli } from './helpers/cli.js';
 
@@ -115,4 +117,71 @@ describe('an authenticated hub from the command line', () => {
     expect(wrong.code, wrong.output).toBe(2);
     expect(wrong.stderr).toMatch(/--token is not a vendor token \(it is a driver token\)/);
   });
+});
+
+describe('rotating the secret and revoking tokens, on a running hub', () => {
+  const clients: RawClient[] = [];
+  afterEach(() => {
+    for (const c of clients.splice(0)) c.close();
+  });
+  const connect = (url: string, token: string): RawClient => {
+    const client = new RawClient(url, { auth: { token } });
+    clients.push(client);
+    return client;
+  };
+  const gone = (client: RawClient, what: string): Promise<true> =>
+    waitUntil(client.socket, 'disconnect', () => (client.socket.connected ? undefined : true), what, 10_000);
+
+  it('caps secret rotate: new tokens at once, old ones through the grace period, then dropped and refused', async () => {
+    const data = tempDir();
+    const { hub, url } = await startAuthHub(data);
+    const old = await mint(data, '--role', 'driver', '--name', 'd-old');
+    const before = connect(url, old);
+    await before.connected();
+
+    const rotated = await runCli(['secret', 'rotate', '--data', data, '--grace', '3s'], { env: { CAPS_SECRET: undefined } });
+    expect(rotated.code, rotated.output).toBe(0);
+    expect(rotated.stderr).toMatch(/tokens of the old key \S+ are accepted until/);
+    expect(statSync(join(data, 'secret.previous')).mode & 0o777).toBe(0o600);
+    const fresh = await mint(data, '--role', 'driver', '--name', 'd-new');
+    expect(peekClaims(fresh)?.kid).not.toBe(peekClaims(old)?.kid);
+    await connect(url, fresh).connected();
+    // within the grace period the old key still lets a client in
+    await connect(url, old).connected();
+
+    await gone(before, 'the client of the old key to be dropped when its grace period ends');
+    await hub.stdout.waitFor(/TOKEN KEY RETIRED/, 'the hub to say why it dropped it');
+    await expect(connect(url, old).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_UNAUTHORIZED', message: expect.stringContaining('no longer accepts') });
+    await connect(url, fresh).connected();
+  }, 30_000);
+
+  it('caps token revoke: the client using it is dropped within seconds and refused after; other tokens are untouched', async () => {
+    const data = tempDir();
+    const { hub, url } = await startAuthHub(data);
+    const minted = await runCli(['token', '--data', data, '--role', 'vendor', '--store', 'acme'], { env: { CAPS_SECRET: undefined } });
+    const token = minted.stdout.trim();
+    const id = /caps token revoke --id ([a-f0-9]{16})/.exec(minted.stderr)?.[1];
+    expect(id, minted.stderr).toBe(peekClaims(token)?.jti);
+    const other = await mint(data, '--role', 'vendor', '--store', 'acme');
+    const victim = connect(url, token);
+    const bystander = connect(url, other);
+    await Promise.all([victim.connected(), bystander.connected()]);
+
+    const revoked = await runCli(['token', 'revoke', '--id', id ?? '', '--data', data], { env: { CAPS_SECRET: undefined } });
+    expect(revoked.code, revoked.output).toBe(0);
+    expect(statSync(join(data, 'revoked')).mode & 0o777).toBe(0o600);
+    await gone(victim, 'the client of the revoked token to be dropped');
+    await hub.stdout.waitFor(/TOKEN REVOKED/, 'the hub to say why it dropped it');
+    await expect(connect(url, token).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_UNAUTHORIZED', message: expect.stringContaining('revoked') });
+    expect(bystander.socket.connected).toBe(true);
+    await expect(bystander.request('pickup', { store: 'acme', orderId: 'still-1', customer: 'C', address: 'A' })).resolves.toMatchObject({ ok: true });
+
+    // by the token itself, and refusals of what is not one
+    const third = await mint(data, '--role', 'vendor', '--store', 'acme');
+    expect((await runCli(['token', 'revoke', '--token', third, '--data', data], { env: { CAPS_SECRET: undefined } })).code).toBe(0);
+    await expect(connect(url, third).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_UNAUTHORIZED' });
+    const bad = await runCli(['token', 'revoke', '--id', 'nope', '--data', data]);
+    expect(bad.code, bad.output).toBe(2);
+    expect(bad.stderr).toMatch(/--id must be a token id of 16 hex characters/);
+  }, 30_000);
 });

@@ -1,3 +1,5 @@
+import { secretRotateCommand } from '../cli/secret.js';
+import { revokeCommand } from '../cli/token.js';
 import { LAB_MODE_TOLERATES } from '../hub/lab-mode.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -185,6 +187,25 @@ describe.concurrent('--help', () => {
     }
     expect(result.stdout).toContain('-h, --help');
     expect(result.stderr).toBe('');
+  });
+});
+
+describe.concurrent('--help of the sub-commands', () => {
+  it.each<[string, CommandSpec]>([
+    ['secret rotate', secretRotateCommand],
+    ['token revoke', revokeCommand],
+  ])('caps %s --help exits 0 and documents every flag', async (name, spec) => {
+    const result = await runCli([...name.split(' '), '--help']);
+    expect(result.code, result.output).toBe(0);
+    expect(result.stdout).toContain(`Usage: caps ${name} [flags]`);
+    expect(result.stdout).toContain(spec.summary);
+    for (const flag of Object.keys(spec.flags)) expect(result.stdout, `--${flag}`).toMatch(new RegExp(`^  --${escape(flag)}\\b`, 'm'));
+  });
+
+  it('caps secret with no sub-command exits 2 and says which there is', async () => {
+    const result = await runCli(['secret']);
+    expect(result.code, result.output).toBe(2);
+    expect(result.stderr).toContain('Usage: caps secret rotate');
   });
 });
 

@@ -44,6 +44,10 @@ export class RedisCluster {
       }
       if (event.hub !== this.hubId) this.handler?.(event);
     });
+    this.pub.defineCommand('capsRenew', {
+      numberOfKeys: 1,
+      lua: "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+    });
     this.pub.defineCommand('capsUnclaim', {
       numberOfKeys: 1,
       lua: "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
@@ -67,6 +71,17 @@ export class RedisCluster {
       return (await this.pub.set(`${this.prefix}claim:${messageId}`, this.hubId, 'PX', Math.max(1, Math.round(leaseMs)), 'NX')) === 'OK';
     } catch {
       return false;
+    }
+  }
+
+  /** Extends this hub's claims on pickups its drivers still hold (one pipeline; a claim another hub has is left alone). */
+  async renew(messageIds: readonly string[], leaseMs: number): Promise<void> {
+    const pipeline = this.pub.pipeline() as ReturnType<Redis['pipeline']> & { capsRenew(key: string, hub: string, ms: string): unknown };
+    for (const id of messageIds) pipeline.capsRenew(`${this.prefix}claim:${id}`, this.hubId, String(Math.round(leaseMs)));
+    try {
+      await pipeline.exec();
+    } catch {
+      // a claim not renewed lapses: another hub's driver may then get the pickup (at least once)
     }
   }
 

@@ -47,8 +47,13 @@ const MAX_UNANSWERED = 3;
 const CLUSTER_PUMP_MS = 1_000;
 /** Several hubs: how often a hub re-reads the queues from Redis. */
 const CLUSTER_RESYNC_MS = 5_000;
-/** A claim outlives the ack wait by this much, so it never lapses while its driver is still in time. */
-const CLAIM_SLACK_MS = 1_000;
+/**
+ * Several hubs: a claim on a pickup lapses this long after its hub last renewed it. The hub renews
+ * the claims of the pickups its drivers hold every CLAIM_RENEW_MS, so only a dead (or cut-off) hub's
+ * claims lapse, and its pickups reach other hubs' drivers within about this long.
+ */
+const CLAIM_LEASE_MS = 6_000;
+const CLAIM_RENEW_MS = 2_000;
 
 interface Entry extends Dispatchable<CapsSocket> {
   message: ParcelMessage;
@@ -163,7 +168,11 @@ export class Delivery {
       await this.cluster.open((event) => this.onClusterEvent(event));
       this.cluster.onResubscribed = () => void this.resync();
       // prevents the timers from keeping the process alive
-      this.clusterTimers.push(setInterval(() => this.pump(), CLUSTER_PUMP_MS).unref(), setInterval(() => void this.resync(), CLUSTER_RESYNC_MS).unref());
+      this.clusterTimers.push(
+        setInterval(() => this.pump(), CLUSTER_PUMP_MS).unref(),
+        setInterval(() => void this.resync(), CLUSTER_RESYNC_MS).unref(),
+        setInterval(() => this.renewClaims(), CLAIM_RENEW_MS).unref(),
+      );
     }
   }
 
@@ -506,6 +515,15 @@ export class Delivery {
     }
   }
 
+  /** Several hubs: keeps the claims of the pickups this hub's drivers hold from lapsing. */
+  private renewClaims(): void {
+    const cluster = this.cluster;
+    if (!cluster || this.closed) return;
+    const held: string[] = [];
+    for (const driver of this.drivers()) for (const entry of this.dispatcher.heldBy(driver)) if (!entry.acked && entry.claimGen !== undefined) held.push(entry.message.messageId);
+    if (held.length > 0) void cluster.renew(held, CLAIM_LEASE_MS);
+  }
+
   /** Several hubs: the pickup goes to this hub's driver only if no other hub's driver has it. */
   private claimThenSend(entry: Entry, driver: CapsSocket): void {
     const cluster = this.cluster;
@@ -513,7 +531,7 @@ export class Delivery {
     const { messageId } = entry.message;
     const gen = (entry.claimGen ?? 0) + 1;
     entry.claimGen = gen;
-    void cluster.claim(messageId, this.acks.waitFor(entry.attempts + 1) + CLAIM_SLACK_MS).then((claimed) => {
+    void cluster.claim(messageId, CLAIM_LEASE_MS).then((claimed) => {
       if (entry.claimGen !== gen) {
         // its driver left and the pickup was claimed again for another: that claim (this hub's, in
         // Redis under the same key) is the one that counts; unclaiming here would delete it

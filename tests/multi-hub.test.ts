@@ -123,6 +123,32 @@ describe('several hubs on one Redis', () => {
     expect(lines.matching(new RegExp(`acme connected to ${urlB}`)).length).toBeGreaterThan(0);
   }, 60_000);
 
+  it('hands a killed hub’s held pickups to another hub’s driver within 10 s, with the default ack timeout', async () => {
+    const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const [portA, portB] = [await freePort(), await freePort()];
+    const hubArgs = (port: number) => ['hub', '--port', String(port), '--host', '127.0.0.1', '--redis', own.url, '--json', '--allow-anonymous', '--dispatch', 'one'];
+    const hubA: CliProcess = startCli(hubArgs(portA));
+    const hubB: CliProcess = startCli(hubArgs(portB));
+    await Promise.all([hubA.stdout.waitFor(/listening on/, 'hub A to listen'), hubB.stdout.waitFor(/listening on/, 'hub B to listen')]);
+    const [urlA, urlB] = [`http://127.0.0.1:${portA}`, `http://127.0.0.1:${portB}`];
+    // a driver on hub A that takes the pickup and never answers: hub A holds it for it
+    const holder = cleanup.add(new RawClient(urlA, { auth: { role: 'driver', name: 'd-on-a' }, autoAck: false }), (c) => c.close());
+    await holder.connected();
+    const vendor = cleanup.add(new RawClient(urlB, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    await vendor.connected();
+    await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    await holder.waitFor('pickup', 1, 'the driver on hub A to be handed the pickup');
+    const rescuer = cleanup.add(new RawClient(urlB, { auth: { role: 'driver', name: 'd-on-b' }, autoAck: false }), (c) => c.close());
+    await rescuer.connected();
+
+    hubA.child.kill('SIGKILL');
+    await hubA.waitExit('hub A to die');
+    const killed = performance.now();
+    await rescuer.waitFor('pickup', 1, 'the driver on hub B to be handed the dead hub’s pickup', 10_000);
+    expect(performance.now() - killed).toBeLessThan(10_000);
+    expect(rescuer.of('pickup')[0]?.orderId).toBe(order('acme', 1).orderId);
+  }, 30_000);
+
   it('is not ready while Redis refuses writes (maxmemory reached), refuses publishes with a code, and recovers when memory frees', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
     const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: `t${randomUUID()}:` }), (h) => h.close());

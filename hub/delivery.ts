@@ -32,6 +32,8 @@ export interface DeliveryOptions {
   driverPrefetch: number;
   /** Pickups one store may have in drivers' hands at once; default: a fair share of the drivers online. */
   maxInHandsPerStore?: number;
+  /** Several hubs: how often a hub re-reads the queues from Redis. Default CLUSTER_RESYNC_MS. */
+  resyncEveryMs?: number;
 }
 
 export const DEFAULT_DELIVERY: DeliveryOptions = {
@@ -124,6 +126,8 @@ export class Delivery {
   private closed = false;
   private readonly clusterTimers: NodeJS.Timeout[] = [];
   private resyncing = false;
+  /** While a resync reads Redis: message ids taken off their queue meanwhile (the snapshot may still hold them). */
+  private forgottenInResync: Set<string> | undefined;
 
   constructor(
     private readonly nsp: CapsNamespace,
@@ -170,7 +174,7 @@ export class Delivery {
       // prevents the timers from keeping the process alive
       this.clusterTimers.push(
         setInterval(() => this.pump(), CLUSTER_PUMP_MS).unref(),
-        setInterval(() => void this.resync(), CLUSTER_RESYNC_MS).unref(),
+        setInterval(() => void this.resync(), this.options.resyncEveryMs ?? CLUSTER_RESYNC_MS).unref(),
         setInterval(() => this.renewClaims(), CLAIM_RENEW_MS).unref(),
       );
     }
@@ -184,6 +188,8 @@ export class Delivery {
     if (this.closed || this.resyncing) return;
     this.resyncing = true;
     const started = Date.now();
+    // what is taken off a queue while Redis is read may still be in the snapshot: not added back
+    this.forgottenInResync = new Set();
     try {
       for (const info of await this.storage.queues()) {
         const pending = await this.storage.pending(info.queue);
@@ -191,13 +197,14 @@ export class Delivery {
         // an entry that arrived while Redis was being read is not in this snapshot: keep it
         for (const [id, entry] of this.entries(info.queue)) if (!ids.has(id) && entry.since < started) this.forget(entry);
         const entries = this.entries(info.queue);
-        for (const message of pending) if (!entries.has(message.messageId)) this.deliverNew(message);
+        for (const message of pending) if (!entries.has(message.messageId) && !this.forgottenInResync.has(message.messageId)) this.deliverNew(message);
       }
       this.pump();
     } catch (err) {
       this.logger.warn('RESYNC FAILED', { error: err instanceof Error ? err.message : String(err) });
     } finally {
       this.resyncing = false;
+      this.forgottenInResync = undefined;
     }
   }
 
@@ -247,6 +254,7 @@ export class Delivery {
       this.elsewhere.delete(entry);
     }
     entry.acked = true;
+    this.forgottenInResync?.add(messageId);
     this.acks.forget(entry);
     if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
   }

@@ -88,6 +88,8 @@ export interface HubOptions {
   maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
   maxInHandsPerStore?: number;
+  /** Several hubs: how often each re-reads the queues from Redis (tests make it often). Default 5 s. */
+  resyncEveryMs?: number;
   logger?: Logger;
 }
 
@@ -177,6 +179,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     ...(options.ackTimeoutMs ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
     ...(options.maxInHandsPerStore ? { maxInHandsPerStore: options.maxInHandsPerStore } : {}),
+    ...(options.resyncEveryMs ? { resyncEveryMs: options.resyncEveryMs } : {}),
   };
   const delivery = new Delivery(io.of(CAPS_NAMESPACE), storage, logger, deliveryOptions, metrics, cluster);
   const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, cluster !== undefined);

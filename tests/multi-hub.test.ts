@@ -10,7 +10,7 @@ import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli } from './helpers/cli.js';
 import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
 import { TestRedis, freePort } from './helpers/redis.js';
-import { Lines, waitUntil } from './helpers/wait.js';
+import { Lines, poll, waitUntil } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
 let redis: TestRedis;
@@ -148,6 +148,24 @@ describe('several hubs on one Redis', () => {
     expect(performance.now() - killed).toBeLessThan(10_000);
     expect(rescuer.of('pickup')[0]?.orderId).toBe(order('acme', 1).orderId);
   }, 30_000);
+
+  it('sends no message twice without a fault, however often the hubs re-read the queues', async () => {
+    const prefix = `t${randomUUID()}:`;
+    const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', resyncEveryMs: 5 }), (h) => h.close());
+    const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', resyncEveryMs: 5 }), (h) => h.close());
+    // raw clients that count every copy they are sent (our own clients would drop a repeat)
+    const vendorA = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    const vendorB = cleanup.add(new RawClient(b.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    const driver = cleanup.add(new DriverClient({ url: b.url, name: 'd1', delay: 0, log: () => undefined }), (d) => d.close());
+    await Promise.all([vendorA.connected(), vendorB.connected(), driver.start()]);
+    const n = 150;
+    for (let i = 0; i < n; i += 10) await Promise.all(Array.from({ length: 10 }, (_, k) => vendorA.request('pickup', order('acme', i + k))));
+    await poll(() => (vendorA.of('delivered').length >= n && vendorB.of('delivered').length >= n ? true : undefined), `both vendors to hear ${n} deliveries`, 30_000);
+    for (const vendor of [vendorA, vendorB]) {
+      const ids = [...vendor.of('in-transit'), ...vendor.of('delivered')].map((m) => m.messageId);
+      expect(ids.length - new Set(ids).size, 'messages sent twice to one vendor').toBe(0);
+    }
+  }, 60_000);
 
   it('is not ready while Redis refuses writes (maxmemory reached), refuses publishes with a code, and recovers when memory frees', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());

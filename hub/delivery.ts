@@ -11,7 +11,11 @@ import type { Metrics } from './metrics.js';
 import type { ClusterEvent, RedisCluster } from './cluster.js';
 import type { AckOutcome, Storage } from './storage/storage.js';
 import { parcelKey } from './storage/storage-core.js';
+import { RecentIds } from '../protocol/recent-ids.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
+
+/** Several hubs: message ids taken off their queue that a hub remembers, not to add them back. */
+const RECENTLY_FORGOTTEN = 20_000;
 
 /** Queues restored at start that get a log line each; past it, one line counts them all. */
 const RESTORED_LINES = 20;
@@ -126,8 +130,11 @@ export class Delivery {
   private closed = false;
   private readonly clusterTimers: NodeJS.Timeout[] = [];
   private resyncing = false;
-  /** While a resync reads Redis: message ids taken off their queue meanwhile (the snapshot may still hold them). */
-  private forgottenInResync: Set<string> | undefined;
+  /**
+   * Several hubs: message ids lately taken off their queue here. A resync's snapshot, or another
+   * hub's late news of the message, may still name one: it is not added back (ids are never reused).
+   */
+  private readonly forgotten = new RecentIds(RECENTLY_FORGOTTEN);
 
   constructor(
     private readonly nsp: CapsNamespace,
@@ -188,8 +195,6 @@ export class Delivery {
     if (this.closed || this.resyncing) return;
     this.resyncing = true;
     const started = Date.now();
-    // what is taken off a queue while Redis is read may still be in the snapshot: not added back
-    this.forgottenInResync = new Set();
     try {
       for (const info of await this.storage.queues()) {
         const pending = await this.storage.pending(info.queue);
@@ -197,14 +202,13 @@ export class Delivery {
         // an entry that arrived while Redis was being read is not in this snapshot: keep it
         for (const [id, entry] of this.entries(info.queue)) if (!ids.has(id) && entry.since < started) this.forget(entry);
         const entries = this.entries(info.queue);
-        for (const message of pending) if (!entries.has(message.messageId) && !this.forgottenInResync.has(message.messageId)) this.deliverNew(message);
+        for (const message of pending) if (!entries.has(message.messageId) && !this.forgotten.has(message.messageId)) this.deliverNew(message);
       }
       this.pump();
     } catch (err) {
       this.logger.warn('RESYNC FAILED', { error: err instanceof Error ? err.message : String(err) });
     } finally {
       this.resyncing = false;
-      this.forgottenInResync = undefined;
     }
   }
 
@@ -230,7 +234,8 @@ export class Delivery {
     if (this.closed) return;
     switch (event.type) {
       case 'added':
-        if (!this.queues.get(event.message.queueId)?.has(event.message.messageId)) this.deliverNew(event.message);
+        // news may come late: after a resync brought the message in and a client took it off
+        if (!this.queues.get(event.message.queueId)?.has(event.message.messageId) && !this.forgotten.has(event.message.messageId)) this.deliverNew(event.message);
         break;
       case 'acked': {
         const entry = this.queues.get(event.queue)?.get(event.messageId);
@@ -254,7 +259,7 @@ export class Delivery {
       this.elsewhere.delete(entry);
     }
     entry.acked = true;
-    this.forgottenInResync?.add(messageId);
+    if (this.cluster) this.forgotten.add(messageId);
     this.acks.forget(entry);
     if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
   }

@@ -67,9 +67,9 @@ export class Dashboards {
     }
     return {
       time: new Date().toISOString(),
-      // events of every store: a rate, not whose
-      eventsPerSecond: store === undefined ? Math.round(eventsPerSecond * 10) / 10 : 0,
       clients,
+      // the hub's whole rate is every store's business: not for a dashboard of one
+      ...(store === undefined ? { eventsPerSecond: Math.round(eventsPerSecond * 10) / 10 } : {}),
       queues: this.delivery.queueStats().filter((q) => store === undefined || q.queue === store),
       drivers,
     };

@@ -72,7 +72,8 @@ export interface ParcelUpdate {
 /** What a dashboard is sent every second. */
 export interface DashboardStats {
   time: string;
-  eventsPerSecond: number;
+  /** Events the hub takes per second, all stores together: left out for a dashboard of one store. */
+  eventsPerSecond?: number;
   clients: Record<ClientRole, number>;
   queues: Array<{ queue: string; depth: number; oldestAgeSeconds: number }>;
   drivers: Array<{ name: string; holding: string[] }>;

@@ -140,7 +140,7 @@
   }
 
   function renderStats(stats) {
-    $('eps').textContent = String(stats.eventsPerSecond);
+    $('eps').textContent = stats.eventsPerSecond === undefined ? '—' : String(stats.eventsPerSecond);
     $('driver-count').textContent = String(stats.clients.driver);
     $('vendor-count').textContent = String(stats.clients.vendor);
     $('drivers').replaceChildren(

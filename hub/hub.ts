@@ -248,15 +248,19 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
   nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals, expiry }));
+  let keyringVersion = keyring?.version ?? 0;
   const dropRevoked = (ring: Keyring): void => {
-    let changed: boolean;
     try {
-      changed = ring.refresh();
+      ring.refresh();
     } catch (err) {
       // a broken file is said; the keys and revocations read before stay in force
       logger.warn('KEYRING NOT READ', { reason: err instanceof Error ? err.message : String(err) });
       return;
     }
+    // also read again by a connect naming a new key: what changed since the last look counts
+    const changed = ring.version !== keyringVersion;
+    keyringVersion = ring.version;
+    if (changed) logger.info('KEYRING RELOADED', { keys: ring.accepted().map((k) => k.kid).join(','), revoked: ring.revokedCount });
     if (!changed && !ring.inGrace) return;
     for (const socket of nsp.sockets.values()) {
       const { tokenId, keyId } = socket.data;

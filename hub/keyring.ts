@@ -30,6 +30,8 @@ export class Keyring {
   /** Revoked token ids, and until when each must be remembered (its token's expiry; Infinity if unknown). */
   private revoked = new Map<string, number>();
   private stamps = '';
+  /** Counts the reloads: whoever acts on a change (dropping connected sockets) compares it. */
+  version = 0;
 
   constructor(
     current: string,
@@ -60,6 +62,8 @@ export class Keyring {
   /** Checks a token's signature (with the key its `kid` names, or any accepted key), expiry and revocation. */
   verify(token: unknown): TokenClaims {
     const kid = typeof token === 'string' ? peekClaims(token)?.kid : undefined;
+    // a key this hub has not seen yet may be a rotation of the last second: read the files again first
+    if (kid !== undefined && !this.keys.some((k) => k.kid === kid)) this.tryRefresh();
     const keys = this.accepted();
     const candidates = kid !== undefined ? keys.filter((k) => k.kid === kid) : keys;
     if (kid !== undefined && candidates.length === 0) {
@@ -85,6 +89,11 @@ export class Keyring {
     return this.keys.some((k) => k.until !== undefined);
   }
 
+  /** How many token ids are revoked (and not yet past their token's expiry). */
+  get revokedCount(): number {
+    return this.revoked.size;
+  }
+
   isRevoked(jti: string): boolean {
     return this.revoked.has(jti);
   }
@@ -92,6 +101,14 @@ export class Keyring {
   /** True while tokens of this key id are accepted. */
   accepts(kid: string): boolean {
     return this.accepted().some((k) => k.kid === kid);
+  }
+
+  private tryRefresh(): void {
+    try {
+      this.refresh();
+    } catch {
+      // a broken file: the hub's sweep says so; the keys read before stay in force
+    }
   }
 
   /**
@@ -117,6 +134,7 @@ export class Keyring {
     }
     this.keys = keys;
     if (this.dataDir !== undefined) this.revoked = readRevoked(join(this.dataDir, REVOKED_FILE), this.now());
+    this.version++;
     return true;
   }
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { peekClaims, signToken, verifyToken } from '../protocol/token.js';
 import { RawClient } from './helpers/hub.js';
-import { waitUntil } from './helpers/wait.js';
+import { poll, waitUntil } from './helpers/wait.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, runCli, startCli } from './helpers/cli.js';
 
@@ -143,6 +143,8 @@ describe('rotating the secret and revoking tokens, on a running hub', () => {
     expect(rotated.code, rotated.output).toBe(0);
     expect(rotated.stderr).toMatch(/tokens of the old key \S+ are accepted until/);
     expect(statSync(join(data, 'secret.previous')).mode & 0o777).toBe(0o600);
+    // the hub reads its keyring again within a second, and says so
+    await hub.stdout.waitFor(/KEYRING RELOADED/, 'the hub to read the new secret');
     const fresh = await mint(data, '--role', 'driver', '--name', 'd-new');
     expect(peekClaims(fresh)?.kid).not.toBe(peekClaims(old)?.kid);
     await connect(url, fresh).connected();
@@ -178,7 +180,9 @@ describe('rotating the secret and revoking tokens, on a running hub', () => {
 
     // by the token itself, and refusals of what is not one
     const third = await mint(data, '--role', 'vendor', '--store', 'acme');
+    const reloads = hub.stdout.all.filter((l) => l.includes('KEYRING RELOADED')).length;
     expect((await runCli(['token', 'revoke', '--token', third, '--data', data], { env: { CAPS_SECRET: undefined } })).code).toBe(0);
+    await poll(() => (hub.stdout.all.filter((l) => l.includes('KEYRING RELOADED')).length > reloads ? true : undefined), 'the hub to read the new revocation');
     await expect(connect(url, third).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_UNAUTHORIZED' });
     const bad = await runCli(['token', 'revoke', '--id', 'nope', '--data', data]);
     expect(bad.code, bad.output).toBe(2);

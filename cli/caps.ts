@@ -14,7 +14,7 @@ const COMMANDS: Record<string, { run: (argv: readonly string[]) => Promise<numbe
   token: { run: runToken, summary: "mint a token for a vendor, a driver or a dashboard with the hub's secret; caps token revoke to revoke one" },
   secret: { run: runSecret, summary: "caps secret rotate: replace the hub's token secret, the old one accepted for a grace period" },
   demo: { run: runDemo, summary: 'hub + 2 vendors + 2 drivers as separate processes (npm start)' },
-  bench: { run: runBench, summary: 'benchmark: CAPS against a bare relay (parcels/s, latency, CPU, RSS), or N idle connections' },
+  bench: { run: runBench, summary: 'benchmark: CAPS against a bare relay (parcels/s, latency, CPU, RSS), N idle connections, or a backlog of offline stores' },
 };
 
 function usage(): string {

@@ -44,9 +44,10 @@ export interface RedisProcess {
  * a measured run. Resolves once it accepts connections; rejects if it cannot, leaving no process.
  * The tests' own Redis (tests/helpers/redis.ts) is one of these too.
  */
-export async function runRedisServer(binary: string, port: number, dir: string, timeoutMs = 10_000): Promise<RedisProcess> {
+export async function runRedisServer(binary: string, port: number, dir: string, timeoutMs = 10_000, extraArgs: readonly string[] = []): Promise<RedisProcess> {
   mkdirSync(dir, { recursive: true });
-  const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--auto-aof-rewrite-percentage', '0', '--save', '', '--protected-mode', 'no'], {
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--auto-aof-rewrite-percentage', '0', '--save', '', '--protected-mode', 'no', ...extraArgs];
+  const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const last: string[] = [];

@@ -68,6 +68,8 @@ export interface HubOptions {
   redisUrl?: string;
   /** Key prefix in Redis (several deployments, or tests, on one Redis). Default `caps:`. */
   redisPrefix?: string;
+  /** Redis replicas that must have each step before it is acknowledged (`WAIT`). Default 0. */
+  redisWaitReplicas?: number;
   /** Folder of the SQLite storage. Default `./data`. */
   dataDir?: string;
   /** SQLite's fsync policy: `full` (default) survives power loss, `normal` a killed process. */
@@ -331,7 +333,7 @@ async function openStorage(options: HubOptions): Promise<{ storage: Storage; clu
   };
   if (options.redisUrl) {
     const prefix = options.redisPrefix ?? 'caps:';
-    const storage = new RedisStorage({ url: options.redisUrl, prefix, ...limits });
+    const storage = new RedisStorage({ url: options.redisUrl, prefix, ...limits, ...(options.redisWaitReplicas ? { waitReplicas: options.redisWaitReplicas } : {}) });
     try {
       await storage.open();
     } catch (err) {

@@ -167,6 +167,29 @@ describe('several hubs on one Redis', () => {
     }
   }, 60_000);
 
+  it('with --redis-wait-replicas 1, acknowledges a step only once a replica has it, and refuses steps while none does', async () => {
+    const primary = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const replica = cleanup.add(await TestRedis.start(['--replicaof', '127.0.0.1', String(primary.port)]), (r) => r.stop());
+    const prefix = `t${randomUUID()}:`;
+    const hub = cleanup.add(await startHub({ redisUrl: primary.url, redisPrefix: prefix, redisWaitReplicas: 1 }), (h) => h.close());
+    const reader = cleanup.add(new Redis(replica.url), (r) => r.quit());
+    // it is killed below: its reconnection attempts are expected
+    reader.on('error', () => undefined);
+    await poll(async () => ((await reader.info('replication')).includes('master_link_status:up') ? true : undefined), 'the replica to sync with its primary');
+    const vendor = cleanup.add(new RawClient(hub.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    await vendor.connected();
+
+    await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    // acknowledged: the replica has it already
+    expect(await reader.exists(`${prefix}p:acme\u0000${order('acme', 1).orderId}`)).toBe(1);
+
+    await replica.kill();
+    await expect(vendor.request('pickup', order('acme', 2), 10_000)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('replicas') } });
+    await replica.run();
+    // the step refused was stored on the primary: once a replica has it, the retry is acknowledged
+    await poll(async () => ((await vendor.request<{ ok: boolean }>('pickup', order('acme', 2), 10_000)).ok ? true : undefined), 'the retried pickup to be acknowledged once the replica is back', 20_000);
+  }, 40_000);
+
   it('is not ready while Redis refuses writes (maxmemory reached), refuses publishes with a code, and recovers when memory frees', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
     const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: `t${randomUUID()}:` }), (h) => h.close());

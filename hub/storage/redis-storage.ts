@@ -153,7 +153,16 @@ export interface RedisStorageOptions extends Partial<StorageLimits> {
   url: string;
   /** Key prefix, so several CAPS deployments (or tests) can share one Redis. Default `caps:`. */
   prefix?: string;
+  /**
+   * Replicas that must have each step before it is acknowledged (Redis `WAIT`); 0: none, the
+   * primary's own write (and its AOF) is enough. Past REPLICA_WAIT_MS with fewer, the step is
+   * refused as temporary (it is on the primary: the publisher's retry is answered as a duplicate).
+   */
+  waitReplicas?: number;
 }
+
+/** How long a step waits for its replicas (with `waitReplicas`) before it is refused. */
+export const REPLICA_WAIT_MS = 2_000;
 
 const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2 };
 
@@ -164,10 +173,14 @@ export class RedisStorage implements Storage {
   private readonly limits: StorageLimits;
   private closing: Promise<void> | undefined;
   private readyWait: Promise<void> | undefined;
+  private readonly waitReplicas: number;
+  /** The WAIT that the steps recorded in this turn share (one WAIT covers every write before it on this connection). */
+  private replicaWait: Promise<number> | undefined;
 
   constructor(options: RedisStorageOptions) {
     this.prefix = options.prefix ?? 'caps:';
     this.limits = { ...DEFAULT_LIMITS, ...options };
+    this.waitReplicas = options.waitReplicas ?? 0;
     this.redis = new Redis(options.url, {
       // fail at once while Redis is away: the hub refuses publishes rather than queueing them in memory
       enableOfflineQueue: false,
@@ -239,6 +252,8 @@ export class RedisStorage implements Storage {
         String(this.limits.maxPickups),
       ),
     );
+    // a step stored (or one stored before) is answered once enough replicas have it
+    if (reply[0] !== 'refused' && this.waitReplicas > 0) await this.replicated();
     switch (reply[0]) {
       case 'duplicate':
         return { status: 'duplicate' };
@@ -325,6 +340,19 @@ export class RedisStorage implements Storage {
       () => this.redis.disconnect(),
     );
     return this.closing;
+  }
+
+  /** Resolves once `waitReplicas` replicas have every write made so far on this connection; throws CAPS_ERR_STORAGE past REPLICA_WAIT_MS. */
+  private async replicated(): Promise<void> {
+    this.replicaWait ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      // the steps of the next turn need a WAIT sent after their own writes
+      this.replicaWait = undefined;
+      return this.call(() => this.redis.wait(this.waitReplicas, REPLICA_WAIT_MS));
+    });
+    const confirmed = await this.replicaWait;
+    if (confirmed < this.waitReplicas) {
+      throw new CapsError('CAPS_ERR_STORAGE', `only ${confirmed} of ${this.waitReplicas} Redis replicas confirmed the step within ${REPLICA_WAIT_MS} ms (--redis-wait-replicas)`);
+    }
   }
 
   /** Runs a Redis command; a Redis that is away becomes CAPS_ERR_STORAGE, never an ack. */

@@ -16,21 +16,25 @@ export const REDIS_SERVER = '/usr/bin/redis-server';
 export class TestRedis {
   readonly dir = mkdtempSync(join(tmpdir(), 'caps-redis-'));
   private process: RedisProcess | undefined;
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    /** More redis-server arguments, e.g. `--replicaof 127.0.0.1 PORT` for a replica. */
+    private readonly extraArgs: readonly string[] = [],
+  ) {}
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  static async start(): Promise<TestRedis> {
-    const redis = new TestRedis(await freePort());
+  static async start(extraArgs: readonly string[] = []): Promise<TestRedis> {
+    const redis = new TestRedis(await freePort(), extraArgs);
     await redis.run();
     return redis;
   }
 
   /** Starts (again) on the same port and folder; resolves when it accepts connections. */
   async run(): Promise<void> {
-    this.process = await runRedisServer(REDIS_SERVER, this.port, this.dir);
+    this.process = await runRedisServer(REDIS_SERVER, this.port, this.dir, 10_000, this.extraArgs);
   }
 
   get running(): boolean {

@@ -190,6 +190,33 @@ describe('several hubs on one Redis', () => {
     await poll(async () => ((await vendor.request<{ ok: boolean }>('pickup', order('acme', 2), 10_000)).ok ? true : undefined), 'the retried pickup to be acknowledged once the replica is back', 20_000);
   }, 40_000);
 
+  it('keeps the last fifth of Redis memory for parcels already accepted: new pickups wait, drivers’ steps go on', async () => {
+    const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: `t${randomUUID()}:` }), (h) => h.close());
+    const admin = cleanup.add(new Redis(own.url), (r) => r.quit());
+    const vendor = cleanup.add(new RawClient(hub.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    const driver = cleanup.add(new RawClient(hub.url, { auth: { role: 'driver', name: 'd1' } }), (c) => c.close());
+    await Promise.all([vendor.connected(), driver.connected()]);
+    await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
+
+    // Redis at ~85% of its maxmemory: it still takes writes, but it is near the end
+    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
+    await admin.config('SET', 'maxmemory', String(Math.ceil(used / 0.85)));
+    const refused = await poll(
+      async () => {
+        const answer = await vendor.request<{ ok: boolean; error?: { code: string; message: string } }>('pickup', order('acme', 2));
+        return answer.ok ? undefined : answer;
+      },
+      'the hub to see Redis nearly full and hold new pickups back',
+    );
+    expect(refused.error).toMatchObject({ code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('nearly full') });
+    await expect(driver.request('in-transit', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    await expect(driver.request('delivered', order('acme', 1))).resolves.toMatchObject({ ok: true });
+
+    await admin.config('SET', 'maxmemory', '0');
+    await poll(async () => ((await vendor.request<{ ok: boolean }>('pickup', order('acme', 3))).ok ? true : undefined), 'new pickups to be taken again once Redis has room');
+  }, 30_000);
+
   it('is not ready while Redis refuses writes (maxmemory reached), refuses publishes with a code, and recovers when memory frees', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
     const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: `t${randomUUID()}:` }), (h) => h.close());

@@ -161,6 +161,14 @@ export interface RedisStorageOptions extends Partial<StorageLimits> {
   waitReplicas?: number;
 }
 
+/**
+ * The share of Redis's maxmemory kept for parcels already accepted: past the rest, new pickups are
+ * refused (CAPS_ERR_STORAGE) while drivers' steps and acknowledgements go on, so parcels in flight
+ * can finish rather than stall when Redis fills up. Looked at every MEMORY_CHECK_MS.
+ */
+const MEMORY_RESERVE = 0.2;
+const MEMORY_CHECK_MS = 1_000;
+
 /** How long a step waits for its replicas (with `waitReplicas`) before it is refused. */
 export const REPLICA_WAIT_MS = 2_000;
 
@@ -174,6 +182,9 @@ export class RedisStorage implements Storage {
   private closing: Promise<void> | undefined;
   private readyWait: Promise<void> | undefined;
   private readonly waitReplicas: number;
+  /** Redis's used share of its maxmemory when last looked at, or undefined with no maxmemory. */
+  private memoryUse: number | undefined;
+  private memoryTimer: NodeJS.Timeout | undefined;
   /** The WAIT that the steps recorded in this turn share (one WAIT covers every write before it on this connection). */
   private replicaWait: Promise<number> | undefined;
 
@@ -198,6 +209,22 @@ export class RedisStorage implements Storage {
   async open(): Promise<void> {
     if (this.redis.status === 'wait') await this.redis.connect();
     await this.ping();
+    await this.checkMemory();
+    this.memoryTimer = setInterval(() => void this.checkMemory(), MEMORY_CHECK_MS);
+    // prevents the timer from keeping the process alive
+    this.memoryTimer.unref();
+  }
+
+  /** How full Redis is (INFO memory): used_memory over maxmemory. */
+  private async checkMemory(): Promise<void> {
+    try {
+      const info = await this.redis.info('memory');
+      const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
+      const max = Number(/^maxmemory:(\d+)/m.exec(info)?.[1]);
+      this.memoryUse = max > 0 && Number.isFinite(used) ? used / max : undefined;
+    } catch {
+      // Redis away: its refusals say so
+    }
   }
 
   /**
@@ -236,6 +263,13 @@ export class RedisStorage implements Storage {
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
+    const full = (): boolean => this.memoryUse !== undefined && this.memoryUse >= 1 - MEMORY_RESERVE;
+    // looked at again before refusing: room may have been made since the last look
+    if (input.event === 'pickup' && full()) await this.checkMemory();
+    if (input.event === 'pickup' && full()) {
+      const percent = Math.round((this.memoryUse ?? 1) * 100);
+      return { status: 'refused', code: 'CAPS_ERR_STORAGE', reason: `Redis is nearly full (${percent}% of its maxmemory): new pickups wait for room; parcels already accepted go on` };
+    }
     const reply = await this.call(() =>
       this.redis.capsRecordStep(
         this.prefix,
@@ -335,6 +369,7 @@ export class RedisStorage implements Storage {
   }
 
   close(): Promise<void> {
+    clearInterval(this.memoryTimer);
     this.closing ??= this.redis.quit().then(
       () => undefined,
       () => this.redis.disconnect(),

@@ -135,6 +135,8 @@ export class Delivery {
    * hub's late news of the message, may still name one: it is not added back (ids are never reused).
    */
   private readonly forgotten = new RecentIds(RECENTLY_FORGOTTEN);
+  /** Several hubs: each queue's version when a resync last read it whole (one entry per queue, as the queues themselves). */
+  private readonly resyncedAt = new Map<string, string>();
 
   constructor(
     private readonly nsp: CapsNamespace,
@@ -196,13 +198,21 @@ export class Delivery {
     this.resyncing = true;
     const started = Date.now();
     try {
-      for (const info of await this.storage.queues()) {
-        const pending = await this.storage.pending(info.queue);
+      // only the queues that changed since this hub last read them (their seq or depth moved): an
+      // idle store costs two commands in one round trip, not a re-read
+      const versions = this.storage.queueVersions ? await this.storage.queueVersions() : undefined;
+      const queues = versions ? [...versions.keys()] : (await this.storage.queues()).map((q) => q.queue);
+      for (const queue of queues) {
+        const version = versions?.get(queue);
+        if (version !== undefined && this.resyncedAt.get(queue) === version) continue;
+        const pending = await this.storage.pending(queue);
         const ids = new Set(pending.map((m) => m.messageId));
         // an entry that arrived while Redis was being read is not in this snapshot: keep it
-        for (const [id, entry] of this.entries(info.queue)) if (!ids.has(id) && entry.since < started) this.forget(entry);
-        const entries = this.entries(info.queue);
+        for (const [id, entry] of this.entries(queue)) if (!ids.has(id) && entry.since < started) this.forget(entry);
+        const entries = this.entries(queue);
         for (const message of pending) if (!entries.has(message.messageId) && !this.forgotten.has(message.messageId)) this.deliverNew(message);
+        // read as it stood at `version` or later: a change after it shows as another version next time
+        if (version !== undefined) this.resyncedAt.set(queue, version);
       }
       this.pump();
     } catch (err) {

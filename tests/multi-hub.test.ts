@@ -217,6 +217,40 @@ describe('several hubs on one Redis', () => {
     await poll(async () => ((await vendor.request<{ ok: boolean }>('pickup', order('acme', 3))).ok ? true : undefined), 'new pickups to be taken again once Redis has room');
   }, 30_000);
 
+  it('re-reads only the queues that changed: 500 idle stores with queued messages cost two commands each per resync, not five round trips', async () => {
+    const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const prefix = `t${randomUUID()}:`;
+    const admin = cleanup.add(new Redis(own.url), (r) => r.quit());
+    // 500 stores, each with a notification its (absent) vendors have not acknowledged
+    const seed = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: prefix, allowAnonymous: true }), (h) => h.close());
+    const driver = cleanup.add(new RawClient(seed.url, { auth: { role: 'driver', name: 'd1' } }), (c) => c.close());
+    const vendor = cleanup.add(new RawClient(seed.url), (c) => c.close());
+    await Promise.all([driver.connected(), vendor.connected()]);
+    for (let i = 0; i < 500; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, k) => vendor.request('pickup', order(`idle-${i + k}`, 1))));
+      await Promise.all(Array.from({ length: 50 }, (_, k) => driver.request('in-transit', order(`idle-${i + k}`, 1))));
+    }
+    driver.close();
+    vendor.close();
+    await seed.close();
+    cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: prefix, resyncEveryMs: 50 }), (h) => h.close());
+    const calls = async (command: string): Promise<number> => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await admin.info('commandstats'))?.[1] ?? 0);
+    // the first resync reads every queue once; after it, nothing changes
+    const reads = async (): Promise<number> => (await calls('zrange')) + (await calls('mget'));
+    let last = -1;
+    await poll(async () => {
+      const now = await reads();
+      const settled = now === last;
+      last = now;
+      return settled ? true : undefined;
+    }, 'the hub’s first full read to end', 10_000, 300);
+    const [zrange, mget, zcard] = [await calls('zrange'), await calls('mget'), await calls('zcard')];
+    // a second (or more) of resyncs every 50 ms with nothing changed
+    await poll(async () => ((await calls('zcard')) - zcard >= 5 * 500 ? true : undefined), 'five more resyncs', 20_000, 100);
+    expect((await calls('zrange')) - zrange, 'queues re-read while idle').toBe(0);
+    expect((await calls('mget')) - mget).toBe(0);
+  }, 60_000);
+
   it('is not ready while Redis refuses writes (maxmemory reached), refuses publishes with a code, and recovers when memory frees', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
     const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: `t${randomUUID()}:` }), (h) => h.close());

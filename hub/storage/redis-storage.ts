@@ -321,6 +321,21 @@ export class RedisStorage implements Storage {
     return out;
   }
 
+  async queueVersions(): Promise<Map<string, string>> {
+    const names = await this.call(() => this.redis.smembers(`${this.prefix}queues`));
+    const pipeline = this.redis.pipeline();
+    for (const queue of names) pipeline.get(`${this.prefix}seq:${queue}`).zcard(`${this.prefix}q:${queue}`);
+    const replies = (await this.call(() => pipeline.exec())) ?? [];
+    const versions = new Map<string, string>();
+    names.forEach((queue, i) => {
+      const [seqErr, seq] = replies[2 * i] ?? [null, null];
+      const [cardErr, card] = replies[2 * i + 1] ?? [null, null];
+      if (seqErr || cardErr) throw new CapsError('CAPS_ERR_STORAGE', `Redis: ${(seqErr ?? cardErr)?.message ?? 'no reply'}`);
+      versions.set(queue, `${String(seq ?? 0)}:${String(card ?? 0)}`);
+    });
+    return versions;
+  }
+
   async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
     const id = `${store}\0${orderId}`;
     const [fields, steps] = await this.call(() => Promise.all([this.redis.hgetall(`${this.prefix}p:${id}`), this.redis.hgetall(`${this.prefix}s:${id}`)]));

@@ -123,6 +123,11 @@ export interface Storage {
   inLog(queue: string): number;
   /** Every queue that has ever held a message, with its depth. */
   queues(): Promise<QueueInfo[]>;
+  /**
+   * Several hubs (Redis): each queue's version (its last seq and depth), read in one round trip.
+   * A queue whose version is unchanged since a hub last read it holds what that hub saw.
+   */
+  queueVersions?(): Promise<Map<string, string>>;
   parcel(store: string, orderId: string): Promise<ParcelRecord | undefined>;
   /** Every parcel with this orderId, whatever its store. */
   findParcels(orderId: string): Promise<ParcelRecord[]>;

@@ -166,7 +166,7 @@ function parseName(value: unknown, what: string): string {
   return parsed.data;
 }
 
-function timeline(parcel: ParcelRecord) {
+export function timeline(parcel: ParcelRecord) {
   return {
     ...parcel.order,
     state: parcel.state,

@@ -13,6 +13,8 @@ import { callerOf, sendError, trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
 import { Retention } from './retention.js';
 import { pickupRoute } from './http-publish.js';
+import { shopApi } from './shop-api.js';
+import { OPENAPI } from './openapi.js';
 import { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { DEFAULT_RATE_LIMIT } from './rate-limit.js';
@@ -221,6 +223,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.get('/api/openapi.json', (_req, res) => {
+    res.json(OPENAPI);
+  });
   app.use('/api', trackingApi({ storage, delivery, metrics, keyring, allowAnonymous }));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {

@@ -1,0 +1,124 @@
+import { CAPS_ERROR_CODES } from '../protocol/errors.js';
+import { PARCEL_EVENTS } from '../protocol/schemas.js';
+
+/**
+ * The HTTP API as OpenAPI 3.1, served at /api/openapi.json. tests/openapi.test.ts checks it
+ * against the routes the hub really has, both ways.
+ */
+
+const error = {
+  type: 'object',
+  required: ['ok', 'error'],
+  properties: {
+    ok: { const: false },
+    error: { type: 'object', required: ['code', 'message'], properties: { code: { enum: CAPS_ERROR_CODES }, message: { type: 'string' } } },
+  },
+};
+
+const step = {
+  type: 'object',
+  required: ['event', 'time'],
+  properties: { event: { enum: PARCEL_EVENTS }, time: { type: 'string', format: 'date-time' }, driver: { type: 'string' } },
+};
+
+const parcel = {
+  type: 'object',
+  required: ['store', 'orderId', 'customer', 'address', 'state', 'history'],
+  properties: {
+    store: { type: 'string' },
+    orderId: { type: 'string' },
+    customer: { type: 'string' },
+    address: { type: 'string' },
+    state: { enum: PARCEL_EVENTS },
+    driver: { type: 'string' },
+    history: { type: 'array', items: step },
+  },
+};
+
+const okOf = (data: object): object => ({ type: 'object', required: ['ok', 'data'], properties: { ok: { const: true }, data } });
+const json = (schema: object): object => ({ content: { 'application/json': { schema } } });
+const errors = { '400': { description: 'Invalid request', ...json(error) }, '401': { description: 'No valid token', ...json(error) }, '403': { description: 'Not allowed for this token', ...json(error) } };
+const pathParam = (name: string, description: string): object => ({ name, in: 'path', required: true, schema: { type: 'string', maxLength: 200 }, description });
+
+export const OPENAPI = {
+  openapi: '3.1.0',
+  info: {
+    title: 'CAPS hub HTTP API',
+    version: '1',
+    description:
+      'Answers { ok: true, data } or { ok: false, error: { code, message } } with the code\'s HTTP status. Authorization: Bearer <token> (caps token), except in the open lab mode.',
+  },
+  components: { securitySchemes: { token: { type: 'http', scheme: 'bearer' } } },
+  security: [{ token: [] }],
+  paths: {
+    '/api/packages/{orderId}': {
+      get: {
+        summary: "A parcel's timeline (another store's parcel is not found)",
+        parameters: [pathParam('orderId', 'the order id'), { name: 'store', in: 'query', schema: { type: 'string' }, description: 'which store, when two use the same orderId' }],
+        responses: { '200': { description: 'The parcel', ...json(okOf(parcel)) }, '404': { description: 'No such parcel', ...json(error) }, ...errors },
+      },
+    },
+    '/api/stores': {
+      get: {
+        summary: 'Every store with parcels, and how many are in each state (a store token: its own)',
+        responses: { '200': { description: 'The stores', ...json(okOf({ type: 'object', properties: { stores: { type: 'array' } } })) }, ...errors },
+      },
+    },
+    '/api/stores/{store}/packages': {
+      get: {
+        summary: "A store's parcels, newest first, a page at a time",
+        parameters: [
+          pathParam('store', 'the store'),
+          { name: 'status', in: 'query', schema: { enum: PARCEL_EVENTS } },
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
+          { name: 'cursor', in: 'query', schema: { type: 'string' }, description: 'the next page: `next` of the page before' },
+        ],
+        responses: { '200': { description: 'A page', ...json(okOf({ type: 'object', properties: { store: { type: 'string' }, packages: { type: 'array', items: parcel }, next: { type: ['string', 'null'] } } })) }, ...errors },
+      },
+    },
+    '/api/stores/{store}/parcels': {
+      post: {
+        summary: 'Creates a parcel (a pickup for the drivers), with a vendor token of that store',
+        parameters: [
+          pathParam('store', 'the store'),
+          {
+            name: 'Idempotency-Key',
+            in: 'header',
+            schema: { type: 'string', minLength: 1, maxLength: 255 },
+            description: 'Without an orderId, names the parcel: a retry with the same key finds the same parcel (even after a hub restart); the same key with another body is refused (422).',
+          },
+        ],
+        requestBody: {
+          required: true,
+          ...json({ type: 'object', required: ['customer', 'address'], properties: { orderId: { type: 'string' }, customer: { type: 'string' }, address: { type: 'string' }, store: { type: 'string', description: 'if given, the path\'s' } } }),
+        },
+        responses: {
+          '201': { description: 'Created', ...json(okOf({ ...parcel, properties: { ...parcel.properties, status: { const: 'created' } } })) },
+          '200': { description: 'It existed already (header Idempotent-Replayed: true)', ...json(okOf({ ...parcel, properties: { ...parcel.properties, status: { const: 'existing' } } })) },
+          '422': { description: 'The Idempotency-Key was used for another body', ...json(error) },
+          '503': { description: 'Queue full or storage unavailable: retry', ...json(error) },
+          ...errors,
+        },
+      },
+    },
+    '/api/queues': {
+      get: { summary: 'Queues, their depth and the age of their oldest message (a store token: its own)', responses: { '200': { description: 'The queues', ...json(okOf({ type: 'object' })) }, ...errors } },
+    },
+    '/api/drivers': {
+      get: { summary: 'Drivers online and what each holds (a store token: those holding its parcels)', responses: { '200': { description: 'The drivers', ...json(okOf({ type: 'object' })) }, ...errors } },
+    },
+    '/api/openapi.json': {
+      get: { summary: 'This document', security: [], responses: { '200': { description: 'OpenAPI 3.1' } } },
+    },
+    '/pickup': {
+      post: {
+        summary: "Lab 12's stretch goal: a pickup from a JSON order { store, orderId, customer, address }",
+        requestBody: { required: true, ...json({ type: 'object', required: ['store', 'orderId', 'customer', 'address'] }) },
+        responses: { '201': { description: 'New' }, '200': { description: 'A duplicate' }, ...errors },
+      },
+    },
+    '/healthz': { get: { summary: 'The process is up', security: [], responses: { '200': { description: 'ok' } } } },
+    '/readyz': { get: { summary: 'The storage takes writes', security: [], responses: { '200': { description: 'ready' }, '503': { description: 'not ready, with the reason' } } } },
+    '/metrics': { get: { summary: 'Prometheus metrics (a dashboard token for every store)', responses: { '200': { description: 'Prometheus text' }, ...errors } } },
+  },
+} as const;

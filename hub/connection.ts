@@ -8,7 +8,7 @@ import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { AckResult } from '../protocol/result.js';
 import { fail, ok } from '../protocol/result.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
-import { getAllSchema, handshakeSchema, parsePayload, parsePublish, parseRoom, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
+import { getAllSchema, handshakeSchema, locationSchema, parsePayload, parsePublish, parseRoom, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
 import { DRIVERS_ROOM, isDriverId, queueOf, storeRoom } from './identity.js';
 import { labReceived } from './lab-mode.js';
 import { forbidden, mayName, mayUseQueue } from './policy.js';
@@ -17,12 +17,16 @@ import { publishStep } from './publish.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { FLOOD_WINDOW_MS, FloodWatch } from './rate-limit.js';
 import type { ClientLimits } from './client-limits.js';
+import type { Locations } from './locations.js';
+import { LOCATION_EVERY_MS } from './locations.js';
 import type { CapsSocket } from './types.js';
 
 export interface ConnectionContext extends PublishContext {
   rateLimit: RateLimitOptions;
   /** Event buckets and connection counts per client. */
   limits: ClientLimits;
+  /** Drivers' latest positions. */
+  locations: Locations;
 }
 
 
@@ -264,6 +268,18 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     }
   });
 
+  on('location', (raw) => {
+    const auth = socket.data.auth;
+    if (auth ? auth.role !== 'driver' : socket.data.role !== 'driver') return forbid('send a location (drivers only)');
+    const parsed = parsePayload(locationSchema, raw);
+    if (!parsed.ok) return parsed;
+    const held = delivery.held(socket);
+    const location = ctx.locations.update(socket.data.name, parsed.value, held.map((h) => h.orderId));
+    if (!location) return fail('CAPS_ERR_RATE_LIMITED', `a driver's position is kept at most once every ${LOCATION_EVERY_MS} ms`);
+    ctx.dashboards.location(location, held);
+    return ok({ kept: true as const });
+  });
+
   on('getAll', async (raw) => {
     const parsed = parsePayload(getAllSchema, raw);
     if (!parsed.ok) return parsed;
@@ -282,6 +298,8 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
 
   socket.on('disconnect', (reason) => {
     logger.info('DISCONNECTED', { ...who(socket), reason });
+    // a position is news of a driver online: gone with it
+    if (socket.data.role === 'driver') ctx.locations.forget(socket.data.name);
     delivery.disconnected(socket);
   });
 }

@@ -1,4 +1,5 @@
-import type { DashboardStats, ParcelMessage } from '../protocol/messages.js';
+import type { DashboardStats, DriverLocation, ParcelMessage } from '../protocol/messages.js';
+import { storeRoom } from './identity.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
@@ -41,6 +42,17 @@ export class Dashboards {
     const { event, store, orderId, customer, address, time, driver, seq } = message;
     const update = { event, store, orderId, customer, address, time, seq, ...(driver !== undefined ? { driver } : {}) };
     this.nsp.to(ALL_STORES).to(storeDashboards(store)).emit('parcel', update);
+  }
+
+  /**
+   * A driver's position: each store whose parcels it holds hears it (vendors and that store's
+   * dashboards), with only its own parcels; dashboards of every store hear every position.
+   */
+  location(location: DriverLocation, held: ReadonlyArray<{ store: string; orderId: string }>): void {
+    const byStore = new Map<string, string[]>();
+    for (const { store, orderId } of held) byStore.set(store, [...(byStore.get(store) ?? []), orderId]);
+    for (const [store, orderIds] of byStore) this.nsp.to(storeRoom(store)).to(storeDashboards(store)).emit('location', { ...location, orderIds });
+    this.nsp.to(ALL_STORES).emit('location', location);
   }
 
   close(): void {

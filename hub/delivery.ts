@@ -440,6 +440,11 @@ export class Delivery {
   }
 
   /** Every connected driver and the pickups it holds (dispatch `one`). */
+  /** The pickups a driver's connection holds. */
+  held(socket: CapsSocket): Array<{ store: string; orderId: string }> {
+    return [...this.dispatcher.heldBy(socket)].map((e) => ({ store: e.message.store, orderId: e.message.orderId }));
+  }
+
   driverLoads(): Array<{ name: string; socket: string; holding: Array<{ store: string; orderId: string }> }> {
     return this.drivers()
       .filter((socket) => socket.data.role === 'driver')

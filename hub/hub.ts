@@ -24,6 +24,7 @@ import type { DeliveryOptions, DispatchMode } from './delivery.js';
 import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
 import { ConnectionRefusals, onlyCaps } from './refusals.js';
 import { TokenExpiry } from './expiry.js';
+import { Locations } from './locations.js';
 import { Keyring } from './keyring.js';
 import { ClientLimits, DEFAULT_CONNECTION_LIMITS, clientKey } from './client-limits.js';
 import { OriginPolicy } from './origin-policy.js';
@@ -249,6 +250,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   retention.start();
   const expiry = new TokenExpiry();
   const refusals = new ConnectionRefusals(logger, metrics);
+  const locations = new Locations();
   const limits = new ClientLimits(rateLimit, {
     total: options.maxConnections ?? DEFAULT_CONNECTION_LIMITS.total,
     perToken: options.maxConnectionsPerToken ?? DEFAULT_CONNECTION_LIMITS.perToken,
@@ -295,7 +297,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       limits.join(client);
       socket.once('disconnect', () => limits.leave(client));
     }
-    handleConnection({ logger, storage, delivery, metrics, rateLimit, limits, dashboards }, socket);
+    handleConnection({ logger, storage, delivery, metrics, rateLimit, limits, dashboards, locations }, socket);
   });
   logger.info('STORAGE', {
     kind: storage.kind,

@@ -1,5 +1,5 @@
 import type { AckCallback } from './result.js';
-import type { ClientRole, DashboardStats, GetAllResult, JoinResult, ParcelMessage, ParcelUpdate, PublishResult, ReceivedResult } from './messages.js';
+import type { ClientRole, DashboardStats, DriverLocation, GetAllResult, JoinResult, LocationInput, ParcelMessage, ParcelUpdate, PublishResult, ReceivedResult } from './messages.js';
 import type { TokenSubject } from './token.js';
 import type { GetAllPayload, PublishPayload, ReceivedPayload, RoomPayload } from './schemas.js';
 
@@ -12,6 +12,8 @@ export interface ClientToServerEvents {
   delivered: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
   received: (payload: ReceivedPayload, ack?: AckCallback<ReceivedResult>) => void;
   getAll: (payload: GetAllPayload, ack?: AckCallback<GetAllResult>) => void;
+  /** Drivers only: where the driver is now. Kept (the latest per driver), never queued. */
+  location: (payload: LocationInput, ack?: AckCallback<{ kept: true }>) => void;
 }
 
 /** A client's answer to a message: anything truthy-free works; `{ ok: true }` is conventional. */
@@ -26,6 +28,8 @@ export interface ServerToClientEvents {
   parcel: (update: ParcelUpdate) => void;
   /** Dashboards only: a snapshot each second. */
   stats: (stats: DashboardStats) => void;
+  /** A store's vendors and dashboards: the position of a driver holding its parcels. */
+  location: (location: DriverLocation) => void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type

@@ -78,3 +78,22 @@ export interface DashboardStats {
   queues: Array<{ queue: string; depth: number; oldestAgeSeconds: number }>;
   drivers: Array<{ name: string; holding: string[] }>;
 }
+
+/** What a driver sends as `location`: where it is (WGS 84 degrees), and which way and how fast it goes. */
+export interface LocationInput {
+  lat: number;
+  lng: number;
+  /** Degrees clockwise from north, 0 to 360. */
+  heading?: number;
+  /** Metres per second. */
+  speed?: number;
+}
+
+/** A driver's live position, as a store's vendors and dashboards hear it (`location`). */
+export interface DriverLocation extends LocationInput {
+  driver: string;
+  /** When the hub took it (ISO 8601). */
+  time: string;
+  /** The parcels of the listener's store this driver holds (all it holds, for a dashboard of every store). */
+  orderIds: string[];
+}

@@ -343,6 +343,14 @@ export const receivedSchema = z
 export type ReceivedPayload = z.input<typeof receivedSchema>;
 export type ReceivedInput = z.output<typeof receivedSchema>;
 
+/** `location`: a driver's position; finite numbers in range, nothing else. */
+export const locationSchema = z.strictObject({
+  lat: z.number().min(-90).max(90),
+  lng: z.number().min(-180).max(180),
+  heading: z.number().min(0).lt(360).optional(),
+  speed: z.number().min(0).max(1_000).optional(),
+});
+
 /** `getAll`: have every queued message sent again. A bare string names the queue. */
 export const getAllSchema = z
   .union([

@@ -12,8 +12,20 @@ export interface AuthOptions {
   allowAnonymous: boolean;
   logger: Logger;
   refusals: ConnectionRefusals;
-  /** Where sockets with an expiring token are tracked until it expires. */
-  expiry: TokenExpiry<Expiring>;
+}
+
+/** Once connected: a token is good until it expires, not for as long as the connection lasts. */
+export function trackExpiry(socket: CapsSocket, expiry: TokenExpiry<Expiring>, logger: Logger): void {
+  const at = socket.data.expiresAt;
+  if (at === undefined) return;
+  const tracked: Expiring = {
+    expire: () => {
+      logger.info('TOKEN EXPIRED', { socket: socket.id, role: socket.data.role });
+      socket.disconnect(true);
+    },
+  };
+  expiry.track(tracked, at);
+  socket.once('disconnect', () => expiry.forget(tracked));
 }
 
 /**
@@ -31,22 +43,14 @@ export function authenticate(options: AuthOptions) {
     }
     try {
       if (!options.keyring) throw new CapsError('CAPS_ERR_UNAUTHORIZED', 'this hub has no secret and accepts no tokens');
-      const claims = options.keyring.verify(token);
+      const { claims, kid } = options.keyring.verifyWithKey(token);
       socket.data.auth = subjectOf(claims);
-      // what a revocation or the end of a key's grace period is checked against, while connected
+      // what a revocation or the end of a key's grace period is checked against, while connected:
+      // the key that verified it, whether or not the token names one (older tokens do not)
       if (claims.jti !== undefined) socket.data.tokenId = claims.jti;
-      if (claims.kid !== undefined) socket.data.keyId = claims.kid;
-      if (claims.exp !== undefined) {
-        // a token is good until it expires, not for as long as the connection lasts
-        const tracked: Expiring = {
-          expire: () => {
-            options.logger.info('TOKEN EXPIRED', { socket: socket.id, role: claims.role });
-            socket.disconnect(true);
-          },
-        };
-        options.expiry.track(tracked, claims.exp * 1000);
-        socket.once('disconnect', () => options.expiry.forget(tracked));
-      }
+      socket.data.keyId = kid;
+      // tracked once connected (trackExpiry): a connection refused by a later check never is
+      if (claims.exp !== undefined) socket.data.expiresAt = claims.exp * 1000;
       next();
     } catch (err) {
       const capsError = err instanceof CapsError ? err : new CapsError('CAPS_ERR_UNAUTHORIZED', undefined, { cause: err });

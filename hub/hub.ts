@@ -6,7 +6,7 @@ import { Server } from 'socket.io';
 import { CAPS_NAMESPACE } from '../protocol/events.js';
 import { fail } from '../protocol/result.js';
 import { CapsError } from '../protocol/errors.js';
-import { authenticate } from './auth.js';
+import { authenticate, trackExpiry } from './auth.js';
 import { coalesceWrites } from './coalesce.js';
 import { Dashboards } from './dashboards.js';
 import { callerOf, sendError, trackingApi } from './http-api.js';
@@ -107,6 +107,21 @@ export interface Hub {
   readonly url: string;
   /** Stops accepting, disconnects every client, and resolves when the port is free. Idempotent. */
   close(): Promise<void>;
+}
+
+/** What to run when an underlying connection closes: one 'close' listener per connection, however many sockets it carries. */
+const closeHooks = new WeakMap<object, Array<() => void>>();
+function onConnectionClose(conn: { once(event: 'close', listener: () => void): unknown }, hook: () => void): void {
+  let hooks = closeHooks.get(conn);
+  if (!hooks) {
+    const list: Array<() => void> = [];
+    hooks = list;
+    closeHooks.set(conn, list);
+    conn.once('close', () => {
+      for (const run of list.splice(0)) run();
+    });
+  }
+  hooks.push(hook);
 }
 
 /** How often the token keys and revocations are looked at again. */
@@ -257,7 +272,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     perAddress: options.maxConnectionsPerAddress ?? DEFAULT_CONNECTION_LIMITS.perAddress,
   });
   io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
-  nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals, expiry }));
+  nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals }));
   let keyringVersion = keyring?.version ?? 0;
   const dropRevoked = (ring: Keyring): void => {
     try {
@@ -287,16 +302,23 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     const { key, kind } = clientKey(socket.data.auth, socket.handshake.address);
     const refusal = limits.check(key, kind);
     if (refusal) return next(refusals.refuse(socket, refusal));
+    // counted now, not once connected: CONNECTs sent in a burst each see the ones before them.
+    // Given back once, when the socket leaves or its connection closes before it got in.
+    limits.join(key);
+    let counted = true;
+    const release = (): void => {
+      if (!counted) return;
+      counted = false;
+      limits.leave(key);
+    };
+    socket.once('disconnect', release);
+    onConnectionClose(socket.conn, release);
     socket.data.client = key;
     next();
   });
   // connections are taken only once the queues are loaded, so a backlog is never missed
   nsp.on('connection', (socket) => {
-    const client = socket.data.client;
-    if (client !== undefined) {
-      limits.join(client);
-      socket.once('disconnect', () => limits.leave(client));
-    }
+    trackExpiry(socket, expiry, logger);
     handleConnection({ logger, storage, delivery, metrics, rateLimit, limits, dashboards, locations }, socket);
   });
   logger.info('STORAGE', {

@@ -61,6 +61,11 @@ export class Keyring {
 
   /** Checks a token's signature (with the key its `kid` names, or any accepted key), expiry and revocation. */
   verify(token: unknown): TokenClaims {
+    return this.verifyWithKey(token).claims;
+  }
+
+  /** As verify, and which key signed it (a token minted before key ids has none of its own: this names it). */
+  verifyWithKey(token: unknown): { claims: TokenClaims; kid: string } {
     const kid = typeof token === 'string' ? peekClaims(token)?.kid : undefined;
     // a key this hub has not seen yet may be a rotation of the last second: read the files again first
     if (kid !== undefined && !this.keys.some((k) => k.kid === kid)) this.tryRefresh();
@@ -74,7 +79,7 @@ export class Keyring {
       try {
         const claims = verifyToken(key.secret, token, this.now());
         if (claims.jti !== undefined && this.isRevoked(claims.jti)) throw new CapsError('CAPS_ERR_UNAUTHORIZED', `token ${claims.jti} was revoked`);
-        return claims;
+        return { claims, kid: key.kid };
       } catch (err) {
         failure = err;
         // a bad signature may be the other key's: try it; anything else is the answer

@@ -50,6 +50,8 @@ export interface SocketData {
   /** Its token's id and key id, when it has them: checked against revocations and retired keys while connected. */
   tokenId?: string;
   keyId?: string;
+  /** When its token expires (ms since the epoch), if it does. */
+  expiresAt?: number;
   /**
    * How the client acknowledges messages: `callback` (Socket.IO acks: our clients from the start,
    * a lab client after its first), `none` (a lab client that says `received`, or has left many

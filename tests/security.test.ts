@@ -380,6 +380,30 @@ describe('hostile input', () => {
     await raw(url, tokenFor({ role: 'driver', name: 'd4' })).connected();
   });
 
+  it('holds no more connections of a token than its cap, even when its CONNECTs come in one burst on one websocket', async () => {
+    const { url } = cleanup.add(await startSecureHub({ maxConnectionsPerToken: 2 }), (h) => h.close());
+    const ws = new WebSocket(`${url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
+    ws.on('error', () => undefined);
+    cleanup.add(ws, (w) => w.terminate());
+    const packets: string[] = [];
+    ws.on('message', (data: Buffer) => packets.push(data.toString()));
+    await within(new Promise((resolve) => ws.once('open', resolve)), 5_000, 'the websocket to open');
+    const token = tokenFor({ role: 'driver', name: 'burst' });
+    for (let n = 0; n < 10; n++) ws.send(`40/caps,${JSON.stringify({ token })}`);
+    await poll(() => (packets.filter((p) => p.startsWith('40/caps,') || p.startsWith('44/caps,')).length >= 3 || ws.readyState !== ws.OPEN ? true : undefined), 'the hub to answer the burst');
+    expect(packets.filter((p) => p.startsWith('40/caps,')).length).toBeLessThanOrEqual(2);
+  });
+
+  it('tracks the expiry of connected sockets only: refused connects leave nothing behind', async () => {
+    const { url, logs } = cleanup.add(await startSecureHub({ maxConnectionsPerToken: 1 }), (h) => h.close());
+    const token = tokenFor({ role: 'vendor', store: 'acme' }, { expiresInSeconds: 2 });
+    const first = raw(url, token);
+    await first.connected();
+    for (let n = 0; n < 4; n++) await expect(raw(url, token).refused()).resolves.toMatchObject({ code: 'CAPS_ERR_TOO_MANY_CONNECTIONS' });
+    await waitUntil(first.socket, 'disconnect', () => (first.socket.connected ? undefined : true), 'the connected socket to be dropped when its token expires', 5_000);
+    expect(records(logs, 'TOKEN EXPIRED')).toHaveLength(1);
+  });
+
   it('slows a flooding client with CAPS_ERR_RATE_LIMITED, then cuts it off; others see no change', async () => {
     const { url, logs, hub } = cleanup.add(await startSecureHub({ rateLimit: { ratePerSecond: 5, burst: 10, cutOffAfter: 40 } }), (h) => h.close());
     const flood = raw(url, tokenFor({ role: 'vendor', store: 'acme' }));

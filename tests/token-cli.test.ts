@@ -1,10 +1,14 @@
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHub } from '../hub/hub.js';
+import { Keyring } from '../hub/keyring.js';
+import { createLogger } from '../hub/logger.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { peekClaims, signToken, verifyToken } from '../protocol/token.js';
 import { RawClient } from './helpers/hub.js';
-import { poll, waitUntil } from './helpers/wait.js';
+import { Lines, poll, waitUntil } from './helpers/wait.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, runCli, startCli } from './helpers/cli.js';
 
@@ -188,4 +192,28 @@ describe('rotating the secret and revoking tokens, on a running hub', () => {
     expect(bad.code, bad.output).toBe(2);
     expect(bad.stderr).toMatch(/--id must be a token id of 16 hex characters/);
   }, 30_000);
+});
+
+describe('a key retired after its grace period', () => {
+  it('drops a connected client whose token names no key (minted before key ids) once the old key retires', async () => {
+    const data = tempDir();
+    const oldSecret = 'the-old-secret-0123456789';
+    writeFileSync(join(data, 'secret'), 'the-new-secret-0123456789\n', { mode: 0o600 });
+    chmodSync(data, 0o700);
+    writeFileSync(join(data, 'secret.previous'), `${JSON.stringify({ secret: oldSecret, until: new Date(Date.now() + 1_500).toISOString() })}\n`, { mode: 0o600 });
+    // a token as minted before tokens named their key: no kid, no jti
+    const body = Buffer.from(JSON.stringify({ v: 1, role: 'driver', name: 'd-legacy', iat: Math.floor(Date.now() / 1000) })).toString('base64url');
+    const legacy = `${body}.${createHmac('sha256', oldSecret).update(body).digest('base64url')}`;
+    const logs = new Lines();
+    const hub = await createHub({ port: 0, host: '127.0.0.1', storage: 'memory', keyring: Keyring.load(data, {}), logger: createLogger({ format: 'json', write: logs.push }) });
+    try {
+      const client = new RawClient(hub.url, { auth: { token: legacy } });
+      await client.connected();
+      await waitUntil(client.socket, 'disconnect', () => (client.socket.connected ? undefined : true), 'the legacy token’s client to be dropped when the old key retires', 10_000);
+      expect(logs.all.some((l) => l.includes('TOKEN KEY RETIRED'))).toBe(true);
+      client.close();
+    } finally {
+      await hub.close();
+    }
+  });
 });

@@ -146,7 +146,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   app.disable('x-powered-by');
   const httpServer = createServer(app);
   const listening = (): number => (httpServer.address() as AddressInfo | null)?.port ?? options.port ?? 3000;
-  const origins = new OriginPolicy(options.allowedOrigins ?? [], listening);
+  // the Host check guards the open lab mode against DNS rebinding; with tokens, any name may reach the hub
+  const origins = new OriginPolicy(options.allowedOrigins ?? [], listening, options.allowAnonymous === true);
   const refusedOrigins = new RecentIds(100);
   const refuseOrigin = (error: CapsError, origin: string | undefined, host: string | undefined): void => {
     metrics.refuse(error.code);

@@ -9,9 +9,11 @@ import { CapsError } from '../protocol/errors.js';
  *   those); a page's own origin (the one it was served from, same `Host`) and the localhost forms of
  *   the hub's port always may; others only when listed in `--allowed-origins` (or `*`). So a page on
  *   another site cannot open a socket to an open lab-mode hub and read or forge its parcels.
- * - Host: an IP address or `localhost` always; a domain name only when it is the host of an
- *   allowed origin. A page that rebinds its own domain name to 127.0.0.1 (DNS rebinding) then
- *   reaches the hub under that name, and is refused.
+ * - Host (`checkHosts`, the open lab mode): an IP address or `localhost` always; a domain name
+ *   only when it is the host of an allowed origin. A page that rebinds its own domain name to
+ *   127.0.0.1 (DNS rebinding) reaches the hub under that name as its own origin, and is refused.
+ *   A hub that takes tokens only does not need it (such a page has no token), so there clients may
+ *   use any name for it (`http://caps-server:3000` in a container network).
  */
 export class OriginPolicy {
   private readonly any: boolean;
@@ -22,6 +24,7 @@ export class OriginPolicy {
   constructor(
     allowed: readonly string[],
     private readonly port: () => number,
+    private readonly checkHosts = true,
   ) {
     this.any = allowed.includes('*');
     this.origins = new Set(allowed.filter((o) => o !== '*').map((o) => normalizeOrigin(o)));
@@ -32,7 +35,7 @@ export class OriginPolicy {
   check(origin: string | undefined, host: string | undefined): CapsError | undefined {
     if (this.any) return undefined;
     const hostname = host !== undefined ? hostnameOf(host) : undefined;
-    if (hostname !== undefined && !this.knownHost(hostname)) {
+    if (this.checkHosts && hostname !== undefined && !this.knownHost(hostname)) {
       return new CapsError('CAPS_ERR_FORBIDDEN', `this hub is not served as ${hostname}: add its origin with --allowed-origins (e.g. https://${hostname})`);
     }
     if (origin === undefined) return undefined;
@@ -68,10 +71,10 @@ export function normalizeOrigin(origin: string): string {
   return url.origin;
 }
 
-/** The host name of a Host header (`name:port`, `[v6]:port`), lower case. */
+/** The host name of a Host header (`name:port`, `[v6]:port`), lower case, without a final dot (`localhost.`). */
 function hostnameOf(host: string): string {
   try {
-    return new URL(`http://${host}`).hostname;
+    return new URL(`http://${host}`).hostname.replace(/\.$/, '');
   } catch {
     return host.toLowerCase();
   }

@@ -38,6 +38,15 @@ describe('the origin and host policy', () => {
     expect(policy.check('http://evil.example', 'localhost:3000')).toMatchObject({ code: 'CAPS_ERR_FORBIDDEN', message: expect.stringContaining('--allowed-origins http://evil.example') });
     expect(new OriginPolicy(['*'], () => 3000).check('http://evil.example', 'rebind.evil.example')).toBeUndefined();
   });
+
+  it('with tokens only, lets any host name reach the hub (a container network’s), still refusing other origins', () => {
+    const tokens = new OriginPolicy([], () => 3000, false);
+    expect(tokens.check(undefined, 'caps-server:3000')).toBeUndefined();
+    expect(tokens.check('http://caps-server:3000', 'caps-server:3000')).toBeUndefined();
+    expect(tokens.check('http://evil.example', 'caps-server:3000')).toMatchObject({ code: 'CAPS_ERR_FORBIDDEN' });
+    // and a final dot names the same host
+    expect(policy.check(undefined, 'localhost.:3000')).toBeUndefined();
+  });
 });
 
 /** An HTTP GET with a Host header of our choosing (fetch does not let one be set). */

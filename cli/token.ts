@@ -4,7 +4,7 @@ import { loadSecret } from '../hub/secret.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { peekClaims, signToken } from '../protocol/token.js';
 import { REVOKED_FILE } from '../hub/keyring.js';
-import { prepareDataFolder } from '../hub/data-folder.js';
+import { checkPrivateFile, prepareDataFolder } from '../hub/data-folder.js';
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nameSchema, storeNameSchema } from '../protocol/schemas.js';
@@ -131,6 +131,13 @@ function runRevoke(argv: readonly string[]): Promise<number> {
     prepareDataFolder(flags.data);
     const file = join(flags.data, REVOKED_FILE);
     appendFileSync(file, `${id} ${until}\n`, { mode: 0o600 });
+    // a list the hub will not read (open to others, another user's) would revoke nothing: say so now
+    try {
+      checkPrivateFile(file, { risk: 'can revive a revoked token', removed: 'every revoked token works again' });
+    } catch (err) {
+      process.stderr.write(`caps token revoke: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 1;
+    }
     process.stderr.write(`caps token revoke: token ${id} is revoked${until === 'never' ? '' : ` (remembered until it would have expired, ${until})`}; a running hub drops clients using it within a second\n`);
     return 0;
   });

@@ -275,13 +275,16 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
   nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals }));
   let keyringVersion = keyring?.version ?? 0;
+  let keyringProblem: string | undefined;
   const dropRevoked = (ring: Keyring): void => {
     try {
       ring.refresh();
+      keyringProblem = undefined;
     } catch (err) {
-      // a broken file is said; the keys and revocations read before stay in force
-      logger.warn('KEYRING NOT READ', { reason: err instanceof Error ? err.message : String(err) });
-      return;
+      // a broken file is said (once, until it changes); what could be read is in force, the rest as before
+      const reason = err instanceof Error ? err.message : String(err);
+      if (reason !== keyringProblem) logger.warn('KEYRING NOT READ', { reason });
+      keyringProblem = reason;
     }
     // also read again by a connect naming a new key: what changed since the last look counts
     const changed = ring.version !== keyringVersion;

@@ -32,6 +32,7 @@ export class Keyring {
   private stamps = '';
   /** Counts the reloads: whoever acts on a change (dropping connected sockets) compares it. */
   version = 0;
+  private content = '';
 
   constructor(
     current: string,
@@ -125,23 +126,41 @@ export class Keyring {
     const files = this.dataDir !== undefined ? [join(this.dataDir, 'secret'), join(this.dataDir, PREVIOUS_FILE), join(this.dataDir, REVOKED_FILE)] : [];
     const stamps = files.map((f) => stamp(f)).join('|');
     if (stamps === this.stamps) return false;
-    this.stamps = stamps;
-    const keys: Key[] = [];
+    // each file on its own: a broken previous key must not keep revocations from taking effect
+    const problems: unknown[] = [];
+    const attempt = <T>(read: () => T, otherwise: T): T => {
+      try {
+        return read();
+      } catch (err) {
+        problems.push(err);
+        return otherwise;
+      }
+    };
+    const dir = this.dataDir;
     const fromEnv = this.env['CAPS_SECRET'];
-    if (fromEnv !== undefined && fromEnv !== '') keys.push({ kid: keyId(fromEnv), secret: fromEnv });
-    else if (this.dataDir !== undefined && checkPrivateFile(join(this.dataDir, 'secret'), STAKES)) keys.push(key(readFileSync(join(this.dataDir, 'secret'), 'utf8').trim()));
-    else keys.push(this.current);
+    const current =
+      fromEnv !== undefined && fromEnv !== ''
+        ? key(fromEnv)
+        : attempt(() => (dir !== undefined && checkPrivateFile(join(dir, 'secret'), STAKES) ? key(readFileSync(join(dir, 'secret'), 'utf8').trim()) : this.current), this.current);
     const previousEnv = this.env['CAPS_SECRET_PREVIOUS'];
-    if (previousEnv !== undefined && previousEnv !== '') keys.push({ kid: keyId(previousEnv), secret: previousEnv });
-    else if (this.dataDir !== undefined) {
-      const previous = readPrevious(join(this.dataDir, PREVIOUS_FILE));
-      if (previous) keys.push(previous);
+    const previous =
+      previousEnv !== undefined && previousEnv !== ''
+        ? key(previousEnv)
+        : attempt(() => (dir !== undefined ? readPrevious(join(dir, PREVIOUS_FILE)) : undefined), this.keys[1]);
+    this.keys = previous ? [current, previous] : [current];
+    if (dir !== undefined) this.revoked = attempt(() => readRevoked(join(dir, REVOKED_FILE), this.now()), this.revoked);
+    // a version per content, not per read: a file read again (after a problem) with nothing new is no change
+    const content = `${this.keys.map((k) => `${k.kid}:${k.until ?? ''}`).join(',')}|${[...this.revoked.keys()].join(',')}`;
+    if (content !== this.content) {
+      this.content = content;
+      this.version++;
     }
-    this.keys = keys;
-    if (this.dataDir !== undefined) this.revoked = readRevoked(join(this.dataDir, REVOKED_FILE), this.now());
-    this.version++;
+    // a file that could not be read is read again next time (and said again by the caller)
+    this.stamps = problems.length === 0 ? stamps : '';
+    if (problems.length > 0) throw problems[0];
     return true;
   }
+
 }
 
 function key(secret: string): Key {

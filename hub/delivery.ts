@@ -248,6 +248,8 @@ export class Delivery {
         if (!this.queues.get(event.message.queueId)?.has(event.message.messageId) && !this.forgotten.has(event.message.messageId)) this.deliverNew(event.message);
         break;
       case 'acked': {
+        // remembered even when this hub has not heard of it yet: its 'added' news may come after
+        this.forgotten.add(event.messageId);
         const entry = this.queues.get(event.queue)?.get(event.messageId);
         if (entry) this.forget(entry);
         break;

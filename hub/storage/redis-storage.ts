@@ -185,6 +185,8 @@ export class RedisStorage implements Storage {
   /** Redis's used share of its maxmemory when last looked at, or undefined with no maxmemory. */
   private memoryUse: number | undefined;
   private memoryTimer: NodeJS.Timeout | undefined;
+  private memoryLook: Promise<void> | undefined;
+  private memoryLookedAt = -Infinity;
   /** The WAIT that the steps recorded in this turn share (one WAIT covers every write before it on this connection). */
   private replicaWait: Promise<number> | undefined;
 
@@ -215,8 +217,18 @@ export class RedisStorage implements Storage {
     this.memoryTimer.unref();
   }
 
-  /** How full Redis is (INFO memory): used_memory over maxmemory. */
-  private async checkMemory(): Promise<void> {
+  /** How full Redis is (INFO memory): used_memory over maxmemory. One look in flight, at most one every 100 ms. */
+  private checkMemory(): Promise<void> {
+    if (this.memoryLook) return this.memoryLook;
+    if (performance.now() - this.memoryLookedAt < 100) return Promise.resolve();
+    this.memoryLook = this.lookAtMemory().finally(() => {
+      this.memoryLook = undefined;
+      this.memoryLookedAt = performance.now();
+    });
+    return this.memoryLook;
+  }
+
+  private async lookAtMemory(): Promise<void> {
     try {
       const info = await this.redis.info('memory');
       const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);

@@ -115,13 +115,15 @@ export function runHub(argv: readonly string[]): Promise<number> {
       process.stderr.write(`caps hub: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
       return 1;
     }
+    // listened for before the hub says it listens: whoever reads that line may stop it at once
+    const stopped = untilSignal();
     const dispatch = flags.dispatch ?? (allowAnonymous ? 'broadcast' : 'one');
     if (allowAnonymous) {
       logger.info('LAB MODE: the course\'s clients work unchanged; it accepts:');
       for (const line of LAB_MODE_TOLERATES) logger.info(`  - ${line}`);
     }
     logger.info(`CAPS hub listening on ${hub.url} (namespace /caps, dispatch ${dispatch})`, { port: hub.port });
-    const signal = await untilSignal();
+    const signal = await stopped;
     logger.info('STOPPING', { signal });
     await hub.close();
     logger.info('STOPPED');

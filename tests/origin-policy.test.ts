@@ -69,7 +69,11 @@ describe('a lab-mode hub and pages of other sites', () => {
       res.end('<!doctype html><title>elsewhere</title>');
     });
     await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
-    cleanup.add(other, (s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    cleanup.add(other, (s) => {
+      // the browser's keep-alive connections would hold close() open
+      s.closeAllConnections();
+      return new Promise<void>((resolve) => s.close(() => resolve()));
+    });
     const otherOrigin = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
     const browser = cleanup.add(
       await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], timeout: 30_000 }),
@@ -108,6 +112,8 @@ describe('a lab-mode hub and pages of other sites', () => {
 
     const open = cleanup.add(await startHub({ host: '127.0.0.1', allowedOrigins: [otherOrigin] }), (h) => h.close());
     expect(await attempt(open.url)).toEqual(['connected', 'connected']);
+    // the browser first: a long-poll it still holds would keep a hub's close waiting
+    await browser.close();
   }, 60_000);
 
   it('refuses HTTP and websockets under a host name it is not served as (DNS rebinding), and answers its own', async () => {

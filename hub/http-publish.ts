@@ -41,27 +41,35 @@ export function pickupRoute(ctx: PublishContext, options: HttpPublishOptions): R
   route.all('/pickup', (_req, res) => {
     res.status(405).set('Allow', 'POST').json(fail('CAPS_ERR_NOT_FOUND', 'POST /pickup with a JSON order { store, orderId, customer, address }'));
   });
-  route.use('/pickup', (err: unknown, _req: Request, res: Response, next: NextFunction) => {
+  route.use('/pickup', publishErrors(ctx, options.maxPayloadBytes, '{ "store", "orderId", "customer", "address" }'));
+  return route;
+}
+
+/**
+ * The error handler of a route that publishes from a JSON body: a body express.json() could not
+ * read is CAPS_ERR_INVALID_PAYLOAD (saying `shape`), and every refusal is counted once.
+ */
+export function publishErrors(ctx: PublishContext, limit: number, shape: string) {
+  return (err: unknown, _req: Request, res: Response, next: NextFunction): void => {
     if (res.headersSent) {
       next(err);
       return;
     }
-    const problem = bodyError(err, options.maxPayloadBytes);
+    const problem = bodyError(err, limit, shape);
     const capsError = problem !== undefined ? new CapsError('CAPS_ERR_INVALID_PAYLOAD', problem) : err;
     // sendError counts the caller's own refusals (token, permission); the payload's are counted here
     if (!(capsError instanceof CapsError) || !COUNTED_BY_SEND_ERROR.has(capsError.code)) ctx.metrics.refuse(capsError instanceof CapsError ? capsError.code : 'CAPS_ERR_INTERNAL');
     sendError(res, capsError, ctx.metrics);
-  });
-  return route;
+  };
 }
 
 const COUNTED_BY_SEND_ERROR = new Set<CapsErrorCode>(['CAPS_ERR_UNAUTHORIZED', 'CAPS_ERR_TOKEN_EXPIRED', 'CAPS_ERR_FORBIDDEN', 'CAPS_ERR_INVALID_QUERY']);
 
 /** What is wrong with a body express.json() could not read; undefined for any other error. */
-function bodyError(err: unknown, limit: number): string | undefined {
+function bodyError(err: unknown, limit: number, shape: string): string | undefined {
   const type = (err as { type?: unknown } | null)?.type;
   if (type === 'entity.too.large') return `the body is larger than ${limit} bytes`;
-  if (type === 'entity.parse.failed') return 'the body is not JSON: send { "store", "orderId", "customer", "address" }';
+  if (type === 'entity.parse.failed') return `the body is not JSON: send ${shape}`;
   if (typeof type === 'string') return `the body cannot be read (${type})`;
   return undefined;
 }

@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { NextFunction, Request, Response } from 'express';
 import express, { Router } from 'express';
 import { CapsError } from '../protocol/errors.js';
 import { ok } from '../protocol/result.js';
 import { parsePublish } from '../protocol/schemas.js';
-import { callerOf, sendError, timeline } from './http-api.js';
+import { callerOf, timeline } from './http-api.js';
 import type { HttpPublishOptions } from './http-publish.js';
+import { publishErrors } from './http-publish.js';
 import type { PublishContext } from './publish.js';
 import { publishStep } from './publish.js';
 
@@ -54,16 +54,7 @@ export function shopApi(ctx: PublishContext, options: HttpPublishOptions): Route
     if (duplicate) res.set('Idempotent-Replayed', 'true');
     res.status(duplicate ? 200 : 201).json(ok({ ...timeline(parcel), status: duplicate ? 'existing' : 'created' }));
   });
-  api.use('/stores/:store/parcels', (err: unknown, _req: Request, res: Response, next: NextFunction) => {
-    if (res.headersSent) {
-      next(err);
-      return;
-    }
-    const type = (err as { type?: unknown } | null)?.type;
-    const capsError = typeof type === 'string' ? new CapsError('CAPS_ERR_INVALID_PAYLOAD', type === 'entity.too.large' ? `the body is larger than ${options.maxPayloadBytes} bytes` : 'the body is not a JSON object') : err;
-    if (capsError instanceof CapsError && capsError.code === 'CAPS_ERR_INVALID_PAYLOAD') ctx.metrics.refuse(capsError.code);
-    sendError(res, capsError, ctx.metrics);
-  });
+  api.use('/stores/:store/parcels', publishErrors(ctx, options.maxPayloadBytes, '{ "customer", "address"[, "orderId"] }'));
   return api;
 }
 

@@ -48,8 +48,11 @@ export class ClientLimits {
     this.forgetAfterMs = Number.isFinite(rate.ratePerSecond) && rate.ratePerSecond > 0 ? Math.ceil((rate.burst / rate.ratePerSecond) * 1000) : 0;
   }
 
-  /** Whether a new connection of `key` may come in: undefined, or why not. */
-  check(key: string, kind: 'token' | 'address'): CapsError | undefined {
+  /**
+   * Takes a new connection of `key` in and counts it (undefined), or says why not. Counted at once,
+   * not when it is connected: CONNECTs sent in a burst each see the ones before them.
+   */
+  admit(key: string, kind: 'token' | 'address'): CapsError | undefined {
     this.forgetIdle();
     const cap = kind === 'token' ? this.limits.perToken : this.limits.perAddress;
     if (cap > 0 && (this.clients.get(key)?.connections ?? 0) >= cap) {
@@ -59,16 +62,12 @@ export class ClientLimits {
     if (this.limits.total > 0 && this.total >= this.limits.total) {
       return new CapsError('CAPS_ERR_TOO_MANY_CONNECTIONS', `the hub has ${this.limits.total} connections, its limit (--max-connections)`);
     }
-    return undefined;
-  }
-
-  /** A connection of `key` is in (counted once connected: one refused or dropped before never is). */
-  join(key: string): void {
     const client = this.clients.get(key);
     if (client) client.connections++;
     else this.clients.set(key, { connections: 1, limiter: new RateLimiter(this.rate) });
     this.idle.delete(key);
     this.total++;
+    return undefined;
   }
 
   /** A connection of `key` closed. */

@@ -304,11 +304,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   keyTimer?.unref();
   nsp.use((socket, next) => {
     const { key, kind } = clientKey(socket.data.auth, socket.handshake.address);
-    const refusal = limits.check(key, kind);
+    const refusal = limits.admit(key, kind);
     if (refusal) return next(refusals.refuse(socket, refusal));
-    // counted now, not once connected: CONNECTs sent in a burst each see the ones before them.
-    // Given back once, when the socket leaves or its connection closes before it got in.
-    limits.join(key);
+    // given back once: when the socket leaves, or its connection closes before it got in
     let counted = true;
     const release = (): void => {
       if (!counted) return;

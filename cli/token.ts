@@ -3,7 +3,7 @@ import { runCommand } from './args.js';
 import { loadSecret } from '../hub/secret.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { peekClaims, signToken } from '../protocol/token.js';
-import { REVOKED_FILE } from '../hub/keyring.js';
+import { REVOKED_FILE, REVOKED_STAKES } from '../hub/keyring.js';
 import { checkPrivateFile, prepareDataFolder } from '../hub/data-folder.js';
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -133,7 +133,7 @@ function runRevoke(argv: readonly string[]): Promise<number> {
     appendFileSync(file, `${id} ${until}\n`, { mode: 0o600 });
     // a list the hub will not read (open to others, another user's) would revoke nothing: say so now
     try {
-      checkPrivateFile(file, { risk: 'can revive a revoked token', removed: 'every revoked token works again' });
+      checkPrivateFile(file, REVOKED_STAKES);
     } catch (err) {
       process.stderr.write(`caps token revoke: ${err instanceof Error ? err.message : String(err)}\n`);
       return 1;

@@ -18,6 +18,8 @@ export const PREVIOUS_FILE = 'secret.previous';
 export const REVOKED_FILE = 'revoked';
 
 const STAKES = { risk: 'can forge or revive tokens', removed: 'tokens of the old key stop working' } as const;
+/** What the refusals say is at stake with the list of revoked tokens (read here, written by caps token revoke). */
+export const REVOKED_STAKES = { risk: 'can revive a revoked token', removed: 'every revoked token works again' } as const;
 
 /**
  * The keys tokens may be signed with (the current one, and the one before it during its grace
@@ -188,7 +190,7 @@ function readPrevious(file: string): Key | undefined {
 /** `revoked`: a line per token id, `<jti> <expiry ISO time | never>`; ids past their token's expiry are dropped. */
 function readRevoked(file: string, now: number): Map<string, number> {
   const revoked = new Map<string, number>();
-  if (!checkPrivateFile(file, { risk: 'can revive a revoked token', removed: 'every revoked token works again' })) return revoked;
+  if (!checkPrivateFile(file, REVOKED_STAKES)) return revoked;
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     const [jti, until] = line.trim().split(/\s+/);
     if (!jti) continue;

@@ -5,7 +5,7 @@
  * its peak, and the closed-loop throughput of other stores meanwhile, as a ratio to the same load
  * on an empty folder in the same round.
  */
-import { cpSync, rmSync } from 'node:fs';
+import { cpSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FlagValues } from '../cli/args.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
@@ -97,7 +97,6 @@ export async function runBacklog(flags: FlagValues<typeof benchCommand>, out: st
         `target: other stores' throughput ≥ ${BACKLOG_TARGETS.throughputRatio}× the same run without the backlog: ${ratio.toFixed(2)}× — ${verdict(ratio >= BACKLOG_TARGETS.throughputRatio)}${of}`,
       ].join('\n') + '\n',
     );
-    const { writeFileSync } = await import('node:fs');
     writeFileSync(
       join(out, 'backlog.json'),
       `${JSON.stringify({ started: new Date().toISOString(), command: `caps bench ${process.argv.slice(3).join(' ')}`.trim(), stores, notificationsPerStore: parcels * 2, rounds, medians: { restartSeconds: restart, rssReadyBytes: ready, peakRssBytes: peak, emptyPeakRssBytes: emptyPeak, ratio }, targets: BACKLOG_TARGETS }, null, 2)}\n`,

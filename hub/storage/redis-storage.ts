@@ -217,6 +217,11 @@ export class RedisStorage implements Storage {
     this.memoryTimer.unref();
   }
 
+  /** True when Redis was past its reserve at the last look: new pickups wait. */
+  private nearlyFull(): boolean {
+    return this.memoryUse !== undefined && this.memoryUse >= 1 - MEMORY_RESERVE;
+  }
+
   /** How full Redis is (INFO memory): used_memory over maxmemory. One look in flight, at most one every 100 ms. */
   private checkMemory(): Promise<void> {
     if (this.memoryLook) return this.memoryLook;
@@ -275,10 +280,9 @@ export class RedisStorage implements Storage {
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
-    const full = (): boolean => this.memoryUse !== undefined && this.memoryUse >= 1 - MEMORY_RESERVE;
     // looked at again before refusing: room may have been made since the last look
-    if (input.event === 'pickup' && full()) await this.checkMemory();
-    if (input.event === 'pickup' && full()) {
+    if (input.event === 'pickup' && this.nearlyFull()) await this.checkMemory();
+    if (input.event === 'pickup' && this.nearlyFull()) {
       const percent = Math.round((this.memoryUse ?? 1) * 100);
       return { status: 'refused', code: 'CAPS_ERR_STORAGE', reason: `Redis is nearly full (${percent}% of its maxmemory): new pickups wait for room; parcels already accepted go on` };
     }

@@ -4,7 +4,7 @@ import { CapsError } from '../protocol/errors.js';
 import type { TokenClaims } from '../protocol/token.js';
 import { keyId, peekClaims, verifyToken } from '../protocol/token.js';
 import { checkPrivateFile } from './data-folder.js';
-import { loadSecret } from './secret.js';
+import { loadSecret, readSecret } from './secret.js';
 
 /** A signing key: its id (in the tokens it signs), the secret, and until when it is accepted (ms; none for the current key). */
 export interface Key {
@@ -29,8 +29,8 @@ export const REVOKED_STAKES = { risk: 'can revive a revoked token', removed: 'ev
  */
 export class Keyring {
   private keys: Key[];
-  /** Revoked token ids, and until when each must be remembered (its token's expiry; Infinity if unknown). */
-  private revoked = new Map<string, number>();
+  /** Revoked token ids (those past their token's expiry are left out when the file is read). */
+  private revoked = new Set<string>();
   private stamps = '';
   /** Counts the reloads: whoever acts on a change (dropping connected sockets) compares it. */
   version = 0;
@@ -94,7 +94,13 @@ export class Keyring {
 
   /** True while an old key is in its grace period: connected tokens of it must be dropped when it ends. */
   get inGrace(): boolean {
-    return this.keys.some((k) => k.until !== undefined);
+    const end = this.retiresAt;
+    return end !== undefined && end > this.now();
+  }
+
+  /** When the previous key stops being accepted, if there is one with an end. */
+  get retiresAt(): number | undefined {
+    return this.keys.find((k) => k.until !== undefined)?.until;
   }
 
   /** How many token ids are revoked (and not yet past their token's expiry). */
@@ -104,11 +110,6 @@ export class Keyring {
 
   isRevoked(jti: string): boolean {
     return this.revoked.has(jti);
-  }
-
-  /** True while tokens of this key id are accepted. */
-  accepts(kid: string): boolean {
-    return this.accepted().some((k) => k.kid === kid);
   }
 
   private tryRefresh(): void {
@@ -143,7 +144,7 @@ export class Keyring {
     const current =
       fromEnv !== undefined && fromEnv !== ''
         ? key(fromEnv)
-        : attempt(() => (dir !== undefined && checkPrivateFile(join(dir, 'secret'), STAKES) ? key(readFileSync(join(dir, 'secret'), 'utf8').trim()) : this.current), this.current);
+        : attempt(() => (dir !== undefined && checkPrivateFile(join(dir, 'secret'), STAKES) ? key(readSecret(join(dir, 'secret'))) : this.current), this.current);
     const previousEnv = this.env['CAPS_SECRET_PREVIOUS'];
     const previous =
       previousEnv !== undefined && previousEnv !== ''
@@ -152,7 +153,7 @@ export class Keyring {
     this.keys = previous ? [current, previous] : [current];
     if (dir !== undefined) this.revoked = attempt(() => readRevoked(join(dir, REVOKED_FILE), this.now()), this.revoked);
     // a version per content, not per read: a file read again (after a problem) with nothing new is no change
-    const content = `${this.keys.map((k) => `${k.kid}:${k.until ?? ''}`).join(',')}|${[...this.revoked.keys()].join(',')}`;
+    const content = `${this.keys.map((k) => `${k.kid}:${k.until ?? ''}`).join(',')}|${[...this.revoked].join(',')}`;
     if (content !== this.content) {
       this.content = content;
       this.version++;
@@ -188,14 +189,15 @@ function readPrevious(file: string): Key | undefined {
 }
 
 /** `revoked`: a line per token id, `<jti> <expiry ISO time | never>`; ids past their token's expiry are dropped. */
-function readRevoked(file: string, now: number): Map<string, number> {
-  const revoked = new Map<string, number>();
+function readRevoked(file: string, now: number): Set<string> {
+  const revoked = new Set<string>();
   if (!checkPrivateFile(file, REVOKED_STAKES)) return revoked;
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     const [jti, until] = line.trim().split(/\s+/);
     if (!jti) continue;
     const at = until === undefined || until === 'never' ? Infinity : Date.parse(until);
-    if (Number.isNaN(at) || at > now) revoked.set(jti, Number.isNaN(at) ? Infinity : at);
+    // an expiry that cannot be read is kept: revoked for good
+    if (Number.isNaN(at) || at > now) revoked.add(jti);
   }
   return revoked;
 }

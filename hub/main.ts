@@ -81,8 +81,8 @@ export function runHub(argv: readonly string[]): Promise<number> {
     }
     let hub;
     try {
-      const { source } = loadSecret(flags.data);
-      const keyring = Keyring.load(flags.data);
+      const { secret, source } = loadSecret(flags.data);
+      const keyring = new Keyring(secret, flags.data, process.env);
       logger.info('TOKENS', { secret: source, key: keyring.current.kid, mint: `caps token --data ${flags.data} --role vendor --store NAME` });
       hub = await createHub({
         keyring,

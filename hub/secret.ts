@@ -40,7 +40,8 @@ export function loadSecret(dataDir: string, env: NodeJS.ProcessEnv = process.env
   }
 }
 
-function readSecret(file: string): string {
+/** A secret file's secret, trimmed; refused (DataFolderError) when shorter than 16 characters. */
+export function readSecret(file: string): string {
   const secret = readFileSync(file, 'utf8').trim();
   if (secret.length < 16) throw new DataFolderError(`the secret in ${file} is shorter than 16 characters: remove the file to have a new one made`, file);
   return secret;

@@ -346,12 +346,12 @@ export class Delivery {
     }
   }
 
-  /** True when the pickup of this parcel was sent to the driver named `name`. */
   /** The name of the driver holding a pickup of this hub (dispatch `one`), if one does. */
   holderOf(messageId: string): string | undefined {
     return this.queues.get(DRIVER_QUEUE)?.get(messageId)?.holder?.data.name;
   }
 
+  /** True when the pickup of this parcel was sent to the driver named `name`. */
   wasDispatchedTo(store: string, orderId: string, name: string): boolean {
     return this.dispatched.get(parcelKey(store, orderId))?.has(name) ?? false;
   }
@@ -441,20 +441,16 @@ export class Delivery {
     return undefined;
   }
 
-  /** Every connected driver and the pickups it holds (dispatch `one`). */
   /** The pickups a driver's connection holds. */
   held(socket: CapsSocket): Array<{ store: string; orderId: string }> {
     return [...this.dispatcher.heldBy(socket)].map((e) => ({ store: e.message.store, orderId: e.message.orderId }));
   }
 
+  /** Every connected driver and the pickups it holds (dispatch `one`). */
   driverLoads(): Array<{ name: string; socket: string; holding: Array<{ store: string; orderId: string }> }> {
     return this.drivers()
       .filter((socket) => socket.data.role === 'driver')
-      .map((socket) => ({
-        name: socket.data.name,
-        socket: socket.id,
-        holding: [...this.dispatcher.heldBy(socket)].map((e) => ({ store: e.message.store, orderId: e.message.orderId })),
-      }));
+      .map((socket) => ({ name: socket.data.name, socket: socket.id, holding: this.held(socket) }));
   }
 
   /** Depth and oldest message of every queue the hub knows. */

@@ -1,5 +1,6 @@
 import { CAPS_ERROR_CODES } from '../protocol/errors.js';
-import { PARCEL_EVENTS } from '../protocol/schemas.js';
+import { LIMITS, PARCEL_EVENTS } from '../protocol/schemas.js';
+import { MAX_IDEMPOTENCY_KEY } from './shop-api.js';
 
 /**
  * The HTTP API as OpenAPI 3.1, served at /api/openapi.json. tests/openapi.test.ts checks it
@@ -38,7 +39,7 @@ const parcel = {
 const okOf = (data: object): object => ({ type: 'object', required: ['ok', 'data'], properties: { ok: { const: true }, data } });
 const json = (schema: object): object => ({ content: { 'application/json': { schema } } });
 const errors = { '400': { description: 'Invalid request', ...json(error) }, '401': { description: 'No valid token', ...json(error) }, '403': { description: 'Not allowed for this token', ...json(error) } };
-const pathParam = (name: string, description: string): object => ({ name, in: 'path', required: true, schema: { type: 'string', maxLength: 200 }, description });
+const pathParam = (name: 'store' | 'orderId', description: string): object => ({ name, in: 'path', required: true, schema: { type: 'string', maxLength: name === 'store' ? LIMITS.name : LIMITS.orderId }, description });
 
 export const OPENAPI = {
   openapi: '3.1.0',
@@ -84,7 +85,7 @@ export const OPENAPI = {
           {
             name: 'Idempotency-Key',
             in: 'header',
-            schema: { type: 'string', minLength: 1, maxLength: 255 },
+            schema: { type: 'string', minLength: 1, maxLength: MAX_IDEMPOTENCY_KEY },
             description: 'Without an orderId, names the parcel: a retry with the same key finds the same parcel (even after a hub restart); the same key with another body is refused (422).',
           },
         ],

@@ -34,19 +34,20 @@ export class OriginPolicy {
   /** Undefined when the request may go on; else the refusal (CAPS_ERR_FORBIDDEN). */
   check(origin: string | undefined, host: string | undefined): CapsError | undefined {
     if (this.any) return undefined;
-    const hostname = host !== undefined ? hostnameOf(host) : undefined;
-    if (this.checkHosts && hostname !== undefined && !this.knownHost(hostname)) {
-      return new CapsError('CAPS_ERR_FORBIDDEN', `this hub is not served as ${hostname}: add its origin with --allowed-origins (e.g. https://${hostname})`);
+    if (this.checkHosts && host !== undefined) {
+      const hostname = hostnameOf(host);
+      if (!this.knownHost(hostname)) return new CapsError('CAPS_ERR_FORBIDDEN', `this hub is not served as ${hostname}: add its origin with --allowed-origins (e.g. https://${hostname})`);
     }
     if (origin === undefined) return undefined;
-    let normalized: string;
+    let url: URL;
     try {
-      normalized = normalizeOrigin(origin);
+      url = originUrl(origin);
     } catch {
       return new CapsError('CAPS_ERR_FORBIDDEN', `pages of origin ${JSON.stringify(origin.slice(0, 100))} may not use this hub`);
     }
-    const own = host !== undefined && new URL(normalized).host === new URL(`http://${host}`).host;
-    if (own || this.origins.has(normalized) || this.localhostForm(normalized)) return undefined;
+    const normalized = url.origin;
+    const own = host !== undefined && url.host === hostOf(host);
+    if (own || this.origins.has(normalized) || this.localhostForm(url)) return undefined;
     return new CapsError('CAPS_ERR_FORBIDDEN', `pages of ${normalized} may not use this hub: start it with --allowed-origins ${normalized} to allow them`);
   }
 
@@ -55,8 +56,7 @@ export class OriginPolicy {
   }
 
   /** http(s)://localhost, 127.0.0.1 or [::1] on the hub's own port. */
-  private localhostForm(origin: string): boolean {
-    const url = new URL(origin);
+  private localhostForm(url: URL): boolean {
     const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
     return port === this.port() && (url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]');
   }
@@ -64,11 +64,25 @@ export class OriginPolicy {
 
 /** `scheme://host[:port]`, lower case, without a default port or a path; throws on what is not an http(s) origin. */
 export function normalizeOrigin(origin: string): string {
+  return originUrl(origin).origin;
+}
+
+/** An origin parsed, once; throws on what is not an http(s) origin. */
+function originUrl(origin: string): URL {
   const url = new URL(origin);
   if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '' || (url.pathname !== '/' && url.pathname !== '')) {
     throw new Error(`not an http(s) origin: ${origin}`);
   }
-  return url.origin;
+  return url;
+}
+
+/** `name:port` of a Host header as a URL writes it (no default port, lower case); undefined when it is not one. */
+function hostOf(host: string): string | undefined {
+  try {
+    return new URL(`http://${host}`).host;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The host name of a Host header (`name:port`, `[v6]:port`), lower case, without a final dot (`localhost.`). */

@@ -10,7 +10,7 @@ import type { PublishContext } from './publish.js';
 import { publishStep } from './publish.js';
 
 /** Longest Idempotency-Key read (Stripe's limit). */
-const MAX_IDEMPOTENCY_KEY = 255;
+export const MAX_IDEMPOTENCY_KEY = 255;
 
 /**
  * The shop's own backend over HTTP: `POST /api/stores/:store/parcels` creates a parcel (a pickup),

@@ -276,6 +276,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals }));
   let keyringVersion = keyring?.version ?? 0;
   let keyringProblem: string | undefined;
+  let retirementSwept: number | undefined;
   const dropRevoked = (ring: Keyring): void => {
     try {
       ring.refresh();
@@ -290,10 +291,15 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     const changed = ring.version !== keyringVersion;
     keyringVersion = ring.version;
     if (changed) logger.info('KEYRING RELOADED', { keys: ring.accepted().map((k) => k.kid).join(','), revoked: ring.revokedCount });
-    if (!changed && !ring.inGrace) return;
+    // the sockets are walked when something changed, and once when the previous key retires
+    const retires = ring.retiresAt;
+    const retiredNow = retires !== undefined && !ring.inGrace && retires !== retirementSwept;
+    if (!changed && !retiredNow) return;
+    if (retiredNow) retirementSwept = retires;
+    const accepted = new Set(ring.accepted().map((k) => k.kid));
     for (const socket of nsp.sockets.values()) {
       const { tokenId, keyId } = socket.data;
-      const reason = tokenId !== undefined && ring.isRevoked(tokenId) ? 'TOKEN REVOKED' : keyId !== undefined && !ring.accepts(keyId) ? 'TOKEN KEY RETIRED' : undefined;
+      const reason = tokenId !== undefined && ring.isRevoked(tokenId) ? 'TOKEN REVOKED' : keyId !== undefined && !accepted.has(keyId) ? 'TOKEN KEY RETIRED' : undefined;
       if (!reason) continue;
       logger.info(reason, { socket: socket.id, ...(tokenId !== undefined ? { token: tokenId } : {}), ...(keyId !== undefined ? { key: keyId } : {}) });
       socket.disconnect(true);

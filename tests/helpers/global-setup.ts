@@ -7,8 +7,8 @@ export const CHROMIUM = '/usr/bin/chromium';
 
 /**
  * Before any test: build `dist/` (the CLI tests run it), and make sure the system tools the
- * suite drives are installed: Debian's chromium for the dashboard test and redis-server for the Redis tests (each test
- * starts its own on a free port; the machine's Redis, if any, is never used). Installs it with apt-get
+ * suite drives are installed: Debian's chromium for the dashboard test and redis-server (and redis-cli, for the cluster) for the Redis tests (each test
+ * starts its own on free ports; the machine's Redis, if any, is never used). Installs each with apt-get
  * when running as root; otherwise fails with the exact command to run. Never skips.
  */
 export default function setup(): void {
@@ -18,6 +18,8 @@ export default function setup(): void {
   });
   ensurePackage(CHROMIUM, 'chromium');
   ensurePackage('/usr/bin/redis-server', 'redis-server');
+  // the Redis Cluster tests form their cluster with redis-cli --cluster create; Debian's redis-tools, a dependency of redis-server
+  ensurePackage('/usr/bin/redis-cli', 'redis-tools');
 }
 
 function ensurePackage(binary: string, aptPackage: string): void {

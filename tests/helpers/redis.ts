@@ -2,12 +2,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../bench/processes.js';
-import type { RedisProcess } from '../../bench/redis.js';
-import { runRedisServer } from '../../bench/redis.js';
+import type { RedisCluster, RedisProcess } from '../../bench/redis.js';
+import { runRedisCluster, runRedisServer } from '../../bench/redis.js';
 
 export { freePort };
 
 export const REDIS_SERVER = '/usr/bin/redis-server';
+export const REDIS_CLI = '/usr/bin/redis-cli';
 
 /**
  * A real redis-server of the test's own: a free port on 127.0.0.1, a temporary folder, AOF with
@@ -48,6 +49,57 @@ export class TestRedis {
 
   async stop(): Promise<void> {
     await this.kill();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A real Redis Cluster of the test's own (runRedisCluster): `primaries` primaries, no replicas, on
+ * free ports on 127.0.0.1, each with a folder under one temporary folder (its nodes.conf and AOF,
+ * fsync on every write), removed by stop(). Never the machine's Redis.
+ */
+export class TestRedisCluster {
+  private constructor(
+    readonly dir: string,
+    private readonly cluster: RedisCluster,
+  ) {}
+
+  /** Resolves once every node says cluster_state:ok with all 16384 slots served. */
+  static async start(primaries = 3, timeoutMs = 20_000): Promise<TestRedisCluster> {
+    const dir = mkdtempSync(join(tmpdir(), 'caps-redis-cluster-'));
+    try {
+      return new TestRedisCluster(dir, await runRedisCluster(REDIS_SERVER, dir, { primaries, timeoutMs, cli: REDIS_CLI }));
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** '127.0.0.1:p1,127.0.0.1:p2,...', the primaries in order. */
+  get nodes(): string {
+    return this.cluster.nodes;
+  }
+
+  get ports(): readonly number[] {
+    return this.cluster.ports;
+  }
+
+  get pids(): readonly number[] {
+    return this.cluster.pids;
+  }
+
+  /** Stops primary `i` the hard way (SIGKILL); resolves once it has exited. */
+  kill(i: number): Promise<void> {
+    return this.cluster.kill(i);
+  }
+
+  /** Starts primary `i` again on its port and folder; resolves once the cluster is ok again. */
+  restart(i: number): Promise<void> {
+    return this.cluster.restart(i);
+  }
+
+  async stop(): Promise<void> {
+    await this.cluster.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -8,14 +8,12 @@ import { Dispatcher } from './dispatch.js';
 import { DRIVERS_ROOM, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import type { ClusterEvent, RedisCluster } from './cluster.js';
+import type { RedisFeed } from './redis-feed.js';
+import { SHARDS, shardOf } from './storage/redis-keys.js';
 import type { AckOutcome, Storage } from './storage/storage.js';
+import { DEFAULT_LIMITS } from './storage/storage.js';
 import { parcelKey } from './storage/storage-core.js';
-import { RecentIds } from '../protocol/recent-ids.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
-
-/** Several hubs: message ids taken off their queue that a hub remembers, not to add them back. */
-const RECENTLY_FORGOTTEN = 20_000;
 
 /** Queues restored at start that get a log line each; past it, one line counts them all. */
 const RESTORED_LINES = 20;
@@ -36,8 +34,8 @@ export interface DeliveryOptions {
   driverPrefetch: number;
   /** Pickups one store may have in drivers' hands at once; default: a fair share of the drivers online. */
   maxInHandsPerStore?: number;
-  /** Several hubs: how often a hub re-reads the queues from Redis. Default CLUSTER_RESYNC_MS. */
-  resyncEveryMs?: number;
+  /** Several hubs: messages of one followed store held in memory; past it, they wait in its log. Default: the storage's window. */
+  window?: number;
 }
 
 export const DEFAULT_DELIVERY: DeliveryOptions = {
@@ -49,17 +47,15 @@ export const DEFAULT_DELIVERY: DeliveryOptions = {
 
 /** Acks an unknown (lab) client may let time out before it is sent messages without one. */
 const MAX_UNANSWERED = 3;
-/** Several hubs: how often a hub retries pickups claimed elsewhere (a dead hub's claims expire). */
-const CLUSTER_PUMP_MS = 1_000;
-/** Several hubs: how often a hub re-reads the queues from Redis. */
-const CLUSTER_RESYNC_MS = 5_000;
 /**
- * Several hubs: a claim on a pickup lapses this long after its hub last renewed it. The hub renews
- * the claims of the pickups its drivers hold every CLAIM_RENEW_MS, so only a dead (or cut-off) hub's
- * claims lapse, and its pickups reach other hubs' drivers within about this long.
+ * Several hubs: how often a hub whose drivers have room looks at every shard for pickups, bells
+ * or not; the look also sweeps pickups a dead hub left idle (CLAIM_IDLE_MS), so they reach this
+ * hub's drivers within CLAIM_IDLE_MS + this.
  */
-const CLAIM_LEASE_MS = 6_000;
-const CLAIM_RENEW_MS = 2_000;
+const PULL_EVERY_MS = 1_000;
+/** Several hubs: how often a hub claims again the pickups it holds (well inside CLAIM_IDLE_MS). */
+const HOLD_REFRESH_MS = 2_000;
+const ALL_SHARDS: readonly number[] = Array.from({ length: SHARDS }, (_, k) => k);
 
 interface Entry extends Dispatchable<CapsSocket> {
   message: ParcelMessage;
@@ -81,12 +77,6 @@ interface Entry extends Dispatchable<CapsSocket> {
   avoid?: CapsSocket | undefined;
   /** Taken off its queue. */
   acked?: boolean;
-  /** When this hub learnt of it (ms). */
-  since: number;
-  /** Several hubs: the latest claim asked of Redis; a reply to an older one is stale. */
-  claimGen?: number;
-  /** Several hubs: another hub's driver holds it; try again after this time (ms). */
-  elsewhereUntil?: number;
 }
 
 /** A message sent and not yet acknowledged by that connection. */
@@ -115,8 +105,6 @@ export class Delivery {
   private readonly retrying = new Set<string>();
   /** Stores whose next page of the log is being read, and what it will bring. */
   private readonly paging = new Map<string, Promise<ParcelMessage[]>>();
-  /** Several hubs: pickups another hub's driver holds, looked at again after `elsewhereUntil`. */
-  private readonly elsewhere = new Set<Entry>();
   private readonly backlogNoted = new Map<string, number>();
   /** Drivers each undelivered parcel was sent to, by store and orderId (in memory only). */
   private readonly dispatched = new Map<string, Set<string>>();
@@ -128,15 +116,15 @@ export class Delivery {
   /** Every send waiting for its ack: hub/acknowledgements.ts. */
   private readonly acks: Acknowledgements<Entry, CapsSocket>;
   private closed = false;
-  private readonly clusterTimers: NodeJS.Timeout[] = [];
-  private resyncing = false;
-  /**
-   * Several hubs: message ids lately taken off their queue here. A resync's snapshot, or another
-   * hub's late news of the message, may still name one: it is not added back (ids are never reused).
-   */
-  private readonly forgotten = new RecentIds(RECENTLY_FORGOTTEN);
-  /** Several hubs: each queue's version when a resync last read it whole (one entry per queue, as the queues themselves). */
-  private readonly resyncedAt = new Map<string, string>();
+  private readonly feedTimers: NodeJS.Timeout[] = [];
+  /** Several hubs: a read of pickups in flight, and what to read once it is back. */
+  private pulling = false;
+  private pullNext: { shards: Set<number>; sweep: boolean } | undefined;
+  /** Several hubs: the last read filled this hub's room (or a bell rang without room): more may wait. */
+  private saturated = false;
+  /** Several hubs: followed stores whose bell rang since their log was last read. */
+  private readonly storeNews = new Set<string>();
+  private readonly window: number;
 
   constructor(
     private readonly nsp: CapsNamespace,
@@ -144,8 +132,9 @@ export class Delivery {
     private readonly logger: Logger,
     private readonly options: DeliveryOptions,
     private readonly metrics: Metrics,
-    private readonly cluster?: RedisCluster,
+    private readonly feed?: RedisFeed,
   ) {
+    this.window = options.window ?? DEFAULT_LIMITS.window;
     this.acks = new Acknowledgements(options, (wait) => {
       this.unanswered(wait.socket);
       this.timedOut(wait);
@@ -157,10 +146,27 @@ export class Delivery {
     nsp.adapter.on('join-room', forget);
     nsp.adapter.on('leave-room', forget);
     nsp.adapter.on('delete-room', forget);
+    if (feed) {
+      // a hub reads the pickups while it has drivers, and a store's log while one of its vendors is here
+      nsp.adapter.on('join-room', (room: unknown) => {
+        if (room === DRIVERS_ROOM) feed.watchPickups(true);
+        else if (typeof room === 'string' && room.startsWith(STORE_ROOM)) feed.follow(room.slice(STORE_ROOM.length));
+      });
+      nsp.adapter.on('delete-room', (room: unknown) => {
+        if (room === DRIVERS_ROOM) {
+          feed.watchPickups(false);
+          void this.releaseAll();
+        } else if (typeof room === 'string' && room.startsWith(STORE_ROOM)) this.unfollow(room.slice(STORE_ROOM.length));
+      });
+    }
   }
 
-  /** Loads what the store still holds (after a restart) so it flows when clients connect. */
+  /**
+   * Loads what the store still holds (after a restart) so it flows when clients connect. Several
+   * hubs: nothing; each hub reads what its own clients need, as they come.
+   */
   async load(): Promise<void> {
+    if (this.feed) return this.openFeed(this.feed);
     const restored = { queues: 0, messages: 0, inLog: 0 };
     for (const info of await this.storage.queues()) {
       const pending = await this.storage.pending(info.queue);
@@ -177,49 +183,48 @@ export class Delivery {
       restored.inLog += inLog;
     }
     if (restored.queues > RESTORED_LINES) this.logger.info('QUEUES RESTORED', restored);
-    if (this.cluster) {
-      await this.cluster.open((event) => this.onClusterEvent(event));
-      this.cluster.onResubscribed = () => void this.resync();
-      // prevents the timers from keeping the process alive
-      this.clusterTimers.push(
-        setInterval(() => this.pump(), CLUSTER_PUMP_MS).unref(),
-        setInterval(() => void this.resync(), this.options.resyncEveryMs ?? CLUSTER_RESYNC_MS).unref(),
-        setInterval(() => this.renewClaims(), CLAIM_RENEW_MS).unref(),
-      );
-    }
   }
 
-  /**
-   * Several hubs: re-reads every queue from Redis, adding what this hub missed and dropping what
-   * another hub's client acknowledged. News between hubs is best effort; this makes it whole.
-   */
-  async resync(): Promise<void> {
-    if (this.closed || this.resyncing) return;
-    this.resyncing = true;
-    const started = Date.now();
-    try {
-      // only the queues that changed since this hub last read them (their seq or depth moved): an
-      // idle store costs two commands in one round trip, not a re-read
-      const versions = this.storage.queueVersions ? await this.storage.queueVersions() : undefined;
-      const queues = versions ? [...versions.keys()] : (await this.storage.queues()).map((q) => q.queue);
-      for (const queue of queues) {
-        const version = versions?.get(queue);
-        if (version !== undefined && this.resyncedAt.get(queue) === version) continue;
-        const pending = await this.storage.pending(queue);
-        const ids = new Set(pending.map((m) => m.messageId));
-        // an entry that arrived while Redis was being read is not in this snapshot: keep it
-        for (const [id, entry] of this.entries(queue)) if (!ids.has(id) && entry.since < started) this.forget(entry);
-        const entries = this.entries(queue);
-        for (const message of pending) if (!entries.has(message.messageId) && !this.forgotten.has(message.messageId)) this.deliverNew(message);
-        // read as it stood at `version` or later: a change after it shows as another version next time
-        if (version !== undefined) this.resyncedAt.set(queue, version);
-      }
-      this.pump();
-    } catch (err) {
-      this.logger.warn('RESYNC FAILED', { error: err instanceof Error ? err.message : String(err) });
-    } finally {
-      this.resyncing = false;
-    }
+  private async openFeed(feed: RedisFeed): Promise<void> {
+    await feed.open({
+      pickups: (shard) => this.pullPickups([shard], false),
+      storeNews: (store) => this.logNews(store),
+      storeMessage: (store, message) => {
+        const entries = this.entries(store);
+        // a full window: the message waits in the log, read once acknowledgements make room
+        if (this.closed || entries.size >= this.window || this.paging.has(store)) return false;
+        if (!entries.has(message.messageId)) this.deliverNew(message);
+        return true;
+      },
+      storeAcked: (store, messageId) => {
+        const entry = this.queues.get(store)?.get(messageId);
+        if (entry) this.forget(entry);
+      },
+      reconnected: () => {
+        feed.missedBells();
+        for (const store of feed.followed()) this.logNews(store);
+        this.pullPickups(ALL_SHARDS, true);
+      },
+    });
+    // prevents the timers from keeping the process alive
+    this.feedTimers.push(
+      setInterval(() => this.pullPickups(ALL_SHARDS, true), PULL_EVERY_MS).unref(),
+      setInterval(() => void this.keepHeld(), HOLD_REFRESH_MS).unref(),
+    );
+  }
+
+  /** Several hubs: a followed store's log has news: read it. */
+  private logNews(store: string): void {
+    this.storeNews.add(store);
+    void this.pageIn(store);
+  }
+
+  /** Several hubs: the last vendor of a store left this hub: its messages leave memory (its log keeps them). */
+  private unfollow(store: string): void {
+    this.feed?.unfollow(store);
+    this.storeNews.delete(store);
+    for (const entry of this.queues.get(store)?.values() ?? []) this.acks.forget(entry);
+    this.queues.delete(store);
   }
 
   /**
@@ -228,6 +233,7 @@ export class Delivery {
    * past the window (the vendors are behind): sent once they catch up and it is paged in.
    */
   add(message: ParcelMessage, from?: string, inLog = false): void {
+    if (this.feed) return this.addShared(message, from);
     if (inLog) {
       const queue = message.queueId;
       this.entries(queue);
@@ -237,29 +243,19 @@ export class Delivery {
       return;
     }
     this.deliverNew(message, from);
-    this.cluster?.announce({ type: 'added', message });
   }
 
-  private onClusterEvent(event: ClusterEvent): void {
-    if (this.closed) return;
-    switch (event.type) {
-      case 'added':
-        // news may come late: after a resync brought the message in and a client took it off
-        if (!this.queues.get(event.message.queueId)?.has(event.message.messageId) && !this.forgotten.has(event.message.messageId)) this.deliverNew(event.message);
-        break;
-      case 'acked': {
-        // remembered even when this hub has not heard of it yet: its 'added' news may come after
-        this.forgotten.add(event.messageId);
-        const entry = this.queues.get(event.queue)?.get(event.messageId);
-        if (entry) this.forget(entry);
-        break;
-      }
-      case 'released':
-        // another hub's driver let pickups go: look at every one held elsewhere again now
-        for (const entry of this.elsewhere) delete entry.elsewhereUntil;
-        this.pump();
-        break;
+  /**
+   * Several hubs: a pickup goes to the drivers through the consumer group (this hub's, if they
+   * have room; a lab client here that has not said who it is hears it, as in lab 12); a vendor
+   * message through its store's log, read here if one of its vendors is.
+   */
+  private addShared(message: ParcelMessage, from?: string): void {
+    if (message.queueId === DRIVER_QUEUE) {
+      if (this.drivers().length === 0) for (const socket of this.listeners(from)) (socket.emit as (event: string, message: ParcelMessage) => boolean)(message.event, message);
+      this.pullPickups([shardOf(message.store)], false);
     }
+    // a vendor message reaches this hub's vendors through its store's bell, as on every hub following it
   }
 
   /** Takes a message off this hub's queue and indexes (the store is told by the caller, if at all). */
@@ -268,10 +264,8 @@ export class Delivery {
     this.queues.get(queue)?.delete(messageId);
     if (queue === DRIVER_QUEUE) {
       this.dispatcher.remove(entry);
-      this.elsewhere.delete(entry);
     }
     entry.acked = true;
-    if (this.cluster) this.forgotten.add(messageId);
     this.acks.forget(entry);
     if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
   }
@@ -297,7 +291,6 @@ export class Delivery {
     const entry = entries?.get(messageId);
     if (entry) this.forget(entry);
     const outcome = await this.storage.ack(queue, messageId);
-    if (outcome === 'removed') this.cluster?.announce({ type: 'acked', queue, messageId });
     if (entry && entries?.size === 0 && this.backlogNoted.has(queue)) {
       this.backlogNoted.delete(queue);
       this.logger.info('QUEUE DRAINED', { queue, via });
@@ -316,8 +309,15 @@ export class Delivery {
     // a read in flight is the answer (the storage may already have taken its page from the log)
     let paging = this.paging.get(queue);
     if (paging) return paging;
-    if (this.storage.inLog(queue) === 0 || this.closed) return Promise.resolve([]);
-    paging = this.readPage(queue);
+    if (this.closed) return Promise.resolve([]);
+    if (this.feed) {
+      if (!this.feed.following(queue)) return Promise.resolve([]);
+      paging = this.readFollowed(this.feed, queue);
+    } else if (this.storage.inLog(queue) === 0) {
+      return Promise.resolve([]);
+    } else {
+      paging = this.readPage(queue);
+    }
     this.paging.set(queue, paging);
     return paging;
   }
@@ -346,6 +346,32 @@ export class Delivery {
     }
   }
 
+  /**
+   * Several hubs: the next messages of a followed store's log, up to the window, go out to its
+   * vendors here, in order; read again when news came meanwhile or the window filled up.
+   */
+  private async readFollowed(feed: RedisFeed, queue: string): Promise<ParcelMessage[]> {
+    let again = false;
+    try {
+      const room = this.window - (this.queues.get(queue)?.size ?? 0);
+      // acknowledgements make room, and page in again
+      if (room <= 0) return [];
+      this.storeNews.delete(queue);
+      const page = await feed.readStore(queue, room);
+      if (this.closed || !feed.following(queue)) return [];
+      const entries = this.entries(queue);
+      for (const message of page) if (!entries.has(message.messageId)) this.deliverNew(message);
+      again = page.length >= room || this.storeNews.has(queue) || feed.behind(queue);
+      return page;
+    } catch (err) {
+      this.logger.warn('PAGE IN FAILED', { queue, error: err instanceof Error ? err.message : String(err) });
+      return [];
+    } finally {
+      this.paging.delete(queue);
+      if (again) void this.pageIn(queue);
+    }
+  }
+
   /** The name of the driver holding a pickup of this hub (dispatch `one`), if one does. */
   holderOf(messageId: string): string | undefined {
     return this.queues.get(DRIVER_QUEUE)?.get(messageId)?.holder?.data.name;
@@ -364,11 +390,19 @@ export class Delivery {
     const key = parcelKey(store, orderId);
     if (done) this.dispatched.delete(key);
     const entry = this.pickups.get(key);
-    if (entry) await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
+    if (!entry) return;
+    if (this.feed) {
+      // the step's own script took the pickup off its stream
+      this.forget(entry);
+      this.pump();
+      return;
+    }
+    await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
   }
 
   /** A driver came online or asked for work. */
   driverReady(socket: CapsSocket): void {
+    if (this.feed) this.pullPickups(ALL_SHARDS, false);
     if (this.options.dispatch === 'one') this.pump();
     else this.replay(socket, DRIVER_QUEUE);
   }
@@ -383,11 +417,6 @@ export class Delivery {
     const entries = this.queues.get(queue);
     if (!entries || entries.size === 0) return 0;
     const competing = queue === DRIVER_QUEUE && this.options.dispatch === 'one';
-    if (competing && this.cluster) {
-      // pickups are claimed across hubs first: the pump hands this driver its share
-      this.pump();
-      return 0;
-    }
     // a driver (dispatch `one`) gets its share of what nobody holds, by the same fair turns as any pickup
     if (competing) return this.pump().filter((a) => a.driver === socket).length;
     let sent = 0;
@@ -405,11 +434,7 @@ export class Delivery {
   disconnected(socket: CapsSocket): void {
     const holding = this.dispatcher.driverGone(socket);
     if (holding.length === 0) return;
-    for (const entry of holding) {
-      this.dispatcher.enqueue(entry);
-      if (this.cluster) void this.cluster.unclaim(entry.message.messageId);
-    }
-    this.cluster?.announce({ type: 'released' });
+    for (const entry of holding) this.dispatcher.enqueue(entry);
     this.metrics.redeliveries.inc(holding.length);
     this.logger.info('REDISPATCH', { queue: DRIVER_QUEUE, messages: holding.length, reason: 'driver disconnected', socket: socket.id });
     this.pump();
@@ -489,9 +514,103 @@ export class Delivery {
 
   close(): void {
     this.closed = true;
-    for (const timer of this.clusterTimers) clearInterval(timer);
+    for (const timer of this.feedTimers) clearInterval(timer);
     this.acks.close();
   }
+
+  /**
+   * Several hubs: hands every pickup this hub read and no driver of it holds (all of them, once
+   * closed) to the other hubs at once, rather than after CLAIM_IDLE_MS.
+   */
+  async releaseAll(): Promise<void> {
+    const entries = this.queues.get(DRIVER_QUEUE);
+    if (!this.feed || !entries) return;
+    const gone: string[] = [];
+    for (const entry of [...entries.values()]) {
+      if (!this.closed && entry.holder?.connected) continue;
+      gone.push(entry.message.messageId);
+      this.forget(entry);
+    }
+    if (gone.length === 0) return;
+    try {
+      await this.feed.release(gone);
+      this.logger.info('PICKUPS RELEASED', { pickups: gone.length, reason: this.closed ? 'hub closing' : 'no driver left on this hub' });
+    } catch (err) {
+      this.logger.warn('RELEASE FAILED', { pickups: gone.length, error: err instanceof Error ? err.message : String(err), reason: 'they go to other hubs once idle' });
+    }
+  }
+
+  /** Several hubs: pickups this hub's drivers have room for, past those it already holds or keeps for them. */
+  private pickupRoom(): number {
+    return this.drivers().length * this.options.driverPrefetch - (this.queues.get(DRIVER_QUEUE)?.size ?? 0);
+  }
+
+  /**
+   * Several hubs: reads pickups for this hub's drivers from these shards (with `sweep`, also those
+   * a dead hub left idle), up to their room. One read in flight; what is asked meanwhile follows it.
+   */
+  private pullPickups(shards: readonly number[], sweep: boolean): void {
+    const feed = this.feed;
+    if (!feed || this.closed || this.options.dispatch !== 'one') return;
+    if (this.pulling) {
+      const next = (this.pullNext ??= { shards: new Set(), sweep: false });
+      for (const k of shards) next.shards.add(k);
+      next.sweep ||= sweep;
+      return;
+    }
+    const room = this.pickupRoom();
+    if (room <= 0) {
+      if (this.drivers().length > 0) this.saturated = true;
+      return;
+    }
+    this.pulling = true;
+    feed
+      .takePickups(room, shards, sweep)
+      .then(
+        (messages) => {
+          if (this.closed) return;
+          const entries = this.entries(DRIVER_QUEUE);
+          let added = 0;
+          for (const message of messages) {
+            if (entries.has(message.messageId)) continue;
+            this.put(newEntry(message));
+            added++;
+          }
+          this.saturated = added >= room;
+          if (added > 0) this.noteBacklog(DRIVER_QUEUE, this.drivers().length);
+        },
+        (err: unknown) => this.logger.warn('PICKUP READ FAILED', { error: err instanceof Error ? err.message : String(err) }),
+      )
+      .finally(() => {
+        this.pulling = false;
+        const next = this.pullNext;
+        this.pullNext = undefined;
+        this.pump();
+        if (next) this.pullPickups([...next.shards], next.sweep);
+      });
+  }
+
+  /**
+   * Several hubs: claims again every pickup this hub holds, so that no other hub's sweep takes
+   * it; one another hub settled (its step came there) or took (this hub stalled) is let go here.
+   */
+  private async keepHeld(): Promise<void> {
+    const entries = this.queues.get(DRIVER_QUEUE);
+    if (!this.feed || this.closed || !entries || entries.size === 0) return;
+    const ids = [...entries.keys()];
+    let kept: Set<string>;
+    try {
+      kept = await this.feed.keep(ids);
+    } catch {
+      return; // Redis away: tried again next time
+    }
+    for (const id of ids) {
+      const entry = entries.get(id);
+      if (entry && !kept.has(id)) this.forget(entry);
+    }
+    this.pump();
+  }
+
 
   /** Puts a message on its queue (and, for the driver pool, in the indexes pump() uses). */
   private put(entry: Entry): void {
@@ -519,73 +638,14 @@ export class Delivery {
   private pump(): Array<{ pickup: Entry; driver: CapsSocket }> {
     // broadcast sends every pickup to everyone as it comes: nothing to hand out
     if (this.closed || this.options.dispatch !== 'one') return [];
-    if (this.elsewhere.size > 0) this.retryElsewhere();
     const drivers = this.drivers();
     if (drivers.length === 0) return [];
     const assigned = this.dispatcher.dispatch(this.driverSlots);
-    for (const { pickup, driver } of assigned) {
-      if (this.cluster) this.claimThenSend(pickup, driver);
-      else this.send(driver, pickup);
-    }
+    for (const { pickup, driver } of assigned) this.send(driver, pickup);
+    // several hubs: room made while more pickups may wait in Redis
+    if (this.feed && this.saturated && !this.pulling && this.pickupRoom() > 0) this.pullPickups(ALL_SHARDS, false);
     return assigned;
   }
-
-  /** Several hubs: pickups held elsewhere whose wait is over go back to the pool. */
-  private retryElsewhere(): void {
-    const now = Date.now();
-    for (const entry of this.elsewhere) {
-      if ((entry.elsewhereUntil ?? 0) > now) continue;
-      this.elsewhere.delete(entry);
-      delete entry.elsewhereUntil;
-      if (!entry.acked) this.dispatcher.enqueue(entry);
-    }
-  }
-
-  /** Several hubs: keeps the claims of the pickups this hub's drivers hold from lapsing. */
-  private renewClaims(): void {
-    const cluster = this.cluster;
-    if (!cluster || this.closed) return;
-    const held: string[] = [];
-    for (const driver of this.drivers()) for (const entry of this.dispatcher.heldBy(driver)) if (!entry.acked && entry.claimGen !== undefined) held.push(entry.message.messageId);
-    if (held.length > 0) void cluster.renew(held, CLAIM_LEASE_MS);
-  }
-
-  /** Several hubs: the pickup goes to this hub's driver only if no other hub's driver has it. */
-  private claimThenSend(entry: Entry, driver: CapsSocket): void {
-    const cluster = this.cluster;
-    if (!cluster) return;
-    const { messageId } = entry.message;
-    const gen = (entry.claimGen ?? 0) + 1;
-    entry.claimGen = gen;
-    void cluster.claim(messageId, CLAIM_LEASE_MS).then((claimed) => {
-      if (entry.claimGen !== gen) {
-        // its driver left and the pickup was claimed again for another: that claim (this hub's, in
-        // Redis under the same key) is the one that counts; unclaiming here would delete it
-        this.pump();
-        return;
-      }
-      if (claimed && !entry.acked && entry.holder === driver && driver.connected && !this.closed) {
-        this.send(driver, entry);
-        return;
-      }
-      if (claimed) void cluster.unclaim(messageId);
-      if (entry.holder === driver) {
-        this.dispatcher.release(entry);
-        if (entry.acked) {
-          // taken off its queue meanwhile: nothing to put back
-        } else if (claimed) {
-          this.dispatcher.enqueue(entry);
-        } else {
-          // another hub's driver holds it: look again later
-          entry.elsewhereUntil = Date.now() + CLUSTER_PUMP_MS;
-          this.elsewhere.add(entry);
-        }
-      }
-      // the driver has room again: offer it the next pickup
-      this.pump();
-    });
-  }
-
 
   private send(socket: CapsSocket, entry: Entry): void {
     if (this.closed) return;
@@ -644,7 +704,6 @@ export class Delivery {
       this.dispatcher.release(entry);
       entry.avoid = socket;
       this.dispatcher.enqueue(entry);
-      if (this.cluster) void this.cluster.unclaim(messageId);
       this.metrics.redeliveries.inc();
       this.logger.info('REDISPATCH', { queue, messageId, orderId: entry.message.orderId, reason: `no ack within ${wait} ms`, socket: socket.id });
       this.pump();
@@ -713,5 +772,7 @@ export class Delivery {
 }
 
 function newEntry(message: ParcelMessage): Entry {
-  return { message, key: parcelKey(message.store, message.orderId), store: message.store, seq: message.seq, attempts: 0, sentTo: [], since: Date.now() };
+  return { message, key: parcelKey(message.store, message.orderId), store: message.store, seq: message.seq, attempts: 0, sentTo: [] };
 }
+
+const STORE_ROOM = storeRoom('');

@@ -31,9 +31,9 @@ import { OriginPolicy } from './origin-policy.js';
 import { RecentIds } from '../protocol/recent-ids.js';
 import { MemoryStorage } from './storage/memory-storage.js';
 import { SqliteStorage } from './storage/sqlite-storage.js';
-import { RedisStorage } from './storage/redis-storage.js';
-import { RedisCluster } from './cluster.js';
-import { Redis } from 'ioredis';
+import { RedisStorage, redisClient } from './storage/redis-storage.js';
+import { RedisFeed } from './redis-feed.js';
+import type { Cluster, Redis } from 'ioredis';
 import { createAdapter } from '@socket.io/redis-streams-adapter';
 import type { Storage, StorageKind } from './storage/storage.js';
 import { DEFAULT_LIMITS } from './storage/storage.js';
@@ -69,6 +69,8 @@ export interface HubOptions {
   storage?: StorageKind;
   /** Share queues, parcels and room fan-out with every hub on this Redis (`redis://host:port`). */
   redisUrl?: string;
+  /** ...or on this Redis Cluster: its seed nodes, `host:port,host:port`. */
+  redisCluster?: string;
   /** Key prefix in Redis (several deployments, or tests, on one Redis). Default `caps:`. */
   redisPrefix?: string;
   /** Redis replicas that must have each step before it is acknowledged (`WAIT`). Default 0. */
@@ -93,8 +95,6 @@ export interface HubOptions {
   maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
   maxInHandsPerStore?: number;
-  /** Several hubs: how often each re-reads the queues from Redis (tests make it often). Default 5 s. */
-  resyncEveryMs?: number;
   logger?: Logger;
 }
 
@@ -188,7 +188,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   coalesceWrites(io);
   const nsp = io.of(CAPS_NAMESPACE);
-  const { storage, cluster, adapterClient } = await openStorage(options);
+  const { storage, feed, adapterClient } = await openStorage(options);
   if (adapterClient) {
     // rooms span every hub on this Redis (dashboards hear steps recorded on any hub)
     io.adapter(createAdapter(adapterClient, { streamName: `${options.redisPrefix ?? 'caps:'}socket.io`, blockTimeInMs: 500 }));
@@ -196,14 +196,15 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const deliveryOptions: DeliveryOptions = {
     ...DEFAULT_DELIVERY,
     // the lab's hub sends a pickup to everyone but its sender; with tokens, exactly one driver
-    dispatch: options.dispatch ?? (options.allowAnonymous ? 'broadcast' : 'one'),
+    // several hubs: each pickup to one driver (the pickups' consumer group); see openStorage
+    dispatch: feed ? 'one' : (options.dispatch ?? (options.allowAnonymous ? 'broadcast' : 'one')),
     ...(options.ackTimeoutMs ? { ackTimeoutMs: options.ackTimeoutMs } : {}),
     ...(options.driverPrefetch ? { driverPrefetch: options.driverPrefetch } : {}),
     ...(options.maxInHandsPerStore ? { maxInHandsPerStore: options.maxInHandsPerStore } : {}),
-    ...(options.resyncEveryMs ? { resyncEveryMs: options.resyncEveryMs } : {}),
+    ...(options.window ? { window: options.window } : {}),
   };
-  const delivery = new Delivery(io.of(CAPS_NAMESPACE), storage, logger, deliveryOptions, metrics, cluster);
-  const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, cluster !== undefined);
+  const delivery = new Delivery(io.of(CAPS_NAMESPACE), storage, logger, deliveryOptions, metrics, feed);
+  const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, feed !== undefined);
   const retention = new Retention(storage, logger, { retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS, everyMs: options.pruneEveryMs ?? 60_000 });
   const allowAnonymous = options.allowAnonymous === true;
 
@@ -260,7 +261,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     });
   } catch (err) {
     delivery.close();
-    await Promise.all([storage.close(), cluster?.close(), adapterClient?.quit().catch(() => undefined)]);
+    await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
     throw err;
   }
   retention.start();
@@ -332,7 +333,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   logger.info('STORAGE', {
     kind: storage.kind,
     ...(storage.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}),
-    ...(storage.kind === 'redis' ? { redis: redactUrl(options.redisUrl ?? ''), hub: cluster?.hubId } : {}),
+    ...(storage.kind === 'redis' ? { redis: options.redisCluster ? `cluster ${options.redisCluster}` : redactUrl(options.redisUrl ?? ''), hub: feed?.hubId } : {}),
   });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
@@ -346,6 +347,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     close() {
       closing ??= (async () => {
         delivery.close();
+        // several hubs: what this hub read for its drivers goes to the other hubs now, not once idle
+        await delivery.releaseAll();
         dashboards.close();
         expiry.stop();
         clearInterval(keyTimer);
@@ -355,32 +358,35 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           httpServer.closeIdleConnections();
           void io.close(() => resolve());
         });
-        await Promise.all([storage.close(), cluster?.close(), adapterClient?.quit().catch(() => adapterClient.disconnect())]);
+        await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => adapterClient.disconnect())]);
       })();
       return closing;
     },
   };
 }
 
-async function openStorage(options: HubOptions): Promise<{ storage: Storage; cluster?: RedisCluster; adapterClient?: Redis }> {
+async function openStorage(options: HubOptions): Promise<{ storage: Storage; feed?: RedisFeed; adapterClient?: Redis | Cluster }> {
   const limits = {
     ...DEFAULT_LIMITS,
     ...(options.maxQueueDepth ? { maxQueueDepth: options.maxQueueDepth } : {}),
     ...(options.maxPickups ? { maxPickups: options.maxPickups } : {}),
     ...(options.window ? { window: options.window } : {}),
   };
-  if (options.redisUrl) {
+  if (options.redisUrl || options.redisCluster) {
+    if (options.dispatch === 'broadcast') throw new Error('--dispatch broadcast needs a single hub: with Redis, each pickup goes to one driver of one hub');
+    const where = options.redisCluster ? { cluster: options.redisCluster } : { url: options.redisUrl ?? '' };
     const prefix = options.redisPrefix ?? 'caps:';
-    const storage = new RedisStorage({ url: options.redisUrl, prefix, ...limits, ...(options.redisWaitReplicas ? { waitReplicas: options.redisWaitReplicas } : {}) });
+    const storage = new RedisStorage({ ...where, prefix, ...limits, ...(options.redisWaitReplicas ? { waitReplicas: options.redisWaitReplicas } : {}) });
     try {
       await storage.open();
     } catch (err) {
       await storage.close();
-      throw new Error(`cannot reach Redis at ${redactUrl(options.redisUrl)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      const name = options.redisCluster ? `the Redis Cluster at ${options.redisCluster}` : `Redis at ${redactUrl(options.redisUrl ?? '')}`;
+      throw new Error(`cannot reach ${name}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
-    const adapterClient = new Redis(options.redisUrl, { retryStrategy: (times) => Math.min(times * 100, 1_000) });
+    const adapterClient = redisClient(where);
     adapterClient.on('error', () => undefined);
-    return { storage, cluster: new RedisCluster(options.redisUrl, storage.redis, prefix), adapterClient };
+    return { storage, feed: new RedisFeed(storage), adapterClient };
   }
   if (options.storage === 'memory') return { storage: new MemoryStorage(limits) };
   return { storage: new SqliteStorage({ dir: options.dataDir ?? './data', sync: options.sync ?? 'full', ...limits }) };

@@ -24,10 +24,11 @@ export const hubCommand = {
     'allow-anonymous': { type: 'boolean', description: "open lab mode: clients may connect without a token (the course's clients); tokens sent are still checked" },
     dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver (the default with tokens); broadcast: to every connection but its sender, vendors and dashboards (the lab\'s hub; the default with --allow-anonymous)', choices: ['one', 'broadcast'] },
     store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart); --redis implies redis', choices: ['sqlite', 'memory', 'redis'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
-    redis: { type: 'string', description: 'share queues, parcels and rooms with every hub on this Redis (run it with appendonly yes, appendfsync always)', placeholder: 'URL', env: 'REDIS_URL' },
+    redis: { type: 'string', description: 'share queues, parcels and rooms with every hub on this Redis (run it with appendonly yes, appendfsync always); each pickup then goes to one driver', placeholder: 'URL', env: 'REDIS_URL' },
+    'redis-cluster': { type: 'string', description: 'the same on a Redis Cluster: its seed nodes, host:port,host:port (stores are spread over its primaries)', placeholder: 'NODES', env: 'CAPS_REDIS_CLUSTER' },
     'redis-wait-replicas': {
       type: 'integer',
-      description: 'with --redis: replicas that must have each step before it is acknowledged (Redis WAIT, 2 s at most, else the step is refused as temporary); 0: the primary alone',
+      description: 'with --redis: replicas that must have each step before it is acknowledged (Redis WAIT, 2 s at most, else the step is refused as temporary); 0: the primary alone. Not with --redis-cluster',
       placeholder: 'N',
       default: 0,
       min: 0,
@@ -75,8 +76,20 @@ export function runHub(argv: readonly string[]): Promise<number> {
     // the open lab mode takes anyone who can reach the port: by default only this machine can
     const host = flags.host ?? (allowAnonymous ? '127.0.0.1' : undefined);
     if (allowAnonymous && flags.host === undefined) logger.info('LAB MODE listens on 127.0.0.1 only: --host 0.0.0.0 lets other machines in (anyone on the network, with no token)');
-    if (flags.store === 'redis' && !flags.redis) {
-      process.stderr.write('caps hub: --store redis needs --redis URL (or REDIS_URL)\nRun \'caps hub --help\' to see the flags.\n');
+    if (flags.store === 'redis' && !flags.redis && !flags['redis-cluster']) {
+      process.stderr.write('caps hub: --store redis needs --redis URL (or REDIS_URL) or --redis-cluster NODES\nRun \'caps hub --help\' to see the flags.\n');
+      return 2;
+    }
+    if (flags.redis && flags['redis-cluster']) {
+      process.stderr.write('caps hub: give --redis (one Redis) or --redis-cluster (a Redis Cluster), not both\nRun \'caps hub --help\' to see the flags.\n');
+      return 2;
+    }
+    if (flags['redis-cluster'] && flags['redis-wait-replicas'] > 0) {
+      process.stderr.write('caps hub: --redis-wait-replicas works with --redis (one primary), not with --redis-cluster\nRun \'caps hub --help\' to see the flags.\n');
+      return 2;
+    }
+    if ((flags.redis || flags['redis-cluster']) && flags.dispatch === 'broadcast') {
+      process.stderr.write('caps hub: --dispatch broadcast needs a single hub: with Redis, each pickup goes to one driver of one hub\nRun \'caps hub --help\' to see the flags.\n');
       return 2;
     }
     let hub;
@@ -93,6 +106,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
         ...(flags.dispatch ? { dispatch: flags.dispatch as 'one' | 'broadcast' } : {}),
         storage: flags.store as 'sqlite' | 'memory' | 'redis',
         ...(flags.redis ? { redisUrl: flags.redis, redisWaitReplicas: flags['redis-wait-replicas'] } : {}),
+        ...(flags['redis-cluster'] ? { redisCluster: flags['redis-cluster'] } : {}),
         dataDir: flags.data,
         sync: flags.sync as 'full' | 'normal',
         ackTimeoutMs: flags['ack-timeout'],
@@ -117,7 +131,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
     }
     // listened for before the hub says it listens: whoever reads that line may stop it at once
     const stopped = untilSignal();
-    const dispatch = flags.dispatch ?? (allowAnonymous ? 'broadcast' : 'one');
+    const dispatch = flags.redis || flags['redis-cluster'] ? 'one' : (flags.dispatch ?? (allowAnonymous ? 'broadcast' : 'one'));
     if (allowAnonymous) {
       logger.info('LAB MODE: the course\'s clients work unchanged; it accepts:');
       for (const line of LAB_MODE_TOLERATES) logger.info(`  - ${line}`);

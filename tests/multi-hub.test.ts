@@ -9,6 +9,8 @@ import { signToken } from '../protocol/token.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli } from './helpers/cli.js';
 import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
+import { RedisStorage } from '../hub/storage/redis-storage.js';
+import { RedisKeys } from '../hub/storage/redis-keys.js';
 import { TestRedis, freePort } from './helpers/redis.js';
 import { Lines, poll, waitUntil } from './helpers/wait.js';
 
@@ -149,10 +151,8 @@ describe('several hubs on one Redis', () => {
     expect(rescuer.of('pickup')[0]?.orderId).toBe(order('acme', 1).orderId);
   }, 30_000);
 
-  it('sends no message twice without a fault, however often the hubs re-read the queues', async () => {
-    const prefix = `t${randomUUID()}:`;
-    const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', resyncEveryMs: 5 }), (h) => h.close());
-    const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', resyncEveryMs: 5 }), (h) => h.close());
+  it('sends no message twice without a fault', async () => {
+    const { a, b } = await twoHubs();
     // raw clients that count every copy they are sent (our own clients would drop a repeat)
     const vendorA = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
     const vendorB = cleanup.add(new RawClient(b.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
@@ -181,7 +181,7 @@ describe('several hubs on one Redis', () => {
 
     await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
     // acknowledged: the replica has it already
-    expect(await reader.exists(`${prefix}p:acme\u0000${order('acme', 1).orderId}`)).toBe(1);
+    expect(await reader.exists(new RedisKeys(prefix).parcel('acme', order('acme', 1).orderId))).toBe(1);
 
     await replica.kill();
     await expect(vendor.request('pickup', order('acme', 2), 10_000)).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_STORAGE', message: expect.stringContaining('replicas') } });
@@ -217,38 +217,46 @@ describe('several hubs on one Redis', () => {
     await poll(async () => ((await vendor.request<{ ok: boolean }>('pickup', order('acme', 3))).ok ? true : undefined), 'new pickups to be taken again once Redis has room');
   }, 30_000);
 
-  it('re-reads only the queues that changed: 500 idle stores with queued messages cost two commands each per resync, not five round trips', async () => {
+  it('costs nothing per idle store: 2,000 stores with queued messages, a hub with a driver and a vendor online, Redis busy only with its periodic look at the 16 shards', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
     const prefix = `t${randomUUID()}:`;
     const admin = cleanup.add(new Redis(own.url), (r) => r.quit());
-    // 500 stores, each with a notification its (absent) vendors have not acknowledged
-    const seed = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: prefix, allowAnonymous: true }), (h) => h.close());
-    const driver = cleanup.add(new RawClient(seed.url, { auth: { role: 'driver', name: 'd1' } }), (c) => c.close());
-    const vendor = cleanup.add(new RawClient(seed.url), (c) => c.close());
-    await Promise.all([driver.connected(), vendor.connected()]);
-    for (let i = 0; i < 500; i += 50) {
-      await Promise.all(Array.from({ length: 50 }, (_, k) => vendor.request('pickup', order(`idle-${i + k}`, 1))));
-      await Promise.all(Array.from({ length: 50 }, (_, k) => driver.request('in-transit', order(`idle-${i + k}`, 1))));
+    const storage = cleanup.add(new RedisStorage({ url: own.url, prefix }), (s) => s.close());
+    await storage.open();
+    // 2,000 stores, each with a notification its (absent) vendors have not acknowledged
+    const stores = 2_000;
+    for (let i = 0; i < stores; i += 200) {
+      await Promise.all(
+        Array.from({ length: 200 }, async (_, k) => {
+          const input = { store: `idle-${i + k}`, orderId: 'o1', time: new Date().toISOString() };
+          await storage.recordStep({ ...input, event: 'pickup', customer: 'C', address: 'A' });
+          await storage.recordStep({ ...input, event: 'in-transit', driver: 'd0' });
+        }),
+      );
     }
-    driver.close();
-    vendor.close();
-    await seed.close();
-    cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: prefix, resyncEveryMs: 50 }), (h) => h.close());
-    const calls = async (command: string): Promise<number> => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await admin.info('commandstats'))?.[1] ?? 0);
-    // the first resync reads every queue once; after it, nothing changes
-    const reads = async (): Promise<number> => (await calls('zrange')) + (await calls('mget'));
-    let last = -1;
-    await poll(async () => {
-      const now = await reads();
-      const settled = now === last;
-      last = now;
-      return settled ? true : undefined;
-    }, 'the hub’s first full read to end', 10_000, 300);
-    const [zrange, mget, zcard] = [await calls('zrange'), await calls('mget'), await calls('zcard')];
-    // a second (or more) of resyncs every 50 ms with nothing changed
-    await poll(async () => ((await calls('zcard')) - zcard >= 5 * 500 ? true : undefined), 'five more resyncs', 20_000, 100);
-    expect((await calls('zrange')) - zrange, 'queues re-read while idle').toBe(0);
-    expect((await calls('mget')) - mget).toBe(0);
+    await storage.close();
+    const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: prefix }), (h) => h.close());
+    const driver = cleanup.add(new RawClient(hub.url, { auth: { role: 'driver', name: 'd1' } }), (c) => c.close());
+    const vendor = cleanup.add(new RawClient(hub.url, { auth: { role: 'vendor', store: 'busy' } }), (c) => c.close());
+    await Promise.all([driver.connected(), vendor.connected()]);
+    const stats = async (): Promise<Map<string, number>> => {
+      const out = new Map<string, number>();
+      for (const [, command, calls] of (await admin.info('commandstats')).matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) out.set(command ?? '', Number(calls));
+      return out;
+    };
+    const before = await stats();
+    // the hub looks at every shard for pickups once a second while its drivers have room: three looks
+    await poll(async () => (((await stats()).get('xautoclaim') ?? 0) - (before.get('xautoclaim') ?? 0) >= 3 * 16 ? true : undefined), 'three looks at the 16 shards', 15_000, 100);
+    const after = await stats();
+    const spent = new Map([...after].map(([command, calls]) => [command, calls - (before.get(command) ?? 0)]));
+    const sweeps = (spent.get('xautoclaim') ?? 0) / 16;
+    // INFO: this test's own looks at the stats
+    const total = [...spent].filter(([command]) => command !== 'info').reduce((sum, [, calls]) => sum + calls, 0);
+    // per look: XAUTOCLAIM and XREADGROUP per shard, and the memory and depth check (INFO, XLEN per shard); nothing per store
+    expect(total / sweeps, `commands per look: ${JSON.stringify(Object.fromEntries(spent))}`).toBeLessThan(45);
+    // the one store with a vendor online is read once, when it connects; the 2,000 others never
+    expect(spent.get('xrange') ?? 0, 'store logs read while nobody follows them').toBeLessThanOrEqual(1);
+    expect(spent.get('smembers') ?? 0).toBe(0);
   }, 60_000);
 
   it('is not ready while Redis refuses writes (maxmemory reached), refuses publishes with a code, and recovers when memory frees', async () => {

@@ -1,162 +1,40 @@
-import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { CapsError } from '../../protocol/errors.js';
 import type { CapsErrorCode } from '../../protocol/errors.js';
+import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { ParcelMessage } from '../../protocol/messages.js';
+import { PARCEL_EVENTS } from '../../protocol/schemas.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
-import type {
-  AckOutcome,
-  ParcelCursor,
-  ParcelPage,
-  ParcelRecord,
-  QueueInfo,
-  Storage,
-  StepInput,
-  StepOutcome,
-  StorageLimits,
-  StoreSummary,
-} from './storage.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
 import { DEFAULT_LIMITS, page } from './storage.js';
+import { DRIVERS_GROUP, RedisKeys, SHARDS, parsePickupId, parseStoreId, pickupMessageId, shardOf, storeMessageId } from './redis-keys.js';
+import { ACK_PICKUP, ACK_STORE, HOLD, PRUNE, RECORD_STEP } from './redis-scripts.js';
 
-/**
- * Parcels and queues in Redis, shared by every hub that points at it. Each step is validated,
- * recorded and queued by one Lua script, so it is atomic across hubs. Durable as far as the
- * Redis server is: run it with `appendonly yes` and `appendfsync always` for acks that survive a
- * Redis restart.
- *
- * Keys (under the prefix): p:<store>\0<order> parcel hash · s:<store>\0<order> steps hash ·
- * o:<order> set of stores · sp:<store>:<state|all> parcels by time (lex) · c:<store> counts ·
- * stores · q:<queue> messages by seq · seq:<queue> · m:<id> message · queues · acked:<id> ·
- * w pickups waiting in the driver queue, by store (each store's quota).
- */
-const RECORD_STEP = `
-local p, event, store, oid, customer, address, driver, time, maxDepth, msgId, dispatched, maxPickups = unpack(ARGV)
-local id = store .. '\\0' .. oid
-local pk, sk = p .. 'p:' .. id, p .. 's:' .. id
-local state = redis.call('HGET', pk, 'state')
-if dispatched == '0' and (not state or redis.call('HGET', pk, 'driver') ~= driver) then
-  return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
-end
-if redis.call('HEXISTS', sk, event) == 1 then return {'duplicate'} end
-if event == 'pickup' then
-  if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
-else
-  if not state then return {'refused', 'CAPS_ERR_UNKNOWN_PARCEL', 'no pickup was recorded for order ' .. oid .. ' of ' .. store} end
-  if event == 'in-transit' and state == 'delivered' then return {'refused', 'CAPS_ERR_OUT_OF_ORDER', 'order ' .. oid .. ' is already delivered'} end
-end
-local queue = store
-if event == 'pickup' then queue = 'driver' end
-local qk = p .. 'q:' .. queue
-if event == 'pickup' then
-  local waiting = tonumber(redis.call('HGET', p .. 'w', store) or '0')
-  if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
-  local all = redis.call('ZCARD', qk)
-  if all >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', all .. " pickups wait for drivers, the hub's limit"} end
-else
-  local depth = redis.call('ZCARD', qk)
-  if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. queue .. ' holds ' .. depth .. ' messages, its limit'} end
-end
-local created
-if event == 'pickup' then
-  created = time
-  redis.call('HSET', pk, 'customer', customer, 'address', address, 'state', 'pickup', 'created', time)
-  redis.call('SADD', p .. 'o:' .. oid, store)
-  redis.call('SADD', p .. 'stores', store)
-  redis.call('HINCRBY', p .. 'c:' .. store, 'pickup', 1)
-  redis.call('ZADD', p .. 'sp:' .. store .. ':all', 0, time .. '\\0' .. oid)
-  redis.call('ZADD', p .. 'sp:' .. store .. ':pickup', 0, time .. '\\0' .. oid)
-else
-  created = redis.call('HGET', pk, 'created')
-  redis.call('HINCRBY', p .. 'c:' .. store, state, -1)
-  redis.call('HINCRBY', p .. 'c:' .. store, event, 1)
-  redis.call('ZREM', p .. 'sp:' .. store .. ':' .. state, created .. '\\0' .. oid)
-  redis.call('ZADD', p .. 'sp:' .. store .. ':' .. event, 0, created .. '\\0' .. oid)
-  redis.call('HSET', pk, 'state', event)
-  if driver ~= '' then redis.call('HSET', pk, 'driver', driver) end
-end
-local step = {time = time}
-if driver ~= '' then step.driver = driver end
-redis.call('HSET', sk, event, cjson.encode(step))
-local seq = redis.call('INCR', p .. 'seq:' .. queue)
-local parcel = redis.call('HMGET', pk, 'customer', 'address')
-local order = {store = store, orderId = oid, customer = parcel[1], address = parcel[2]}
-local msg = {store = store, orderId = oid, customer = parcel[1], address = parcel[2], event = event, messageId = msgId,
-  seq = seq, queueId = queue, clientId = queue, order = order, time = time}
-if driver ~= '' then msg.driver = driver end
-local body = cjson.encode(msg)
-redis.call('SET', p .. 'm:' .. msgId, body)
-redis.call('ZADD', qk, seq, msgId)
-if event == 'pickup' then redis.call('HINCRBY', p .. 'w', store, 1) end
-redis.call('SADD', p .. 'queues', queue)
-return {'accepted', body, created}
-`;
+type Client = Redis | Cluster;
 
-const ACK = `
-local p, queue, id = unpack(ARGV)
-if redis.call('SISMEMBER', p .. 'queues', queue) == 0 then return 'unknown-queue' end
-if redis.call('ZREM', p .. 'q:' .. queue, id) == 1 then
-  if queue == 'driver' then
-    local body = redis.call('GET', p .. 'm:' .. id)
-    if body then
-      -- pickups queued before the count existed were never counted: never below 0, and no field left at 0
-      local store = cjson.decode(body).store
-      if tonumber(redis.call('HINCRBY', p .. 'w', store, -1)) <= 0 then redis.call('HDEL', p .. 'w', store) end
-    end
-  end
-  redis.call('DEL', p .. 'm:' .. id)
-  redis.call('SET', p .. 'acked:' .. id, '1', 'EX', 86400)
-  return 'removed'
-end
-if redis.call('EXISTS', p .. 'acked:' .. id) == 1 then return 'already-acknowledged' end
-return 'unknown-message'
-`;
-
-/**
- * Retention: each store's delivered parcels picked up before the cutoff, oldest first; those
- * also delivered before it go, with their steps, their place in the lists and their count.
- */
-const PRUNE = `
-local p, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local removed = 0
-for _, store in ipairs(redis.call('SMEMBERS', p .. 'stores')) do
-  if removed >= limit then break end
-  local list = p .. 'sp:' .. store .. ':delivered'
-  for _, member in ipairs(redis.call('ZRANGEBYLEX', list, '-', '(' .. before, 'LIMIT', 0, limit - removed)) do
-    local oid = string.sub(member, string.find(member, '\0', 1, true) + 1)
-    local id = store .. '\0' .. oid
-    local step = redis.call('HGET', p .. 's:' .. id, 'delivered')
-    if step and cjson.decode(step).time < before then
-      redis.call('DEL', p .. 'p:' .. id, p .. 's:' .. id)
-      redis.call('SREM', p .. 'o:' .. oid, store)
-      redis.call('ZREM', list, member)
-      redis.call('ZREM', p .. 'sp:' .. store .. ':all', member)
-      redis.call('HINCRBY', p .. 'c:' .. store, 'delivered', -1)
-      removed = removed + 1
-    end
-  end
-  -- a store with no parcels left is no longer listed
-  if redis.call('ZCARD', p .. 'sp:' .. store .. ':all') == 0 then
-    redis.call('SREM', p .. 'stores', store)
-    redis.call('DEL', p .. 'c:' .. store)
-  end
-end
-return removed
-`;
-
-type RedisWithScripts = Redis & {
-  capsPrune(...args: string[]): Promise<number>;
+interface Scripts {
   capsRecordStep(...args: string[]): Promise<string[]>;
-  capsAck(...args: string[]): Promise<AckOutcome>;
-};
+  capsAckPickup(...args: string[]): Promise<AckOutcome>;
+  capsAckStore(...args: string[]): Promise<AckOutcome>;
+  capsHold(...args: string[]): Promise<string[]>;
+  capsPrune(...args: string[]): Promise<number>;
+}
+
+/** A stream entry as ioredis returns it: id, then field, value, field, value... */
+type StreamEntry = [string, string[]];
 
 export interface RedisStorageOptions extends Partial<StorageLimits> {
-  url: string;
+  /** A single Redis (`redis://...`)... */
+  url?: string;
+  /** ...or the seed nodes of a Redis Cluster (`host:port,host:port`). */
+  cluster?: string;
   /** Key prefix, so several CAPS deployments (or tests) can share one Redis. Default `caps:`. */
   prefix?: string;
   /**
    * Replicas that must have each step before it is acknowledged (Redis `WAIT`); 0: none, the
    * primary's own write (and its AOF) is enough. Past REPLICA_WAIT_MS with fewer, the step is
    * refused as temporary (it is on the primary: the publisher's retry is answered as a duplicate).
+   * A single Redis only.
    */
   waitReplicas?: number;
 }
@@ -164,57 +42,115 @@ export interface RedisStorageOptions extends Partial<StorageLimits> {
 /**
  * The share of Redis's maxmemory kept for parcels already accepted: past the rest, new pickups are
  * refused (CAPS_ERR_STORAGE) while drivers' steps and acknowledgements go on, so parcels in flight
- * can finish rather than stall when Redis fills up. Looked at every MEMORY_CHECK_MS.
+ * can finish rather than stall when Redis fills up. Looked at every CHECK_MS.
  */
 const MEMORY_RESERVE = 0.2;
-const MEMORY_CHECK_MS = 1_000;
+const CHECK_MS = 1_000;
+/** Far from the bound on pickups, they are counted every this many looks only. */
+const COUNT_EVERY = 10;
 
 /** How long a step waits for its replicas (with `waitReplicas`) before it is refused. */
 export const REPLICA_WAIT_MS = 2_000;
 
+/**
+ * A pickup read by a hub whose consumer has not touched it for this long goes to another hub's
+ * XAUTOCLAIM: a hub keeps what its drivers hold fresh every HOLD_REFRESH_MS (hub/redis-feed.ts),
+ * so only a dead or cut-off hub's pickups reach this idle time.
+ */
+export const CLAIM_IDLE_MS = 6_000;
+
 const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2 };
 
+/** A single Redis or a Redis Cluster, by the options. */
+export function redisClient(options: { url?: string; cluster?: string }, extra: { enableOfflineQueue?: boolean; maxRetriesPerRequest?: number; lazyConnect?: boolean; shardedSubscribers?: boolean } = {}): Client {
+  const retry = (times: number): number => Math.min(times * 100, 1_000);
+  if (options.cluster) {
+    const nodes = options.cluster.split(',').map((node) => {
+      const [host, port] = node.trim().split(':');
+      return { host: host || '127.0.0.1', port: Number(port ?? 6379) };
+    });
+    const { enableOfflineQueue, lazyConnect, maxRetriesPerRequest, shardedSubscribers } = extra;
+    return new Cluster(nodes, {
+      ...(shardedSubscribers ? { shardedSubscribers } : {}),
+      clusterRetryStrategy: retry,
+      enableAutoPipelining: true,
+      ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
+      ...(lazyConnect !== undefined ? { lazyConnect } : {}),
+      redisOptions: maxRetriesPerRequest !== undefined ? { maxRetriesPerRequest } : {},
+    });
+  }
+  const { shardedSubscribers: _single, ...rest } = extra;
+  return new Redis(options.url ?? 'redis://127.0.0.1:6379', { retryStrategy: retry, enableAutoPipelining: true, ...rest });
+}
+
+/**
+ * Parcels and queues in Redis (a single server or a Cluster), shared by every hub that points at
+ * it. Stores are spread over shards (redis-keys.ts); each step is validated, recorded and queued
+ * by one Lua script on its store's shard, so it is atomic across hubs. A store's vendor messages
+ * are a stream (its log); pickups are one stream per shard, read by hubs with drivers through the
+ * consumer group `drivers` (hub/redis-feed.ts). Durable as far as Redis is: run it with
+ * `appendonly yes` and `appendfsync always` for acks that survive a Redis restart.
+ */
 export class RedisStorage implements Storage {
   readonly kind = 'redis' as const;
-  readonly prefix: string;
-  readonly redis: RedisWithScripts;
+  readonly keys: RedisKeys;
+  readonly redis: Client & Scripts;
+  readonly isCluster: boolean;
   private readonly limits: StorageLimits;
   private closing: Promise<void> | undefined;
-  private readyWait: Promise<void> | undefined;
   private readonly waitReplicas: number;
-  /** Redis's used share of its maxmemory when last looked at, or undefined with no maxmemory. */
+  /** Redis's used share of its maxmemory (the fullest primary) when last looked at; undefined with no maxmemory. */
   private memoryUse: number | undefined;
-  private memoryTimer: NodeJS.Timeout | undefined;
-  private memoryLook: Promise<void> | undefined;
-  private memoryLookedAt = -Infinity;
+  /** Pickups in every shard's stream when last counted, plus those recorded here since: the hub's bound. */
+  private pickupsQueued = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private looks = 0;
+  private look: Promise<void> | undefined;
+  private lookedAt = -Infinity;
   /** The WAIT that the steps recorded in this turn share (one WAIT covers every write before it on this connection). */
   private replicaWait: Promise<number> | undefined;
+  /** Each shard's XAUTOCLAIM cursor: a sweep goes on where the last one stopped. */
+  private readonly sweepFrom: string[] = Array.from({ length: SHARDS }, () => '0-0');
 
-  constructor(options: RedisStorageOptions) {
-    this.prefix = options.prefix ?? 'caps:';
+  constructor(readonly options: RedisStorageOptions) {
+    this.keys = new RedisKeys(options.prefix ?? 'caps:');
     this.limits = { ...DEFAULT_LIMITS, ...options };
     this.waitReplicas = options.waitReplicas ?? 0;
-    this.redis = new Redis(options.url, {
-      // fail at once while Redis is away: the hub refuses publishes rather than queueing them in memory
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (times) => Math.min(times * 100, 1_000),
-      lazyConnect: true,
-    }) as RedisWithScripts;
+    this.isCluster = options.cluster !== undefined;
+    if (this.isCluster && this.waitReplicas > 0) throw new Error('--redis-wait-replicas works with a single Redis primary, not with --redis-cluster');
+    // fail at once while Redis is away: the hub refuses publishes rather than queueing them in memory
+    this.redis = redisClient(options, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true }) as Client & Scripts;
     this.redis.on('error', () => undefined); // reported through ping() and refused writes instead
-    this.redis.defineCommand('capsRecordStep', { numberOfKeys: 0, lua: RECORD_STEP });
-    this.redis.defineCommand('capsAck', { numberOfKeys: 0, lua: ACK });
-    this.redis.defineCommand('capsPrune', { numberOfKeys: 0, lua: PRUNE });
+    this.redis.defineCommand('capsRecordStep', { numberOfKeys: 11, lua: RECORD_STEP });
+    this.redis.defineCommand('capsAckPickup', { numberOfKeys: 2, lua: ACK_PICKUP });
+    this.redis.defineCommand('capsAckStore', { numberOfKeys: 2, lua: ACK_STORE });
+    this.redis.defineCommand('capsHold', { numberOfKeys: 1, lua: HOLD });
+    this.redis.defineCommand('capsPrune', { numberOfKeys: 1, lua: PRUNE });
   }
 
-  /** Connects; rejects when Redis cannot be reached. */
+  /** Connects and makes sure every shard's pickups stream has its consumer group; rejects when Redis cannot be reached. */
   async open(): Promise<void> {
     if (this.redis.status === 'wait') await this.redis.connect();
+    await this.ready(10_000);
+    await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.createGroup(k)));
     await this.ping();
-    await this.checkMemory();
-    this.memoryTimer = setInterval(() => void this.checkMemory(), MEMORY_CHECK_MS);
+    await this.check();
+    this.timer = setInterval(() => void this.check(), CHECK_MS);
     // prevents the timer from keeping the process alive
-    this.memoryTimer.unref();
+    this.timer.unref();
+  }
+
+  private async createGroup(k: number): Promise<void> {
+    try {
+      await this.call(() => this.redis.xgroup('CREATE', this.keys.pickups(k), DRIVERS_GROUP, '0', 'MKSTREAM'));
+    } catch (err) {
+      if (!String(err).includes('BUSYGROUP')) throw err;
+    }
+  }
+
+  /** The primaries: one client for a single Redis, each primary's for a cluster. */
+  primaries(): Redis[] {
+    return this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
   }
 
   /** True when Redis was past its reserve at the last look: new pickups wait. */
@@ -222,35 +158,43 @@ export class RedisStorage implements Storage {
     return this.memoryUse !== undefined && this.memoryUse >= 1 - MEMORY_RESERVE;
   }
 
-  /** How full Redis is (INFO memory): used_memory over maxmemory. One look in flight, at most one every 100 ms. */
-  private checkMemory(): Promise<void> {
-    if (this.memoryLook) return this.memoryLook;
-    if (performance.now() - this.memoryLookedAt < 100) return Promise.resolve();
-    this.memoryLook = this.lookAtMemory().finally(() => {
-      this.memoryLook = undefined;
-      this.memoryLookedAt = performance.now();
+  /** How full Redis is, and how many pickups are queued. One look in flight, at most one every 100 ms. */
+  private check(): Promise<void> {
+    if (this.look) return this.look;
+    if (performance.now() - this.lookedAt < 100) return Promise.resolve();
+    this.look = this.lookAround().finally(() => {
+      this.look = undefined;
+      this.lookedAt = performance.now();
     });
-    return this.memoryLook;
+    return this.look;
   }
 
-  private async lookAtMemory(): Promise<void> {
+  private async lookAround(): Promise<void> {
     try {
-      const info = await this.redis.info('memory');
-      const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
-      const max = Number(/^maxmemory:(\d+)/m.exec(info)?.[1]);
-      this.memoryUse = max > 0 && Number.isFinite(used) ? used / max : undefined;
+      let fullest: number | undefined;
+      for (const node of this.primaries()) {
+        const info = await node.info('memory');
+        const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
+        const max = Number(/^maxmemory:(\d+)/m.exec(info)?.[1]);
+        if (max > 0 && Number.isFinite(used)) fullest = Math.max(fullest ?? 0, used / max);
+      }
+      this.memoryUse = fullest;
+      // the hub's bound on pickups: counted near it, and every COUNT_EVERY looks (other hubs add pickups too)
+      if (this.pickupsQueued < this.limits.maxPickups / 2 && ++this.looks % COUNT_EVERY !== 0) return;
+      const lengths = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.redis.xlen(this.keys.pickups(k))));
+      this.pickupsQueued = lengths.reduce((a, b) => a + b, 0);
     } catch {
       // Redis away: its refusals say so
     }
   }
 
   /**
-   * Waits briefly for a (re)connecting Redis; a Redis that stays away is reported, not waited
-   * for. Callers share one wait, so an outage does not pile up listeners and timers.
+   * Waits briefly for a (re)connecting Redis; a Redis that stays away is reported, not waited for.
    */
-  private ready(timeoutMs = 2_000): Promise<void> {
+  private async ready(timeoutMs = 2_000): Promise<void> {
+    if (this.redis.status === 'ready') return;
     if (this.redis.status === 'wait') void this.redis.connect().catch(() => undefined);
-    this.readyWait ??= new Promise<void>((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.redis.off('ready', onReady);
         reject(new CapsError('CAPS_ERR_STORAGE', `Redis is not reachable (${this.redis.status})`));
@@ -260,13 +204,10 @@ export class RedisStorage implements Storage {
         resolve();
       };
       this.redis.once('ready', onReady);
-    }).finally(() => {
-      this.readyWait = undefined;
     });
-    return this.readyWait;
   }
 
-  /** Redis keeps a store's queue whole, bounded by --max-queue (its log and cursor: issue 15). */
+  /** A store's log is read by the hubs following it (hub/redis-feed.ts), not paged here. */
   async more(): Promise<ParcelMessage[]> {
     return [];
   }
@@ -276,30 +217,54 @@ export class RedisStorage implements Storage {
   }
 
   async prune(before: string, limit: number): Promise<number> {
-    return this.call(() => this.redis.capsPrune(this.prefix, before, String(limit)));
+    let removed = 0;
+    const beforeMs = String(Date.parse(before));
+    for (let k = 0; k < SHARDS && removed < limit; k++) {
+      removed += await this.call(() => this.redis.capsPrune(this.keys.stores(k), this.keys.shard(k), before, beforeMs, String(limit - removed)));
+    }
+    return removed;
   }
 
   async recordStep(input: StepInput): Promise<StepOutcome> {
-    // looked at again before refusing: room may have been made since the last look
-    if (input.event === 'pickup' && this.nearlyFull()) await this.checkMemory();
-    if (input.event === 'pickup' && this.nearlyFull()) {
-      const percent = Math.round((this.memoryUse ?? 1) * 100);
-      return { status: 'refused', code: 'CAPS_ERR_STORAGE', reason: `Redis is nearly full (${percent}% of its maxmemory): new pickups wait for room; parcels already accepted go on` };
+    if (input.event === 'pickup') {
+      // looked at again before refusing: room may have been made since the last look
+      if (this.nearlyFull() || this.pickupsQueued >= this.limits.maxPickups) await this.check();
+      if (this.nearlyFull()) {
+        const percent = Math.round((this.memoryUse ?? 1) * 100);
+        return { status: 'refused', code: 'CAPS_ERR_STORAGE', reason: `Redis is nearly full (${percent}% of its maxmemory): new pickups wait for room; parcels already accepted go on` };
+      }
+      if (this.pickupsQueued >= this.limits.maxPickups) {
+        return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `${this.pickupsQueued} pickups wait for drivers, the hub's limit` };
+      }
     }
+    const { store, orderId, event } = input;
+    const k = shardOf(store);
+    const keys = this.keys;
     const reply = await this.call(() =>
       this.redis.capsRecordStep(
-        this.prefix,
-        input.event,
-        input.store,
-        input.orderId,
+        keys.parcel(store, orderId),
+        keys.counts(store),
+        keys.list(store, 'all'),
+        keys.list(store, 'pickup'),
+        keys.list(store, 'in-transit'),
+        keys.list(store, 'delivered'),
+        keys.stores(k),
+        keys.orders(k, orderId),
+        keys.pickups(k),
+        keys.log(store),
+        keys.meta(k),
+        event,
+        store,
+        orderId,
         input.customer ?? '',
         input.address ?? '',
         input.driver ?? '',
         input.time,
         String(this.limits.maxQueueDepth),
-        randomUUID(),
         input.dispatched === undefined ? '' : input.dispatched ? '1' : '0',
         String(this.limits.maxPickups),
+        keys.pickupBell(k),
+        keys.storeBell(store),
       ),
     );
     // a step stored (or one stored before) is answered once enough replicas have it
@@ -309,56 +274,139 @@ export class RedisStorage implements Storage {
         return { status: 'duplicate' };
       case 'refused':
         return { status: 'refused', code: reply[1] as CapsErrorCode, reason: reply[2] ?? '' };
-      default:
-        return { status: 'accepted', message: JSON.parse(reply[1] ?? '{}') as ParcelMessage, pickedUpAt: reply[2] ?? input.time };
+      default: {
+        const [, id = '', seq = '0', created = input.time, customer = '', address = ''] = reply;
+        if (event === 'pickup') this.pickupsQueued++;
+        const order = { store, orderId, customer, address };
+        const message: ParcelMessage = {
+          ...order,
+          event,
+          messageId: event === 'pickup' ? pickupMessageId(k, id) : storeMessageId(store, id),
+          seq: Number(seq),
+          queueId: event === 'pickup' ? DRIVER_QUEUE : store,
+          clientId: event === 'pickup' ? DRIVER_QUEUE : store,
+          order,
+          time: input.time,
+        };
+        if (input.driver) message.driver = input.driver;
+        return { status: 'accepted', message, pickedUpAt: created };
+      }
     }
   }
 
-  ack(queue: string, messageId: string): Promise<AckOutcome> {
-    return this.call(() => this.redis.capsAck(this.prefix, queue, messageId));
+  async ack(queue: string, messageId: string): Promise<AckOutcome> {
+    if (queue === DRIVER_QUEUE) {
+      const ref = parsePickupId(messageId);
+      if (!ref) return 'unknown-message';
+      const outcome = await this.call(() => this.redis.capsAckPickup(this.keys.pickups(ref.shard), this.keys.meta(ref.shard), this.keys.shard(ref.shard), ref.id));
+      if (outcome === 'removed') this.pickupsQueued = Math.max(0, this.pickupsQueued - 1);
+      return outcome;
+    }
+    const id = parseStoreId(queue, messageId);
+    if (!id) {
+      const known = await this.call(() => this.redis.exists(this.keys.counts(queue)));
+      return known ? 'unknown-message' : 'unknown-queue';
+    }
+    return this.call(() => this.redis.capsAckStore(this.keys.log(queue), this.keys.counts(queue), id, this.keys.storeBell(queue)));
   }
 
+  /** Every message queued: the pickups of every shard, or a store's log, in order. */
   async pending(queue: string): Promise<ParcelMessage[]> {
-    const ids = await this.call(() => this.redis.zrange(`${this.prefix}q:${queue}`, 0, -1));
-    if (ids.length === 0) return [];
-    const bodies = await this.call(() => this.redis.mget(ids.map((id) => `${this.prefix}m:${id}`)));
-    return bodies.filter((b): b is string => b !== null).map((b) => JSON.parse(b) as ParcelMessage);
+    if (queue !== DRIVER_QUEUE) return this.readLog(queue, '-', -1);
+    const shards = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.xrange(this.keys.pickups(k), '-', '+'))));
+    return shards.flatMap((entries, k) => entries.map((entry) => pickupOf(k, entry as StreamEntry)));
   }
 
-  async queues(): Promise<QueueInfo[]> {
-    const names = await this.call(() => this.redis.smembers(`${this.prefix}queues`));
-    const out: QueueInfo[] = [];
-    for (const queue of names.sort()) {
-      const [first] = await this.call(() => this.redis.zrange(`${this.prefix}q:${queue}`, 0, 0));
-      const depth = await this.call(() => this.redis.zcard(`${this.prefix}q:${queue}`));
-      const body = first ? await this.call(() => this.redis.get(`${this.prefix}m:${first}`)) : null;
-      out.push({ queue, depth, ...(body ? { oldest: (JSON.parse(body) as ParcelMessage).time } : {}) });
+  /** Up to `count` (-1: all) of a store's vendor messages after the stream id `after` ('-': from the start). */
+  async readLog(store: string, after: string, count: number): Promise<ParcelMessage[]> {
+    const from = after === '-' ? '-' : `(${after}`;
+    const key = this.keys.log(store);
+    const entries = await this.call(() => (count < 0 ? this.redis.xrange(key, from, '+') : this.redis.xrange(key, from, '+', 'COUNT', count)));
+    return entries.map((entry) => storeMessageOf(store, entry as StreamEntry));
+  }
+
+  /**
+   * Pickups for this hub's drivers, at most `max`, from the shards given: first those another
+   * consumer left idle past CLAIM_IDLE_MS (a dead hub's, or released), then new ones.
+   */
+  async takePickups(consumer: string, max: number, shards: readonly number[], sweep: boolean): Promise<ParcelMessage[]> {
+    const out: ParcelMessage[] = [];
+    for (const k of shards) {
+      if (out.length >= max) break;
+      const key = this.keys.pickups(k);
+      if (sweep) {
+        const reply = (await this.call(() => this.redis.xautoclaim(key, DRIVERS_GROUP, consumer, CLAIM_IDLE_MS, this.sweepFrom[k] ?? '0-0', 'COUNT', max - out.length))) as [string, Array<StreamEntry | null>];
+        this.sweepFrom[k] = reply[0];
+        for (const entry of reply[1]) if (entry && entry[1]) out.push(pickupOf(k, entry));
+      }
+      if (out.length >= max) break;
+      const read = await this.readGroup(k, consumer, max - out.length);
+      for (const entry of read) out.push(pickupOf(k, entry));
     }
     return out;
   }
 
-  async queueVersions(): Promise<Map<string, string>> {
-    const names = await this.call(() => this.redis.smembers(`${this.prefix}queues`));
-    const pipeline = this.redis.pipeline();
-    for (const queue of names) pipeline.get(`${this.prefix}seq:${queue}`).zcard(`${this.prefix}q:${queue}`);
-    const replies = (await this.call(() => pipeline.exec())) ?? [];
-    const versions = new Map<string, string>();
-    names.forEach((queue, i) => {
-      const [seqErr, seq] = replies[2 * i] ?? [null, null];
-      const [cardErr, card] = replies[2 * i + 1] ?? [null, null];
-      if (seqErr || cardErr) throw new CapsError('CAPS_ERR_STORAGE', `Redis: ${(seqErr ?? cardErr)?.message ?? 'no reply'}`);
-      versions.set(queue, `${String(seq ?? 0)}:${String(card ?? 0)}`);
-    });
-    return versions;
+  private async readGroup(k: number, consumer: string, count: number): Promise<StreamEntry[]> {
+    const key = this.keys.pickups(k);
+    try {
+      const reply = (await this.call(() => this.redis.xreadgroup('GROUP', DRIVERS_GROUP, consumer, 'COUNT', count, 'STREAMS', key, '>'))) as Array<[string, StreamEntry[]]> | null;
+      return reply?.[0]?.[1] ?? [];
+    } catch (err) {
+      // a Redis that lost its data (no AOF) lost the group too: made again, read next time
+      if (String(err).includes('NOGROUP')) await this.createGroup(k);
+      else throw err;
+      return [];
+    }
+  }
+
+  /** Of these pickups, those still this consumer's, claimed again (their idle time starts over). */
+  async keep(consumer: string, messageIds: readonly string[]): Promise<Set<string>> {
+    return this.hold(consumer, messageIds, 'keep');
+  }
+
+  /** Hands these pickups (if still this consumer's) to the next hub's sweep at once. */
+  async release(consumer: string, messageIds: readonly string[]): Promise<void> {
+    await this.hold(consumer, messageIds, 'release');
+  }
+
+  private async hold(consumer: string, messageIds: readonly string[], mode: 'keep' | 'release'): Promise<Set<string>> {
+    const byShard = new Map<number, string[]>();
+    for (const messageId of messageIds) {
+      const ref = parsePickupId(messageId);
+      if (!ref) continue;
+      const ids = byShard.get(ref.shard) ?? [];
+      ids.push(ref.id);
+      byShard.set(ref.shard, ids);
+    }
+    const replies = await Promise.all([...byShard].map(([k, ids]) => this.call(() => this.redis.capsHold(this.keys.pickups(k), consumer, mode, ...ids)).then((kept) => kept.map((id) => pickupMessageId(k, id)))));
+    return new Set(replies.flat());
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    const pickups = await this.pending(DRIVER_QUEUE);
+    const out: QueueInfo[] = [{ queue: DRIVER_QUEUE, depth: pickups.length, ...(pickups[0] ? { oldest: pickups.map((m) => m.time).sort()[0] ?? pickups[0].time } : {}) }];
+    for (const store of await this.storeNames()) {
+      const key = this.keys.log(store);
+      const [depth, first] = await Promise.all([this.call(() => this.redis.xlen(key)), this.call(() => this.redis.xrange(key, '-', '+', 'COUNT', 1))]);
+      if (depth === 0 && !(await this.call(() => this.redis.exists(key)))) continue;
+      const oldest = first[0] ? storeMessageOf(store, first[0] as StreamEntry).time : undefined;
+      out.push({ queue: store, depth, ...(oldest ? { oldest } : {}) });
+    }
+    return out;
+  }
+
+  private async storeNames(): Promise<string[]> {
+    const shards = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.smembers(this.keys.stores(k)))));
+    return shards.flat().sort();
   }
 
   async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
-    const id = `${store}\0${orderId}`;
-    const [fields, steps] = await this.call(() => Promise.all([this.redis.hgetall(`${this.prefix}p:${id}`), this.redis.hgetall(`${this.prefix}s:${id}`)]));
+    const fields = await this.call(() => this.redis.hgetall(this.keys.parcel(store, orderId)));
     if (!fields['state']) return undefined;
-    const history = Object.entries(steps)
-      .map(([event, json]) => ({ event: event as ParcelEvent, ...(JSON.parse(json) as { time: string; driver?: string }) }))
-      .sort((a, b) => EVENT_ORDER[a.event] - EVENT_ORDER[b.event]);
+    const history = PARCEL_EVENTS.flatMap((event) => {
+      const json = fields[`h:${event}`];
+      return json ? [{ event, ...(JSON.parse(json) as { time: string; driver?: string }) }] : [];
+    }).sort((a, b) => EVENT_ORDER[a.event] - EVENT_ORDER[b.event]);
     return {
       order: { store, orderId, customer: fields['customer'] ?? '', address: fields['address'] ?? '' },
       state: fields['state'] as ParcelEvent,
@@ -368,13 +416,13 @@ export class RedisStorage implements Storage {
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {
-    const stores = await this.call(() => this.redis.smembers(`${this.prefix}o:${orderId}`));
-    const found = await Promise.all(stores.sort().map((store) => this.parcel(store, orderId)));
+    const shards = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.smembers(this.keys.orders(k, orderId)))));
+    const found = await Promise.all(shards.flat().sort().map((store) => this.parcel(store, orderId)));
     return found.filter((p): p is ParcelRecord => p !== undefined);
   }
 
   async listParcels(store: string, options: { status?: ParcelEvent; limit: number; after?: ParcelCursor }): Promise<ParcelPage> {
-    const key = `${this.prefix}sp:${store}:${options.status ?? 'all'}`;
+    const key = this.keys.list(store, options.status ?? 'all');
     const max = options.after ? `(${options.after.t}\0${options.after.id}` : '+';
     const members = await this.call(() => this.redis.zrevrangebylex(key, max, '-', 'LIMIT', 0, options.limit + 1));
     const parcels = (await Promise.all(members.map((m) => this.parcel(store, m.slice(m.indexOf('\0') + 1))))).filter((p): p is ParcelRecord => p !== undefined);
@@ -382,25 +430,25 @@ export class RedisStorage implements Storage {
   }
 
   async stores(): Promise<StoreSummary[]> {
-    const names = await this.call(() => this.redis.smembers(`${this.prefix}stores`));
     const out: StoreSummary[] = [];
-    for (const store of names.sort()) {
-      const counts = await this.call(() => this.redis.hgetall(`${this.prefix}c:${store}`));
-      out.push({ store, counts: { pickup: Number(counts['pickup'] ?? 0), 'in-transit': Number(counts['in-transit'] ?? 0), delivered: Number(counts['delivered'] ?? 0) } });
+    for (const store of await this.storeNames()) {
+      const counts = await this.call(() => this.redis.hmget(this.keys.counts(store), ...PARCEL_EVENTS));
+      out.push({ store, counts: { pickup: Number(counts[0] ?? 0), 'in-transit': Number(counts[1] ?? 0), delivered: Number(counts[2] ?? 0) } });
     }
     return out;
   }
 
   /**
-   * A write, not a PING: a Redis that answers but refuses writes (maxmemory reached with
-   * noeviction, a read-only replica after a failover) is not ready either.
+   * A write to every shard, not a PING: a Redis that answers but refuses writes (maxmemory reached
+   * with noeviction, a read-only replica after a failover, a cluster primary down) is not ready.
    */
   async ping(): Promise<void> {
-    await this.call(() => this.redis.set(`${this.prefix}ready`, new Date().toISOString(), 'PX', 60_000));
+    const now = new Date().toISOString();
+    await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.set(`${this.keys.shard(k)}ready`, now, 'PX', 60_000))));
   }
 
   close(): Promise<void> {
-    clearInterval(this.memoryTimer);
+    clearInterval(this.timer);
     this.closing ??= this.redis.quit().then(
       () => undefined,
       () => this.redis.disconnect(),
@@ -410,10 +458,12 @@ export class RedisStorage implements Storage {
 
   /** Resolves once `waitReplicas` replicas have every write made so far on this connection; throws CAPS_ERR_STORAGE past REPLICA_WAIT_MS. */
   private async replicated(): Promise<void> {
+    const redis = this.redis;
+    if (redis instanceof Cluster) return;
     this.replicaWait ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       // the steps of the next turn need a WAIT sent after their own writes
       this.replicaWait = undefined;
-      return this.call(() => this.redis.wait(this.waitReplicas, REPLICA_WAIT_MS));
+      return this.call(() => redis.wait(this.waitReplicas, REPLICA_WAIT_MS));
     });
     const confirmed = await this.replicaWait;
     if (confirmed < this.waitReplicas) {
@@ -431,4 +481,54 @@ export class RedisStorage implements Storage {
       throw new CapsError('CAPS_ERR_STORAGE', `Redis: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
   }
+}
+
+function fieldsOf(entry: StreamEntry): Map<string, string> {
+  const fields = new Map<string, string>();
+  const flat = entry[1];
+  for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i] ?? '', flat[i + 1] ?? '');
+  return fields;
+}
+
+function pickupOf(k: number, entry: StreamEntry): ParcelMessage {
+  const f = fieldsOf(entry);
+  const order = { store: f.get('s') ?? '', orderId: f.get('o') ?? '', customer: f.get('c') ?? '', address: f.get('a') ?? '' };
+  return { ...order, event: 'pickup', messageId: pickupMessageId(k, entry[0]), seq: Number(f.get('q') ?? 0), queueId: DRIVER_QUEUE, clientId: DRIVER_QUEUE, order, time: f.get('t') ?? '' };
+}
+
+function storeMessageOf(store: string, entry: StreamEntry): ParcelMessage {
+  const f = fieldsOf(entry);
+  const order = { store, orderId: f.get('o') ?? '', customer: f.get('c') ?? '', address: f.get('a') ?? '' };
+  const message: ParcelMessage = { ...order, event: (f.get('e') ?? 'in-transit') as ParcelEvent, messageId: storeMessageId(store, entry[0]), seq: Number(f.get('q') ?? 0), queueId: store, clientId: store, order, time: f.get('t') ?? '' };
+  const driver = f.get('d');
+  if (driver) message.driver = driver;
+  return message;
+}
+
+/** A vendor message as a store's bell carries it (RECORD_STEP): undefined when it is not one. */
+export function bellMessageOf(store: string, json: string): { id: string; message: ParcelMessage } | undefined {
+  try {
+    const b = JSON.parse(json) as { id?: unknown; o?: unknown; e?: unknown; q?: unknown; t?: unknown; d?: unknown; c?: unknown; a?: unknown };
+    if (typeof b.id !== 'string' || typeof b.o !== 'string' || typeof b.e !== 'string') return undefined;
+    const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+    const order = { store, orderId: b.o, customer: str(b.c), address: str(b.a) };
+    const message: ParcelMessage = { ...order, event: b.e as ParcelEvent, messageId: storeMessageId(store, b.id), seq: Number(b.q ?? 0), queueId: store, clientId: store, order, time: str(b.t) };
+    if (str(b.d)) message.driver = str(b.d);
+    return { id: b.id, message };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether stream id `a` comes after `b` ('-' is before everything). */
+export function streamIdAfter(a: string, b: string): boolean {
+  if (b === '-') return true;
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am > bm || (am === bm && as > bs);
+}
+
+/** The stream id inside a vendor message's id (the cursor of a hub following its store). */
+export function streamIdOf(message: ParcelMessage): string {
+  return message.messageId.slice(message.messageId.lastIndexOf('.') + 1);
 }

@@ -1,0 +1,197 @@
+/**
+ * The Lua scripts of the Redis storage. Each runs on one shard: every key it touches carries the
+ * shard's hash tag (redis-keys.ts), so on a Redis Cluster a script is one slot, atomic, and its
+ * keys are declared (KEYS) where they are known before it runs. Keys a script finds by reading
+ * (the parcel of a pickup being acknowledged, the stores of a shard being pruned) are built from
+ * the same shard prefix, hence in the same slot.
+ *
+ * A store's counters hash `c:<store>` holds: pickup, in-transit, delivered (parcels in each
+ * state), wait (its pickups waiting for or held by drivers: its quota), seqp and seql (the last
+ * seq of its pickups and of its vendors' messages), lastl (the stream id of its last vendor
+ * message). The shard's `lastp` (in its `meta` hash) is the id of its last pickup.
+ *
+ * A parcel's hash `p:<store>\0<order>` holds customer, address, state, created, driver, `pid`
+ * (its pickup's stream id while the pickup is queued) and `h:<event>` (each step, JSON).
+ */
+
+/**
+ * KEYS: parcel, counts, list all, list pickup, list in-transit, list delivered, shard stores,
+ * shard order index (o:<order>), shard pickups stream, store log stream, shard meta.
+ * ARGV: event, store, orderId, customer, address, driver, time, maxDepth, dispatched ('', '0', '1'),
+ * maxPickups (this shard's share), pickup bell channel, store bell channel.
+ * Replies {'accepted', streamId, seq, created, customer, address} | {'duplicate'} | {'refused', code, reason}.
+ */
+export const RECORD_STEP = `
+local pk, ck, all, lp, lt, ld, stores, oidx, pickups, log, meta = unpack(KEYS)
+local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell = unpack(ARGV)
+local lists = {pickup = lp, ['in-transit'] = lt, delivered = ld}
+local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid')
+local state = p[1]
+if dispatched == '0' and (not state or p[2] ~= driver) then
+  return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
+end
+if p[3] then return {'duplicate'} end
+local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', event)
+if event == 'pickup' then
+  if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
+  local waiting = tonumber(c[1] or '0')
+  if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
+  local shard = redis.call('XLEN', pickups)
+  if shard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', shard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+else
+  if not state then return {'refused', 'CAPS_ERR_UNKNOWN_PARCEL', 'no pickup was recorded for order ' .. oid .. ' of ' .. store} end
+  if event == 'in-transit' and state == 'delivered' then return {'refused', 'CAPS_ERR_OUT_OF_ORDER', 'order ' .. oid .. ' is already delivered'} end
+  local depth = redis.call('XLEN', log)
+  if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. store .. ' holds ' .. depth .. ' messages, its limit'} end
+end
+local step = {time = time}
+if driver ~= '' then step.driver = driver end
+local created, seq, id
+if event == 'pickup' then
+  created, customer, address = time, customer, address
+  seq = tonumber(c[2] or '0') + 1
+  id = redis.call('XADD', pickups, '*', 's', store, 'o', oid, 'q', seq, 't', time, 'c', customer, 'a', address)
+  redis.call('HSET', pk, 'customer', customer, 'address', address, 'state', 'pickup', 'created', time, 'pid', id, 'h:pickup', cjson.encode(step))
+  redis.call('HSET', ck, 'wait', tonumber(c[1] or '0') + 1, 'seqp', seq, 'pickup', tonumber(c[5] or '0') + 1)
+  redis.call('HSET', meta, 'lastp', id)
+  redis.call('ZADD', all, 0, time .. '\\0' .. oid)
+  redis.call('ZADD', lp, 0, time .. '\\0' .. oid)
+  redis.call('SADD', stores, store)
+  redis.call('SADD', oidx, store)
+  redis.call('SPUBLISH', pbell, '')
+else
+  created, customer, address = p[4], p[5], p[6]
+  seq = tonumber(c[3] or '0') + 1
+  id = redis.call('XADD', log, '*', 'o', oid, 'e', event, 'q', seq, 't', time, 'd', driver, 'c', customer, 'a', address)
+  local fields = {'state', event, 'h:' .. event, cjson.encode(step)}
+  if driver ~= '' then table.insert(fields, 'driver'); table.insert(fields, driver) end
+  redis.call('HSET', pk, unpack(fields))
+  local counts = {'seql', seq, 'lastl', id, event, tonumber(c[5] or '0') + 1}
+  if state ~= event then table.insert(counts, state); table.insert(counts, math.max(0, tonumber(c[4] or '0') - 1)) end
+  -- a step of a parcel whose pickup is still queued (its driver never acknowledged it) settles it
+  if p[7] then
+    redis.call('XACK', pickups, 'drivers', p[7])
+    if redis.call('XDEL', pickups, p[7]) == 1 then table.insert(counts, 'wait'); table.insert(counts, math.max(0, tonumber(c[1] or '0') - 1)) end
+    redis.call('HDEL', pk, 'pid')
+  end
+  redis.call('HSET', ck, unpack(counts))
+  redis.call('ZREM', lists[state], created .. '\\0' .. oid)
+  redis.call('ZADD', lists[event], 0, created .. '\\0' .. oid)
+  -- hubs following the store hear the message itself: their vendors get it without a read
+  redis.call('SPUBLISH', sbell, 'm ' .. cjson.encode({id = id, o = oid, e = event, q = seq, t = time, d = driver, c = customer, a = address}))
+end
+return {'accepted', id, tostring(seq), created, customer, address}
+`;
+
+/** Whether stream id a came after b ("ms-seq" ids). */
+const ID_AFTER = `
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not am or not bm then return true end
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+`;
+
+/**
+ * A pickup taken off the drivers' queue. KEYS: shard pickups stream, shard meta. ARGV: shard
+ * prefix, stream id. Its store's quota and its parcel's `pid` are found from the entry itself.
+ */
+export const ACK_PICKUP = `${ID_AFTER}
+local pickups, meta = KEYS[1], KEYS[2]
+local prefix, id = ARGV[1], ARGV[2]
+local entry = redis.call('XRANGE', pickups, id, id)[1]
+if not entry then
+  local last = redis.call('HGET', meta, 'lastp')
+  if last and not after(id, last) then return 'already-acknowledged' end
+  return 'unknown-message'
+end
+redis.call('XACK', pickups, 'drivers', id)
+redis.call('XDEL', pickups, id)
+local f = entry[2]
+local store, oid
+for i = 1, #f, 2 do
+  if f[i] == 's' then store = f[i + 1] elseif f[i] == 'o' then oid = f[i + 1] end
+end
+local ck = prefix .. 'c:' .. store
+if tonumber(redis.call('HINCRBY', ck, 'wait', -1)) < 0 then redis.call('HSET', ck, 'wait', 0) end
+redis.call('HDEL', prefix .. 'p:' .. store .. '\\0' .. oid, 'pid')
+return 'removed'
+`;
+
+/**
+ * A vendor message taken off its store's queue (the first of its vendors to acknowledge it). KEYS:
+ * store log stream, store counts. ARGV: stream id, store bell channel (told, so that other hubs
+ * following the store forget it too).
+ */
+export const ACK_STORE = `${ID_AFTER}
+local log, ck = KEYS[1], KEYS[2]
+local id, bell = ARGV[1], ARGV[2]
+if redis.call('XDEL', log, id) == 1 then
+  redis.call('SPUBLISH', bell, 'a ' .. id)
+  return 'removed'
+end
+local last = redis.call('HGET', ck, 'lastl')
+if not last then return 'unknown-queue' end
+if not after(id, last) then return 'already-acknowledged' end
+return 'unknown-message'
+`;
+
+/**
+ * Keeps (or lets go of) pickups this hub's consumer has read: of the ids given, those still
+ * pending to `consumer` are claimed again by it (their idle time starts over) or, with `release`,
+ * handed to the consumer 'released' already idle, so that any hub's next XAUTOCLAIM takes them.
+ * KEYS: shard pickups stream. ARGV: consumer, mode ('keep' | 'release'), ids...
+ * Replies the ids still this consumer's (keep) or released (release).
+ */
+export const HOLD = `
+local pickups, consumer, mode = KEYS[1], ARGV[1], ARGV[2]
+local wanted = {}
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
+local mine = {}
+for _, e in ipairs(redis.call('XPENDING', pickups, 'drivers', '-', '+', #ARGV + 100, consumer)) do
+  if wanted[e[1]] then table.insert(mine, e[1]) end
+end
+if #mine == 0 then return {} end
+if mode == 'release' then
+  return redis.call('XCLAIM', pickups, 'drivers', 'released', 0, unpack(mine), 'IDLE', 86400000, 'JUSTID')
+end
+return redis.call('XCLAIM', pickups, 'drivers', consumer, 0, unpack(mine), 'JUSTID')
+`;
+
+/**
+ * Retention on one shard: each store's delivered parcels picked up before the cutoff, oldest first;
+ * those also delivered before it go, with their place in the lists and their count. Vendor
+ * messages older than the cutoff leave the store's log. KEYS: shard stores. ARGV: shard prefix,
+ * cutoff (ISO 8601), cutoff (ms), limit.
+ */
+export const PRUNE = `
+local stores = KEYS[1]
+local p, before, beforeMs, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local removed = 0
+for _, store in ipairs(redis.call('SMEMBERS', stores)) do
+  if removed >= limit then break end
+  local list = p .. 'sp:' .. store .. ':delivered'
+  for _, member in ipairs(redis.call('ZRANGEBYLEX', list, '-', '(' .. before, 'LIMIT', 0, limit - removed)) do
+    local oid = string.sub(member, string.find(member, '\\0', 1, true) + 1)
+    local pk = p .. 'p:' .. store .. '\\0' .. oid
+    local step = redis.call('HGET', pk, 'h:delivered')
+    if step and cjson.decode(step).time < before then
+      redis.call('DEL', pk)
+      redis.call('SREM', p .. 'o:' .. oid, store)
+      redis.call('ZREM', list, member)
+      redis.call('ZREM', p .. 'sp:' .. store .. ':all', member)
+      if tonumber(redis.call('HINCRBY', p .. 'c:' .. store, 'delivered', -1)) < 0 then redis.call('HSET', p .. 'c:' .. store, 'delivered', 0) end
+      removed = removed + 1
+    end
+  end
+  redis.call('XTRIM', p .. 'log:' .. store, 'MINID', beforeMs)
+  -- a store with no parcels and nothing queued is no longer listed
+  if redis.call('ZCARD', p .. 'sp:' .. store .. ':all') == 0 and redis.call('XLEN', p .. 'log:' .. store) == 0 then
+    redis.call('SREM', stores, store)
+    redis.call('DEL', p .. 'c:' .. store, p .. 'log:' .. store)
+  end
+end
+return removed
+`;

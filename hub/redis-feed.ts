@@ -20,6 +20,9 @@ export interface FeedHandlers {
   reconnected(): void;
 }
 
+/** A consumer of the pickups' groups that held nothing for this long is a hub gone: it leaves the groups. */
+const GONE_AFTER_MS = 10 * 60_000;
+
 /** Where this hub is in the log of a store it follows. */
 interface Followed {
   /** The stream id of the last message taken ('-': none yet), and its seq (one per message of the store's log). */
@@ -63,6 +66,7 @@ export class RedisFeed {
   private watching = false;
   private handlers: FeedHandlers | undefined;
   private closing: Promise<void> | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(private readonly storage: RedisStorage) {
     this.bells = redisClient(storage.options, { lazyConnect: true, ...(storage.isCluster ? { shardedSubscribers: true } : {}) });
@@ -79,6 +83,10 @@ export class RedisFeed {
   async open(handlers: FeedHandlers): Promise<void> {
     this.handlers = handlers;
     await this.bells.connect();
+    // hubs come and go, each with a consumer of its own: those gone leave the groups
+    this.sweeper = setInterval(() => void this.storage.dropIdleConsumers(this.hubId, GONE_AFTER_MS).catch(() => undefined), GONE_AFTER_MS / 10);
+    // prevents the timer from keeping the process alive
+    this.sweeper.unref();
   }
 
   private ring(channel: string, text: string): void {
@@ -209,6 +217,7 @@ export class RedisFeed {
   }
 
   close(): Promise<void> {
+    clearInterval(this.sweeper);
     this.closing ??= this.bells.quit().then(
       () => undefined,
       () => this.bells.disconnect(),

@@ -161,6 +161,38 @@ return redis.call('XCLAIM', pickups, 'drivers', consumer, 0, unpack(mine), 'JUST
 `;
 
 /**
+ * The consumer group of a pickups stream, made with the stream if need be; 0 when it was there.
+ * A script so that a Redis Cluster routes it by its key (XGROUP's key follows a subcommand).
+ * KEYS: shard pickups stream. ARGV: group.
+ */
+export const CREATE_GROUP = `
+local ok = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if type(ok) == 'table' and ok.err then
+  if string.find(ok.err, 'BUSYGROUP', 1, true) then return 0 end
+  return redis.error_reply(ok.err)
+end
+return 1
+`;
+
+/**
+ * Consumers of a pickups stream's group that hold nothing and were idle this long (hubs gone,
+ * each process having a consumer of its own) leave the group. KEYS: shard pickups stream. ARGV:
+ * group, this hub's consumer (kept), idle (ms). Replies how many left.
+ */
+export const DROP_CONSUMERS = `
+local dropped = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info.name ~= ARGV[2] and tonumber(info.pending) == 0 and tonumber(info.idle) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info.name)
+    dropped = dropped + 1
+  end
+end
+return dropped
+`;
+
+/**
  * Retention on one shard: each store's delivered parcels picked up before the cutoff, oldest first;
  * those also delivered before it go, with their place in the lists and their count. Vendor
  * messages older than the cutoff leave the store's log. KEYS: shard stores. ARGV: shard prefix,

@@ -8,7 +8,7 @@ import type { ParcelEvent } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
 import { DEFAULT_LIMITS, page } from './storage.js';
 import { DRIVERS_GROUP, RedisKeys, SHARDS, parsePickupId, parseStoreId, pickupMessageId, shardOf, storeMessageId } from './redis-keys.js';
-import { ACK_PICKUP, ACK_STORE, HOLD, PRUNE, RECORD_STEP } from './redis-scripts.js';
+import { ACK_PICKUP, ACK_STORE, CREATE_GROUP, DROP_CONSUMERS, HOLD, PRUNE, RECORD_STEP } from './redis-scripts.js';
 
 type Client = Redis | Cluster;
 
@@ -18,6 +18,8 @@ interface Scripts {
   capsAckStore(...args: string[]): Promise<AckOutcome>;
   capsHold(...args: string[]): Promise<string[]>;
   capsPrune(...args: string[]): Promise<number>;
+  capsCreateGroup(...args: string[]): Promise<number>;
+  capsDropConsumers(...args: string[]): Promise<number>;
 }
 
 /** A stream entry as ioredis returns it: id, then field, value, field, value... */
@@ -126,6 +128,8 @@ export class RedisStorage implements Storage {
     this.redis.defineCommand('capsAckStore', { numberOfKeys: 2, lua: ACK_STORE });
     this.redis.defineCommand('capsHold', { numberOfKeys: 1, lua: HOLD });
     this.redis.defineCommand('capsPrune', { numberOfKeys: 1, lua: PRUNE });
+    this.redis.defineCommand('capsCreateGroup', { numberOfKeys: 1, lua: CREATE_GROUP });
+    this.redis.defineCommand('capsDropConsumers', { numberOfKeys: 1, lua: DROP_CONSUMERS });
   }
 
   /** Connects and makes sure every shard's pickups stream has its consumer group; rejects when Redis cannot be reached. */
@@ -141,11 +145,7 @@ export class RedisStorage implements Storage {
   }
 
   private async createGroup(k: number): Promise<void> {
-    try {
-      await this.call(() => this.redis.xgroup('CREATE', this.keys.pickups(k), DRIVERS_GROUP, '0', 'MKSTREAM'));
-    } catch (err) {
-      if (!String(err).includes('BUSYGROUP')) throw err;
-    }
+    await this.call(() => this.redis.capsCreateGroup(this.keys.pickups(k), DRIVERS_GROUP));
   }
 
   /** The primaries: one client for a single Redis, each primary's for a cluster. */
@@ -357,6 +357,15 @@ export class RedisStorage implements Storage {
       else throw err;
       return [];
     }
+  }
+
+  /**
+   * The pickups' groups forget consumers that hold nothing and were idle `idleMs` (hubs gone: each
+   * hub process is a consumer of its own); `self` stays. Resolves with how many went.
+   */
+  async dropIdleConsumers(self: string, idleMs: number): Promise<number> {
+    const dropped = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.capsDropConsumers(this.keys.pickups(k), DRIVERS_GROUP, self, String(idleMs)))));
+    return dropped.reduce((a, b) => a + b, 0);
   }
 
   /** Of these pickups, those still this consumer's, claimed again (their idle time starts over). */

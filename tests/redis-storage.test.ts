@@ -1,0 +1,129 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DRIVER_QUEUE } from '../protocol/messages.js';
+import { RedisStorage } from '../hub/storage/redis-storage.js';
+import { SHARDS } from '../hub/storage/redis-keys.js';
+import type { StepInput } from '../hub/storage/storage.js';
+import { Cleanup } from './helpers/hub.js';
+import { TestRedis } from './helpers/redis.js';
+
+/** What only the Redis storage does: streams, consumer groups, and what is left once parcels are gone. */
+const cleanup = new Cleanup();
+let redis: TestRedis;
+let admin: Redis;
+beforeAll(async () => {
+  redis = await TestRedis.start();
+  admin = new Redis(redis.url);
+});
+afterAll(async () => {
+  await admin.quit();
+  await redis.stop();
+});
+afterEach(async () => {
+  await cleanup.run();
+});
+
+async function open(): Promise<{ storage: RedisStorage; prefix: string }> {
+  const prefix = `t${randomUUID()}:`;
+  const storage = cleanup.add(new RedisStorage({ url: redis.url, prefix }), (s) => s.close());
+  await storage.open();
+  return { storage, prefix };
+}
+
+async function keysUnder(prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  return keys.sort();
+}
+
+function at(n: number): string {
+  return new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString();
+}
+
+async function accept(storage: RedisStorage, input: StepInput): Promise<string> {
+  const outcome = await storage.recordStep(input);
+  if (outcome.status !== 'accepted') throw new Error(`${input.event} of ${input.orderId}: ${JSON.stringify(outcome)}`);
+  return outcome.message.messageId;
+}
+
+describe('redis storage', () => {
+  it('keeps nothing of a delivered parcel once past retention: the keys left are the shards’ own, however many parcels went through', async () => {
+    const { storage, prefix } = await open();
+    const fixed = await keysUnder(prefix);
+    for (let n = 0; n < 300; n++) {
+      const store = `store-${n % 30}`;
+      const base = { store, orderId: `o-${n}`, time: at(n) };
+      await accept(storage, { ...base, event: 'pickup', customer: 'C', address: 'A' });
+      const [pickup] = await storage.takePickups('hub-1', 1, Array.from({ length: SHARDS }, (_, k) => k), false);
+      expect(await storage.ack(DRIVER_QUEUE, pickup?.messageId ?? '')).toBe('removed');
+      for (const event of ['in-transit', 'delivered'] as const) {
+        const id = await accept(storage, { ...base, event, driver: 'd1', time: at(n) });
+        expect(await storage.ack(store, id)).toBe('removed');
+      }
+    }
+    expect((await keysUnder(prefix)).length).toBeGreaterThan(fixed.length + 300);
+    expect(await storage.prune(at(100_000), 1_000)).toBe(300);
+    // each shard's pickups stream (and its group), its meta and its readiness probe: 16 x 3 at most
+    const left = await keysUnder(prefix);
+    expect(left.filter((key) => !/\{\d+\}:(pickups|meta|ready)$/.test(key))).toEqual([]);
+    expect(left.length).toBeLessThanOrEqual(3 * SHARDS);
+  });
+
+  it('keeps for a hub only the pickups still its own: one another hub’s step settled is let go', async () => {
+    const { storage } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    for (const n of [1, 2]) await accept(storage, { store: 'acme', orderId: `o-${n}`, time: at(n), event: 'pickup', customer: 'C', address: 'A' });
+    const taken = await storage.takePickups('hub-a', 10, shards, false);
+    expect(taken.map((m) => m.orderId)).toEqual(['o-1', 'o-2']);
+    // another hub reads nothing: both are hub A's
+    expect(await storage.takePickups('hub-b', 10, shards, true)).toEqual([]);
+    // o-1's driver reported it in transit through another hub: its script settled the pickup
+    await accept(storage, { store: 'acme', orderId: 'o-1', time: at(3), event: 'in-transit', driver: 'd1' });
+    const kept = await storage.keep('hub-a', taken.map((m) => m.messageId));
+    expect([...kept]).toEqual([taken[1]?.messageId]);
+    expect(await storage.keep('hub-b', taken.map((m) => m.messageId))).toEqual(new Set());
+    // released: the next hub's sweep takes it at once
+    await storage.release('hub-a', [taken[1]?.messageId ?? '']);
+    expect((await storage.takePickups('hub-b', 10, shards, true)).map((m) => m.orderId)).toEqual(['o-2']);
+  });
+
+  it('lets consumers that hold nothing and were idle leave the groups; the one holding a pickup stays', async () => {
+    const { storage, prefix } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    await accept(storage, { store: 'acme', orderId: 'o-1', time: at(1), event: 'pickup', customer: 'C', address: 'A' });
+    expect(await storage.takePickups('holder', 10, shards, false)).toHaveLength(1);
+    // a hub that took a pickup, whose driver took it off the queue: it holds nothing now
+    await accept(storage, { store: 'acme', orderId: 'o-2', time: at(2), event: 'pickup', customer: 'C', address: 'A' });
+    const [done] = await storage.takePickups('empty-handed', 10, shards, false);
+    expect(await storage.ack(DRIVER_QUEUE, done?.messageId ?? '')).toBe('removed');
+    const consumers = async (): Promise<string[]> => {
+      const names: string[] = [];
+      for (let k = 0; k < SHARDS; k++) {
+        for (const c of (await admin.xinfo('CONSUMERS', `${prefix}{${k}}:pickups`, 'drivers')) as string[][]) names.push(String(c[1]));
+      }
+      return [...new Set(names)].sort();
+    };
+    expect(await consumers()).toEqual(['empty-handed', 'holder']);
+    expect(await storage.dropIdleConsumers('me', 0)).toBeGreaterThan(0);
+    expect(await consumers()).toEqual(['holder']);
+  });
+
+  it('tells an acknowledged message from an unknown one without keeping a trace of each', async () => {
+    const { storage } = await open();
+    const pickup = await accept(storage, { store: 'acme', orderId: 'o-1', time: at(1), event: 'pickup', customer: 'C', address: 'A' });
+    const transit = await accept(storage, { store: 'acme', orderId: 'o-1', time: at(2), event: 'in-transit', driver: 'd1' });
+    expect(await storage.ack('acme', transit)).toBe('removed');
+    expect(await storage.ack('acme', transit)).toBe('already-acknowledged');
+    expect(await storage.ack('acme', transit.replace(/\d+-\d+$/, '99999999999999-0'))).toBe('unknown-message');
+    expect(await storage.ack('acme', 'not-an-id')).toBe('unknown-message');
+    expect(await storage.ack('nowhere', transit)).toBe('unknown-queue');
+    // settled by its in-transit: already off the drivers' queue
+    expect(await storage.ack(DRIVER_QUEUE, pickup)).toBe('already-acknowledged');
+  });
+});

@@ -233,7 +233,8 @@ export class Delivery {
    * past the window (the vendors are behind): sent once they catch up and it is paged in.
    */
   add(message: ParcelMessage, from?: string, inLog = false): void {
-    if (this.feed) return this.addShared(message, from);
+    // several hubs: a pickup waiting its store's turn is sent once it enters the stream
+    if (this.feed) return inLog ? undefined : this.addShared(message, from);
     if (inLog) {
       const queue = message.queueId;
       this.entries(queue);

@@ -10,7 +10,7 @@ import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli } from './helpers/cli.js';
 import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
 import { RedisStorage } from '../hub/storage/redis-storage.js';
-import { RedisKeys } from '../hub/storage/redis-keys.js';
+import { RedisKeys, shardOf } from '../hub/storage/redis-keys.js';
 import { TestRedis, freePort } from './helpers/redis.js';
 import { Lines, poll, waitUntil } from './helpers/wait.js';
 
@@ -88,6 +88,24 @@ describe('several hubs on one Redis', () => {
     expect([...picked.values()].filter((names) => names.length !== 1)).toEqual([]);
     expect(new Set([...picked.values()].map((names) => names[0])).size).toBe(2);
   });
+
+  it('keeps a flood of one store from holding up the other stores of its shard, across hubs', async () => {
+    const { a, b } = await twoHubs({ driverPrefetch: 2 });
+    // two stores of the same shard: one pickups stream
+    const noisy = 'noisy';
+    let quiet = 'quiet-0';
+    for (let i = 1; shardOf(quiet) !== shardOf(noisy); i++) quiet = `quiet-${i}`;
+    const flood = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: noisy } }), (c) => c.close());
+    const calm = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: quiet } }), (c) => c.close());
+    await Promise.all([flood.connected(), calm.connected()]);
+    for (let i = 0; i < 300; i += 50) await Promise.all(Array.from({ length: 50 }, (_, k) => flood.request('pickup', order(noisy, i + k))));
+    for (let i = 0; i < 3; i++) await expect(calm.request('pickup', order(quiet, i))).resolves.toMatchObject({ ok: true });
+    // one driver, on the other hub, two pickups at a time
+    const driver = cleanup.add(new DriverClient({ url: b.url, name: 'd1', delay: 0, log: () => undefined }), (d) => d.close());
+    await driver.start();
+    await poll(() => (calm.of('delivered').length >= 3 ? true : undefined), `the quiet store's 3 parcels to be delivered`, 30_000);
+    expect(flood.of('delivered').length, 'noisy parcels delivered before the quiet store’s three').toBeLessThan(100);
+  }, 60_000);
 
   it.each(['in open lab mode', 'with tokens'])('loses nothing when a hub is killed: its clients move on to the next hub in --url (%s)', async (mode) => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
-import { RedisStorage } from '../hub/storage/redis-storage.js';
+import { ACTIVE_PER_STORE, RedisStorage } from '../hub/storage/redis-storage.js';
 import { SHARDS } from '../hub/storage/redis-keys.js';
 import type { StepInput } from '../hub/storage/storage.js';
 import { Cleanup } from './helpers/hub.js';
@@ -112,6 +112,28 @@ describe('redis storage', () => {
     expect(await consumers()).toEqual(['empty-handed', 'holder']);
     expect(await storage.dropIdleConsumers('me', 0)).toBeGreaterThan(0);
     expect(await consumers()).toEqual(['holder']);
+  });
+
+  it('puts at most ACTIVE_PER_STORE of a store’s pickups in its shard’s stream; the rest enter one by one as those leave, counted in its quota all along', async () => {
+    const { storage } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    const n = ACTIVE_PER_STORE + 3;
+    const outcomes = [];
+    for (let i = 0; i < n; i++) outcomes.push(await storage.recordStep({ store: 'big', orderId: `o-${i}`, time: at(i), event: 'pickup', customer: 'C', address: 'A' }));
+    expect(outcomes.filter((o) => o.status === 'accepted' && o.spilled === true)).toHaveLength(3);
+    const first = await storage.takePickups('hub-a', 1_000, shards, false);
+    expect(first.map((m) => m.orderId)).toEqual(Array.from({ length: ACTIVE_PER_STORE }, (_, i) => `o-${i}`));
+    // o-32's parcel moves on before its turn (a lab driver reported it): it no longer waits
+    await accept(storage, { store: 'big', orderId: `o-${ACTIVE_PER_STORE}`, time: at(99), event: 'in-transit', driver: 'd1' });
+    // two leave the stream: o-33 and o-34 enter it, in order
+    expect(await storage.ack(DRIVER_QUEUE, first[0]?.messageId ?? '')).toBe('removed');
+    await accept(storage, { store: 'big', orderId: 'o-1', time: at(100), event: 'in-transit', driver: 'd1' });
+    expect((await storage.takePickups('hub-a', 1_000, shards, false)).map((m) => m.orderId)).toEqual([`o-${ACTIVE_PER_STORE + 1}`, `o-${ACTIVE_PER_STORE + 2}`]);
+    // the quota counts what waits in the list too: a store limited to n refuses the next
+    const limited = cleanup.add(new RedisStorage({ url: redis.url, prefix: `t${randomUUID()}:`, maxQueueDepth: n }), (s) => s.close());
+    await limited.open();
+    for (let i = 0; i < n; i++) await accept(limited, { store: 'big', orderId: `o-${i}`, time: at(i), event: 'pickup', customer: 'C', address: 'A' });
+    expect(await limited.recordStep({ store: 'big', orderId: 'one-more', time: at(n), event: 'pickup', customer: 'C', address: 'A' })).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
   });
 
   it('tells an acknowledged message from an unknown one without keeping a trace of each', async () => {

@@ -55,6 +55,11 @@ export class RedisKeys {
     return `${this.ofStore(store)}sp:${store}:${state}`;
   }
 
+  /** A store's pickups waiting for their turn in the shard's stream (ACTIVE_PER_STORE). */
+  waitingPickups(store: string): string {
+    return `${this.ofStore(store)}pw:${store}`;
+  }
+
   log(store: string): string {
     return `${this.ofStore(store)}log:${store}`;
   }

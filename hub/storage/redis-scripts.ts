@@ -6,7 +6,9 @@
  * the same shard prefix, hence in the same slot.
  *
  * A store's counters hash `c:<store>` holds: pickup, in-transit, delivered (parcels in each
- * state), wait (its pickups waiting for or held by drivers: its quota), seqp and seql (the last
+ * state), wait (its pickups waiting for or held by drivers: its quota), act (those of them in
+ * the shard's pickups stream; past ACTIVE_PER_STORE the rest wait in the store's list `pw:<store>`
+ * and enter the stream one by one as its pickups leave it), seqp and seql (the last
  * seq of its pickups and of its vendors' messages), lastl (the stream id of its last vendor
  * message). The shard's `lastp` (in its `meta` hash) is the id of its last pickup.
  *
@@ -15,15 +17,44 @@
  */
 
 /**
+ * One of a store's pickups left the shard's stream: the next of its waiting list takes the place
+ * (a pickup whose parcel moved on meanwhile no longer waits), or the store has one fewer there.
+ */
+const PROMOTE = `
+local function promote(shard, store, pickups, meta, ck)
+  local waiting = shard .. 'pw:' .. store
+  while true do
+    local raw = redis.call('LPOP', waiting)
+    if not raw then
+      if tonumber(redis.call('HINCRBY', ck, 'act', -1)) < 0 then redis.call('HSET', ck, 'act', 0) end
+      return
+    end
+    local e = cjson.decode(raw)
+    local pk = shard .. 'p:' .. store .. '\\0' .. e.o
+    if redis.call('HGET', pk, 'state') == 'pickup' then
+      local id = redis.call('XADD', pickups, '*', 's', store, 'o', e.o, 'q', e.q, 't', e.t, 'c', e.c, 'a', e.a)
+      redis.call('HSET', pk, 'pid', id)
+      redis.call('HSET', meta, 'lastp', id)
+      redis.call('SPUBLISH', shard .. 'bell', '')
+      return
+    end
+    if tonumber(redis.call('HINCRBY', ck, 'wait', -1)) < 0 then redis.call('HSET', ck, 'wait', 0) end
+  end
+end
+`;
+
+/**
  * KEYS: parcel, counts, list all, list pickup, list in-transit, list delivered, shard stores,
  * shard order index (o:<order>), shard pickups stream, store log stream, shard meta.
  * ARGV: event, store, orderId, customer, address, driver, time, maxDepth, dispatched ('', '0', '1'),
- * maxPickups (this shard's share), pickup bell channel, store bell channel.
- * Replies {'accepted', streamId, seq, created, customer, address} | {'duplicate'} | {'refused', code, reason}.
+ * maxPickups (this shard's share), pickup bell channel, store bell channel, ACTIVE_PER_STORE.
+ * Replies {'accepted', streamId ('' when the pickup waits in the store's list), seq, created,
+ * customer, address} | {'duplicate'} | {'refused', code, reason}.
  */
-export const RECORD_STEP = `
+export const RECORD_STEP = `${PROMOTE}
 local pk, ck, all, lp, lt, ld, stores, oidx, pickups, log, meta = unpack(KEYS)
-local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell = unpack(ARGV)
+local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell, activeMax = unpack(ARGV)
+local shard = string.sub(meta, 1, -5)
 local lists = {pickup = lp, ['in-transit'] = lt, delivered = ld}
 local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid')
 local state = p[1]
@@ -31,7 +62,7 @@ if dispatched == '0' and (not state or p[2] ~= driver) then
   return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
 end
 if p[3] then return {'duplicate'} end
-local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', event)
+local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', event, 'act')
 if event == 'pickup' then
   if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
   local waiting = tonumber(c[1] or '0')
@@ -50,15 +81,27 @@ local created, seq, id
 if event == 'pickup' then
   created, customer, address = time, customer, address
   seq = tonumber(c[2] or '0') + 1
-  id = redis.call('XADD', pickups, '*', 's', store, 'o', oid, 'q', seq, 't', time, 'c', customer, 'a', address)
-  redis.call('HSET', pk, 'customer', customer, 'address', address, 'state', 'pickup', 'created', time, 'pid', id, 'h:pickup', cjson.encode(step))
-  redis.call('HSET', ck, 'wait', tonumber(c[1] or '0') + 1, 'seqp', seq, 'pickup', tonumber(c[5] or '0') + 1)
-  redis.call('HSET', meta, 'lastp', id)
+  local active = tonumber(c[6] or '0')
+  local fields = {'customer', customer, 'address', address, 'state', 'pickup', 'created', time, 'h:pickup', cjson.encode(step)}
+  if active < tonumber(activeMax) then
+    -- drivers of any hub may take it now
+    id = redis.call('XADD', pickups, '*', 's', store, 'o', oid, 'q', seq, 't', time, 'c', customer, 'a', address)
+    table.insert(fields, 'pid'); table.insert(fields, id)
+    redis.call('HSET', meta, 'lastp', id)
+    redis.call('SPUBLISH', pbell, '')
+    active = active + 1
+  else
+    -- the store has its share of the stream already: this one waits its turn, so that the
+    -- pickups of the other stores of the shard are not behind all of it
+    id = ''
+    redis.call('RPUSH', shard .. 'pw:' .. store, cjson.encode({o = oid, q = seq, t = time, c = customer, a = address}))
+  end
+  redis.call('HSET', pk, unpack(fields))
+  redis.call('HSET', ck, 'wait', tonumber(c[1] or '0') + 1, 'seqp', seq, 'pickup', tonumber(c[5] or '0') + 1, 'act', active)
   redis.call('ZADD', all, 0, time .. '\\0' .. oid)
   redis.call('ZADD', lp, 0, time .. '\\0' .. oid)
   redis.call('SADD', stores, store)
   redis.call('SADD', oidx, store)
-  redis.call('SPUBLISH', pbell, '')
 else
   created, customer, address = p[4], p[5], p[6]
   seq = tonumber(c[3] or '0') + 1
@@ -69,12 +112,15 @@ else
   local counts = {'seql', seq, 'lastl', id, event, tonumber(c[5] or '0') + 1}
   if state ~= event then table.insert(counts, state); table.insert(counts, math.max(0, tonumber(c[4] or '0') - 1)) end
   -- a step of a parcel whose pickup is still queued (its driver never acknowledged it) settles it
+  local settled = false
   if p[7] then
     redis.call('XACK', pickups, 'drivers', p[7])
-    if redis.call('XDEL', pickups, p[7]) == 1 then table.insert(counts, 'wait'); table.insert(counts, math.max(0, tonumber(c[1] or '0') - 1)) end
+    settled = redis.call('XDEL', pickups, p[7]) == 1
+    if settled then table.insert(counts, 'wait'); table.insert(counts, math.max(0, tonumber(c[1] or '0') - 1)) end
     redis.call('HDEL', pk, 'pid')
   end
   redis.call('HSET', ck, unpack(counts))
+  if settled then promote(shard, store, pickups, meta, ck) end
   redis.call('ZREM', lists[state], created .. '\\0' .. oid)
   redis.call('ZADD', lists[event], 0, created .. '\\0' .. oid)
   -- hubs following the store hear the message itself: their vendors get it without a read
@@ -98,7 +144,7 @@ end
  * A pickup taken off the drivers' queue. KEYS: shard pickups stream, shard meta. ARGV: shard
  * prefix, stream id. Its store's quota and its parcel's `pid` are found from the entry itself.
  */
-export const ACK_PICKUP = `${ID_AFTER}
+export const ACK_PICKUP = `${ID_AFTER}${PROMOTE}
 local pickups, meta = KEYS[1], KEYS[2]
 local prefix, id = ARGV[1], ARGV[2]
 local entry = redis.call('XRANGE', pickups, id, id)[1]
@@ -117,6 +163,7 @@ end
 local ck = prefix .. 'c:' .. store
 if tonumber(redis.call('HINCRBY', ck, 'wait', -1)) < 0 then redis.call('HSET', ck, 'wait', 0) end
 redis.call('HDEL', prefix .. 'p:' .. store .. '\\0' .. oid, 'pid')
+promote(prefix, store, pickups, meta, ck)
 return 'removed'
 `;
 

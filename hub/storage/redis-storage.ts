@@ -61,6 +61,13 @@ export const REPLICA_WAIT_MS = 2_000;
  */
 export const CLAIM_IDLE_MS = 6_000;
 
+/**
+ * Pickups of one store in its shard's stream at once; the rest wait in the store's own list and
+ * enter the stream as these leave it. A store with thousands waiting thus holds up the other
+ * stores of its shard by at most this many, whichever hub reads the stream.
+ */
+export const ACTIVE_PER_STORE = 32;
+
 const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2 };
 
 /** A single Redis or a Redis Cluster, by the options. */
@@ -265,6 +272,7 @@ export class RedisStorage implements Storage {
         String(this.limits.maxPickups),
         keys.pickupBell(k),
         keys.storeBell(store),
+        String(ACTIVE_PER_STORE),
       ),
     );
     // a step stored (or one stored before) is answered once enough replicas have it
@@ -289,6 +297,8 @@ export class RedisStorage implements Storage {
           time: input.time,
         };
         if (input.driver) message.driver = input.driver;
+        // a pickup waiting in its store's list gets its id when it enters the stream
+        if (event === 'pickup' && id === '') return { status: 'accepted', message: { ...message, messageId: '' }, pickedUpAt: created, spilled: true };
         return { status: 'accepted', message, pickedUpAt: created };
       }
     }
@@ -314,7 +324,17 @@ export class RedisStorage implements Storage {
   async pending(queue: string): Promise<ParcelMessage[]> {
     if (queue !== DRIVER_QUEUE) return this.readLog(queue, '-', -1);
     const shards = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.xrange(this.keys.pickups(k), '-', '+'))));
-    return shards.flatMap((entries, k) => entries.map((entry) => pickupOf(k, entry as StreamEntry)));
+    const inStreams = shards.flatMap((entries, k) => entries.map((entry) => pickupOf(k, entry as StreamEntry)));
+    // and those waiting their store's turn (no message id until they enter the stream)
+    const waiting: ParcelMessage[] = [];
+    for (const store of await this.storeNames()) {
+      for (const raw of await this.call(() => this.redis.lrange(this.keys.waitingPickups(store), 0, -1))) {
+        const e = JSON.parse(raw) as { o: string; q: number; t: string; c: string; a: string };
+        const order = { store, orderId: e.o, customer: e.c, address: e.a };
+        waiting.push({ ...order, event: 'pickup', messageId: '', seq: e.q, queueId: DRIVER_QUEUE, clientId: DRIVER_QUEUE, order, time: e.t });
+      }
+    }
+    return [...inStreams, ...waiting];
   }
 
   /** Up to `count` (-1: all) of a store's vendor messages after the stream id `after` ('-': from the start). */

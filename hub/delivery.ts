@@ -661,6 +661,11 @@ export class Delivery {
       const names = this.dispatched.get(key) ?? new Set<string>();
       names.add(socket.data.name);
       this.dispatched.set(key, names);
+      // several hubs: known in Redis too, for when the driver reports its steps through another hub
+      if (this.feed && socket.data.auth) {
+        const { store, orderId } = entry.message;
+        this.storage.noteDispatch?.(store, orderId, socket.data.name).catch((err: unknown) => this.logger.warn('DISPATCH NOT NOTED', { store, orderId, error: String(err) }));
+      }
     }
     const { queueId: queue, messageId, event } = entry.message;
     // a store's messages are its vendors' to acknowledge: anyone else in the room (a lab driver

@@ -8,7 +8,7 @@ import type { TokenSubject } from '../protocol/token.js';
 import { signToken } from '../protocol/token.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli } from './helpers/cli.js';
-import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
+import { Cleanup, RawClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
 import { RedisStorage } from '../hub/storage/redis-storage.js';
 import { RedisKeys, shardOf } from '../hub/storage/redis-keys.js';
 import { TestRedis, freePort } from './helpers/redis.js';
@@ -87,6 +87,28 @@ describe('several hubs on one Redis', () => {
     await waitUntil(vendor, 'delivered', () => (delivered.length >= 30 ? true : undefined), '30 parcels delivered across two hubs');
     expect([...picked.values()].filter((names) => names.length !== 1)).toEqual([]);
     expect(new Set([...picked.values()].map((names) => names[0])).size).toBe(2);
+  });
+
+  it('takes the steps of a driver (with a token) that moved to another hub after it was handed the pickup', async () => {
+    const prefix = `t${randomUUID()}:`;
+    const a = cleanup.add(await startSecureHub({ redisUrl: redis.url, redisPrefix: prefix }), (h) => h.close());
+    const b = cleanup.add(await startSecureHub({ redisUrl: redis.url, redisPrefix: prefix }), (h) => h.close());
+    const vendor = cleanup.add(new RawClient(a.url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }) } }), (c) => c.close());
+    const onA = cleanup.add(new RawClient(a.url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
+    await Promise.all([vendor.connected(), onA.connected()]);
+    await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    await onA.waitFor('pickup', 1, 'the driver on hub A to be handed the pickup');
+    onA.close();
+    // the same driver, now on hub B, which never dispatched anything to it
+    const onB = cleanup.add(new RawClient(b.url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
+    await onB.connected();
+    await expect(onB.request('in-transit', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    await expect(onB.request('delivered', order('acme', 1))).resolves.toMatchObject({ ok: true });
+    // and another driver still may not
+    const other = cleanup.add(new RawClient(b.url, { auth: { token: tokenFor({ role: 'driver', name: 'd2' }) } }), (c) => c.close());
+    await other.connected();
+    await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: true });
+    await expect(other.request('in-transit', order('acme', 1))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
   });
 
   it('keeps a flood of one store from holding up the other stores of its shard, across hubs', async () => {

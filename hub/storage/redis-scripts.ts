@@ -13,7 +13,8 @@
  * message). The shard's `lastp` (in its `meta` hash) is the id of its last pickup.
  *
  * A parcel's hash `p:<store>\0<order>` holds customer, address, state, created, driver, `pid`
- * (its pickup's stream id while the pickup is queued) and `h:<event>` (each step, JSON).
+ * (its pickup's stream id while the pickup is queued), `to:<driver>` (each driver with a token it
+ * was handed to, by any hub) and `h:<event>` (each step, JSON).
  */
 
 /**
@@ -56,9 +57,10 @@ local pk, ck, all, lp, lt, ld, stores, oidx, pickups, log, meta = unpack(KEYS)
 local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell, activeMax = unpack(ARGV)
 local shard = string.sub(meta, 1, -5)
 local lists = {pickup = lp, ['in-transit'] = lt, delivered = ld}
-local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid')
+local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid', 'to:' .. driver)
 local state = p[1]
-if dispatched == '0' and (not state or p[2] ~= driver) then
+-- a driver the pickup was handed to, by any hub (to:<name>), or the one carrying it
+if dispatched == '0' and (not state or (p[2] ~= driver and not p[8])) then
   return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
 end
 if p[3] then return {'duplicate'} end

@@ -429,6 +429,10 @@ export class RedisStorage implements Storage {
     return shards.flat().sort();
   }
 
+  async noteDispatch(store: string, orderId: string, driver: string): Promise<void> {
+    await this.call(() => this.redis.hset(this.keys.parcel(store, orderId), `to:${driver}`, '1'));
+  }
+
   async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
     const fields = await this.call(() => this.redis.hgetall(this.keys.parcel(store, orderId)));
     if (!fields['state']) return undefined;

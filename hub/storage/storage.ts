@@ -128,6 +128,11 @@ export interface Storage {
    * A queue whose version is unchanged since a hub last read it holds what that hub saw.
    */
   queueVersions?(): Promise<Map<string, string>>;
+  /**
+   * Several hubs (Redis): a parcel's pickup was handed to this driver, so that its steps are taken
+   * on whichever hub it reports them (one hub alone knows it in memory: `dispatched`).
+   */
+  noteDispatch?(store: string, orderId: string, driver: string): Promise<void>;
   parcel(store: string, orderId: string): Promise<ParcelRecord | undefined>;
   /** Every parcel with this orderId, whatever its store. */
   findParcels(orderId: string): Promise<ParcelRecord[]>;

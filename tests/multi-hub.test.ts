@@ -320,6 +320,20 @@ describe('several hubs on one Redis', () => {
     await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: true });
   });
 
+  it('is not ready while its Redis is a read-only replica (a failover went the other way), and ready again once it is a primary', async () => {
+    const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const other = cleanup.add(await TestRedis.start(), (r) => r.stop());
+    const hub = cleanup.add(await startHub({ redisUrl: own.url, redisPrefix: `t${randomUUID()}:` }), (h) => h.close());
+    const admin = cleanup.add(new Redis(own.url), (r) => r.quit());
+    expect((await fetch(`${hub.url}/readyz`)).status).toBe(200);
+    await admin.replicaof('127.0.0.1', other.port);
+    const demoted = await fetch(`${hub.url}/readyz`);
+    expect(demoted.status).toBe(503);
+    expect(((await demoted.json()) as { reason: string }).reason).toMatch(/READONLY/);
+    await admin.replicaof('NO', 'ONE');
+    expect((await fetch(`${hub.url}/readyz`)).status).toBe(200);
+  });
+
   it('loses no acknowledged event when Redis stops and comes back, and refuses publishes meanwhile', async () => {
     const own = cleanup.add(await TestRedis.start(), (r) => r.stop());
     const prefix = `t${randomUUID()}:`;

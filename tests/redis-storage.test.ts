@@ -75,6 +75,18 @@ describe('redis storage', () => {
     expect(left.length).toBeLessThanOrEqual(3 * SHARDS);
   });
 
+  it('prunes at the cost of what it removes: 2,000 stores with nothing old enough cost a look per shard, not a look per store', async () => {
+    const { storage } = await open();
+    for (let i = 0; i < 2_000; i += 200) {
+      await Promise.all(Array.from({ length: 200 }, (_, k) => accept(storage, { store: `s-${i + k}`, orderId: 'o-1', time: at(i + k), event: 'pickup', customer: 'C', address: 'A' })));
+    }
+    const calls = async (): Promise<number> => [...(await admin.info('commandstats')).matchAll(/calls=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    const before = await calls();
+    expect(await storage.prune(at(100_000), 1_000)).toBe(0);
+    // per shard: the script and its one range read (and this test's INFO)
+    expect((await calls()) - before).toBeLessThan(3 * SHARDS + 5);
+  });
+
   it('keeps for a hub only the pickups still its own: one another hub’s step settled is let go', async () => {
     const { storage } = await open();
     const shards = Array.from({ length: SHARDS }, (_, k) => k);

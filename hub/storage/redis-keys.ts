@@ -84,6 +84,11 @@ export class RedisKeys {
     return `${this.shard(k)}bell`;
   }
 
+  /** Delivered parcels of shard `k` by delivery time (ms): what retention removes, oldest first. */
+  done(k: number): string {
+    return `${this.shard(k)}done`;
+  }
+
   meta(k: number): string {
     return `${this.shard(k)}meta`;
   }

@@ -46,15 +46,16 @@ end
 
 /**
  * KEYS: parcel, counts, list all, list pickup, list in-transit, list delivered, shard stores,
- * shard order index (o:<order>), shard pickups stream, store log stream, shard meta.
+ * shard order index (o:<order>), shard pickups stream, store log stream, shard meta, shard done
+ * index (delivered parcels by delivery time, for retention).
  * ARGV: event, store, orderId, customer, address, driver, time, maxDepth, dispatched ('', '0', '1'),
- * maxPickups (this shard's share), pickup bell channel, store bell channel, ACTIVE_PER_STORE.
+ * maxPickups (this shard's share), pickup bell channel, store bell channel, ACTIVE_PER_STORE, time (ms).
  * Replies {'accepted', streamId ('' when the pickup waits in the store's list), seq, created,
  * customer, address} | {'duplicate'} | {'refused', code, reason}.
  */
 export const RECORD_STEP = `${PROMOTE}
-local pk, ck, all, lp, lt, ld, stores, oidx, pickups, log, meta = unpack(KEYS)
-local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell, activeMax = unpack(ARGV)
+local pk, ck, all, lp, lt, ld, stores, oidx, pickups, log, meta, done = unpack(KEYS)
+local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell, activeMax, timeMs = unpack(ARGV)
 local shard = string.sub(meta, 1, -5)
 local lists = {pickup = lp, ['in-transit'] = lt, delivered = ld}
 local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid', 'to:' .. driver)
@@ -125,6 +126,8 @@ else
   if settled then promote(shard, store, pickups, meta, ck) end
   redis.call('ZREM', lists[state], created .. '\\0' .. oid)
   redis.call('ZADD', lists[event], 0, created .. '\\0' .. oid)
+  -- retention goes by delivery time, shard-wide
+  if event == 'delivered' then redis.call('ZADD', done, timeMs, store .. '\\0' .. oid) end
   -- hubs following the store hear the message itself: their vendors get it without a read
   redis.call('SPUBLISH', sbell, 'm ' .. cjson.encode({id = id, o = oid, e = event, q = seq, t = time, d = driver, c = customer, a = address}))
 end
@@ -242,36 +245,40 @@ return dropped
 `;
 
 /**
- * Retention on one shard: each store's delivered parcels picked up before the cutoff, oldest first;
- * those also delivered before it go, with their place in the lists and their count. Vendor
- * messages older than the cutoff leave the store's log. KEYS: shard stores. ARGV: shard prefix,
- * cutoff (ISO 8601), cutoff (ms), limit.
+ * Retention on one shard: its parcels delivered before the cutoff, oldest delivery first (the
+ * shard's `done` index), go with their place in the lists and their count; so do their stores'
+ * notifications older than the cutoff, and a store left with no parcel and nothing queued. The
+ * work is that of the parcels removed, whatever the number of stores. KEYS: shard done index,
+ * shard stores. ARGV: shard prefix, cutoff (ms), limit.
  */
 export const PRUNE = `
-local stores = KEYS[1]
-local p, before, beforeMs, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local done, stores = KEYS[1], KEYS[2]
+local p, beforeMs, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local removed = 0
-for _, store in ipairs(redis.call('SMEMBERS', stores)) do
-  if removed >= limit then break end
-  local list = p .. 'sp:' .. store .. ':delivered'
-  for _, member in ipairs(redis.call('ZRANGEBYLEX', list, '-', '(' .. before, 'LIMIT', 0, limit - removed)) do
-    local oid = string.sub(member, string.find(member, '\\0', 1, true) + 1)
-    local pk = p .. 'p:' .. store .. '\\0' .. oid
-    local step = redis.call('HGET', pk, 'h:delivered')
-    if step and cjson.decode(step).time < before then
-      redis.call('DEL', pk)
-      redis.call('SREM', p .. 'o:' .. oid, store)
-      redis.call('ZREM', list, member)
-      redis.call('ZREM', p .. 'sp:' .. store .. ':all', member)
-      if tonumber(redis.call('HINCRBY', p .. 'c:' .. store, 'delivered', -1)) < 0 then redis.call('HSET', p .. 'c:' .. store, 'delivered', 0) end
-      removed = removed + 1
-    end
+local touched = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', done, '-inf', '(' .. beforeMs, 'LIMIT', 0, limit)) do
+  local cut = string.find(member, '\\0', 1, true)
+  local store, oid = string.sub(member, 1, cut - 1), string.sub(member, cut + 1)
+  local pk = p .. 'p:' .. store .. '\\0' .. oid
+  local created = redis.call('HGET', pk, 'created')
+  if created then
+    local listed = created .. '\\0' .. oid
+    redis.call('DEL', pk)
+    redis.call('SREM', p .. 'o:' .. oid, store)
+    redis.call('ZREM', p .. 'sp:' .. store .. ':delivered', listed)
+    redis.call('ZREM', p .. 'sp:' .. store .. ':all', listed)
+    if tonumber(redis.call('HINCRBY', p .. 'c:' .. store, 'delivered', -1)) < 0 then redis.call('HSET', p .. 'c:' .. store, 'delivered', 0) end
+    removed = removed + 1
   end
+  redis.call('ZREM', done, member)
+  touched[store] = true
+end
+for store in pairs(touched) do
   redis.call('XTRIM', p .. 'log:' .. store, 'MINID', beforeMs)
   -- a store with no parcels and nothing queued is no longer listed
   if redis.call('ZCARD', p .. 'sp:' .. store .. ':all') == 0 and redis.call('XLEN', p .. 'log:' .. store) == 0 then
     redis.call('SREM', stores, store)
-    redis.call('DEL', p .. 'c:' .. store, p .. 'log:' .. store)
+    redis.call('DEL', p .. 'c:' .. store, p .. 'log:' .. store, p .. 'pw:' .. store)
   end
 end
 return removed

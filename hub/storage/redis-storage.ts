@@ -130,11 +130,11 @@ export class RedisStorage implements Storage {
     // fail at once while Redis is away: the hub refuses publishes rather than queueing them in memory
     this.redis = redisClient(options, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true }) as Client & Scripts;
     this.redis.on('error', () => undefined); // reported through ping() and refused writes instead
-    this.redis.defineCommand('capsRecordStep', { numberOfKeys: 11, lua: RECORD_STEP });
+    this.redis.defineCommand('capsRecordStep', { numberOfKeys: 12, lua: RECORD_STEP });
     this.redis.defineCommand('capsAckPickup', { numberOfKeys: 2, lua: ACK_PICKUP });
     this.redis.defineCommand('capsAckStore', { numberOfKeys: 2, lua: ACK_STORE });
     this.redis.defineCommand('capsHold', { numberOfKeys: 1, lua: HOLD });
-    this.redis.defineCommand('capsPrune', { numberOfKeys: 1, lua: PRUNE });
+    this.redis.defineCommand('capsPrune', { numberOfKeys: 2, lua: PRUNE });
     this.redis.defineCommand('capsCreateGroup', { numberOfKeys: 1, lua: CREATE_GROUP });
     this.redis.defineCommand('capsDropConsumers', { numberOfKeys: 1, lua: DROP_CONSUMERS });
   }
@@ -227,7 +227,7 @@ export class RedisStorage implements Storage {
     let removed = 0;
     const beforeMs = String(Date.parse(before));
     for (let k = 0; k < SHARDS && removed < limit; k++) {
-      removed += await this.call(() => this.redis.capsPrune(this.keys.stores(k), this.keys.shard(k), before, beforeMs, String(limit - removed)));
+      removed += await this.call(() => this.redis.capsPrune(this.keys.done(k), this.keys.stores(k), this.keys.shard(k), beforeMs, String(limit - removed)));
     }
     return removed;
   }
@@ -260,6 +260,7 @@ export class RedisStorage implements Storage {
         keys.pickups(k),
         keys.log(store),
         keys.meta(k),
+        keys.done(k),
         event,
         store,
         orderId,
@@ -273,6 +274,7 @@ export class RedisStorage implements Storage {
         keys.pickupBell(k),
         keys.storeBell(store),
         String(ACTIVE_PER_STORE),
+        String(Date.parse(input.time) || Date.now()),
       ),
     );
     // a step stored (or one stored before) is answered once enough replicas have it

@@ -55,6 +55,8 @@ const MAX_UNANSWERED = 3;
 const PULL_EVERY_MS = 1_000;
 /** Several hubs: how often a hub claims again the pickups it holds (well inside CLAIM_IDLE_MS). */
 const HOLD_REFRESH_MS = 2_000;
+/** Several hubs: how often a hub reads the logs it follows again, bells or not. */
+const FOLLOWED_CHECK_MS = 30_000;
 const ALL_SHARDS: readonly number[] = Array.from({ length: SHARDS }, (_, k) => k);
 
 interface Entry extends Dispatchable<CapsSocket> {
@@ -155,7 +157,11 @@ export class Delivery {
       nsp.adapter.on('delete-room', (room: unknown) => {
         if (room === DRIVERS_ROOM) {
           feed.watchPickups(false);
-          void this.releaseAll();
+          // the last driver's socket is still connected while it leaves its rooms: once it is
+          // gone (its pickups back in this hub's pool), they go to the other hubs
+          setImmediate(() => {
+            if (this.drivers().length === 0) void this.releaseAll();
+          });
         } else if (typeof room === 'string' && room.startsWith(STORE_ROOM)) this.unfollow(room.slice(STORE_ROOM.length));
       });
     }
@@ -198,7 +204,10 @@ export class Delivery {
       },
       storeAcked: (store, messageId) => {
         const entry = this.queues.get(store)?.get(messageId);
-        if (entry) this.forget(entry);
+        if (!entry) return;
+        this.forget(entry);
+        // room in the window: what waits past it in the log comes in
+        void this.pageIn(store);
       },
       reconnected: () => {
         feed.missedBells();
@@ -210,6 +219,11 @@ export class Delivery {
     this.feedTimers.push(
       setInterval(() => this.pullPickups(ALL_SHARDS, true), PULL_EVERY_MS).unref(),
       setInterval(() => void this.keepHeld(), HOLD_REFRESH_MS).unref(),
+      // a bell lost without its channel dropping (nothing says so) costs at most this long
+      setInterval(() => {
+        feed.missedBells();
+        for (const store of feed.followed()) this.logNews(store);
+      }, FOLLOWED_CHECK_MS).unref(),
     );
   }
 
@@ -223,6 +237,7 @@ export class Delivery {
   private unfollow(store: string): void {
     this.feed?.unfollow(store);
     this.storeNews.delete(store);
+    this.paging.delete(store);
     for (const entry of this.queues.get(store)?.values() ?? []) this.acks.forget(entry);
     this.queues.delete(store);
   }
@@ -312,8 +327,10 @@ export class Delivery {
     if (paging) return paging;
     if (this.closed) return Promise.resolve([]);
     if (this.feed) {
-      if (!this.feed.following(queue)) return Promise.resolve([]);
-      paging = this.readFollowed(this.feed, queue);
+      const room = this.window - (this.queues.get(queue)?.size ?? 0);
+      // acknowledgements make room, and page in again
+      if (!this.feed.following(queue) || room <= 0) return Promise.resolve([]);
+      paging = this.readFollowed(this.feed, queue, room);
     } else if (this.storage.inLog(queue) === 0) {
       return Promise.resolve([]);
     } else {
@@ -351,12 +368,9 @@ export class Delivery {
    * Several hubs: the next messages of a followed store's log, up to the window, go out to its
    * vendors here, in order; read again when news came meanwhile or the window filled up.
    */
-  private async readFollowed(feed: RedisFeed, queue: string): Promise<ParcelMessage[]> {
+  private async readFollowed(feed: RedisFeed, queue: string, room: number): Promise<ParcelMessage[]> {
     let again = false;
     try {
-      const room = this.window - (this.queues.get(queue)?.size ?? 0);
-      // acknowledgements make room, and page in again
-      if (room <= 0) return [];
       this.storeNews.delete(queue);
       const page = await feed.readStore(queue, room);
       if (this.closed || !feed.following(queue)) return [];
@@ -569,7 +583,11 @@ export class Delivery {
       .takePickups(room, shards, sweep)
       .then(
         (messages) => {
-          if (this.closed) return;
+          // closed, or the last driver left while this read was out: the others take them
+          if (this.closed || this.drivers().length === 0) {
+            if (messages.length > 0) feed.release(messages.map((m) => m.messageId)).catch(() => undefined);
+            return;
+          }
           const entries = this.entries(DRIVER_QUEUE);
           let added = 0;
           for (const message of messages) {
@@ -657,14 +675,16 @@ export class Delivery {
     if (!again) entry.sentTo.push(socket.id);
     this.metrics.send(entry.message.event);
     if (entry.message.event === 'pickup' && socket.data.role === 'driver') {
-      const { key } = entry;
-      const names = this.dispatched.get(key) ?? new Set<string>();
-      names.add(socket.data.name);
-      this.dispatched.set(key, names);
-      // several hubs: known in Redis too, for when the driver reports its steps through another hub
-      if (this.feed && socket.data.auth) {
+      if (this.feed) {
+        // several hubs: noted in the parcel in Redis, whichever hub the driver reports its steps
+        // through (written before the pickup is sent: this hub's own steps come after it)
         const { store, orderId } = entry.message;
-        this.storage.noteDispatch?.(store, orderId, socket.data.name).catch((err: unknown) => this.logger.warn('DISPATCH NOT NOTED', { store, orderId, error: String(err) }));
+        if (socket.data.auth) this.storage.noteDispatch?.(store, orderId, socket.data.name).catch((err: unknown) => this.logger.warn('DISPATCH NOT NOTED', { store, orderId, error: String(err) }));
+      } else {
+        const { key } = entry;
+        const names = this.dispatched.get(key) ?? new Set<string>();
+        names.add(socket.data.name);
+        this.dispatched.set(key, names);
       }
     }
     const { queueId: queue, messageId, event } = entry.message;

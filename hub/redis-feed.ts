@@ -23,6 +23,9 @@ export interface FeedHandlers {
 /** A consumer of the pickups' groups that held nothing for this long is a hub gone: it leaves the groups. */
 const GONE_AFTER_MS = 10 * 60_000;
 
+/** Bells kept per followed store while its log is being read (or is behind): past it, the oldest go. */
+const MAX_BUFFERED = 10_000;
+
 /** Where this hub is in the log of a store it follows. */
 interface Followed {
   /** The stream id of the last message taken ('-': none yet), and its seq (one per message of the store's log). */
@@ -30,7 +33,7 @@ interface Followed {
   seq: number;
   /** Resolves once its bell listens: a read before it could miss what comes between. */
   listening: Promise<void>;
-  /** A read of the log in flight: bells wait here, to follow what it brings, in order. */
+  /** A read of the log in flight (or due: `behind`): bells wait in `buffer`, to come with what it brings, in order. */
   reading: boolean;
   buffer: Array<{ id: string; message: ParcelMessage }>;
   /** Messages past the cursor are waiting in the log (not taken, or a bell missed): bells are not enough, a read is due. */
@@ -100,18 +103,19 @@ export class RedisFeed {
     if (text.startsWith('a ')) return handlers.storeAcked(store, storeMessageId(store, text.slice(2)));
     const bell = text.startsWith('m ') ? bellMessageOf(store, text.slice(2)) : undefined;
     if (!bell) return handlers.storeNews(store);
-    if (followed.reading) {
-      followed.buffer.push(bell);
-      return;
-    }
     // had already (a read brought it)
     if (!streamIdAfter(bell.id, followed.cursor)) return;
-    if (!followed.behind && bell.message.seq === followed.seq + 1 && handlers.storeMessage(store, bell.message)) {
+    if (!followed.reading && !followed.behind && bell.message.seq === followed.seq + 1 && handlers.storeMessage(store, bell.message)) {
       followed.cursor = bell.id;
       followed.seq = bell.message.seq;
       return;
     }
-    // a message missed (or not taken): the log has it
+    // kept for the read that comes: another hub's vendor may take it off the log before that read
+    // (the first acknowledgement removes it), and this hub's vendors are to get it too
+    followed.buffer.push(bell);
+    if (followed.buffer.length > MAX_BUFFERED) followed.buffer.shift();
+    if (followed.reading) return;
+    // a message missed (or not taken): the log has the rest
     followed.behind = true;
     handlers.storeNews(store);
   }
@@ -168,31 +172,35 @@ export class RedisFeed {
     followed.reading = true;
     try {
       await followed.listening;
-      const messages = await this.storage.readLog(store, followed.cursor, max);
+      const from = followed.cursor;
+      const read = await this.storage.follow(store, from, max);
       // unfollowed meanwhile: nothing to move
       if (this.cursors.get(store) !== followed) return [];
+      // what the log holds past the cursor, and what the bells brought that it no longer holds (or
+      // not yet), in order, once each
+      const byId = new Map<string, ParcelMessage>();
+      for (const message of read.messages) byId.set(streamIdOf(message), message);
+      for (const bell of followed.buffer) if (streamIdAfter(bell.id, from) && !byId.has(bell.id)) byId.set(bell.id, bell.message);
+      const ids = [...byId.keys()].sort((a, b) => (streamIdAfter(a, b) ? 1 : -1));
+      const taken = ids.slice(0, max);
+      const messages = taken.map((id) => byId.get(id)).filter((m): m is ParcelMessage => m !== undefined);
       const last = messages[messages.length - 1];
       if (last) {
         followed.cursor = streamIdOf(last);
         followed.seq = last.seq;
       }
-      let full = messages.length >= max;
-      for (const bell of followed.buffer) {
-        if (!streamIdAfter(bell.id, followed.cursor)) continue;
-        if (full || bell.message.seq !== followed.seq + 1) {
-          full = true;
-          break;
-        }
-        messages.push(bell.message);
-        followed.cursor = bell.id;
-        followed.seq = bell.message.seq;
-        full = messages.length >= max;
+      const full = read.messages.length >= max || ids.length > max;
+      // read to the end: the cursor goes to the end, past what other hubs' vendors took off (else
+      // the next bell would not follow on, and every one would mean a read)
+      if (!full && read.last !== '' && streamIdAfter(read.last, followed.cursor)) {
+        followed.cursor = read.last;
+        followed.seq = read.seq;
       }
-      followed.behind = full;
+      followed.buffer = followed.buffer.filter((bell) => streamIdAfter(bell.id, followed.cursor));
+      followed.behind = full || followed.buffer.length > 0;
       return messages;
     } finally {
       followed.reading = false;
-      followed.buffer = [];
     }
   }
 

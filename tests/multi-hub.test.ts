@@ -8,7 +8,7 @@ import type { TokenSubject } from '../protocol/token.js';
 import { signToken } from '../protocol/token.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli } from './helpers/cli.js';
-import { Cleanup, RawClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { Cleanup, RawClient, order, records, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
 import { RedisStorage } from '../hub/storage/redis-storage.js';
 import { RedisKeys, shardOf } from '../hub/storage/redis-keys.js';
 import { TestRedis, freePort } from './helpers/redis.js';
@@ -111,6 +111,42 @@ describe('several hubs on one Redis', () => {
     await expect(other.request('in-transit', order('acme', 1))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
   });
 
+  it('reads on past a full window once the vendors acknowledge, on their hub and on another hub', async () => {
+    const prefix = `t${randomUUID()}:`;
+    const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, window: 2 }), (h) => h.close());
+    const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, window: 2 }), (h) => h.close());
+    // vendors that acknowledge only with received, when the test says so
+    const onA = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: 'acme' }, autoAck: false }), (c) => c.close());
+    const onB = cleanup.add(new RawClient(b.url, { auth: { role: 'vendor', store: 'acme' }, autoAck: false }), (c) => c.close());
+    const driver = cleanup.add(new RawClient(a.url, { auth: { role: 'driver', name: 'd1' } }), (c) => c.close());
+    await Promise.all([onA.connected(), onB.connected(), driver.connected()]);
+    for (let i = 1; i <= 4; i++) await expect(onA.request('pickup', order('acme', i))).resolves.toMatchObject({ ok: true });
+    for (let i = 1; i <= 4; i++) await expect(driver.request('in-transit', order('acme', i))).resolves.toMatchObject({ ok: true });
+    // each hub holds its window of two
+    await onA.waitFor('in-transit', 2, 'the vendor on hub A to get its window');
+    await onB.waitFor('in-transit', 2, 'the vendor on hub B to get its window');
+    // the vendor on hub A takes them off the queue: both hubs read on
+    for (const m of onA.of('in-transit').slice(0, 2)) await expect(onA.request('received', { clientId: 'acme', messageId: m.messageId })).resolves.toMatchObject({ ok: true });
+    await onA.waitFor('in-transit', 4, 'the vendor on hub A to get the rest');
+    await onB.waitFor('in-transit', 4, 'the vendor on hub B to get the rest, though another hub’s vendor acknowledged');
+    expect(onB.of('in-transit').map((m) => m.orderId)).toEqual([1, 2, 3, 4].map((i) => order('acme', i).orderId));
+  });
+
+  it('hands the pickups of a hub’s last driver to another hub’s drivers as soon as it leaves, not once they are idle', async () => {
+    const { a, b } = await twoHubs();
+    const vendor = cleanup.add(new RawClient(b.url, { auth: { role: 'vendor', store: 'acme' } }), (c) => c.close());
+    const leaving = cleanup.add(new RawClient(a.url, { auth: { role: 'driver', name: 'd-on-a' }, autoAck: false }), (c) => c.close());
+    await Promise.all([vendor.connected(), leaving.connected()]);
+    for (let i = 1; i <= 3; i++) await expect(vendor.request('pickup', order('acme', i))).resolves.toMatchObject({ ok: true });
+    await leaving.waitFor('pickup', 3, 'the driver on hub A to be handed the three pickups');
+    const staying = cleanup.add(new RawClient(b.url, { auth: { role: 'driver', name: 'd-on-b' }, autoAck: false }), (c) => c.close());
+    await staying.connected();
+    leaving.close();
+    // released at once: well before the 6 s after which another hub would sweep them
+    await staying.waitFor('pickup', 3, 'the driver on hub B to be handed the three pickups', 4_000);
+    expect(records(a.logs, 'PICKUPS RELEASED')).toEqual([expect.objectContaining({ pickups: 3, reason: 'no driver left on this hub' })]);
+  });
+
   it('keeps a flood of one store from holding up the other stores of its shard, across hubs', async () => {
     const { a, b } = await twoHubs({ driverPrefetch: 2 });
     // two stores of the same shard: one pickups stream
@@ -199,8 +235,14 @@ describe('several hubs on one Redis', () => {
     const driver = cleanup.add(new DriverClient({ url: b.url, name: 'd1', delay: 0, log: () => undefined }), (d) => d.close());
     await Promise.all([vendorA.connected(), vendorB.connected(), driver.start()]);
     const n = 150;
+    let pickedUp = 0;
+    driver.on('picked-up', () => pickedUp++);
     for (let i = 0; i < n; i += 10) await Promise.all(Array.from({ length: 10 }, (_, k) => vendorA.request('pickup', order('acme', i + k))));
-    await poll(() => (vendorA.of('delivered').length >= n && vendorB.of('delivered').length >= n ? true : undefined), `both vendors to hear ${n} deliveries`, 30_000);
+    await poll(() => (vendorA.of('delivered').length >= n && vendorB.of('delivered').length >= n ? true : undefined), `both vendors to hear ${n} deliveries`, 30_000).catch((err: Error) => {
+      const heard = (v: RawClient): string => `${v.of('in-transit').length} in-transit, ${v.of('delivered').length} delivered`;
+      const warnings = [...a.logs.all, ...b.logs.all].filter((line) => /"level":"(warn|error)"/.test(line)).slice(-10);
+      throw new Error(`${err.message}: vendor A heard ${heard(vendorA)}, vendor B ${heard(vendorB)}; the driver picked up ${pickedUp}; hub warnings: ${warnings.join(' | ')}`);
+    });
     for (const vendor of [vendorA, vendorB]) {
       const ids = [...vendor.of('in-transit'), ...vendor.of('delivered')].map((m) => m.messageId);
       expect(ids.length - new Set(ids).size, 'messages sent twice to one vendor').toBe(0);

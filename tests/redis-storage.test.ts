@@ -105,6 +105,18 @@ describe('redis storage', () => {
     expect((await storage.takePickups('hub-b', 10, shards, true)).map((m) => m.orderId)).toEqual(['o-2']);
   });
 
+  it('keeps and releases every pickup asked for, not only the first of each shard', async () => {
+    const { storage } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    for (let n = 1; n <= 5; n++) await accept(storage, { store: 'acme', orderId: `o-${n}`, time: at(n), event: 'pickup', customer: 'C', address: 'A' });
+    const taken = await storage.takePickups('hub-a', 10, shards, false);
+    const ids = taken.map((m) => m.messageId);
+    expect(ids).toHaveLength(5);
+    expect([...(await storage.keep('hub-a', ids))].sort()).toEqual([...ids].sort());
+    await storage.release('hub-a', ids);
+    expect((await storage.takePickups('hub-b', 10, shards, true)).map((m) => m.orderId).sort()).toEqual(['o-1', 'o-2', 'o-3', 'o-4', 'o-5']);
+  });
+
   it('lets consumers that hold nothing and were idle leave the groups; the one holding a pickup stays', async () => {
     const { storage, prefix } = await open();
     const shards = Array.from({ length: SHARDS }, (_, k) => k);

@@ -10,7 +10,8 @@
  * the shard's pickups stream; past ACTIVE_PER_STORE the rest wait in the store's list `pw:<store>`
  * and enter the stream one by one as its pickups leave it), seqp and seql (the last
  * seq of its pickups and of its vendors' messages), lastl (the stream id of its last vendor
- * message). The shard's `lastp` (in its `meta` hash) is the id of its last pickup.
+ * message). The shard's `meta` hash counts its pickups waiting for or held by drivers (`waiting`,
+ * in the stream or in the stores' lists).
  *
  * A parcel's hash `p:<store>\0<order>` holds customer, address, state, created, driver, `pid`
  * (its pickup's stream id while the pickup is queued), `to:<driver>` (each driver with a token it
@@ -35,11 +36,11 @@ local function promote(shard, store, pickups, meta, ck)
     if redis.call('HGET', pk, 'state') == 'pickup' then
       local id = redis.call('XADD', pickups, '*', 's', store, 'o', e.o, 'q', e.q, 't', e.t, 'c', e.c, 'a', e.a)
       redis.call('HSET', pk, 'pid', id)
-      redis.call('HSET', meta, 'lastp', id)
       redis.call('SPUBLISH', shard .. 'bell', '')
       return
     end
     if tonumber(redis.call('HINCRBY', ck, 'wait', -1)) < 0 then redis.call('HSET', ck, 'wait', 0) end
+    redis.call('HINCRBY', meta, 'waiting', -1)
   end
 end
 `;
@@ -70,8 +71,8 @@ if event == 'pickup' then
   if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
   local waiting = tonumber(c[1] or '0')
   if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
-  local shard = redis.call('XLEN', pickups)
-  if shard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', shard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+  local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0')
+  if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
 else
   if not state then return {'refused', 'CAPS_ERR_UNKNOWN_PARCEL', 'no pickup was recorded for order ' .. oid .. ' of ' .. store} end
   if event == 'in-transit' and state == 'delivered' then return {'refused', 'CAPS_ERR_OUT_OF_ORDER', 'order ' .. oid .. ' is already delivered'} end
@@ -90,7 +91,6 @@ if event == 'pickup' then
     -- drivers of any hub may take it now
     id = redis.call('XADD', pickups, '*', 's', store, 'o', oid, 'q', seq, 't', time, 'c', customer, 'a', address)
     table.insert(fields, 'pid'); table.insert(fields, id)
-    redis.call('HSET', meta, 'lastp', id)
     redis.call('SPUBLISH', pbell, '')
     active = active + 1
   else
@@ -101,6 +101,7 @@ if event == 'pickup' then
   end
   redis.call('HSET', pk, unpack(fields))
   redis.call('HSET', ck, 'wait', tonumber(c[1] or '0') + 1, 'seqp', seq, 'pickup', tonumber(c[5] or '0') + 1, 'act', active)
+  redis.call('HINCRBY', meta, 'waiting', 1)
   redis.call('ZADD', all, 0, time .. '\\0' .. oid)
   redis.call('ZADD', lp, 0, time .. '\\0' .. oid)
   redis.call('SADD', stores, store)
@@ -119,7 +120,10 @@ else
   if p[7] then
     redis.call('XACK', pickups, 'drivers', p[7])
     settled = redis.call('XDEL', pickups, p[7]) == 1
-    if settled then table.insert(counts, 'wait'); table.insert(counts, math.max(0, tonumber(c[1] or '0') - 1)) end
+    if settled then
+      table.insert(counts, 'wait'); table.insert(counts, math.max(0, tonumber(c[1] or '0') - 1))
+      redis.call('HINCRBY', meta, 'waiting', -1)
+    end
     redis.call('HDEL', pk, 'pid')
   end
   redis.call('HSET', ck, unpack(counts))
@@ -154,8 +158,10 @@ local pickups, meta = KEYS[1], KEYS[2]
 local prefix, id = ARGV[1], ARGV[2]
 local entry = redis.call('XRANGE', pickups, id, id)[1]
 if not entry then
-  local last = redis.call('HGET', meta, 'lastp')
-  if last and not after(id, last) then return 'already-acknowledged' end
+  local info = redis.call('XINFO', 'STREAM', pickups)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' and not after(id, info[i + 1]) then return 'already-acknowledged' end
+  end
   return 'unknown-message'
 end
 redis.call('XACK', pickups, 'drivers', id)
@@ -167,6 +173,7 @@ for i = 1, #f, 2 do
 end
 local ck = prefix .. 'c:' .. store
 if tonumber(redis.call('HINCRBY', ck, 'wait', -1)) < 0 then redis.call('HSET', ck, 'wait', 0) end
+redis.call('HINCRBY', meta, 'waiting', -1)
 redis.call('HDEL', prefix .. 'p:' .. store .. '\\0' .. oid, 'pid')
 promote(prefix, store, pickups, meta, ck)
 return 'removed'
@@ -201,15 +208,27 @@ export const HOLD = `
 local pickups, consumer, mode = KEYS[1], ARGV[1], ARGV[2]
 local wanted = {}
 for i = 3, #ARGV do wanted[ARGV[i]] = true end
-local mine = {}
-for _, e in ipairs(redis.call('XPENDING', pickups, 'drivers', '-', '+', #ARGV + 100, consumer)) do
-  if wanted[e[1]] then table.insert(mine, e[1]) end
+-- the ids must come last to unpack whole: XCLAIM key group consumer min-idle id... [IDLE ms] JUSTID
+local args = {pickups, 'drivers', mode == 'release' and 'released' or consumer, 0}
+for _, e in ipairs(redis.call('XPENDING', pickups, 'drivers', '-', '+', #ARGV + 10000, consumer)) do
+  if wanted[e[1]] then table.insert(args, e[1]) end
 end
-if #mine == 0 then return {} end
-if mode == 'release' then
-  return redis.call('XCLAIM', pickups, 'drivers', 'released', 0, unpack(mine), 'IDLE', 86400000, 'JUSTID')
-end
-return redis.call('XCLAIM', pickups, 'drivers', consumer, 0, unpack(mine), 'JUSTID')
+if #args == 4 then return {} end
+if mode == 'release' then table.insert(args, 'IDLE'); table.insert(args, 86400000) end
+table.insert(args, 'JUSTID')
+return redis.call('XCLAIM', unpack(args))
+`;
+
+/**
+ * The next messages of a store's log for a hub following it, with where the log stands (its last
+ * seq and stream id), read together: a hub that has read everything there is moves its cursor to
+ * the end, past messages other hubs' vendors already took off. KEYS: store log, store counts.
+ * ARGV: start ('-' or an exclusive '(id'), count. Replies {entries, seql, lastl}.
+ */
+export const READ_LOG = `
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+local c = redis.call('HMGET', KEYS[2], 'seql', 'lastl')
+return {entries, c[1] or '0', c[2] or ''}
 `;
 
 /**

@@ -8,7 +8,7 @@ import type { ParcelEvent } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
 import { DEFAULT_LIMITS, page } from './storage.js';
 import { DRIVERS_GROUP, RedisKeys, SHARDS, parsePickupId, parseStoreId, pickupMessageId, shardOf, storeMessageId } from './redis-keys.js';
-import { ACK_PICKUP, ACK_STORE, CREATE_GROUP, DROP_CONSUMERS, HOLD, PRUNE, RECORD_STEP } from './redis-scripts.js';
+import { ACK_PICKUP, ACK_STORE, CREATE_GROUP, DROP_CONSUMERS, HOLD, PRUNE, READ_LOG, RECORD_STEP } from './redis-scripts.js';
 
 type Client = Redis | Cluster;
 
@@ -20,6 +20,7 @@ interface Scripts {
   capsPrune(...args: string[]): Promise<number>;
   capsCreateGroup(...args: string[]): Promise<number>;
   capsDropConsumers(...args: string[]): Promise<number>;
+  capsReadLog(...args: string[]): Promise<[StreamEntry[], string, string]>;
 }
 
 /** A stream entry as ioredis returns it: id, then field, value, field, value... */
@@ -67,6 +68,9 @@ export const CLAIM_IDLE_MS = 6_000;
  * stores of its shard by at most this many, whichever hub reads the stream.
  */
 export const ACTIVE_PER_STORE = 32;
+
+/** Pickups kept or released per script call. */
+const HOLD_CHUNK = 500;
 
 const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2 };
 
@@ -118,6 +122,8 @@ export class RedisStorage implements Storage {
   private lookedAt = -Infinity;
   /** The WAIT that the steps recorded in this turn share (one WAIT covers every write before it on this connection). */
   private replicaWait: Promise<number> | undefined;
+  /** Where the next read of pickups starts (turns round the shards). */
+  private firstShard = 0;
   /** Each shard's XAUTOCLAIM cursor: a sweep goes on where the last one stopped. */
   private readonly sweepFrom: string[] = Array.from({ length: SHARDS }, () => '0-0');
 
@@ -137,6 +143,7 @@ export class RedisStorage implements Storage {
     this.redis.defineCommand('capsPrune', { numberOfKeys: 2, lua: PRUNE });
     this.redis.defineCommand('capsCreateGroup', { numberOfKeys: 1, lua: CREATE_GROUP });
     this.redis.defineCommand('capsDropConsumers', { numberOfKeys: 1, lua: DROP_CONSUMERS });
+    this.redis.defineCommand('capsReadLog', { numberOfKeys: 2, lua: READ_LOG });
   }
 
   /** Connects and makes sure every shard's pickups stream has its consumer group; rejects when Redis cannot be reached. */
@@ -188,8 +195,8 @@ export class RedisStorage implements Storage {
       this.memoryUse = fullest;
       // the hub's bound on pickups: counted near it, and every COUNT_EVERY looks (other hubs add pickups too)
       if (this.pickupsQueued < this.limits.maxPickups / 2 && ++this.looks % COUNT_EVERY !== 0) return;
-      const lengths = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.redis.xlen(this.keys.pickups(k))));
-      this.pickupsQueued = lengths.reduce((a, b) => a + b, 0);
+      const counts = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.redis.hget(this.keys.meta(k), 'waiting')));
+      this.pickupsQueued = counts.reduce((sum, n) => sum + Math.max(0, Number(n ?? 0)), 0);
     } catch {
       // Redis away: its refusals say so
     }
@@ -341,10 +348,18 @@ export class RedisStorage implements Storage {
 
   /** Up to `count` (-1: all) of a store's vendor messages after the stream id `after` ('-': from the start). */
   async readLog(store: string, after: string, count: number): Promise<ParcelMessage[]> {
+    return (await this.follow(store, after, count)).messages;
+  }
+
+  /**
+   * What a hub following a store reads: up to `count` messages of its log after the stream id
+   * `after` ('-': from the start), and where the log ends (its last seq and stream id), read at
+   * the same instant.
+   */
+  async follow(store: string, after: string, count: number): Promise<{ messages: ParcelMessage[]; seq: number; last: string }> {
     const from = after === '-' ? '-' : `(${after}`;
-    const key = this.keys.log(store);
-    const entries = await this.call(() => (count < 0 ? this.redis.xrange(key, from, '+') : this.redis.xrange(key, from, '+', 'COUNT', count)));
-    return entries.map((entry) => storeMessageOf(store, entry as StreamEntry));
+    const [entries, seq, last] = await this.call(() => this.redis.capsReadLog(this.keys.log(store), this.keys.counts(store), from, String(count < 0 ? 1_000_000 : count)));
+    return { messages: entries.map((entry) => storeMessageOf(store, entry)), seq: Number(seq), last };
   }
 
   /**
@@ -353,13 +368,23 @@ export class RedisStorage implements Storage {
    */
   async takePickups(consumer: string, max: number, shards: readonly number[], sweep: boolean): Promise<ParcelMessage[]> {
     const out: ParcelMessage[] = [];
-    for (const k of shards) {
+    // each read starts one shard further: a shard with a backlog does not hold up the ones after it
+    const start = this.firstShard++ % Math.max(1, shards.length);
+    const order = [...shards.slice(start), ...shards.slice(0, start)];
+    for (const k of order) {
       if (out.length >= max) break;
       const key = this.keys.pickups(k);
       if (sweep) {
-        const reply = (await this.call(() => this.redis.xautoclaim(key, DRIVERS_GROUP, consumer, CLAIM_IDLE_MS, this.sweepFrom[k] ?? '0-0', 'COUNT', max - out.length))) as [string, Array<StreamEntry | null>];
-        this.sweepFrom[k] = reply[0];
-        for (const entry of reply[1]) if (entry && entry[1]) out.push(pickupOf(k, entry));
+        try {
+          const reply = (await this.call(() => this.redis.xautoclaim(key, DRIVERS_GROUP, consumer, CLAIM_IDLE_MS, this.sweepFrom[k] ?? '0-0', 'COUNT', max - out.length))) as [string, Array<StreamEntry | null>];
+          this.sweepFrom[k] = reply[0];
+          for (const entry of reply[1]) if (entry && entry[1]) out.push(pickupOf(k, entry));
+        } catch (err) {
+          // a Redis that lost its data (no AOF) lost the group too: made again, read next time
+          if (!String(err).includes('NOGROUP')) throw err;
+          await this.createGroup(k);
+          continue;
+        }
       }
       if (out.length >= max) break;
       const read = await this.readGroup(k, consumer, max - out.length);
@@ -409,8 +434,15 @@ export class RedisStorage implements Storage {
       ids.push(ref.id);
       byShard.set(ref.shard, ids);
     }
-    const replies = await Promise.all([...byShard].map(([k, ids]) => this.call(() => this.redis.capsHold(this.keys.pickups(k), consumer, mode, ...ids)).then((kept) => kept.map((id) => pickupMessageId(k, id)))));
-    return new Set(replies.flat());
+    // in chunks: Lua unpacks a few thousand values at most
+    const calls: Array<Promise<string[]>> = [];
+    for (const [k, ids] of byShard) {
+      for (let i = 0; i < ids.length; i += HOLD_CHUNK) {
+        const chunk = ids.slice(i, i + HOLD_CHUNK);
+        calls.push(this.call(() => this.redis.capsHold(this.keys.pickups(k), consumer, mode, ...chunk)).then((kept) => kept.map((id) => pickupMessageId(k, id))));
+      }
+    }
+    return new Set((await Promise.all(calls)).flat());
   }
 
   async queues(): Promise<QueueInfo[]> {

@@ -25,6 +25,7 @@ import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
 import { ConnectionRefusals, onlyCaps } from './refusals.js';
 import { TokenExpiry } from './expiry.js';
 import { Locations } from './locations.js';
+import { admitTrackers } from './tracking.js';
 import { Keyring } from './keyring.js';
 import { ClientLimits, DEFAULT_CONNECTION_LIMITS, clientKey } from './client-limits.js';
 import { OriginPolicy } from './origin-policy.js';
@@ -275,6 +276,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
   nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals }));
+  nsp.use(admitTrackers(storage, refusals));
   let keyringVersion = keyring?.version ?? 0;
   let keyringProblem: string | undefined;
   let retirementSwept: number | undefined;

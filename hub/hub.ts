@@ -14,6 +14,7 @@ import { handleConnection } from './connection.js';
 import { Retention } from './retention.js';
 import { pickupRoute } from './http-publish.js';
 import { shopApi } from './shop-api.js';
+import { trackingPage } from './tracking-page.js';
 import { OPENAPI } from './openapi.js';
 import { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
@@ -247,6 +248,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     res.json(OPENAPI);
   });
   app.use('/api', trackingApi({ storage, delivery, metrics, keyring, allowAnonymous }));
+  app.use(trackingPage({ storage, metrics, keyring }));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {
     res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));

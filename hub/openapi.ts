@@ -102,6 +102,14 @@ export const OPENAPI = {
         },
       },
     },
+    '/track/{token}': {
+      get: {
+        summary: "A customer's tracking page (HTML): the parcel's state, its timeline and, in transit, the driver's position, live",
+        security: [],
+        parameters: [{ name: 'token', in: 'path', required: true, schema: { type: 'string' }, description: 'a tracking link token (caps token --track, or the tracking-link route)' }],
+        responses: { '200': { description: 'The page', content: { 'text/html': {} } }, '404': { description: 'A link that does not work (expired, withdrawn, malformed) or a parcel not known: a plain page, the same for each', content: { 'text/html': {} } } },
+      },
+    },
     '/api/queues': {
       get: { summary: 'Queues, their depth and the age of their oldest message (a store token: its own)', responses: { '200': { description: 'The queues', ...json(okOf({ type: 'object' })) }, ...errors } },
     },

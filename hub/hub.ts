@@ -51,6 +51,8 @@ export interface HubOptions {
    * A page's own origin and localhost on the hub's port always may; see origin-policy.ts.
    */
   allowedOrigins?: readonly string[];
+  /** Where customers reach this hub (`https://track.example.com`), for the tracking links it mints; default: the Host each request came to. */
+  publicUrl?: string;
   /** Open lab mode: clients may connect without a token (a token, when sent, is still checked). */
   allowAnonymous?: boolean;
   /** The HMAC secret tokens are signed with. Required unless `allowAnonymous` (or `keyring`). */
@@ -243,7 +245,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
-  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
   app.get('/api/openapi.json', (_req, res) => {
     res.json(OPENAPI);
   });

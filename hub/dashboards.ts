@@ -90,9 +90,9 @@ export class Dashboards {
       .driverLoads()
       .map((d) => ({ name: d.name, holding: d.holding.filter((h) => store === undefined || h.store === store).map((h) => h.orderId) }))
       .filter((d) => store === undefined || d.holding.length > 0);
-    const clients = { vendor: 0, driver: 0, dashboard: 0, tracker: 0, unknown: 0 };
+    const clients = { vendor: 0, driver: 0, dashboard: 0, unknown: 0 };
     if (store === undefined) {
-      for (const socket of this.nsp.sockets.values()) clients[socket.data.role]++;
+      for (const socket of this.nsp.sockets.values()) if (socket.data.role !== 'tracker') clients[socket.data.role]++;
     } else {
       for (const socket of this.nsp.sockets.values()) if (socket.data.role === 'vendor' && socket.data.stores.has(store)) clients.vendor++;
       clients.driver = drivers.length;

@@ -74,7 +74,8 @@ export interface DashboardStats {
   time: string;
   /** Events the hub takes per second, all stores together: left out for a dashboard of one store. */
   eventsPerSecond?: number;
-  clients: Record<ClientRole, number>;
+  /** Tracking pages are left out (a customer's page is nobody's dashboard business); /metrics counts them. */
+  clients: Record<Exclude<ClientRole, 'tracker'>, number>;
   queues: Array<{ queue: string; depth: number; oldestAgeSeconds: number }>;
   drivers: Array<{ name: string; holding: string[] }>;
 }

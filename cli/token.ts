@@ -7,14 +7,19 @@ import { REVOKED_FILE, REVOKED_STAKES } from '../hub/keyring.js';
 import { checkPrivateFile, prepareDataFolder } from '../hub/data-folder.js';
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { nameSchema, storeNameSchema } from '../protocol/schemas.js';
+import { nameSchema, orderSchema, storeNameSchema } from '../protocol/schemas.js';
+import { trackingUrl } from '../hub/tracking.js';
 
 export const tokenCommand = {
   usage: 'caps token',
-  summary: "Mints a token signed with the hub's secret (CAPS_SECRET, or the secret file in --data). Prints the token alone on stdout, and when it expires on stderr (30 days unless --expires-in says otherwise).",
+  summary:
+    "Mints a token signed with the hub's secret (CAPS_SECRET, or the secret file in --data). Prints the token alone on stdout, and when it expires on stderr (30 days unless --expires-in says otherwise). With --track: a customer's tracking link for one parcel; the link (<url>/track/<token>) alone on stdout, the token and when it expires on stderr.",
   flags: {
-    role: { type: 'choice', description: 'what the token allows', choices: ['vendor', 'driver', 'dashboard'] },
-    store: { type: 'string', description: "the vendor's store (required for vendor); limits a dashboard to one store", placeholder: 'NAME' },
+    role: { type: 'choice', description: 'what the token allows (tracker: see --track)', choices: ['vendor', 'driver', 'dashboard', 'tracker'] },
+    track: { type: 'boolean', description: "a tracking link for one parcel (--store and --order): it opens that parcel's page and nothing else" },
+    store: { type: 'string', description: "the vendor's store (required for vendor and --track); limits a dashboard to one store", placeholder: 'NAME' },
+    order: { type: 'string', description: 'with --track: the orderId of the parcel', placeholder: 'ID' },
+    url: { type: 'string', description: "with --track: where customers reach the hub (its public URL)", placeholder: 'URL', default: 'http://127.0.0.1:3000', env: 'CAPS_PUBLIC_URL' },
     name: { type: 'string', description: "the driver's name (required for driver)", placeholder: 'NAME' },
     'expires-in': { type: 'string', description: "lifetime, e.g. 3600s, 90m, 12h, 30d, or 'never'; when it expires is printed on stderr", placeholder: 'DURATION', default: '30d' },
     data: { type: 'string', description: "the hub's data folder, where its secret file lives", placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
@@ -22,6 +27,7 @@ export const tokenCommand = {
   examples: [
     'caps token --role vendor --store acme-widgets',
     'caps token --role driver --name d1 --expires-in 12h',
+    'caps token --track --store acme-widgets --order 1042 --url https://track.example.com',
     'CAPS_TOKEN=$(caps token --role vendor --store acme-widgets) caps vendor',
   ],
 } as const satisfies CommandSpec;
@@ -54,8 +60,11 @@ export function runToken(argv: readonly string[]): Promise<number> {
       process.stderr.write(`caps token: ${text}\nRun 'caps token --help' to see the flags.\n`);
       return 2;
     };
+    if (flags.track && flags.role !== undefined && flags.role !== 'tracker') return problem(`--track makes a tracking link; it cannot be a ${flags.role} token`);
+    const role = flags.track ? 'tracker' : flags.role;
+    if (flags.order !== undefined && role !== 'tracker') return problem('--order is for --track: the parcel a tracking link opens');
     let subject: TokenSubject;
-    switch (flags.role) {
+    switch (role) {
       case 'vendor':
         if (!flags.store) return problem('--role vendor needs --store NAME');
         if (flags.name) return problem('--name is for drivers; a vendor token names a --store');
@@ -70,8 +79,21 @@ export function runToken(argv: readonly string[]): Promise<number> {
         if (flags.name) return problem('--name is for drivers');
         subject = flags.store ? { role: 'dashboard', store: flags.store } : { role: 'dashboard' };
         break;
+      case 'tracker': {
+        if (!flags.store || flags.order === undefined) return problem('--track needs --store NAME and --order ID: the one parcel it opens');
+        if (flags.name) return problem('--name is for drivers; a tracking link names a --store and an --order');
+        const orderId = orderSchema.shape.orderId.safeParse(flags.order);
+        if (!orderId.success) return problem(`--order '${flags.order}' ${orderId.error.issues[0]?.message ?? 'is not a valid orderId'}`);
+        subject = { role: 'tracker', store: flags.store, orderId: orderId.data };
+        break;
+      }
       default:
-        return problem('--role is required: vendor, driver or dashboard');
+        return problem('--role is required: vendor, driver or dashboard (or --track for a tracking link)');
+    }
+    let base: URL | undefined;
+    if (role === 'tracker') {
+      base = URL.canParse(flags.url) ? new URL(flags.url) : undefined;
+      if (!base || (base.protocol !== 'http:' && base.protocol !== 'https:')) return problem(`--url must be the hub's public http(s) URL, e.g. https://track.example.com; got '${flags.url}'`);
     }
     if (flags.store !== undefined) {
       const parsed = storeNameSchema.safeParse(flags.store);
@@ -97,10 +119,16 @@ export function runToken(argv: readonly string[]): Promise<number> {
     }
     const now = Date.now();
     const token = signToken(secret, subject, expiresInSeconds !== undefined ? { expiresInSeconds, now } : { now });
-    process.stdout.write(`${token}\n`);
     const iat = Math.floor(now / 1000);
     const claims = peekClaims(token);
     const id = `id ${claims?.jti ?? '?'} (caps token revoke --id ${claims?.jti ?? '?'}), key ${claims?.kid ?? '?'}`;
+    if (base && subject.role === 'tracker') {
+      // the link is what a shop sends its customer: alone on stdout, for LINK=$(caps token --track ...)
+      process.stdout.write(`${trackingUrl(base.href, token)}\n`);
+      process.stderr.write(`caps token: tracking link for parcel ${subject.orderId} of ${subject.store}; its token: ${token}\n`);
+    } else {
+      process.stdout.write(`${token}\n`);
+    }
     process.stderr.write(
       expiresInSeconds !== undefined
         ? `caps token: expires ${new Date((iat + expiresInSeconds) * 1000).toISOString()} (--expires-in ${flags['expires-in']}); ${id}\n`

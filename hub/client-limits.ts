@@ -18,6 +18,8 @@ export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = { total: 20_000, perT
 /** Who a client is, for its limits: its token's subject, or its address when it has none. */
 export function clientKey(auth: TokenSubject | undefined, address: string): { key: string; kind: 'token' | 'address' } {
   if (!auth) return { key: `address:${address}`, kind: 'address' };
+  // a tracking link is one parcel's: its customer's tabs count against that parcel, not the whole store
+  if (auth.role === 'tracker') return { key: `tracker:${auth.store}\u0000${auth.orderId}`, kind: 'token' };
   const who = auth.role === 'driver' ? auth.name : (auth.store ?? '*');
   return { key: `${auth.role}:${who}`, kind: 'token' };
 }

@@ -19,6 +19,7 @@ import { FLOOD_WINDOW_MS, FloodWatch } from './rate-limit.js';
 import type { ClientLimits } from './client-limits.js';
 import type { Locations } from './locations.js';
 import { LOCATION_EVERY_MS } from './locations.js';
+import { watchParcel } from './tracking.js';
 import type { CapsSocket } from './types.js';
 
 export interface ConnectionContext extends PublishContext {
@@ -57,6 +58,10 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
   } else if (claimed?.role === 'dashboard') {
     socket.data.role = 'dashboard';
     ctx.dashboards.watch(socket, 'store' in claimed ? claimed.store : undefined);
+  } else if (auth?.role === 'tracker') {
+    // a customer's tracking page: one parcel, listening only (issue 17)
+    socket.data.role = 'tracker';
+    watchParcel(socket, auth, ctx).catch((err: unknown) => logger.error('TRACKING FAILED', { socket: socket.id, error: err instanceof Error ? err.message : String(err) }));
   }
   logger.info('CONNECTED', { ...who(socket), authenticated: auth !== undefined });
   // a client that said who it is gets its backlog right away
@@ -128,6 +133,11 @@ export function handleConnection(ctx: ConnectionContext, socket: CapsSocket): vo
     const ack = typeof packet.at(-1) === 'function' ? packet.at(-1) : undefined;
     // a client may send the ack callback alone, with no payload
     const raw = packet.length > 1 && packet[1] !== ack ? packet[1] : undefined;
+    if (auth?.role === 'tracker') {
+      // before any handler reads the payload: a tracking link may only listen to its parcel
+      refuse(String(sent).slice(0, 100), 'CAPS_ERR_FORBIDDEN', "a tracking link only listens to its own parcel: it may send nothing", ack);
+      return;
+    }
     if (!lab) {
       const handler = typeof sent === 'string' ? handlers.get(sent) : undefined;
       if (handler) handler(raw, ack);
@@ -355,6 +365,7 @@ function who(socket: CapsSocket): Record<string, unknown> {
     role,
     ...(role === 'driver' ? { name } : {}),
     ...(role === 'vendor' ? { store: [...stores].join(',') } : {}),
+    ...(role === 'tracker' && socket.data.auth?.role === 'tracker' ? { store: socket.data.auth.store, parcel: socket.data.auth.orderId } : {}),
   };
 }
 

@@ -1,5 +1,6 @@
 import type { DashboardStats, DriverLocation, ParcelMessage } from '../protocol/messages.js';
-import { storeRoom } from './identity.js';
+import { parcelRoom, positionRoom, storeRoom } from './identity.js';
+import { trackingPosition } from './tracking.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
@@ -37,6 +38,7 @@ export class Dashboards {
 
   /** With several hubs, broadcast even with no dashboard here: one may be on another hub. */
   step(message: ParcelMessage): void {
+    this.track(message);
     // one hub and nobody watching: skip the encoding of a broadcast that reaches no one
     if (!this.timer && !this.clustered) return;
     const { event, store, orderId, customer, address, time, driver, seq } = message;
@@ -53,6 +55,24 @@ export class Dashboards {
     for (const { store, orderId } of held) byStore.set(store, [...(byStore.get(store) ?? []), orderId]);
     for (const [store, orderIds] of byStore) this.nsp.to(storeRoom(store)).to(storeDashboards(store)).emit('location', { ...location, orderIds });
     this.nsp.to(ALL_STORES).emit('location', location);
+    // the tracking pages of the parcels it carries in transit (held above are pickups not yet reported)
+    const room = positionRoom(location.driver);
+    if (this.clustered || this.nsp.adapter.rooms.has(room)) this.nsp.to(room).emit('tracking-position', trackingPosition(location));
+  }
+
+  /**
+   * A step to its parcel's tracking pages (what and when, nothing else); in transit, they hear its
+   * driver's position from then on, and stop once it is delivered.
+   */
+  private track(message: ParcelMessage): void {
+    const { event, store, orderId, time, driver } = message;
+    const room = parcelRoom(store, orderId);
+    // one hub: most parcels have no page open
+    if (!this.clustered && !this.nsp.adapter.rooms.has(room)) return;
+    this.nsp.to(room).emit('tracking-step', { event, time });
+    if (driver === undefined) return;
+    if (event === 'in-transit') this.nsp.in(room).socketsJoin(positionRoom(driver));
+    else if (event === 'delivered') this.nsp.in(room).socketsLeave(positionRoom(driver));
   }
 
   close(): void {
@@ -72,7 +92,7 @@ export class Dashboards {
       .filter((d) => store === undefined || d.holding.length > 0);
     const clients = { vendor: 0, driver: 0, dashboard: 0, unknown: 0 };
     if (store === undefined) {
-      for (const socket of this.nsp.sockets.values()) clients[socket.data.role]++;
+      for (const socket of this.nsp.sockets.values()) if (socket.data.role !== 'tracker') clients[socket.data.role]++;
     } else {
       for (const socket of this.nsp.sockets.values()) if (socket.data.role === 'vendor' && socket.data.stores.has(store)) clients.vendor++;
       clients.driver = drivers.length;

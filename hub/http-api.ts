@@ -41,7 +41,10 @@ export function trackingApi(options: ApiOptions): Router {
 
   api.use((req, res, next) => {
     try {
-      res.locals['caller'] = callerOf(req, options);
+      const caller = callerOf(req, options);
+      // a tracking link opens its own page (/track/<token>) and nothing of the API
+      if (caller.role === 'tracker') throw new CapsError('CAPS_ERR_FORBIDDEN', "a tracking link's token opens its tracking page only");
+      res.locals['caller'] = caller;
       next();
     } catch (err) {
       next(err);
@@ -145,7 +148,8 @@ export function callerOf(req: Request, options: Pick<ApiOptions, 'keyring' | 'al
 
 /** The one store a caller is limited to, or undefined for every store. */
 function storeScope(caller: Caller): string | undefined {
-  return caller.role === 'vendor' || caller.role === 'dashboard' ? caller.store : undefined;
+  // a tracker never gets this far (refused above); if it did, it would see its store at most
+  return caller.role === 'vendor' || caller.role === 'dashboard' || caller.role === 'tracker' ? caller.store : undefined;
 }
 
 function mayRead(caller: Caller, parcel: ParcelRecord): boolean {

@@ -14,6 +14,7 @@ import { handleConnection } from './connection.js';
 import { Retention } from './retention.js';
 import { pickupRoute } from './http-publish.js';
 import { shopApi } from './shop-api.js';
+import { trackingPage } from './tracking-page.js';
 import { OPENAPI } from './openapi.js';
 import { Metrics } from './metrics.js';
 import type { RateLimitOptions } from './rate-limit.js';
@@ -25,6 +26,7 @@ import { DEFAULT_DELIVERY, Delivery } from './delivery.js';
 import { ConnectionRefusals, onlyCaps } from './refusals.js';
 import { TokenExpiry } from './expiry.js';
 import { Locations } from './locations.js';
+import { admitTrackers } from './tracking.js';
 import { Keyring } from './keyring.js';
 import { ClientLimits, DEFAULT_CONNECTION_LIMITS, clientKey } from './client-limits.js';
 import { OriginPolicy } from './origin-policy.js';
@@ -49,6 +51,8 @@ export interface HubOptions {
    * A page's own origin and localhost on the hub's port always may; see origin-policy.ts.
    */
   allowedOrigins?: readonly string[];
+  /** Where customers reach this hub (`https://track.example.com`), for the tracking links it mints; default: the Host each request came to. */
+  publicUrl?: string;
   /** Open lab mode: clients may connect without a token (a token, when sent, is still checked). */
   allowAnonymous?: boolean;
   /** The HMAC secret tokens are signed with. Required unless `allowAnonymous` (or `keyring`). */
@@ -241,11 +245,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
-  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
   app.get('/api/openapi.json', (_req, res) => {
     res.json(OPENAPI);
   });
   app.use('/api', trackingApi({ storage, delivery, metrics, keyring, allowAnonymous }));
+  app.use(trackingPage({ storage, metrics, keyring }));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {
     res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));
@@ -275,6 +280,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   io.of('/').use(onlyCaps(refusals, CAPS_NAMESPACE));
   nsp.use(authenticate({ keyring, allowAnonymous, logger, refusals }));
+  nsp.use(admitTrackers(storage, refusals));
   let keyringVersion = keyring?.version ?? 0;
   let keyringProblem: string | undefined;
   let retirementSwept: number | undefined;

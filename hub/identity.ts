@@ -20,3 +20,16 @@ export function storeRoom(store: string): string {
 
 /** Socket.IO room of every driver. */
 export const DRIVERS_ROOM = 'drivers';
+
+/**
+ * Socket.IO room of one parcel's tracking pages. The NUL between store and orderId cannot occur in
+ * either (both refuse control characters), so no two parcels share a room.
+ */
+export function parcelRoom(store: string, orderId: string): string {
+  return `parcel:${store}\u0000${orderId}`;
+}
+
+/** Socket.IO room of the tracking pages whose parcel this driver is carrying (in transit). */
+export function positionRoom(driver: string): string {
+  return `position:${driver}`;
+}

@@ -21,6 +21,7 @@ export const hubCommand = {
       placeholder: 'LIST',
       env: 'CAPS_ALLOWED_ORIGINS',
     },
+    'public-url': { type: 'string', description: "where customers reach this hub (https://track.example.com), for the tracking links it makes over HTTP; default: the host each request came to", placeholder: 'URL', env: 'CAPS_PUBLIC_URL' },
     'allow-anonymous': { type: 'boolean', description: "open lab mode: clients may connect without a token (the course's clients); tokens sent are still checked" },
     dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver (the default with tokens); broadcast: to every connection but its sender, vendors and dashboards (the lab\'s hub; the default with --allow-anonymous)', choices: ['one', 'broadcast'] },
     store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart); --redis implies redis', choices: ['sqlite', 'memory', 'redis'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
@@ -73,6 +74,11 @@ export function runHub(argv: readonly string[]): Promise<number> {
         return 2;
       }
     }
+    const publicUrl = flags['public-url'];
+    if (publicUrl !== undefined && !/^https?:$/.test(URL.canParse(publicUrl) ? new URL(publicUrl).protocol : '')) {
+      process.stderr.write(`caps hub: --public-url must be an http(s) URL, e.g. https://track.example.com; got '${publicUrl}'\nRun 'caps hub --help' to see the flags.\n`);
+      return 2;
+    }
     // the open lab mode takes anyone who can reach the port: by default only this machine can
     const host = flags.host ?? (allowAnonymous ? '127.0.0.1' : undefined);
     if (allowAnonymous && flags.host === undefined) logger.info('LAB MODE listens on 127.0.0.1 only: --host 0.0.0.0 lets other machines in (anyone on the network, with no token)');
@@ -103,6 +109,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
         host,
         allowAnonymous,
         allowedOrigins,
+        ...(publicUrl !== undefined ? { publicUrl } : {}),
         ...(flags.dispatch ? { dispatch: flags.dispatch as 'one' | 'broadcast' } : {}),
         storage: flags.store as 'sqlite' | 'memory' | 'redis',
         ...(flags.redis ? { redisUrl: flags.redis, redisWaitReplicas: flags['redis-wait-replicas'] } : {}),

@@ -1,6 +1,6 @@
 import { CAPS_ERROR_CODES } from '../protocol/errors.js';
 import { LIMITS, PARCEL_EVENTS } from '../protocol/schemas.js';
-import { MAX_IDEMPOTENCY_KEY } from './shop-api.js';
+import { MAX_IDEMPOTENCY_KEY, MAX_TRACKING_LINK_SECONDS } from './shop-api.js';
 
 /**
  * The HTTP API as OpenAPI 3.1, served at /api/openapi.json. tests/openapi.test.ts checks it
@@ -100,6 +100,32 @@ export const OPENAPI = {
           '503': { description: 'Queue full or storage unavailable: retry', ...json(error) },
           ...errors,
         },
+      },
+    },
+    '/api/stores/{store}/parcels/{orderId}/tracking-link': {
+      post: {
+        summary: "A customer's tracking link for one parcel (/track/<token>: that parcel's page, nothing else of the store), with a vendor token of that store",
+        parameters: [pathParam('store', 'the store'), pathParam('orderId', 'the parcel')],
+        requestBody: {
+          required: false,
+          ...json({ type: 'object', properties: { expiresInSeconds: { type: 'integer', minimum: 60, maximum: MAX_TRACKING_LINK_SECONDS, default: 30 * 86_400, description: 'how long the link works' } } }),
+        },
+        responses: {
+          '201': {
+            description: 'A new link (each call mints another; caps token revoke --id <tokenId> withdraws one)',
+            ...json(okOf({ type: 'object', required: ['url', 'token', 'expiresAt'], properties: { url: { type: 'string' }, token: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' }, tokenId: { type: 'string' } } })),
+          },
+          '404': { description: 'No such parcel in this store', ...json(error) },
+          ...errors,
+        },
+      },
+    },
+    '/track/{token}': {
+      get: {
+        summary: "A customer's tracking page (HTML): the parcel's state, its timeline and, in transit, the driver's position, live",
+        security: [],
+        parameters: [{ name: 'token', in: 'path', required: true, schema: { type: 'string' }, description: 'a tracking link token (caps token --track, or the tracking-link route)' }],
+        responses: { '200': { description: 'The page', content: { 'text/html': {} } }, '404': { description: 'A link that does not work (expired, withdrawn, malformed) or a parcel not known: a plain page, the same for each', content: { 'text/html': {} } } },
       },
     },
     '/api/queues': {

@@ -38,5 +38,6 @@ function describeAuth(auth: TokenSubject | undefined): string {
   if (!auth) return 'an anonymous client';
   if (auth.role === 'vendor') return `a vendor of ${auth.store}`;
   if (auth.role === 'driver') return `driver ${auth.name}`;
+  if (auth.role === 'tracker') return "a parcel's tracking link (it only listens)";
   return 'a dashboard';
 }

@@ -1,8 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
+import type { Request } from 'express';
 import express, { Router } from 'express';
+import { z } from 'zod';
 import { CapsError } from '../protocol/errors.js';
 import { ok } from '../protocol/result.js';
-import { parsePublish } from '../protocol/schemas.js';
+import { orderSchema, parsePublish, storeNameSchema } from '../protocol/schemas.js';
+import { peekClaims, signToken } from '../protocol/token.js';
+import { trackingUrl } from './tracking.js';
 import { callerOf, timeline } from './http-api.js';
 import type { HttpPublishOptions } from './http-publish.js';
 import { publishErrors } from './http-publish.js';
@@ -11,6 +15,18 @@ import { publishStep } from './publish.js';
 
 /** Longest Idempotency-Key read (Stripe's limit). */
 export const MAX_IDEMPOTENCY_KEY = 255;
+
+/** How long a tracking link works unless the shop asks otherwise: 30 days, as `caps token`. */
+export const TRACKING_LINK_SECONDS = 30 * 86_400;
+/** The longest a shop may ask for: a year. */
+export const MAX_TRACKING_LINK_SECONDS = 365 * 86_400;
+
+export interface ShopApiOptions extends HttpPublishOptions {
+  /** Where customers reach the hub, for tracking links; default: the Host the request came to. */
+  publicUrl?: string;
+}
+
+const trackingLinkBody = z.strictObject({ expiresInSeconds: z.number().int().min(60).max(MAX_TRACKING_LINK_SECONDS).optional() });
 
 /**
  * The shop's own backend over HTTP: `POST /api/stores/:store/parcels` creates a parcel (a pickup),
@@ -22,7 +38,7 @@ export const MAX_IDEMPOTENCY_KEY = 255;
  * timeout, or after a hub restart, finds the same parcel; the same key with another body is
  * refused (422). Without either, each request makes a new parcel, with a new orderId.
  */
-export function shopApi(ctx: PublishContext, options: HttpPublishOptions): Router {
+export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
   const api = Router();
   api.post('/stores/:store/parcels', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
     const caller = callerOf(req, options);
@@ -54,8 +70,44 @@ export function shopApi(ctx: PublishContext, options: HttpPublishOptions): Route
     if (duplicate) res.set('Idempotent-Replayed', 'true');
     res.status(duplicate ? 200 : 201).json(ok({ ...timeline(parcel), status: duplicate ? 'existing' : 'created' }));
   });
+  // a customer's tracking link for one parcel (issue 17): a `tracker` token, signed like any other
+  api.post('/stores/:store/parcels/:orderId/tracking-link', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
+    const caller = callerOf(req, options);
+    const store = String(req.params['store']);
+    if (caller.role !== 'anonymous' && !(caller.role === 'vendor' && caller.store === store)) {
+      throw new CapsError('CAPS_ERR_FORBIDDEN', `tracking links of ${store}'s parcels are made with a vendor token of ${store}`);
+    }
+    const storeName = storeNameSchema.safeParse(store);
+    const orderId = orderSchema.shape.orderId.safeParse(req.params['orderId']);
+    if (!storeName.success || !orderId.success) throw new CapsError('CAPS_ERR_INVALID_QUERY', 'the path names no valid store and orderId');
+    const body = trackingLinkBody.safeParse(req.body ?? {});
+    if (!body.success) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `send nothing, or { "expiresInSeconds": 60 to ${MAX_TRACKING_LINK_SECONDS} }`);
+    // a hub without a secret (open lab mode only) has nothing to sign with
+    if (!options.keyring) throw new CapsError('CAPS_ERR_FORBIDDEN', 'this hub has no secret to sign tracking links with');
+    const parcel = await ctx.storage.parcel(storeName.data, orderId.data);
+    if (!parcel) throw new CapsError('CAPS_ERR_NOT_FOUND', `no parcel ${orderId.data} of ${storeName.data}`);
+    const expiresInSeconds = body.data.expiresInSeconds ?? TRACKING_LINK_SECONDS;
+    const token = signToken(options.keyring.current.secret, { role: 'tracker', store: storeName.data, orderId: orderId.data }, { expiresInSeconds });
+    const claims = peekClaims(token);
+    ctx.logger.info('TRACKING LINK', { store: storeName.data, orderId: orderId.data, token: claims?.jti ?? '?', via: 'http' });
+    res.status(201).json(
+      ok({
+        url: trackingUrl(options.publicUrl ?? requestOrigin(req), token),
+        token,
+        expiresAt: new Date((claims?.exp ?? 0) * 1000).toISOString(),
+        // caps token revoke --id <tokenId> withdraws the link
+        tokenId: claims?.jti,
+      }),
+    );
+  });
+  api.use('/stores/:store/parcels/:orderId/tracking-link', publishErrors(ctx, options.maxPayloadBytes, 'nothing, or { "expiresInSeconds" }'));
   api.use('/stores/:store/parcels', publishErrors(ctx, options.maxPayloadBytes, '{ "customer", "address"[, "orderId"] }'));
   return api;
+}
+
+/** The origin the request was sent to: `http://<Host>` (a hub behind TLS says its own with publicUrl). */
+function requestOrigin(req: Request): string {
+  return `${req.protocol}://${req.get('host') ?? 'localhost'}`;
 }
 
 /** The orderId a parcel created with this Idempotency-Key has: the same for every retry, on any hub. */

@@ -1,5 +1,5 @@
 import type { AckCallback } from './result.js';
-import type { ClientRole, DashboardStats, DriverLocation, GetAllResult, JoinResult, LocationInput, ParcelMessage, ParcelUpdate, PublishResult, ReceivedResult } from './messages.js';
+import type { ClientRole, DashboardStats, DriverLocation, GetAllResult, JoinResult, LocationInput, ParcelMessage, ParcelUpdate, PublishResult, ReceivedResult, TrackingPosition, TrackingStep, TrackingView } from './messages.js';
 import type { TokenSubject } from './token.js';
 import type { GetAllPayload, PublishPayload, ReceivedPayload, RoomPayload } from './schemas.js';
 
@@ -30,6 +30,12 @@ export interface ServerToClientEvents {
   stats: (stats: DashboardStats) => void;
   /** A store's vendors and dashboards: the position of a driver holding its parcels. */
   location: (location: DriverLocation) => void;
+  /** Tracking pages only: their parcel as it is, once connected (and again on each reconnect). */
+  tracking: (view: TrackingView) => void;
+  /** Tracking pages only: a step of their parcel as it is recorded. */
+  'tracking-step': (step: TrackingStep) => void;
+  /** Tracking pages only: where the driver carrying their parcel is, while it is in transit. */
+  'tracking-position': (position: TrackingPosition) => void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type

@@ -51,8 +51,8 @@ export interface GetAllResult {
   sent: number;
 }
 
-/** Who a connection is. `unknown` is a lab client that has not said yet. */
-export type ClientRole = 'vendor' | 'driver' | 'dashboard' | 'unknown';
+/** Who a connection is. `unknown` is a lab client that has not said yet; `tracker` a customer's tracking page. */
+export type ClientRole = 'vendor' | 'driver' | 'dashboard' | 'tracker' | 'unknown';
 
 /** The queue every driver takes pickups from. */
 export const DRIVER_QUEUE = 'driver';
@@ -74,7 +74,8 @@ export interface DashboardStats {
   time: string;
   /** Events the hub takes per second, all stores together: left out for a dashboard of one store. */
   eventsPerSecond?: number;
-  clients: Record<ClientRole, number>;
+  /** Tracking pages are left out (a customer's page is nobody's dashboard business); /metrics counts them. */
+  clients: Record<Exclude<ClientRole, 'tracker'>, number>;
   queues: Array<{ queue: string; depth: number; oldestAgeSeconds: number }>;
   drivers: Array<{ name: string; holding: string[] }>;
 }
@@ -96,4 +97,29 @@ export interface DriverLocation extends LocationInput {
   time: string;
   /** The parcels of the listener's store this driver holds (all it holds, for a dashboard of every store). */
   orderIds: string[];
+}
+
+/**
+ * One parcel as its tracking page sees it: its own store and orderId, where it is, and when each
+ * step happened. Never the customer, the address, the driver's name, nor anything of another parcel.
+ */
+export interface TrackingView {
+  store: string;
+  orderId: string;
+  state: ParcelEvent;
+  history: TrackingStep[];
+  /** While in transit: the latest position of the driver carrying it, if the hub has one. */
+  position?: TrackingPosition;
+}
+
+/** A step of the tracked parcel: what happened and when (ISO 8601). */
+export interface TrackingStep {
+  event: ParcelEvent;
+  time: string;
+}
+
+/** Where the driver carrying the tracked parcel is: no name, no other parcels. */
+export interface TrackingPosition extends LocationInput {
+  /** When the hub took it (ISO 8601). */
+  time: string;
 }

@@ -1,14 +1,15 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { CapsError } from './errors.js';
-import { nameSchema, storeNameSchema } from './schemas.js';
+import { nameSchema, orderSchema, storeNameSchema } from './schemas.js';
 
 /**
  * CAPS tokens: `base64url(JSON claims).base64url(HMAC-SHA256(secret, first part))`.
  * A token names a role and, for a vendor, its store; the hub takes identity from it, never from
- * a payload. Minted by `caps token` with the hub's secret.
+ * a payload. Minted by `caps token` with the hub's secret. A `tracker` token is a customer's
+ * tracking link: it names one parcel and may only watch it.
  */
-export const ROLES = ['vendor', 'driver', 'dashboard'] as const;
+export const ROLES = ['vendor', 'driver', 'dashboard', 'tracker'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Every token's bookkeeping: when it was minted and expires, the id of its key, and its own id (to revoke it). */
@@ -24,10 +25,15 @@ export const claimsSchema = z.discriminatedUnion('role', [
   z.strictObject({ ...bookkeeping, role: z.literal('vendor'), store: storeNameSchema }),
   z.strictObject({ ...bookkeeping, role: z.literal('driver'), name: nameSchema }),
   z.strictObject({ ...bookkeeping, role: z.literal('dashboard'), store: storeNameSchema.optional() }),
+  z.strictObject({ ...bookkeeping, role: z.literal('tracker'), store: storeNameSchema, orderId: orderSchema.shape.orderId }),
 ]);
 export type TokenClaims = z.infer<typeof claimsSchema>;
 
-export type TokenSubject = { role: 'vendor'; store: string } | { role: 'driver'; name: string } | { role: 'dashboard'; store?: string };
+export type TokenSubject =
+  | { role: 'vendor'; store: string }
+  | { role: 'driver'; name: string }
+  | { role: 'dashboard'; store?: string }
+  | { role: 'tracker'; store: string; orderId: string };
 
 /** Who a verified token names, without its bookkeeping (version, times). */
 export function subjectOf(claims: TokenClaims): TokenSubject {
@@ -38,6 +44,8 @@ export function subjectOf(claims: TokenClaims): TokenSubject {
       return { role: 'driver', name: claims.name };
     case 'dashboard':
       return claims.store !== undefined ? { role: 'dashboard', store: claims.store } : { role: 'dashboard' };
+    case 'tracker':
+      return { role: 'tracker', store: claims.store, orderId: claims.orderId };
   }
 }
 

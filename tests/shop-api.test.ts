@@ -10,6 +10,8 @@ import { pickupRoute } from '../hub/http-publish.js';
 import { OPENAPI } from '../hub/openapi.js';
 import type { PublishContext } from '../hub/publish.js';
 import { keyOrderId, shopApi } from '../hub/shop-api.js';
+import type { TrackingPageOptions } from '../hub/tracking-page.js';
+import { trackingPage } from '../hub/tracking-page.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { Cleanup, RawClient, startSecureHub, tokenFor } from './helpers/hub.js';
 
@@ -108,6 +110,7 @@ describe('the OpenAPI document', () => {
       ...routesOf(trackingApi({} as ApiOptions), '/api'),
       ...routesOf(shopApi(ctx, options), '/api'),
       ...routesOf(pickupRoute(ctx, options), ''),
+      ...routesOf(trackingPage({} as TrackingPageOptions), ''),
       // the hub's own, outside the routers
       'GET /api/openapi.json',
       'GET /healthz',

@@ -10,7 +10,7 @@ import { Lines } from './wait.js';
 export const CAPS_JS = fileURLToPath(new URL('../../dist/cli/caps.js', import.meta.url));
 
 /** Environment variables the CLI reads as flag defaults: removed so the caller's shell cannot change a test. */
-const CLI_ENV = ['PORT', 'CAPS_URL', 'CAPS_STORE', 'CAPS_DRIVER', 'CAPS_TOKEN', 'CAPS_SECRET', 'CAPS_DATA', 'CAPS_STORE_KIND', 'REDIS_URL'] as const;
+const CLI_ENV = ['PORT', 'CAPS_URL', 'CAPS_STORE', 'CAPS_DRIVER', 'CAPS_TOKEN', 'CAPS_SECRET', 'CAPS_DATA', 'CAPS_STORE_KIND', 'REDIS_URL', 'CAPS_PUBLIC_URL'] as const;
 
 export interface Exit {
   code: number | null;

@@ -29,6 +29,8 @@ const COLORS = [36, 33, 35, 32, 34, 31];
 const HUB_START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
 const LISTENING = /listening on (http:\/\/\S+)/;
+/** A pickup in the hub's log (human format): its store and orderId. */
+const FIRST_PICKUP = /EVENT: \{ event: 'pickup'.*?store: '([^']+)'.*?orderId: '([^']+)'/;
 
 const HINT =
   "Type 'stop driver-1' and 'stop driver-2' to build a backlog, 'start driver-1' to drain it, " +
@@ -269,10 +271,18 @@ export function runDemo(argv: readonly string[]): Promise<number> {
     }
     const stop = untilSignal();
     let hubUrl: string | undefined;
+    let tracked = false;
     const listening = new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`the hub did not report listening within ${HUB_START_TIMEOUT_MS} ms`)), HUB_START_TIMEOUT_MS);
       // a demo: its hub listens on this machine only (--host 127.0.0.1), and runs authenticated
       const hub = add('hub', () => ['hub', '--port', String(hubPort ?? flags.port), '--host', '127.0.0.1', '--data', flags.data], (line) => {
+        // the first parcel gets a tracking link, as a shop would give its customer
+        const pickup = hubUrl && !tracked ? FIRST_PICKUP.exec(line) : null;
+        if (pickup?.[1] && pickup[2]) {
+          tracked = true;
+          const token = signToken(secret, { role: 'tracker', store: pickup[1], orderId: pickup[2] }, { expiresInSeconds: 7 * 86_400 });
+          say(`Tracking link for order ${pickup[2]} of ${pickup[1]} (what its customer would see): ${hubUrl}/track/${token}`);
+        }
         const match = LISTENING.exec(line);
         if (match?.[1] && !hubUrl) {
           hubUrl = match[1];

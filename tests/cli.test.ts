@@ -330,6 +330,13 @@ describe('caps demo', () => {
     const { demo, port, children } = await startDemo();
     await demo.lines.waitFor(/^\[[\w-]+\]\s+VENDOR: Thank you for delivering \S+/, 'a vendor in the demo to thank a driver', 15_000);
     await expect(healthz(port)).resolves.toBe(200);
+    // one tracking link, for the first parcel: its page opens
+    const [tracking] = await demo.lines.waitFor(/^\[demo\]\s+Tracking link for order \S+ of \S+ \(what its customer would see\): (http:\/\/\S+)$/, 'the demo to print a tracking link');
+    const link = /(http:\/\/\S+)$/.exec(tracking ?? '')?.[1] ?? '';
+    const page = await fetch(link);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain(/Tracking link for order (\S+)/.exec(tracking ?? '')?.[1] ?? 'an order id');
+    expect(demo.lines.matching(/Tracking link for order/)).toHaveLength(1);
 
     await expectCleanStop(demo, port, { children });
     expect(demo.lines.matching(/^\[demo\]\s+stopping all processes$/)).toHaveLength(1);

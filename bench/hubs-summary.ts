@@ -45,8 +45,10 @@ export interface HubsRun {
   errors: number;
   outstanding: number;
   firstError?: string;
-  /** WARN and ERROR lines of the hubs' logs, and what they wrote on stderr (the first few). */
+  /** WARN and ERROR lines of the hubs' logs, grouped, and what they wrote on stderr (the first few). */
   hubWarnings: string[];
+  /** `WARN BACKLOG ... waiting="drivers busy"` lines of the hubs' logs (a single SQLite hub logs them under a closed loop too): counted only. */
+  busyBacklogLines: number;
 }
 
 export interface RatedHubsRun extends HubsRun {
@@ -137,6 +139,7 @@ export function hubsMedians(rated: readonly RatedHubsRun[]): RatedHubsRun[] {
       errors: runs.reduce((n, r) => n + r.errors, 0),
       outstanding: runs.reduce((n, r) => n + r.outstanding, 0),
       hubWarnings: runs.flatMap((r) => r.hubWarnings).slice(0, 10),
+      busyBacklogLines: runs.reduce((n, r) => n + r.busyBacklogLines, 0),
       throughputRatio: m((r) => r.throughputRatio),
       hubCpuRatio: m((r) => r.hubCpuRatio),
       redisCpuRatio: m((r) => r.redisCpuRatio),
@@ -192,6 +195,8 @@ export function projectedCeiling(redisCpuUs: number, primaries: number): { perPr
 /** The machine's hypervisor took more than this share of its CPU time: the run is not one to compare. */
 const STEAL_WARNING = 0.05;
 const TOP_COMMANDS = 10;
+/** An open loop that delivers less than this share of its rate is saturated. */
+const SATURATED = 0.9;
 
 /** The targets met or missed, the ratios, the projected ceiling and the warnings, from the rows (medians with --repeat). */
 export function hubsVerdicts(rows: readonly RatedHubsRun[], cpus: number): string[] {
@@ -234,8 +239,12 @@ export function hubsVerdicts(rows: readonly RatedHubsRun[], cpus: number): strin
   if (rows.length > 0 && cpus < most + 3) {
     lines.push(`note: ${most} hub${most === 1 ? '' : 's'}, the idle hub, Redis and the load generator share this machine's ${cpus} CPUs: throughput is bounded by the machine; the per-parcel figures are the ones to compare`);
   }
+  const busy = rows.reduce((n, r) => n + r.busyBacklogLines, 0);
+  if (busy > 0) lines.push(`note: the hubs logged ${formatNumber(busy)} 'WARN BACKLOG queue=driver ... waiting="drivers busy"' lines in all (a single SQLite hub logs them too under a closed loop): not listed`);
   for (const r of rows) {
     const what = runLabel(r);
+    if (r.loop === 'open' && r.rate !== undefined && r.parcelsPerSecond < r.rate * SATURATED)
+      lines.push(`warning: ${what} delivered ${formatNumber(r.parcelsPerSecond)} of the ${formatNumber(r.rate)} parcels/s offered: saturated; its per-parcel figures include work on parcels not delivered within the window`);
     if (r.errors > 0) lines.push(`warning: ${what} had ${r.errors} errors; first: ${r.firstError ?? '?'}`);
     if (!(r.parcels > 0)) lines.push(`warning: ${what} delivered no parcel in the measured window`);
     if (r.loadCpu > 0.9) lines.push(`warning: the load generator used ${formatNumber(r.loadCpu * 100)}% of a core in ${what}: it may be the limit, not the hubs`);

@@ -112,26 +112,37 @@ export function redisHubArgs(port: number, dataDir: string, redis: BenchRedisSet
 
 /** What every bench hub logs, being started in open lab mode (--allow-anonymous): not a warning about the run. */
 const EXPECTED = /^WARN OPEN LAB MODE /;
+/** What a hub logs under a closed loop whatever its storage (a single SQLite hub too): counted, not listed. */
+const UNDER_LOAD = /^WARN BACKLOG queue=driver .*waiting="drivers busy"/;
 
 /**
- * The WARN and ERROR lines of hub logs, grouped by hub and kind (`WARN BACKLOG`) with a count and
- * the first of each, the expected ones left out. Pure, so it is tested alone.
+ * The WARN and ERROR lines of a hub's log, grouped by kind (`WARN BACKLOG`) with a count and the
+ * first of each, those logged once the hub was stopping marked so; the open lab mode's left out and
+ * the drivers-busy BACKLOG lines only counted. Pure, so it is tested alone.
  */
-export function groupWarnings(hub: number, text: string): string[] {
+export function groupWarnings(hub: number, text: string): { lines: string[]; busyBacklog: number } {
   const kinds = new Map<string, { count: number; first: string }>();
+  let busyBacklog = 0;
+  let stopping = false;
   for (const line of text.split('\n')) {
+    if (line.startsWith('STOPPING')) stopping = true;
     if (!(line.startsWith('WARN ') || line.startsWith('ERROR ')) || EXPECTED.test(line)) continue;
-    const kind = /^(WARN|ERROR) [A-Z][A-Z0-9 _-]*?(?= [a-z]|$)/.exec(line)?.[0] ?? line.slice(0, 40);
+    if (UNDER_LOAD.test(line)) {
+      busyBacklog++;
+      continue;
+    }
+    const kind = (/^(WARN|ERROR) [A-Z][A-Z0-9 _-]*?(?= [a-z]|$)/.exec(line)?.[0] ?? line.slice(0, 40)) + (stopping ? ' (while stopping)' : '');
     const seen = kinds.get(kind);
     if (seen) seen.count++;
     else kinds.set(kind, { count: 1, first: line });
   }
-  return [...kinds].map(([kind, { count, first }]) => `hub ${hub}: ${kind} ×${count}; first: ${first}`);
+  return { lines: [...kinds].map(([kind, { count, first }]) => `hub ${hub}: ${kind} ×${count}; first: ${first}`), busyBacklog };
 }
 
 /** The hubs' log warnings (groupWarnings) and what they wrote on stderr; logs with any are kept in `keepDir`, the others removed with the run's folder. */
-export function hubWarnings(logs: readonly string[], servers: readonly Server[], keepDir: string): string[] {
+export function hubWarnings(logs: readonly string[], servers: readonly Server[], keepDir: string): { lines: string[]; busyBacklog: number } {
   const found: string[] = [];
+  let busyBacklog = 0;
   logs.forEach((log, i) => {
     let text = '';
     try {
@@ -139,13 +150,15 @@ export function hubWarnings(logs: readonly string[], servers: readonly Server[],
     } catch {
       return;
     }
-    const lines = [...groupWarnings(i + 1, text), ...(servers[i]?.stderr ?? []).map((s) => `hub ${i + 1}: stderr: ${s}`)];
+    const grouped = groupWarnings(i + 1, text);
+    busyBacklog += grouped.busyBacklog;
+    const lines = [...grouped.lines, ...(servers[i]?.stderr ?? []).map((s) => `hub ${i + 1}: stderr: ${s}`)];
     if (lines.length === 0) return;
     mkdirSync(keepDir, { recursive: true });
     renameSync(log, join(keepDir, `hub-${i + 1}.log`));
     found.push(...lines);
   });
-  return found.slice(0, WARNINGS_KEPT);
+  return { lines: found.slice(0, WARNINGS_KEPT), busyBacklog };
 }
 
 async function runOnce(flags: Flags, kind: RedisKind, hubs: number, loop: Loop, round: number, out: string, running: Running, progress: Progress, name: string): Promise<HubsRun> {
@@ -160,7 +173,7 @@ async function runOnce(flags: Flags, kind: RedisKind, hubs: number, loop: Loop, 
   const logs: string[] = [];
   let stopHubs: (() => Promise<void>) | undefined;
   let probe: RedisProbe | undefined;
-  let measured: Omit<HubsRun, 'hubWarnings'> | undefined;
+  let measured: Omit<HubsRun, 'hubWarnings' | 'busyBacklogLines'> | undefined;
   let failure: unknown;
   try {
     // the serving hubs, then the idle one
@@ -269,8 +282,8 @@ async function runOnce(flags: Flags, kind: RedisKind, hubs: number, loop: Loop, 
   running.folders.delete(dir);
   if (failure !== undefined || !measured) {
     const message = failure instanceof Error ? failure.message : String(failure);
-    throw new Error(warnings.length > 0 ? `${message}\n  ${warnings.join('\n  ')}` : message, { cause: failure });
+    throw new Error(warnings.lines.length > 0 ? `${message}\n  ${warnings.lines.join('\n  ')}` : message, { cause: failure });
   }
   if (existsSync(keepDir)) process.stderr.write(`caps bench: ${name}: the hubs logged warnings; their logs: ${keepDir}\n`);
-  return { ...measured, hubWarnings: warnings };
+  return { ...measured, hubWarnings: warnings.lines, busyBacklogLines: warnings.busyBacklog };
 }

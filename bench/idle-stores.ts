@@ -198,7 +198,7 @@ async function idleOnce(flags: FlagValues<typeof benchCommand>, kind: RedisKind,
     await stopHub?.();
     await stopRedis();
   }
-  const warnings = hub ? hubWarnings([log], [hub], join(out, 'hub-logs', `idle-${stores}-stores-${Date.now()}`)) : [];
+  const warnings = hub ? hubWarnings([log], [hub], join(out, 'hub-logs', `idle-${stores}-stores-${Date.now()}`)).lines : [];
   rmSync(dir, { recursive: true, force: true });
   running.folders.delete(dir);
   if (failure !== undefined || !measured) {

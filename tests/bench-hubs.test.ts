@@ -35,6 +35,7 @@ function run(hubs: number, round: number, figures: Partial<HubsRun> = {}): HubsR
     errors: 0,
     outstanding: 64,
     hubWarnings: [],
+    busyBacklogLines: 0,
     ...figures,
   };
 }
@@ -98,9 +99,25 @@ describe('bench arithmetic for several hubs', () => {
   });
 
   it('groups the hubs’ warnings by kind, without the open lab mode’s', () => {
-    const log = ['WARN OPEN LAB MODE (--allow-anonymous): anyone', 'EVENT: pickup', 'WARN BACKLOG queue=driver depth=16', 'WARN BACKLOG queue=driver depth=64', 'ERROR PICKUP READ FAILED error="x"'].join('\n');
-    expect(groupWarnings(2, log)).toEqual(['hub 2: WARN BACKLOG ×2; first: WARN BACKLOG queue=driver depth=16', 'hub 2: ERROR PICKUP READ FAILED ×1; first: ERROR PICKUP READ FAILED error="x"']);
-    expect(groupWarnings(1, 'WARN OPEN LAB MODE (--allow-anonymous): x\nLISTENING')).toEqual([]);
+    const log = [
+      'WARN OPEN LAB MODE (--allow-anonymous): anyone',
+      'EVENT: pickup',
+      'WARN BACKLOG queue=driver depth=16 waiting="drivers busy"',
+      'WARN BACKLOG queue=driver depth=64 waiting="drivers busy"',
+      'WARN BACKLOG queue=bench-store-1 depth=1 waiting="no vendor online"',
+      'ERROR PICKUP READ FAILED error="x"',
+      'STOPPING signal=SIGTERM',
+      'WARN PICKUP READ FAILED error="Redis: Connection is closed."',
+    ].join('\n');
+    expect(groupWarnings(2, log)).toEqual({
+      lines: [
+        'hub 2: WARN BACKLOG ×1; first: WARN BACKLOG queue=bench-store-1 depth=1 waiting="no vendor online"',
+        'hub 2: ERROR PICKUP READ FAILED ×1; first: ERROR PICKUP READ FAILED error="x"',
+        'hub 2: WARN PICKUP READ FAILED (while stopping) ×1; first: WARN PICKUP READ FAILED error="Redis: Connection is closed."',
+      ],
+      busyBacklog: 2,
+    });
+    expect(groupWarnings(1, 'WARN OPEN LAB MODE (--allow-anonymous): x\nLISTENING')).toEqual({ lines: [], busyBacklog: 0 });
   });
 
   it('says an idle cost grew only past its share and its noise floor', () => {

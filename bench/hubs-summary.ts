@@ -249,7 +249,19 @@ export function hubsVerdicts(rows: readonly RatedHubsRun[], cpus: number): strin
     if (!(r.parcels > 0)) lines.push(`warning: ${what} delivered no parcel in the measured window`);
     if (r.loadCpu > 0.9) lines.push(`warning: the load generator used ${formatNumber(r.loadCpu * 100)}% of a core in ${what}: it may be the limit, not the hubs`);
     if (r.steal > STEAL_WARNING) lines.push(`warning: the hypervisor took ${formatNumber(r.steal * 100, 1)}% of this machine's CPU time during ${what}: its figures are not comparable`);
-    for (const w of r.hubWarnings) lines.push(`warning: hub log (${what}): ${w}`);
   }
+  // the same kind of hub log line in many runs: one line, with the runs it came up in
+  const kinds = new Map<string, { runs: string[]; count: number; first: string }>();
+  for (const r of rows) {
+    for (const w of r.hubWarnings) {
+      const match = /^hub \d+: (.*?) ×(\d+); first: (.*)$/.exec(w);
+      const kind = match?.[1] ?? w.replace(/^hub \d+: /, '');
+      const seen = kinds.get(kind) ?? { runs: [], count: 0, first: match?.[3] ?? w };
+      if (!seen.runs.includes(runLabel(r))) seen.runs.push(runLabel(r));
+      seen.count += Number(match?.[2] ?? 1);
+      kinds.set(kind, seen);
+    }
+  }
+  for (const [kind, { runs, count, first }] of kinds) lines.push(`warning: hub logs: ${kind} ×${count} (${runs.join('; ')}); first: ${first}`);
   return lines;
 }

@@ -42,6 +42,8 @@ export interface HubsRun {
   bytesPerParcel: number;
   loadCpu: number;
   steal: number;
+  /** Share of the machine's CPU time (all cores) that processes outside the run kept busy meanwhile. */
+  otherCpu: number;
   errors: number;
   outstanding: number;
   firstError?: string;
@@ -136,6 +138,7 @@ export function hubsMedians(rated: readonly RatedHubsRun[]): RatedHubsRun[] {
       bytesPerParcel: m((r) => r.bytesPerParcel),
       loadCpu: m((r) => r.loadCpu),
       steal: m((r) => r.steal),
+      otherCpu: m((r) => r.otherCpu),
       errors: runs.reduce((n, r) => n + r.errors, 0),
       outstanding: runs.reduce((n, r) => n + r.outstanding, 0),
       hubWarnings: runs.flatMap((r) => r.hubWarnings).slice(0, 10),
@@ -163,7 +166,7 @@ function runLabel(r: HubsRun): string {
 
 /** The rows as an aligned text table; ratios to the one-hub run of the same loop. */
 export function formatHubsTable(rows: readonly RatedHubsRun[]): string {
-  const header = ['run', 'parcels/s', '× 1 hub', 'p50 ms', 'p99 ms', 'hub CPU µs/parcel', '× 1 hub', 'idle hub µs/parcel', 'Redis CPU µs/parcel', '× 1 hub', 'Redis cmds/parcel', 'Redis B/parcel', 'load CPU', 'steal', 'errors'];
+  const header = ['run', 'parcels/s', '× 1 hub', 'p50 ms', 'p99 ms', 'hub CPU µs/parcel', '× 1 hub', 'idle hub µs/parcel', 'Redis CPU µs/parcel', '× 1 hub', 'Redis cmds/parcel', 'Redis B/parcel', 'load CPU', 'steal', 'others', 'errors'];
   const lines = rows.map((r) => [
     runLabel(r),
     formatNumber(r.parcelsPerSecond),
@@ -179,6 +182,7 @@ export function formatHubsTable(rows: readonly RatedHubsRun[]): string {
     formatNumber(r.bytesPerParcel),
     `${formatNumber(r.loadCpu * 100)}%`,
     `${formatNumber(r.steal * 100, 1)}%`,
+    `${formatNumber(r.otherCpu * 100)}%`,
     String(r.errors),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((row) => (row[i] ?? '').length)));
@@ -194,6 +198,8 @@ export function projectedCeiling(redisCpuUs: number, primaries: number): { perPr
 
 /** The machine's hypervisor took more than this share of its CPU time: the run is not one to compare. */
 const STEAL_WARNING = 0.05;
+/** Other processes kept more than this share of the machine busy: the run is not one to compare. */
+const OTHERS_WARNING = 0.1;
 const TOP_COMMANDS = 10;
 /** An open loop that delivers less than this share of its rate is saturated. */
 const SATURATED = 0.9;
@@ -248,6 +254,8 @@ export function hubsVerdicts(rows: readonly RatedHubsRun[], cpus: number): strin
     if (r.errors > 0) lines.push(`warning: ${what} had ${r.errors} errors; first: ${r.firstError ?? '?'}`);
     if (!(r.parcels > 0)) lines.push(`warning: ${what} delivered no parcel in the measured window`);
     if (r.loadCpu > 0.9) lines.push(`warning: the load generator used ${formatNumber(r.loadCpu * 100)}% of a core in ${what}: it may be the limit, not the hubs`);
+    if (r.otherCpu > OTHERS_WARNING)
+      lines.push(`warning: processes outside the run kept ${formatNumber(r.otherCpu * 100)}% of this machine's CPU busy during ${what}${r.rounds > 1 ? ' (median of its rounds)' : ''}: its figures are not comparable`);
     if (r.steal > STEAL_WARNING) lines.push(`warning: the hypervisor took ${formatNumber(r.steal * 100, 1)}% of this machine's CPU time during ${what}: its figures are not comparable`);
   }
   // the same kind of hub log line in many runs: one line, with the runs it came up in

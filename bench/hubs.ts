@@ -19,10 +19,19 @@ import { capsHubArgs, freePort, Progress, Running, startServer, waitListening } 
 import type { Server } from './processes.js';
 import { CLUSTER_PRIMARIES, PROBE_CALLS, RedisProbe, startRedisOf, ticksOf } from './redis-probe.js';
 import type { BenchRedisSetup, RedisKind, RedisSample } from './redis-probe.js';
-import { formatNumber, ticksPerItemUs } from './stats.js';
+import { busyTicksOf, formatNumber, othersShare, ticksPerItemUs } from './stats.js';
 import type { Loop } from './summary.js';
 
 type Flags = FlagValues<typeof benchCommand>;
+
+/** The machine's busy and total CPU ticks, from /proc/stat; undefined where it cannot be read. */
+function busyTicks(): { total: number; busy: number } | undefined {
+  try {
+    return busyTicksOf(readFileSync('/proc/stat', 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
 
 /** Hub log lines kept per run (WARN, ERROR, stderr). */
 const WARNINGS_KEPT = 10;
@@ -209,16 +218,22 @@ async function runOnce(flags: Flags, kind: RedisKind, hubs: number, loop: Loop, 
       protocol: 'caps',
     };
     interface Mark {
+      at: number;
       hubs: number;
       idle: number;
       redis: number[];
+      self: number;
+      machine: { total: number; busy: number } | undefined;
       info: Promise<RedisSample>;
     }
     const p = probe;
     const mark = (): Mark => ({
+      at: performance.now(),
       hubs: ticksOf(serving.map((s) => s.pid)).reduce((a, b) => a + b, 0),
       idle: ticksOf([idle.pid])[0] ?? Number.NaN,
       redis: ticksOf(redis.pids),
+      self: ticksOf([process.pid])[0] ?? Number.NaN,
+      machine: busyTicks(),
       info: p.sample(),
     });
     let start: Mark | undefined;
@@ -244,6 +259,9 @@ async function runOnce(flags: Flags, kind: RedisKind, hubs: number, loop: Loop, 
     const redisTicks = end.redis.map((t, i) => t - (start?.redis[i] ?? Number.NaN));
     const redisTotal = redisTicks.reduce((a, b) => a + b, 0);
     const commands = windowCommands(s, e, PROBE_CALLS);
+    // the load generator's ticks, from its share of a core over the window
+    const loadTicks = result.loadCpu * ((end.at - start.at) / 1000) * 100;
+    const ours = end.hubs - start.hubs + (end.idle - start.idle) + redisTotal + (end.self - start.self) + loadTicks;
     const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
     measured = {
       redis: kind,
@@ -265,6 +283,7 @@ async function runOnce(flags: Flags, kind: RedisKind, hubs: number, loop: Loop, 
       bytesPerParcel: result.load.delivered > 0 ? (sum(after.usedMemory) - sum(before.usedMemory)) / result.load.delivered : Number.NaN,
       loadCpu: result.loadCpu,
       steal: result.steal,
+      otherCpu: othersShare(start.machine, end.machine, ours),
       errors: result.load.errors,
       outstanding: result.load.outstanding,
       ...(result.load.firstError ? { firstError: result.load.firstError } : {}),

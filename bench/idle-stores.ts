@@ -5,7 +5,7 @@
  * vendor (of a store of its own) connected, no traffic: Redis commands/s, hub and Redis CPU over
  * IDLE_WINDOW_MS. Neither should grow with N.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 import type { Socket } from 'socket.io-client';
@@ -19,7 +19,7 @@ import { Progress, Running, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
 import { CLUSTER_PRIMARIES, PROBE_CALLS, RedisProbe, startRedisOf, ticksOf } from './redis-probe.js';
 import type { RedisKind } from './redis-probe.js';
-import { formatNumber } from './stats.js';
+import { busyTicksOf, formatNumber, othersShare } from './stats.js';
 
 /** The measured window of each idle run. */
 export const IDLE_WINDOW_MS = 5_000;
@@ -38,6 +38,8 @@ export interface IdleRun {
   /** CPU ms per second of wall time (10 = 1% of a core). */
   hubCpuMsPerSecond: number;
   redisCpuMsPerSecond: number;
+  /** Share of the machine's CPU time that processes outside the run kept busy meanwhile. */
+  otherCpu: number;
   hubWarnings: string[];
 }
 
@@ -70,6 +72,7 @@ export async function runIdleStores(flags: FlagValues<typeof benchCommand>, out:
             .map(([name, c]) => `${name} ${formatNumber(c, 1)}`)
             .join(', ')}\n`,
       );
+      if (run.otherCpu > 0.1) process.stdout.write(`warning: processes outside the run kept ${formatNumber(run.otherCpu * 100)}% of this machine's CPU busy during idle, ${formatNumber(stores)} stores: its figures are not comparable\n`);
       for (const w of run.hubWarnings) process.stdout.write(`warning: hub log (idle, ${formatNumber(stores)} stores): ${w}\n`);
     }
   } catch (err) {
@@ -171,7 +174,13 @@ async function idleOnce(flags: FlagValues<typeof benchCommand>, kind: RedisKind,
     progress.update(`${name}: settling for ${flags.warmup} s`);
     await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
     progress.update(`${name}: measuring for ${IDLE_WINDOW_MS / 1000} s`);
-    const mark = (): { at: number; hub: number; redis: number } => ({ at: performance.now(), hub: ticksOf([h.pid])[0] ?? Number.NaN, redis: sum(ticksOf(redis.pids)) });
+    const mark = (): { at: number; hub: number; redis: number; self: number; machine: ReturnType<typeof busyTicksOf> } => ({
+      at: performance.now(),
+      hub: ticksOf([h.pid])[0] ?? Number.NaN,
+      redis: sum(ticksOf(redis.pids)),
+      self: ticksOf([process.pid])[0] ?? Number.NaN,
+      machine: busyTicksOf(readFileSync('/proc/stat', 'utf8')),
+    });
     const a = mark();
     const s = await probe.sample();
     await new Promise((resolve) => setTimeout(resolve, IDLE_WINDOW_MS));
@@ -189,6 +198,7 @@ async function idleOnce(flags: FlagValues<typeof benchCommand>, kind: RedisKind,
       // ticks are 10 ms each
       hubCpuMsPerSecond: ((b.hub - a.hub) * 10) / seconds,
       redisCpuMsPerSecond: ((b.redis - a.redis) * 10) / seconds,
+      otherCpu: othersShare(a.machine, b.machine, b.hub - a.hub + (b.redis - a.redis) + (b.self - a.self)),
     };
   } catch (err) {
     failure = err;

@@ -121,3 +121,22 @@ export function ticksPerItemUs(ticks: number, items: number, ticksPerSecond = 10
   if (!(items > 0) || !Number.isFinite(ticks)) return Number.NaN;
   return (ticks / ticksPerSecond) * 1e6 / items;
 }
+
+/** The machine's CPU time from `/proc/stat`'s first line, in clock ticks: all of it, and what was busy (neither idle, iowait nor steal). */
+export function busyTicksOf(statText: string): { total: number; busy: number } | undefined {
+  const line = statText.split('\n').find((l) => l.startsWith('cpu '));
+  if (!line) return undefined;
+  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (f.length < 8 || f.some((n) => !Number.isFinite(n))) return undefined;
+  const total = f.reduce((a, b) => a + b, 0);
+  return { total, busy: total - (f[3] ?? 0) - (f[4] ?? 0) - (f[7] ?? 0) };
+}
+
+/**
+ * The share of the machine's CPU time (all cores) that processes other than `oursTicks` kept busy
+ * between two samples: another job on the machine makes a run's figures not comparable. NaN without two samples.
+ */
+export function othersShare(before: { total: number; busy: number } | undefined, after: { total: number; busy: number } | undefined, oursTicks: number): number {
+  if (!before || !after || after.total <= before.total) return Number.NaN;
+  return Math.max(0, (after.busy - before.busy - oursTicks) / (after.total - before.total));
+}

@@ -7,7 +7,7 @@ import type { HubsRun } from '../bench/hubs-summary.js';
 import { formatHubsTable, hubsMedians, hubsVerdicts, projectedCeiling, rateHubs, windowCommands } from '../bench/hubs-summary.js';
 import { grewWith } from '../bench/idle-stores.js';
 import { PROBE_CALLS } from '../bench/redis-probe.js';
-import { callsDelta, commandCallsOf, infoNumber, ticksPerItemUs } from '../bench/stats.js';
+import { busyTicksOf, callsDelta, commandCallsOf, infoNumber, othersShare, ticksPerItemUs } from '../bench/stats.js';
 import { runCli } from './helpers/cli.js';
 
 const latency = { count: 10, p50: 5, p90: 8, p99: 10, max: 12, mean: 6 };
@@ -32,6 +32,7 @@ function run(hubs: number, round: number, figures: Partial<HubsRun> = {}): HubsR
     bytesPerParcel: 2000,
     loadCpu: 0.2,
     steal: 0,
+    otherCpu: 0.01,
     errors: 0,
     outstanding: 64,
     hubWarnings: [],
@@ -89,7 +90,18 @@ describe('bench arithmetic for several hubs', () => {
     expect(verdicts.some((l) => l.startsWith('projected ceiling per shard (2 hubs on redis, closed loop): 1e6 / 500 µs = 2,000 parcels/s per Redis primary'))).toBe(true);
     expect(verdicts.some((l) => l.startsWith('idle hub (no clients) CPU per parcel (2 hubs on redis, closed loop): 60.0 µs, 9% of a serving hub'))).toBe(true);
     const table = formatHubsTable(rows);
-    expect(table).toMatch(/^2 hubs, redis, closed +480 +1\.20× +5\.00 +10\.00 +1,300 +1\.30× +60\.0 +500 +1\.00× +40\.0 +2,000 +20% +0\.0% +0$/m);
+    expect(table).toMatch(/^2 hubs, redis, closed +480 +1\.20× +5\.00 +10\.00 +1,300 +1\.30× +60\.0 +500 +1\.00× +40\.0 +2,000 +20% +0\.0% +1% +0$/m);
+  });
+
+  it('tells what other processes kept the machine busy with, from /proc/stat', () => {
+    const before = busyTicksOf('cpu  100 0 50 800 10 0 5 35 20 0\n');
+    const after = busyTicksOf('cpu  300 0 150 1300 10 0 5 35 0 0\n');
+    expect(before).toEqual({ total: 1000, busy: 155 });
+    expect(after).toEqual({ total: 1800, busy: 455 });
+    // 300 ticks busy in 800, 100 of them the run's own
+    expect(othersShare(before, after, 100)).toBe(0.25);
+    expect(othersShare(before, after, 400)).toBe(0);
+    expect(othersShare(undefined, after, 0)).toBeNaN();
   });
 
   it('projects the ceiling of one primary and of a cluster whose stores spread evenly', () => {

@@ -122,14 +122,18 @@ export function ticksPerItemUs(ticks: number, items: number, ticksPerSecond = 10
   return (ticks / ticksPerSecond) * 1e6 / items;
 }
 
-/** The machine's CPU time from `/proc/stat`'s first line, in clock ticks: all of it, and what was busy (neither idle, iowait nor steal). */
+/**
+ * The machine's CPU time from `/proc/stat`'s first line, in clock ticks: all of it, and what
+ * processes kept busy (user, nice, system: not idle, iowait, steal, nor irq and softirq, which the
+ * kernel does not charge to a process, so that the run's own loopback traffic is not counted as another's).
+ */
 export function busyTicksOf(statText: string): { total: number; busy: number } | undefined {
   const line = statText.split('\n').find((l) => l.startsWith('cpu '));
   if (!line) return undefined;
   const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
   if (f.length < 8 || f.some((n) => !Number.isFinite(n))) return undefined;
   const total = f.reduce((a, b) => a + b, 0);
-  return { total, busy: total - (f[3] ?? 0) - (f[4] ?? 0) - (f[7] ?? 0) };
+  return { total, busy: (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) };
 }
 
 /**

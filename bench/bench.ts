@@ -10,6 +10,8 @@ import { runCommand, UsageError } from '../cli/args.js';
 import { renderChart } from './chart.js';
 import { runBacklog } from './backlog.js';
 import { runConnections } from './connections.js';
+import { runHubs } from './hubs.js';
+import { runIdleStores } from './idle-stores.js';
 import type { BenchProtocol, LoadConfig, LoadResult, LoadToParent } from './protocol.js';
 import { capsHubArgs, cpuTicks, forkChild, freePort, LOAD_JS, machineTicks, memory, Progress, RELAY_JS, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
@@ -31,7 +33,8 @@ export const benchCommand = {
     'Prints parcels/s, events/s, pickup→delivered latency, hub CPU, peak RSS and the machine\'s steal time, with ratios to the relay of the same run; writes JSON and an SVG chart. ' +
     'With --repeat N: every run N times, medians reported. ' +
     'With --connections N: N idle drivers instead, hub RSS per connection, then a hub restart and the time until all are back and replayed. ' +
-    'With --backlog N: N stores whose vendors are offline, each with M notifications on disk; the hub\'s RSS and restart time on them, and the other stores\' throughput against an empty folder.',
+    'With --backlog N: N stores whose vendors are offline, each with M notifications on disk; the hub\'s RSS and restart time on them, and the other stores\' throughput against an empty folder. ' +
+    'With --store redis --hubs N [--cluster]: N hubs on one Redis (or a Redis Cluster), costs per parcel against one hub; with --idle-stores N: an idle hub\'s cost with N stores in Redis.',
   flags: {
     vendors: { type: 'integer', description: 'vendor connections (one store each)', placeholder: 'V', default: 4, min: 1, max: 1000 },
     drivers: { type: 'integer', description: 'driver connections; they ack each pickup and publish in-transit and delivered at once', placeholder: 'D', default: 4, min: 1, max: 1000 },
@@ -63,10 +66,38 @@ export const benchCommand = {
     },
     'backlog-messages': { type: 'integer', description: 'backlog mode: notifications waiting per store (in-transit and delivered of half as many parcels)', placeholder: 'M', default: 100, min: 2, max: 100000 },
     queued: { type: 'integer', description: 'connections mode: messages queued (unacknowledged) when the hub is restarted', placeholder: 'M', default: 1000, min: 0, max: 100000 },
+    hubs: {
+      type: 'integer',
+      description:
+        'with --store redis: N caps hub processes on one Redis (+1 idle hub with no clients), vendors and drivers spread round-robin over them; per parcel: hub CPU, Redis CPU, commands and memory, with ratios to one hub on the same Redis, run in the same rounds',
+      placeholder: 'N',
+      default: 1,
+      min: 1,
+      max: 8,
+    },
+    cluster: { type: 'boolean', description: 'with --hubs or --idle-stores: a Redis Cluster of 3 primaries (caps hub --redis-cluster) instead of one redis-server' },
+    'idle-stores': {
+      type: 'integer',
+      description: 'with --store redis: an idle hub\'s Redis commands/s and CPU (one driver, one vendor, no traffic) with no stores, then with N stores (10000 is the target) each holding one queued vendor message',
+      placeholder: 'N',
+      min: 1,
+      max: 1000000,
+    },
     out: { type: 'string', description: 'folder for results.json, chart.svg (and CPU profiles)', placeholder: 'DIR', default: 'bench-results' },
-    'cpu-prof': { type: 'boolean', description: 'write a V8 CPU profile of each CAPS hub run into --out (open in Chrome DevTools or speedscope)' },
+    'cpu-prof': { type: 'boolean', description: 'write a V8 CPU profile of each CAPS hub run (with --hubs, of every hub, the idle one too) into --out (open in Chrome DevTools or speedscope)' },
   },
-  examples: ['npm run bench', 'caps bench --repeat 5', 'caps bench --protocol lab --repeat 5', 'caps bench --store redis --seconds 20', 'caps bench --inflight 0 --rate 2000', 'caps bench --connections 10000', 'caps bench --backlog 10000 --repeat 3'],
+  examples: [
+    'npm run bench',
+    'caps bench --repeat 5',
+    'caps bench --protocol lab --repeat 5',
+    'caps bench --store redis --seconds 20',
+    'caps bench --inflight 0 --rate 2000',
+    'caps bench --connections 10000',
+    'caps bench --backlog 10000 --repeat 3',
+    'caps bench --store redis --hubs 2 --repeat 3',
+    'caps bench --store redis --hubs 4 --cluster',
+    'caps bench --store redis --idle-stores 10000',
+  ],
 } as const satisfies CommandSpec;
 
 type Flags = FlagValues<typeof benchCommand>;
@@ -81,8 +112,21 @@ export function runBench(argv: readonly string[]): Promise<number> {
       process.stderr.write(`caps bench: ${err.message}\nRun 'caps bench --help' to see the flags.\n`);
       return 2;
     }
+    const given = (flag: string): boolean => argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
+    const hubsMode = given('hubs') || flags.cluster === true;
+    const idleStores = flags['idle-stores'] !== undefined;
+    if ((hubsMode || idleStores) && flags.store !== 'redis') {
+      process.stderr.write(`caps bench: ${idleStores ? '--idle-stores' : given('hubs') ? '--hubs' : '--cluster'} needs --store redis\nRun 'caps bench --help' to see the flags.\n`);
+      return 2;
+    }
+    if ((hubsMode || idleStores) && (flags.protocol !== 'caps' || flags.connections !== undefined || flags.backlog !== undefined)) {
+      process.stderr.write(`caps bench: --hubs, --cluster and --idle-stores run CAPS's own protocol, on their own (not with --protocol lab, --connections or --backlog)\nRun 'caps bench --help' to see the flags.\n`);
+      return 2;
+    }
     const out = resolve(flags.out);
     mkdirSync(out, { recursive: true });
+    if (idleStores) return runIdleStores(flags, out);
+    if (hubsMode) return runHubs(flags, out);
     if (flags.connections !== undefined) return runConnections(flags, out);
     if (flags.backlog !== undefined) return runBacklog(flags, out);
     return runThroughput(flags, targets, out);
@@ -200,8 +244,18 @@ async function runOne(flags: Flags, target: Target, loop: Loop, out: string): Pr
   }
 }
 
+/** What a caller of drive() watches besides `server` (several hubs: the others, and its own samples of the measured window). */
+export interface DriveWatch {
+  /** Further servers whose exit fails the run, as the server's does. */
+  also?: readonly Server[];
+  /** Called as the measured window starts, right after drive()'s own CPU samples. */
+  onMeasureStart?(): void;
+  /** Called as it ends, right after them. */
+  onMeasureEnd?(): void;
+}
+
 /** Runs the load generator against `server`; `alsoPid`: a process whose CPU counts with the server's (its redis-server). */
-export async function drive(config: LoadConfig, server: Server, progress: Progress, name: string, alsoPid?: number): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number; steal: number }> {
+export async function drive(config: LoadConfig, server: Server, progress: Progress, name: string, alsoPid?: number, watch: DriveWatch = {}): Promise<{ load: LoadResult; serverCpu: number; loadCpu: number; steal: number }> {
   const child = forkChild(LOAD_JS, config);
   const deadline = config.warmupMs + config.measureMs + 30_000;
   let mark: { at: number; server: number; load: number; machine: MachineTicks | undefined } | undefined;
@@ -220,11 +274,13 @@ export async function drive(config: LoadConfig, server: Server, progress: Progre
         switch (message.type) {
           case 'measure-start':
             mark = sample();
+            watch.onMeasureStart?.();
             last = { at: 0, parcels: 0 };
             break;
           case 'measure-end':
             if (mark) {
               const now = sample();
+              watch.onMeasureEnd?.();
               cpu = { server: cpuShare(mark.server, now.server, now.at - mark.at), load: cpuShare(mark.load, now.load, now.at - mark.at), steal: stealShare(mark.machine, now.machine) };
             }
             break;
@@ -253,7 +309,9 @@ export async function drive(config: LoadConfig, server: Server, progress: Progre
         clearTimeout(timer);
         reject(new Error(`the load generator exited (code ${code}) before reporting`));
       });
-      void server.exited.then((code) => reject(new Error(`the server exited (code ${code}) under load: ${server.stderr.slice(-5).join(' | ')}`)));
+      for (const watched of [server, ...(watch.also ?? [])]) {
+        void watched.exited.then((code) => reject(new Error(`the server (pid ${watched.pid}) exited (code ${code}) under load: ${watched.stderr.slice(-5).join(' | ')}`)));
+      }
     });
     return { load, serverCpu: cpu.server, loadCpu: cpu.load, steal: cpu.steal };
   } finally {

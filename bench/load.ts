@@ -27,6 +27,10 @@ const config = JSON.parse(process.argv[2] ?? '{}') as LoadConfig;
 const send = (message: LoadToParent): void => {
   process.send?.(message);
 };
+// the bench went away mid-run (killed, interrupted): nobody is left to report to
+process.on('disconnect', () => {
+  if (!stopped) process.exit(1);
+});
 
 const CUSTOMER = 'Bench Customer';
 const ADDRESS = '1 Benchmark Road, Testville';
@@ -35,6 +39,7 @@ const CONNECT_TIMEOUT_MS = 15_000;
 let measuring = false;
 let stopped = false;
 let parcels = 0;
+let delivered = 0;
 let events = 0;
 let errors = 0;
 let firstError: string | undefined;
@@ -45,8 +50,14 @@ function problem(text: string): void {
   firstError ??= text;
 }
 
-function connect(auth: Record<string, string>): Socket {
-  return io(`${config.url}/caps`, { auth, transports: ['websocket'], forceNew: true, reconnection: false, timeout: CONNECT_TIMEOUT_MS });
+/** The hub of the i-th vendor or driver: with several, round-robin. */
+function urlOf(i: number): string {
+  const urls = config.urls ?? [];
+  return urls.length > 0 ? (urls[i % urls.length] ?? config.url) : config.url;
+}
+
+function connect(auth: Record<string, string>, url: string): Socket {
+  return io(`${url}/caps`, { auth, transports: ['websocket'], forceNew: true, reconnection: false, timeout: CONNECT_TIMEOUT_MS });
 }
 
 function connected(socket: Socket): Promise<void> {
@@ -69,9 +80,12 @@ class BenchVendor {
   readonly started = new Map<string, number>();
   private n = 0;
 
-  constructor(readonly store: string) {
+  constructor(
+    readonly store: string,
+    url: string,
+  ) {
     // a lab vendor says nothing in the handshake: it joins its store's room
-    this.socket = connect(lab ? {} : { role: 'vendor', store });
+    this.socket = connect(lab ? {} : { role: 'vendor', store }, url);
     if (lab) this.socket.emit('join', store);
     this.socket.on('in-transit', (m: Parcel, ack?: Ack) => {
       if (measuring) events++;
@@ -85,6 +99,7 @@ class BenchVendor {
       const t0 = this.started.get(orderId);
       if (t0 === undefined) return; // a copy of one already counted
       this.started.delete(orderId);
+      delivered++;
       if (measuring) {
         events++;
         parcels++;
@@ -119,7 +134,7 @@ class BenchVendor {
 
 /** The course's driver: joins the pool, says received, and re-emits the pickup as its two steps. */
 function startLabDriver(): Socket {
-  const socket = connect({});
+  const socket = connect({}, urlOf(0));
   socket.emit('join', 'driver');
   socket.on('pickup', (m: Parcel) => {
     if (measuring) events += 3;
@@ -130,8 +145,8 @@ function startLabDriver(): Socket {
   return socket;
 }
 
-function startDriver(name: string): Socket {
-  const socket = connect({ role: 'driver', name });
+function startDriver(name: string, url: string): Socket {
+  const socket = connect({ role: 'driver', name }, url);
   const stepAck = (r: AckResultLike): void => {
     if (r?.ok) {
       if (measuring) events++;
@@ -149,8 +164,8 @@ function startDriver(name: string): Socket {
 
 async function main(): Promise<void> {
   // the lab's hub sends every pickup to every driver: its protocol has one
-  const drivers = lab ? [startLabDriver()] : Array.from({ length: config.drivers }, (_, i) => startDriver(`bench-driver-${i + 1}`));
-  const vendors = Array.from({ length: config.vendors }, (_, i) => new BenchVendor(`bench-store-${i + 1}`));
+  const drivers = lab ? [startLabDriver()] : Array.from({ length: config.drivers }, (_, i) => startDriver(`bench-driver-${i + 1}`, urlOf(i)));
+  const vendors = Array.from({ length: config.vendors }, (_, i) => new BenchVendor(`bench-store-${i + 1}`, urlOf(i)));
   const sockets = [...drivers, ...vendors.map((v) => v.socket)];
   await Promise.all(sockets.map(connected));
   for (const socket of sockets) socket.on('disconnect', (reason) => !stopped && problem(`disconnected: ${reason}`));
@@ -193,7 +208,7 @@ async function main(): Promise<void> {
 
   let outstanding = 0;
   for (const vendor of vendors) outstanding += vendor.started.size;
-  const result: LoadResult = { parcels, events, seconds, latency: summarize(latencies), errors, outstanding, ...(firstError ? { firstError } : {}) };
+  const result: LoadResult = { parcels, delivered, events, seconds, latency: summarize(latencies), errors, outstanding, ...(firstError ? { firstError } : {}) };
   send({ type: 'result', result });
   for (const socket of sockets) socket.disconnect();
   process.disconnect?.();

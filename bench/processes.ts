@@ -2,7 +2,7 @@
 import type { BenchProtocol } from './protocol.js';
 import { fork, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { cpuTicksOf, machineTicksOf, statusKb } from './stats.js';
@@ -24,9 +24,16 @@ export interface Server {
   kill(): Promise<void>;
 }
 
-/** Starts a server process; its stdout (a line per event) is discarded, not parsed. */
-export function startServer(args: readonly string[], nodeArgs: readonly string[] = []): Server {
-  const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Starts a server process; its stdout (a line per event) is discarded, not parsed, or written to `stdoutFile` (read after the run). */
+export function startServer(args: readonly string[], nodeArgs: readonly string[] = [], stdoutFile?: string): Server {
+  const fd = stdoutFile === undefined ? undefined : openSync(stdoutFile, 'w');
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', fd ?? 'ignore', 'pipe'] });
+  } finally {
+    // the child has its own copy
+    if (fd !== undefined) closeSync(fd);
+  }
   const stderr: string[] = [];
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr.push(...chunk.split('\n').filter((l) => l !== ''));
@@ -157,5 +164,54 @@ export class Progress {
   done(): void {
     if (this.tty && this.last > 0) process.stderr.write('\r\x1b[2K');
     this.last = 0;
+  }
+}
+
+/**
+ * What a bench mode has running (hubs, redis-servers), stopped in one go: at its end, and when the
+ * bench itself is interrupted (SIGINT, SIGTERM). A Ctrl-C in a terminal reaches the children too;
+ * a signal to the bench alone would otherwise leave them running.
+ */
+export class Running {
+  private readonly stops = new Set<() => Promise<void>>();
+  private readonly onSignal = (signal: NodeJS.Signals): void => {
+    if (this.interrupted) return; // a second Ctrl-C while stopping: still stopping
+    this.interrupted = true;
+    process.stderr.write(`\ncaps bench: ${signal}: stopping what it started\n`);
+    void this.stopAll()
+      .then(() => {
+        for (const dir of this.folders) rmSync(dir, { recursive: true, force: true });
+      })
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  /** Folders of the runs in progress, removed once everything is stopped after a signal. */
+  readonly folders = new Set<string>();
+  private interrupted = false;
+
+  constructor() {
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+  }
+
+  /** Registers a stop; the returned function runs it (once) and forgets it. */
+  add(stop: () => Promise<void>): () => Promise<void> {
+    let once: Promise<void> | undefined;
+    const run = (): Promise<void> => {
+      once ??= stop().finally(() => this.stops.delete(run));
+      return once;
+    };
+    this.stops.add(run);
+    return run;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.allSettled([...this.stops].map((stop) => stop()));
+  }
+
+  /** Stops what is left and stops listening for signals. */
+  async close(): Promise<void> {
+    await this.stopAll();
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
   }
 }

@@ -3,6 +3,8 @@ import type { LatencySummary } from './stats.js';
 
 export interface LoadConfig {
   url: string;
+  /** Several hubs: vendor i connects to urls[i % n], driver j to urls[j % n] (`url` is then unused). */
+  urls?: string[];
   vendors: number;
   drivers: number;
   /** Closed loop: parcels each vendor keeps in flight. */
@@ -26,6 +28,8 @@ export type BenchProtocol = 'caps' | 'lab';
 export interface LoadResult {
   /** Parcels whose `delivered` reached their vendor inside the measured window. */
   parcels: number;
+  /** Parcels whose `delivered` reached their vendor over the whole run, warm-up included. */
+  delivered: number;
   /** Socket.IO events carried in the window: publishes acknowledged plus messages received. */
   events: number;
   seconds: number;

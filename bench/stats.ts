@@ -89,3 +89,58 @@ export function formatNumber(n: number, digits = 0): string {
   if (!Number.isFinite(n)) return '–';
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
+
+/** `calls=` of each command in the text of `INFO commandstats` (`cmdstat_xadd:calls=3,usec=...`), by lower-case name. */
+export function commandCallsOf(infoText: string): Map<string, number> {
+  const calls = new Map<string, number>();
+  for (const match of infoText.matchAll(/^cmdstat_([^:\s]+):calls=(\d+)/gm)) {
+    const name = match[1];
+    if (name !== undefined) calls.set(name.toLowerCase(), Number(match[2]));
+  }
+  return calls;
+}
+
+/** A number field (`used_memory:1234`) of the text of `INFO`; NaN when missing. */
+export function infoNumber(infoText: string, field: string): number {
+  const match = new RegExp(`^${field}:(\\d+(?:\\.\\d+)?)\\r?$`, 'm').exec(infoText);
+  return match?.[1] !== undefined ? Number(match[1]) : Number.NaN;
+}
+
+/** Each command's calls in `after` less those in `before` (a command first seen in `after` counts from 0). */
+export function callsDelta(before: ReadonlyMap<string, number>, after: ReadonlyMap<string, number>): Map<string, number> {
+  const delta = new Map<string, number>();
+  for (const [name, n] of after) {
+    const d = n - (before.get(name) ?? 0);
+    if (d > 0) delta.set(name, d);
+  }
+  return delta;
+}
+
+/** CPU time in clock ticks (100 per second) as microseconds per item; NaN without items. */
+export function ticksPerItemUs(ticks: number, items: number, ticksPerSecond = 100): number {
+  if (!(items > 0) || !Number.isFinite(ticks)) return Number.NaN;
+  return (ticks / ticksPerSecond) * 1e6 / items;
+}
+
+/**
+ * The machine's CPU time from `/proc/stat`'s first line, in clock ticks: all of it, and what
+ * processes kept busy (user, nice, system: not idle, iowait, steal, nor irq and softirq, which the
+ * kernel does not charge to a process, so that the run's own loopback traffic is not counted as another's).
+ */
+export function busyTicksOf(statText: string): { total: number; busy: number } | undefined {
+  const line = statText.split('\n').find((l) => l.startsWith('cpu '));
+  if (!line) return undefined;
+  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (f.length < 8 || f.some((n) => !Number.isFinite(n))) return undefined;
+  const total = f.reduce((a, b) => a + b, 0);
+  return { total, busy: (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) };
+}
+
+/**
+ * The share of the machine's CPU time (all cores) that processes other than `oursTicks` kept busy
+ * between two samples: another job on the machine makes a run's figures not comparable. NaN without two samples.
+ */
+export function othersShare(before: { total: number; busy: number } | undefined, after: { total: number; busy: number } | undefined, oursTicks: number): number {
+  if (!before || !after || after.total <= before.total) return Number.NaN;
+  return Math.max(0, (after.busy - before.busy - oursTicks) / (after.total - before.total));
+}

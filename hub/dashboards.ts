@@ -4,10 +4,12 @@ import { trackingPosition } from './tracking.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
+import type { SharedWatchers } from './watchers.js';
 
 const ALL_STORES = 'dashboards';
 const storeDashboards = (store: string): string => `dashboards:${store}`;
 const STATS_EVERY_MS = 1_000;
+const PARCEL_ROOM = parcelRoom('', '').slice(0, parcelRoom('', '').indexOf(':') + 1);
 
 /**
  * The live feed for dashboards: every recorded step as it happens (not queued: a dashboard
@@ -23,11 +25,26 @@ export class Dashboards {
     private readonly nsp: CapsNamespace,
     private readonly delivery: Delivery,
     private readonly metrics: Metrics,
-    private readonly clustered: boolean,
+    /** Several hubs: whether anyone watches on any hub (absent: one hub). */
+    private readonly shared?: SharedWatchers,
   ) {}
+
+  /** True when a broadcast may reach someone: a watcher here, or (several hubs) on some hub. */
+  private watchedAnywhere(room?: string): boolean {
+    if (this.shared) return this.shared.anywhere();
+    return room === undefined ? this.timer !== undefined : this.nsp.adapter.rooms.has(room);
+  }
+
+  /** Dashboards and tracking pages connected to this hub. */
+  localWatchers(): number {
+    let n = 0;
+    for (const [room, members] of this.nsp.adapter.rooms) if (room === ALL_STORES || room.startsWith(`${ALL_STORES}:`) || room.startsWith(PARCEL_ROOM)) n += members.size;
+    return n;
+  }
 
   watch(socket: CapsSocket, store: string | undefined): void {
     void socket.join(store === undefined ? ALL_STORES : storeDashboards(store));
+    this.shared?.arrived();
     if (!this.timer) {
       this.timer = setInterval(() => this.tick(), STATS_EVERY_MS);
       // prevents the timer from keeping the process alive
@@ -36,11 +53,11 @@ export class Dashboards {
     socket.emit('stats', this.stats(store));
   }
 
-  /** With several hubs, broadcast even with no dashboard here: one may be on another hub. */
+  /** With several hubs, broadcast while a dashboard is open on any hub. */
   step(message: ParcelMessage): void {
     this.track(message);
-    // one hub and nobody watching: skip the encoding of a broadcast that reaches no one
-    if (!this.timer && !this.clustered) return;
+    // nobody watching: skip the encoding of a broadcast that reaches no one
+    if (!this.watchedAnywhere()) return;
     const { event, store, orderId, customer, address, time, driver, seq } = message;
     const update = { event, store, orderId, customer, address, time, seq, ...(driver !== undefined ? { driver } : {}) };
     this.nsp.to(ALL_STORES).to(storeDashboards(store)).emit('parcel', update);
@@ -54,10 +71,10 @@ export class Dashboards {
     const byStore = new Map<string, string[]>();
     for (const { store, orderId } of held) byStore.set(store, [...(byStore.get(store) ?? []), orderId]);
     for (const [store, orderIds] of byStore) this.nsp.to(storeRoom(store)).to(storeDashboards(store)).emit('location', { ...location, orderIds });
-    this.nsp.to(ALL_STORES).emit('location', location);
+    if (this.watchedAnywhere(ALL_STORES)) this.nsp.to(ALL_STORES).emit('location', location);
     // the tracking pages of the parcels it carries in transit (held above are pickups not yet reported)
     const room = positionRoom(location.driver);
-    if (this.clustered || this.nsp.adapter.rooms.has(room)) this.nsp.to(room).emit('tracking-position', trackingPosition(location));
+    if (this.watchedAnywhere(room)) this.nsp.to(room).emit('tracking-position', trackingPosition(location));
   }
 
   /**
@@ -67,8 +84,8 @@ export class Dashboards {
   private track(message: ParcelMessage): void {
     const { event, store, orderId, time, driver } = message;
     const room = parcelRoom(store, orderId);
-    // one hub: most parcels have no page open
-    if (!this.clustered && !this.nsp.adapter.rooms.has(room)) return;
+    // most parcels have no page open
+    if (!this.watchedAnywhere(room)) return;
     this.nsp.to(room).emit('tracking-step', { event, time });
     if (driver === undefined) return;
     if (event === 'in-transit') this.nsp.in(room).socketsJoin(positionRoom(driver));

@@ -598,7 +598,10 @@ export class Delivery {
           this.saturated = added >= room;
           if (added > 0) this.noteBacklog(DRIVER_QUEUE, this.drivers().length);
         },
-        (err: unknown) => this.logger.warn('PICKUP READ FAILED', { error: err instanceof Error ? err.message : String(err) }),
+        (err: unknown) => {
+          // closing: the storage went first
+          if (!this.closed) this.logger.warn('PICKUP READ FAILED', { error: err instanceof Error ? err.message : String(err) });
+        },
       )
       .finally(() => {
         this.pulling = false;

@@ -35,6 +35,7 @@ import { MemoryStorage } from './storage/memory-storage.js';
 import { SqliteStorage } from './storage/sqlite-storage.js';
 import { RedisStorage, redisClient } from './storage/redis-storage.js';
 import { RedisFeed } from './redis-feed.js';
+import { SharedWatchers } from './watchers.js';
 import type { Cluster, Redis } from 'ioredis';
 import { createAdapter } from '@socket.io/redis-streams-adapter';
 import type { Storage, StorageKind } from './storage/storage.js';
@@ -208,7 +209,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     ...(options.window ? { window: options.window } : {}),
   };
   const delivery = new Delivery(io.of(CAPS_NAMESPACE), storage, logger, deliveryOptions, metrics, feed);
-  const dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, feed !== undefined);
+  // several hubs: live updates cross hubs only while someone watches on one of them
+  const watchers = feed && storage instanceof RedisStorage ? new SharedWatchers(storage.redis, `${storage.keys.prefix}{watchers}`, feed.hubId, () => dashboards.localWatchers()) : undefined;
+  const dashboards: Dashboards = new Dashboards(io.of(CAPS_NAMESPACE), delivery, metrics, watchers);
+  watchers?.start();
   const retention = new Retention(storage, logger, { retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS, everyMs: options.pruneEveryMs ?? 60_000 });
   const allowAnonymous = options.allowAnonymous === true;
 
@@ -266,6 +270,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     });
   } catch (err) {
     delivery.close();
+    watchers?.stop();
     await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
     throw err;
   }
@@ -353,6 +358,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     close() {
       closing ??= (async () => {
         delivery.close();
+        watchers?.stop();
         // several hubs: what this hub read for its drivers goes to the other hubs now, not once idle
         await delivery.releaseAll();
         dashboards.close();

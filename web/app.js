@@ -25,10 +25,23 @@
     $('status-dot').className = `dot ${kind}`;
   }
 
+  /** The API's refusal: its code and message (never a stack trace on the page). */
+  class ApiError extends Error {
+    constructor(code, detail) {
+      super(`${code}: ${detail}`);
+      this.code = code;
+    }
+  }
+
   async function api(path) {
     const res = await fetch(`/api${path}`, { headers });
-    const body = await res.json();
-    if (!body.ok) throw new Error(`${body.error.code}: ${body.error.message}`);
+    let body;
+    try {
+      body = await res.json();
+    } catch {
+      throw new ApiError(`HTTP ${res.status}`, 'the hub did not answer with JSON');
+    }
+    if (!body?.ok) throw new ApiError(String(body?.error?.code ?? `HTTP ${res.status}`), String(body?.error?.message ?? 'no message'));
     return body.data;
   }
 
@@ -76,6 +89,7 @@
     card.dataset.orderId = parcel.orderId;
     card.dataset.store = parcel.store;
     card.dataset.state = parcel.state;
+    if (isFound(parcel)) card.classList.add('found');
     card.setAttribute('aria-label', `Parcel ${parcel.orderId} for ${parcel.customer}: ${parcel.state}. Open its timeline.`);
     const id = document.createElement('span');
     id.className = 'id';
@@ -139,6 +153,219 @@
     }
   }
 
+  // ── search by order id ──────────────────────────────────────────────────────
+  const ORDER = ['pickup', 'in-transit', 'delivered'];
+  const STATE_WORDS = new Map(STATES);
+  const EVENT_WORDS = new Map([['pickup', 'Ready for pickup'], ['in-transit', 'Picked up, in transit'], ['delivered', 'Delivered']]);
+  /**
+   * The search shown: its order id, the parcels found (one per store), `pending` while the API has
+   * not answered (live steps heard meanwhile are kept in `heard` and applied to the answer).
+   */
+  const search = { orderId: undefined, results: [], error: undefined, pending: false, heard: [], seq: 0 };
+
+  function isFound(parcel) {
+    return search.orderId !== undefined && parcel.orderId === search.orderId && search.results.some((r) => r.store === parcel.store);
+  }
+
+  function cardOf(store, orderId) {
+    return document.querySelector(`.card[data-store="${CSS.escape(store)}"][data-order-id="${CSS.escape(orderId)}"]`);
+  }
+
+  /** Each parcel with this order id the token may see: the API answers one, and takes ?store= for the others. */
+  async function findAll(orderId) {
+    const path = `/packages/${encodeURIComponent(orderId)}`;
+    const orNone = (err) => {
+      if (err instanceof ApiError && err.code === 'CAPS_ERR_NOT_FOUND') return undefined;
+      throw err;
+    };
+    const first = await api(path).catch(orNone);
+    if (!first) return [];
+    // several stores may use the same order id: ask each other store this token may list
+    let stores = [];
+    try {
+      ({ stores } = await api('/stores'));
+    } catch {
+      // a token that may not list stores sees the one parcel
+    }
+    const others = stores.map((s) => s.store).filter((store) => store !== first.store);
+    const found = [first];
+    // a few at a time, as a browser opens a few connections per host
+    const workers = Array.from({ length: Math.min(4, others.length) }, async () => {
+      for (let store = others.shift(); store !== undefined; store = others.shift()) {
+        const p = await api(`${path}?store=${encodeURIComponent(store)}`).catch(orNone);
+        if (p) found.push(p);
+      }
+    });
+    await Promise.all(workers);
+    return found.sort((a, b) => a.store.localeCompare(b.store));
+  }
+
+  async function runSearch(raw, { refresh = false } = {}) {
+    const orderId = raw.trim();
+    if (!orderId) {
+      closeSearch();
+      return;
+    }
+    const seq = ++search.seq;
+    Object.assign(search, { orderId, pending: true, heard: [] });
+    if (!refresh) {
+      Object.assign(search, { results: [], error: undefined });
+      $('search-summary').textContent = `Searching for order id ${orderId}…`;
+      $('search-panel').hidden = true;
+      markCards();
+    }
+    let results;
+    let error;
+    try {
+      results = await findAll(orderId);
+    } catch (err) {
+      error = err instanceof ApiError ? err : new ApiError('network', err instanceof Error ? err.message : String(err));
+    }
+    // a newer search (or a close) replaced this one
+    if (seq !== search.seq) return;
+    Object.assign(search, { results: results ?? [], error, pending: false });
+    for (const u of search.heard) applyStep(u);
+    search.heard = [];
+    renderSearch();
+    markCards({ scroll: !refresh });
+  }
+
+  function closeSearch() {
+    search.seq++;
+    Object.assign(search, { orderId: undefined, results: [], error: undefined, pending: false, heard: [] });
+    $('search-summary').textContent = '';
+    $('search-panel').hidden = true;
+    $('search-results').replaceChildren();
+    markCards();
+  }
+
+  /** A live step of a parcel found: added to its timeline (once), never moving it backwards. */
+  function applyStep(u) {
+    const p = search.results.find((r) => r.store === u.store);
+    if (!p) return false;
+    if (!p.history.some((h) => h.event === u.event && h.time === u.time)) {
+      p.history.push({ event: u.event, time: u.time, ...(u.driver !== undefined ? { driver: u.driver } : {}) });
+      p.history.sort((a, b) => ORDER.indexOf(a.event) - ORDER.indexOf(b.event) || String(a.time).localeCompare(String(b.time)));
+    }
+    if (ORDER.indexOf(u.event) >= ORDER.indexOf(p.state)) {
+      p.state = u.event;
+      if (u.driver !== undefined) p.driver = u.driver;
+    }
+    return true;
+  }
+
+  function followSearch(u) {
+    if (search.orderId === undefined || u.orderId !== search.orderId) return;
+    if (search.pending) {
+      search.heard.push(u);
+      return;
+    }
+    if (applyStep(u)) {
+      renderSearch();
+      markCards();
+    } else {
+      // a parcel with this order id this search had not found (a new one, or another store's): ask again
+      void runSearch(search.orderId, { refresh: true });
+    }
+  }
+
+  function markCards({ scroll = false } = {}) {
+    for (const card of document.querySelectorAll('.card.found')) card.classList.remove('found');
+    let first;
+    for (const r of search.results) {
+      const card = cardOf(r.store, r.orderId);
+      if (!card) continue;
+      card.classList.add('found');
+      first ??= card;
+    }
+    if (scroll) first?.scrollIntoView({ block: 'center' });
+  }
+
+  function field(dl, term, value) {
+    const dt = document.createElement('dt');
+    dt.textContent = term;
+    const dd = document.createElement('dd');
+    dd.textContent = value;
+    dl.append(dt, dd);
+    return dd;
+  }
+
+  function renderSearch() {
+    const { orderId, results, error } = search;
+    if (error) {
+      $('search-summary').textContent = `Could not search for order id ${orderId}: ${error.message}`;
+      $('search-panel').hidden = true;
+      $('search-results').replaceChildren();
+      return;
+    }
+    if (results.length === 0) {
+      $('search-summary').textContent = `No parcel with order id ${orderId}`;
+      $('search-panel').hidden = true;
+      $('search-results').replaceChildren();
+      return;
+    }
+    $('search-summary').textContent =
+      results.length === 1
+        ? `Order id ${orderId}: ${STATE_WORDS.get(results[0].state) ?? results[0].state} (${results[0].store})`
+        : `Order id ${orderId}: ${results.length} parcels, in ${results.map((r) => r.store).join(', ')}`;
+    $('search-title').textContent = `Order id ${orderId}`;
+    $('search-results').replaceChildren(
+      ...results.map((p) => {
+        const article = document.createElement('article');
+        article.className = 'found-parcel';
+        article.dataset.store = p.store;
+        article.dataset.orderId = p.orderId;
+        article.dataset.state = p.state;
+        const dl = document.createElement('dl');
+        dl.className = 'found-fields';
+        field(dl, 'Store', p.store);
+        field(dl, 'Order id', p.orderId);
+        field(dl, 'State', STATE_WORDS.get(p.state) ?? p.state).className = 'found-state';
+        field(dl, 'Customer', p.address ? `${p.customer}, ${p.address}` : p.customer);
+        const steps = document.createElement('ol');
+        steps.className = 'steps';
+        steps.setAttribute('aria-label', `Timeline of ${p.orderId} (${p.store})`);
+        steps.append(
+          ...p.history.map((step) => {
+            const li = document.createElement('li');
+            li.dataset.event = step.event;
+            const what = document.createElement('span');
+            what.className = 'event';
+            what.textContent = EVENT_WORDS.get(step.event) ?? step.event;
+            const when = document.createElement('time');
+            when.dateTime = step.time;
+            when.textContent = ` ${new Date(step.time).toLocaleString()}`;
+            li.append(what, when);
+            if (step.driver) {
+              const who = document.createElement('span');
+              who.className = 'driver';
+              who.textContent = ` · driver ${step.driver}`;
+              li.append(who);
+            }
+            return li;
+          }),
+        );
+        article.append(dl, steps);
+        return article;
+      }),
+    );
+    $('search-panel').hidden = false;
+  }
+
+  $('search-form').addEventListener('submit', (event) => {
+    // never a navigation (the page's CSP has form-action 'none')
+    event.preventDefault();
+    void runSearch($('search-id').value);
+  });
+  $('search-id').addEventListener('input', () => {
+    if ($('search-id').value.trim() === '') closeSearch();
+  });
+  $('search-close').addEventListener('click', () => {
+    $('search-id').value = '';
+    closeSearch();
+    $('search-id').focus();
+  });
+
   function renderStats(stats) {
     $('eps').textContent = stats.eventsPerSecond === undefined ? '—' : String(stats.eventsPerSecond);
     $('driver-count').textContent = String(stats.clients.driver);
@@ -186,6 +413,9 @@
       setStatus(`cannot reach the hub: ${err.message}`, 'down');
     }
   });
-  socket.on('parcel', (u) => upsert({ store: u.store, orderId: u.orderId, customer: u.customer, address: u.address, state: u.event, time: u.time, driver: u.driver }));
+  socket.on('parcel', (u) => {
+    upsert({ store: u.store, orderId: u.orderId, customer: u.customer, address: u.address, state: u.event, time: u.time, driver: u.driver });
+    followSearch(u);
+  });
   socket.on('stats', renderStats);
 })();

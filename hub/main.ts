@@ -24,7 +24,7 @@ export const hubCommand = {
     'public-url': { type: 'string', description: "where customers reach this hub (https://track.example.com), for the tracking links it makes over HTTP; default: the host each request came to", placeholder: 'URL', env: 'CAPS_PUBLIC_URL' },
     'allow-anonymous': { type: 'boolean', description: "open lab mode: clients may connect without a token (the course's clients); tokens sent are still checked" },
     dispatch: { type: 'choice', description: 'one: each pickup goes to exactly one driver (the default with tokens); broadcast: to every connection but its sender, vendors and dashboards (the lab\'s hub; the default with --allow-anonymous)', choices: ['one', 'broadcast'] },
-    store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart); --redis implies redis', choices: ['sqlite', 'memory', 'redis'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
+    store: { type: 'choice', description: 'where parcels and queues live: sqlite (durable) or memory (gone on restart); --redis or --redis-cluster implies redis', choices: ['sqlite', 'memory', 'redis'], default: 'sqlite', env: 'CAPS_STORE_KIND' },
     redis: { type: 'string', description: 'share queues, parcels and rooms with every hub on this Redis (run it with appendonly yes, appendfsync always); each pickup then goes to one driver', placeholder: 'URL', env: 'REDIS_URL' },
     'redis-cluster': { type: 'string', description: 'the same on a Redis Cluster: its seed nodes, host:port,host:port (stores are spread over its primaries)', placeholder: 'NODES', env: 'CAPS_REDIS_CLUSTER' },
     'redis-wait-replicas': {

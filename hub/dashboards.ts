@@ -11,6 +11,11 @@ const storeDashboards = (store: string): string => `dashboards:${store}`;
 const STATS_EVERY_MS = 1_000;
 const PARCEL_ROOM = parcelRoom('', '').slice(0, parcelRoom('', '').indexOf(':') + 1);
 
+/** The rooms of dashboards (all stores, or one) and of tracking pages. */
+function isWatcherRoom(room: string): boolean {
+  return room === ALL_STORES || room.startsWith(`${ALL_STORES}:`) || room.startsWith(PARCEL_ROOM);
+}
+
 /**
  * The live feed for dashboards: every recorded step as it happens (not queued: a dashboard
  * shows the present and loads the past over HTTP), and a stats snapshot each second.
@@ -27,7 +32,10 @@ export class Dashboards {
     private readonly metrics: Metrics,
     /** Several hubs: whether anyone watches on any hub (absent: one hub). */
     private readonly shared?: SharedWatchers,
-  ) {}
+  ) {
+    // a dashboard or a tracking page joining its room: the other hubs hear of it now
+    if (shared) nsp.adapter.on('join-room', (room: unknown) => typeof room === 'string' && isWatcherRoom(room) && shared.arrived());
+  }
 
   /** True when a broadcast may reach someone: a watcher here, or (several hubs) on some hub. */
   private watchedAnywhere(room?: string): boolean {
@@ -38,13 +46,12 @@ export class Dashboards {
   /** Dashboards and tracking pages connected to this hub. */
   localWatchers(): number {
     let n = 0;
-    for (const [room, members] of this.nsp.adapter.rooms) if (room === ALL_STORES || room.startsWith(`${ALL_STORES}:`) || room.startsWith(PARCEL_ROOM)) n += members.size;
+    for (const [room, members] of this.nsp.adapter.rooms) if (isWatcherRoom(room)) n += members.size;
     return n;
   }
 
   watch(socket: CapsSocket, store: string | undefined): void {
     void socket.join(store === undefined ? ALL_STORES : storeDashboards(store));
-    this.shared?.arrived();
     if (!this.timer) {
       this.timer = setInterval(() => this.tick(), STATS_EVERY_MS);
       // prevents the timer from keeping the process alive

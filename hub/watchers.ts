@@ -14,6 +14,8 @@ const LASTS_MS = 3 * REFRESH_MS;
  */
 export class SharedWatchers {
   private anyone = false;
+  /** This hub had watchers at the last count (or one arrived since): read per step, counted once a second. */
+  private here = false;
   private timer: NodeJS.Timeout | undefined;
   private said = false;
 
@@ -35,18 +37,20 @@ export class SharedWatchers {
 
   /** True when a dashboard or tracking page may be open on some hub (this one included). */
   anywhere(): boolean {
-    return this.anyone || this.local() > 0;
+    return this.anyone || this.here;
   }
 
   /** A watcher came on this hub: say so now, not at the next refresh. */
   arrived(): void {
+    this.here = true;
     if (!this.said) void this.refresh();
   }
 
   private async refresh(): Promise<void> {
     const now = Date.now();
+    this.here = this.local() > 0;
     try {
-      if (this.local() > 0) {
+      if (this.here) {
         await this.redis.zadd(this.key, now + LASTS_MS, this.hubId);
         this.said = true;
       } else if (this.said) {

@@ -111,6 +111,7 @@ export class RedisStorage implements Storage {
   readonly isCluster: boolean;
   private readonly limits: StorageLimits;
   private closing: Promise<void> | undefined;
+  private readyWait: Promise<void> | undefined;
   private readonly waitReplicas: number;
   /** Redis's used share of its maxmemory (the fullest primary) when last looked at; undefined with no maxmemory. */
   private memoryUse: number | undefined;
@@ -203,12 +204,13 @@ export class RedisStorage implements Storage {
   }
 
   /**
-   * Waits briefly for a (re)connecting Redis; a Redis that stays away is reported, not waited for.
+   * Waits briefly for a (re)connecting Redis; a Redis that stays away is reported, not waited
+   * for. Callers share one wait, so an outage does not pile up listeners and timers.
    */
-  private async ready(timeoutMs = 2_000): Promise<void> {
-    if (this.redis.status === 'ready') return;
+  private ready(timeoutMs = 2_000): Promise<void> {
+    if (this.redis.status === 'ready') return Promise.resolve();
     if (this.redis.status === 'wait') void this.redis.connect().catch(() => undefined);
-    await new Promise<void>((resolve, reject) => {
+    this.readyWait ??= new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.redis.off('ready', onReady);
         reject(new CapsError('CAPS_ERR_STORAGE', `Redis is not reachable (${this.redis.status})`));
@@ -218,7 +220,10 @@ export class RedisStorage implements Storage {
         resolve();
       };
       this.redis.once('ready', onReady);
+    }).finally(() => {
+      this.readyWait = undefined;
     });
+    return this.readyWait;
   }
 
   /** A store's log is read by the hubs following it (hub/redis-feed.ts), not paged here. */

@@ -10,6 +10,12 @@ export interface ClientToServerEvents {
   pickup: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
   'in-transit': (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
   delivered: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
+  /** Drivers: an attempt that did not succeed, with its reason (protocol/lifecycle.ts). */
+  failed: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
+  /** Drivers: a parcel whose attempts are over, handed back to its store. */
+  returned: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
+  /** Vendors: the store calls the delivery off before it is delivered. */
+  cancelled: (payload: PublishPayload, ack?: AckCallback<PublishResult>) => void;
   received: (payload: ReceivedPayload, ack?: AckCallback<ReceivedResult>) => void;
   getAll: (payload: GetAllPayload, ack?: AckCallback<GetAllResult>) => void;
   /** Drivers only: where the driver is now. Kept (the latest per driver), never queued. */
@@ -24,6 +30,10 @@ export interface ServerToClientEvents {
   pickup: (message: ParcelMessage, ack: MessageAck) => void;
   'in-transit': (message: ParcelMessage, ack: MessageAck) => void;
   delivered: (message: ParcelMessage, ack: MessageAck) => void;
+  failed: (message: ParcelMessage, ack: MessageAck) => void;
+  returned: (message: ParcelMessage, ack: MessageAck) => void;
+  /** A store's vendors, and the driver holding the parcel (told at once, never queued for it). */
+  cancelled: (message: ParcelMessage, ack: MessageAck) => void;
   /** Dashboards only: a step as it is recorded. */
   parcel: (update: ParcelUpdate) => void;
   /** Dashboards only: a snapshot each second. */

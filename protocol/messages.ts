@@ -1,4 +1,4 @@
-import type { Order, ParcelEvent } from './schemas.js';
+import type { Order, ParcelEvent, StepDetails } from './schemas.js';
 
 /**
  * A message the hub sends to a client. It carries the order's fields at top level and under
@@ -20,6 +20,12 @@ export interface ParcelMessage extends Order {
   time: string;
   /** The driver who reported the step, for in-transit and delivered. */
   driver?: string;
+  /** The attempt the step belongs to, from the second on (absent: the first). */
+  attempt?: number;
+  /** What the step told: a failure's reason, a proof of delivery, an ETA (protocol/lifecycle.ts). */
+  details?: StepDetails;
+  /** A failed step: true when the parcel went back to the driver pool for another attempt. */
+  reattempt?: boolean;
 }
 
 /** Answer to a publish once the hub has accepted it. */
@@ -67,6 +73,9 @@ export interface ParcelUpdate {
   time: string;
   seq: number;
   driver?: string;
+  attempt?: number;
+  details?: StepDetails;
+  reattempt?: boolean;
 }
 
 /** What a dashboard is sent every second. */
@@ -116,6 +125,9 @@ export interface TrackingView {
 export interface TrackingStep {
   event: ParcelEvent;
   time: string;
+  /** A failed attempt's reason, and the driver's ETA while in transit: nothing else of the details. */
+  reason?: StepDetails['reason'];
+  eta?: string;
 }
 
 /** Where the driver carrying the tracked parcel is: no name, no other parcels. */

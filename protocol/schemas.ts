@@ -1,5 +1,10 @@
 import { z } from 'zod';
 import type { CapsErrorBody } from './errors.js';
+import type { FailureReason, ParcelEvent } from './lifecycle.js';
+import { COURSE_EVENTS, FAILURE_REASONS, MAX_ATTEMPTS_LIMIT, PARCEL_EVENTS } from './lifecycle.js';
+
+export { COURSE_EVENTS, PARCEL_EVENTS };
+export type { ParcelEvent };
 
 /**
  * Zod schemas of every inbound payload. The hub parses at the boundary and works with the
@@ -11,10 +16,6 @@ import type { CapsErrorBody } from './errors.js';
  * and a lab driver re-emits the message it received, which carries both at once.
  */
 
-export const PARCEL_EVENTS = ['pickup', 'in-transit', 'delivered'] as const;
-/** A parcel's steps, in the order they must happen. */
-export type ParcelEvent = (typeof PARCEL_EVENTS)[number];
-
 export const LIMITS = {
   name: 100,
   orderId: 100,
@@ -22,6 +23,9 @@ export const LIMITS = {
   address: 500,
   messageId: 100,
   time: 64,
+  note: 500,
+  /** A proof of delivery is a reference (an https URL or a content hash), never the blob itself. */
+  proofRef: 2_048,
 } as const;
 
 /**
@@ -99,6 +103,67 @@ const envelopeShape = {
   driver: nameSchema.optional(),
 };
 
+/**
+ * A proof of delivery or of an attempt (a signature, a photo): where it is kept, never the blob,
+ * which has no place in a queue. An `https:` URL, or `sha256:` and the content's hash in hex.
+ */
+export const proofRefSchema = z
+  .string()
+  .trim()
+  .max(LIMITS.proofRef, `must be at most ${LIMITS.proofRef} characters`)
+  .refine((value) => /^sha256:[0-9a-f]{64}$/.test(value) || isHttpsUrl(value), 'must be an https: URL or sha256:<64 hex digits> (a reference, never the image itself)');
+
+function isHttpsUrl(value: string): boolean {
+  try {
+    return new URL(value).protocol === 'https:' && !/\s/.test(value);
+  } catch {
+    return false;
+  }
+}
+
+/** Where something happened (WGS 84 degrees). */
+export const pointSchema = z.strictObject({ lat: z.number().min(-90).max(90), lng: z.number().min(-180).max(180) });
+
+/**
+ * What a step may tell beside the parcel it names (issue 17): why an attempt failed, the proof of
+ * a delivery, where it happened, when the driver expects to arrive. Which fields a step may carry
+ * is STEP_DETAILS; a `failed` step must give its reason.
+ */
+const detailsShape = {
+  reason: z.enum(FAILURE_REASONS).optional(),
+  note: text(LIMITS.note, 'free').optional(),
+  recipient: text(LIMITS.customer, 'free').optional(),
+  signature: proofRefSchema.optional(),
+  photo: proofRefSchema.optional(),
+  location: pointSchema.optional(),
+  eta: z.iso.datetime({ offset: true }).optional(),
+  /** The attempt the step belongs to, as the pickup message said; absent: the current one. */
+  attempt: z.number().int().min(1).max(MAX_ATTEMPTS_LIMIT).optional(),
+};
+export type DetailKey = Exclude<keyof typeof detailsShape, 'attempt'>;
+
+/** What each step may carry. */
+export const STEP_DETAILS: Readonly<Record<ParcelEvent, readonly DetailKey[]>> = {
+  pickup: [],
+  'in-transit': ['eta', 'note', 'location'],
+  delivered: ['recipient', 'signature', 'photo', 'note', 'location'],
+  failed: ['reason', 'note', 'photo', 'location'],
+  returned: ['note', 'location'],
+  cancelled: ['note'],
+};
+
+/** A step's details, as recorded in the parcel's timeline and sent with its message. */
+export interface StepDetails {
+  reason?: FailureReason;
+  note?: string;
+  recipient?: string;
+  signature?: string;
+  photo?: string;
+  location?: { lat: number; lng: number };
+  eta?: string;
+}
+export const DETAIL_KEYS: readonly DetailKey[] = ['reason', 'note', 'recipient', 'signature', 'photo', 'location', 'eta'];
+
 const publishShapeSchema = z.strictObject({
   store: storeNameSchema.optional(),
   orderId: text(LIMITS.orderId).optional(),
@@ -106,6 +171,7 @@ const publishShapeSchema = z.strictObject({
   address: text(LIMITS.address, 'free').optional(),
   order: orderRefSchema.optional(),
   ...envelopeShape,
+  ...detailsShape,
 });
 
 /** What the hub works with once a publish has been parsed, whatever shape it came in. */
@@ -117,9 +183,13 @@ export interface PublishInput {
   address?: string;
   /** The publisher's own message id, when it sent one (lab wrapped form). */
   messageId?: string;
+  /** The attempt the step names (a driver's client repeats the one its pickup said). */
+  attempt?: number;
+  /** What the step tells beside the parcel: only the fields STEP_DETAILS allows it. */
+  details?: StepDetails;
 }
 
-/** The payload a client may emit for `pickup`, `in-transit` or `delivered`. */
+/** The payload a client may emit for a parcel step. */
 export type PublishPayload = z.input<typeof publishShapeSchema>;
 
 /** Builds the schema for one parcel event: pickup needs the whole order, later steps a reference. */
@@ -141,6 +211,14 @@ function publishSchema(event: ParcelEvent) {
           ctx.addIssue({ code: 'custom', path: [key], message: 'is required' });
         }
       }
+      const allowed = STEP_DETAILS[event];
+      for (const key of DETAIL_KEYS) {
+        if (p[key] !== undefined && !allowed.includes(key)) {
+          ctx.addIssue({ code: 'custom', path: [key], message: allowed.length > 0 ? `is not part of ${event} (it may carry ${allowed.join(', ')})` : `is not part of ${event}` });
+        }
+      }
+      if (event === 'failed' && p.reason === undefined) ctx.addIssue({ code: 'custom', path: ['reason'], message: `is required: one of ${FAILURE_REASONS.join(', ')}` });
+      if (event === 'pickup' && p.attempt !== undefined) ctx.addIssue({ code: 'custom', path: ['attempt'], message: 'is not part of pickup (the hub counts attempts)' });
     })
     .transform((p): PublishInput => {
       const src = p.order ?? p;
@@ -150,15 +228,19 @@ function publishSchema(event: ParcelEvent) {
       if (customer !== undefined) out.customer = customer;
       if (address !== undefined) out.address = address;
       if (p.messageId !== undefined) out.messageId = p.messageId;
+      if (p.attempt !== undefined) out.attempt = p.attempt;
+      let details: StepDetails | undefined;
+      for (const key of DETAIL_KEYS) {
+        if (p[key] === undefined) continue;
+        details ??= {};
+        (details as Record<DetailKey, unknown>)[key] = p[key];
+      }
+      if (details) out.details = details;
       return out;
     });
 }
 
-export const publishSchemas = {
-  pickup: publishSchema('pickup'),
-  'in-transit': publishSchema('in-transit'),
-  delivered: publishSchema('delivered'),
-} as const;
+export const publishSchemas: Readonly<Record<ParcelEvent, ReturnType<typeof publishSchema>>> = Object.fromEntries(PARCEL_EVENTS.map((event) => [event, publishSchema(event)])) as Record<ParcelEvent, ReturnType<typeof publishSchema>>;
 
 /** Keys of the flat shape, the one our own clients and most lab clients send. */
 const FLAT_KEYS = new Set(['store', 'orderId', 'customer', 'address']);
@@ -196,7 +278,8 @@ function isPlain(value: unknown): value is Record<string, unknown> {
  * refuses, and agrees on the output.
  */
 export function parseFlatPublish(event: ParcelEvent, raw: unknown): PublishInput | undefined {
-  if (!isPlain(raw)) return undefined;
+  // the lifecycle's other steps are rare, and carry details: zod's
+  if (!isPlain(raw) || !(COURSE_EVENTS as readonly string[]).includes(event)) return undefined;
   const fields = raw;
   let envelope = false;
   for (const key of Object.keys(fields)) {

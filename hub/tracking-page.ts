@@ -16,8 +16,22 @@ export interface TrackingPageOptions {
 }
 
 /** What the page says of each state, and of each step in its timeline. web/track.js says the same. */
-const HEADLINE: Record<ParcelEvent, string> = { pickup: 'Waiting for a driver', 'in-transit': 'On its way', delivered: 'Delivered' };
-const STEP: Record<ParcelEvent, string> = { pickup: 'The shop handed it over', 'in-transit': 'A driver picked it up', delivered: 'Delivered' };
+const HEADLINE: Record<ParcelEvent, string> = {
+  pickup: 'Waiting for a driver',
+  'in-transit': 'On its way',
+  delivered: 'Delivered',
+  failed: 'Delivery failed: going back to the shop',
+  returned: 'Returned to the shop',
+  cancelled: 'Cancelled by the shop',
+};
+const STEP: Record<ParcelEvent, string> = {
+  pickup: 'The shop handed it over',
+  'in-transit': 'A driver picked it up',
+  delivered: 'Delivered',
+  failed: 'A delivery attempt failed',
+  returned: 'Returned to the shop',
+  cancelled: 'Cancelled by the shop',
+};
 
 /**
  * `GET /track/<token>`: a customer's tracking page, rendered whole on the hub (it reads without

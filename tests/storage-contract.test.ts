@@ -213,7 +213,7 @@ describe.each(factories)('%s store contract', (_kind, make) => {
     expect(await store.parcel('acme', 'acme-1')).toBeUndefined();
     expect(await store.findParcels('acme-1')).toEqual([]);
     expect((await store.listParcels('acme', { limit: 10 })).parcels.map((p) => p.order.orderId)).toEqual(['acme-3', 'acme-2']);
-    expect((await store.stores()).find((s) => s.store === 'acme')?.counts).toEqual({ pickup: 1, 'in-transit': 0, delivered: 1 });
+    expect((await store.stores()).find((s) => s.store === 'acme')?.counts).toEqual({ pickup: 1, 'in-transit': 0, delivered: 1, failed: 0, returned: 0, cancelled: 0 });
     // what is still queued for a vendor stays: a message carries its order
     expect((await store.pending('acme')).length).toBe(queuedBefore);
 
@@ -242,8 +242,8 @@ describe.each(factories)('%s store contract', (_kind, make) => {
     expect(third).toEqual({ parcels: [expect.objectContaining({ state: 'pickup' })] });
     expect((await store.listParcels('acme', { limit: 10, status: 'delivered' })).parcels.map((p) => p.order.orderId)).toEqual(['acme-1']);
     expect(await store.stores()).toEqual([
-      { store: 'acme', counts: { pickup: 4, 'in-transit': 0, delivered: 1 } },
-      { store: 'other', counts: { pickup: 1, 'in-transit': 0, delivered: 0 } },
+      { store: 'acme', counts: { pickup: 4, 'in-transit': 0, delivered: 1, failed: 0, returned: 0, cancelled: 0 } },
+      { store: 'other', counts: { pickup: 1, 'in-transit': 0, delivered: 0, failed: 0, returned: 0, cancelled: 0 } },
     ]);
     await expect(store.ping()).resolves.toBeUndefined();
   });
@@ -718,7 +718,7 @@ describe('sqlite storage on disk', () => {
     await expect(store.ping()).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
     await expect(store.recordStep(step('pickup', 'acme', 3))).rejects.toMatchObject({ code: 'CAPS_ERR_STORAGE' });
     // the fold's first write (acme-1 in transit) was rolled back with it, for the store's own reads too
-    expect(await store.stores()).toEqual([{ store: 'acme', counts: { pickup: 1, 'in-transit': 0, delivered: 0 } }]);
+    expect(await store.stores()).toEqual([{ store: 'acme', counts: { pickup: 1, 'in-transit': 0, delivered: 0, failed: 0, returned: 0, cancelled: 0 } }]);
     expect(saboteur.prepare('SELECT order_id, state FROM parcels').all()).toEqual([{ order_id: 'acme-1', state: 'pickup' }]);
     await within(store.close(), 10_000, 'the store whose fold failed to close');
     saboteur.exec('DROP TRIGGER refuse');

@@ -1,8 +1,9 @@
+import { PARCEL_EVENTS } from '../../protocol/lifecycle.js';
 import type { ParcelMessage } from '../../protocol/messages.js';
-import type { Order, ParcelEvent } from '../../protocol/schemas.js';
+import type { Order, ParcelEvent, StepDetails } from '../../protocol/schemas.js';
 import type { Mutation } from './storage-core.js';
 import { buildMessage, parcelKey } from './storage-core.js';
-import type { StepInput } from './storage.js';
+import type { ParcelStep, StepInput } from './storage.js';
 
 /**
  * The SQLite storage's journal: what one commit changed, as one compact row, so that a commit (and
@@ -11,11 +12,23 @@ import type { StepInput } from './storage.js';
  * (`foldPlan`), and a message taken off its queue before then is never written to them at all.
  *
  * A row's text is a JSON array of records, tagged by their first element:
- * - `[0, event, store, orderId, customer, address, time, stepDriver, parcelDriver, queue, seq, messageId]`:
- *   a step recorded and its message queued (the message is rebuilt from these fields);
+ * - `[0, event, store, orderId, customer, address, time, stepDriver, parcelDriver, queue, seq, messageId, more?]`:
+ *   a step recorded and its message queued (the message is rebuilt from these fields); `more`, only
+ *   for a step beyond the course's plain three, holds its attempt, details, whether a failure went
+ *   back to the pool, and the parcel's whole history after it (StepMore);
  * - `[1, queue, seq, messageId]`: a message taken off its queue.
  */
-type StepRecord = [0, ParcelEvent, string, string, string, string, string, string | null, string | null, string, number, string];
+type StepRecord = [0, ParcelEvent, string, string, string, string, string, string | null, string | null, string, number, string, StepMore?];
+/** What a step beyond the course's plain three adds to its record. */
+interface StepMore {
+  /** The message's attempt, from the second on. */
+  a?: number;
+  d?: StepDetails;
+  /** A failed step: it went back to the driver pool. */
+  r?: boolean;
+  /** The parcel's whole history after the step. */
+  h?: ParcelStep[];
+}
 type AckRecord = [1, string, number, string];
 
 export function encodeJournal(mutations: readonly Mutation[]): string {
@@ -23,7 +36,16 @@ export function encodeJournal(mutations: readonly Mutation[]): string {
   for (const m of mutations) {
     if (m.kind === 'step') {
       const { order, input, message } = m;
-      records.push([0, input.event, order.store, order.orderId, order.customer, order.address, input.time, input.driver ?? null, m.driver ?? null, message.queueId, message.seq, message.messageId]);
+      const record: StepRecord = [0, input.event, order.store, order.orderId, order.customer, order.address, input.time, input.driver ?? null, m.driver ?? null, message.queueId, message.seq, message.messageId];
+      if (m.history !== undefined || message.attempt !== undefined || message.details !== undefined || message.reattempt !== undefined) {
+        const more: StepMore = {};
+        if (message.attempt !== undefined) more.a = message.attempt;
+        if (message.details !== undefined) more.d = message.details;
+        if (message.reattempt !== undefined) more.r = message.reattempt;
+        if (m.history !== undefined) more.h = m.history;
+        record.push(more);
+      }
+      records.push(record);
     } else {
       records.push([1, m.queue, m.seq, m.messageId]);
     }
@@ -37,7 +59,7 @@ export function decodeJournal(text: string): Mutation[] {
   if (!Array.isArray(records)) throw new Error('a journal row is not an array');
   return records.map((record: unknown): Mutation => {
     if (isStepRecord(record)) {
-      const [, event, store, orderId, customer, address, time, stepDriver, parcelDriver, queue, seq, messageId] = record;
+      const [, event, store, orderId, customer, address, time, stepDriver, parcelDriver, queue, seq, messageId, more] = record;
       const order: Order = { store, orderId, customer, address };
       const input: StepInput = { event, store, orderId, time };
       if (event === 'pickup') {
@@ -45,7 +67,13 @@ export function decodeJournal(text: string): Mutation[] {
         input.address = address;
       }
       if (stepDriver !== null) input.driver = stepDriver;
-      return { kind: 'step', key: parcelKey(store, orderId), order, input, driver: parcelDriver ?? undefined, message: buildMessage(order, input, queue, seq, messageId) };
+      if (more?.a !== undefined) input.attempt = more.a;
+      if (more?.d !== undefined) input.details = more.d;
+      const message = buildMessage(order, input, queue, seq, messageId, more?.a);
+      if (more?.r !== undefined) message.reattempt = more.r;
+      const mutation: Mutation = { kind: 'step', key: parcelKey(store, orderId), order, input, driver: parcelDriver ?? undefined, message };
+      if (more?.h !== undefined) mutation.history = more.h;
+      return mutation;
     }
     if (isAckRecord(record)) return { kind: 'ack', queue: record[1], seq: record[2], messageId: record[3] };
     throw new Error(`a journal record is not a step or an ack: ${JSON.stringify(record).slice(0, 200)}`);
@@ -54,7 +82,8 @@ export function decodeJournal(text: string): Mutation[] {
 
 function isStepRecord(r: unknown): r is StepRecord {
   return (
-    Array.isArray(r) && r.length === 12 && r[0] === 0 && (r[1] === 'pickup' || r[1] === 'in-transit' || r[1] === 'delivered') &&
+    Array.isArray(r) && (r.length === 12 || (r.length === 13 && typeof r[12] === 'object' && r[12] !== null && !Array.isArray(r[12]))) && r[0] === 0 &&
+    (PARCEL_EVENTS as readonly unknown[]).includes(r[1]) &&
     [2, 3, 4, 5, 6, 9, 11].every((i) => typeof r[i] === 'string') && [7, 8].every((i) => r[i] === null || typeof r[i] === 'string') && Number.isInteger(r[10])
   );
 }
@@ -74,6 +103,8 @@ export interface ParcelChange {
   inTransitDriver?: string | null;
   deliveredAt?: string;
   deliveredDriver?: string | null;
+  /** The whole history as JSON, once the parcel's story is more than the course's three steps. */
+  history?: string;
 }
 
 /** What a run of mutations leaves in the tables, written in one go. */
@@ -112,13 +143,16 @@ export class FoldPlanBuilder {
       change = { order, state: input.event, driver: null };
       this.parcels.set(key, change);
     }
-    change.state = input.event;
+    // a failed step that goes back to the pool leaves the parcel waiting: its pickup comes next
+    change.state = m.message.reattempt === true ? 'pickup' : input.event;
     change.driver = m.driver ?? null;
-    if (input.event === 'pickup') change.pickedUpAt = input.time;
+    if (m.history !== undefined) change.history = JSON.stringify(m.history);
+    // a re-attempt's pickup is in the history; created_at stays the first pickup's
+    if (input.event === 'pickup' && (m.message.attempt ?? 1) === 1) change.pickedUpAt = input.time;
     else if (input.event === 'in-transit') {
       change.inTransitAt = input.time;
       change.inTransitDriver = input.driver ?? null;
-    } else {
+    } else if (input.event === 'delivered') {
       change.deliveredAt = input.time;
       change.deliveredDriver = input.driver ?? null;
     }

@@ -3,7 +3,7 @@ import { CoreBackedStorage, StorageCore } from './storage-core.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import type { ParcelMessage } from '../../protocol/messages.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
-import { DEFAULT_LIMITS, isAfter, newestFirst, page } from './storage.js';
+import { DEFAULT_LIMITS, isAfter, newestFirst, noCounts, page } from './storage.js';
 
 /**
  * Keeps everything in the hub's memory: fast, and gone when the hub stops. Delivered parcels stay
@@ -71,7 +71,7 @@ export class MemoryStorage extends CoreBackedStorage implements Storage {
   async stores(): Promise<StoreSummary[]> {
     const byStore = new Map<string, StoreSummary>();
     for (const p of this.core.allParcels()) {
-      const summary = byStore.get(p.order.store) ?? { store: p.order.store, counts: { pickup: 0, 'in-transit': 0, delivered: 0 } };
+      const summary = byStore.get(p.order.store) ?? { store: p.order.store, counts: noCounts() };
       summary.counts[p.state]++;
       byStore.set(p.order.store, summary);
     }

@@ -6,7 +6,7 @@ import type { ParcelMessage } from '../../protocol/messages.js';
 import { PARCEL_EVENTS } from '../../protocol/schemas.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
-import { DEFAULT_LIMITS, page } from './storage.js';
+import { DEFAULT_LIMITS, noCounts, page } from './storage.js';
 import { DRIVERS_GROUP, RedisKeys, SHARDS, parsePickupId, parseStoreId, pickupMessageId, shardOf, storeMessageId } from './redis-keys.js';
 import { ACK_PICKUP, ACK_STORE, CREATE_GROUP, DROP_CONSUMERS, HOLD, PRUNE, READ_LOG, RECORD_STEP } from './redis-scripts.js';
 
@@ -72,7 +72,7 @@ export const ACTIVE_PER_STORE = 32;
 /** Pickups kept or released per script call. */
 const HOLD_CHUNK = 500;
 
-const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2 };
+const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2, failed: 3, returned: 4, cancelled: 5 };
 
 /** A single Redis or a Redis Cluster, by the options. */
 export function redisClient(options: { url?: string; cluster?: string }, extra: { enableOfflineQueue?: boolean; maxRetriesPerRequest?: number; lazyConnect?: boolean; shardedSubscribers?: boolean } = {}): Client {
@@ -505,7 +505,11 @@ export class RedisStorage implements Storage {
     const out: StoreSummary[] = [];
     for (const store of await this.storeNames()) {
       const counts = await this.call(() => this.redis.hmget(this.keys.counts(store), ...PARCEL_EVENTS));
-      out.push({ store, counts: { pickup: Number(counts[0] ?? 0), 'in-transit': Number(counts[1] ?? 0), delivered: Number(counts[2] ?? 0) } });
+      const summary = { store, counts: noCounts() };
+      PARCEL_EVENTS.forEach((event, i) => {
+        summary.counts[event] = Number(counts[i] ?? 0);
+      });
+      out.push(summary);
     }
     return out;
   }

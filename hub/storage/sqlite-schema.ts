@@ -22,6 +22,7 @@ const PARCELS_TABLE = `CREATE TABLE IF NOT EXISTS parcels (
   store TEXT NOT NULL, order_id TEXT NOT NULL, customer TEXT NOT NULL, address TEXT NOT NULL,
   state TEXT NOT NULL, driver TEXT, created_at TEXT NOT NULL DEFAULT '',
   in_transit_at TEXT, in_transit_driver TEXT, delivered_at TEXT, delivered_driver TEXT,
+  history TEXT,
   UNIQUE (order_id, store)
 );`;
 
@@ -39,13 +40,18 @@ CREATE TABLE IF NOT EXISTS queues (queue TEXT PRIMARY KEY, last_seq INTEGER NOT 
 ${MESSAGES_TABLE}
 `;
 
-/** A parcel's steps after the pickup, as columns of its row (the pickup's time is created_at). */
-const STEP_COLUMNS = ['in_transit_at', 'in_transit_driver', 'delivered_at', 'delivered_driver'] as const;
+/**
+ * A parcel's steps after the pickup, as columns of its row (the pickup's time is created_at); a
+ * parcel whose story is more than the course's three steps (a failed attempt, a return, a cancel,
+ * a step's details) has its whole history in `history`, as JSON, which is then what is read.
+ */
+const STEP_COLUMNS = ['in_transit_at', 'in_transit_driver', 'delivered_at', 'delivered_driver', 'history'] as const;
 
 /**
  * Brings a data folder written by an earlier version up to SCHEMA (which has created whatever was
  * missing), in one transaction:
- * - parcels from before they had a creation time get the column;
+ * - parcels from before they had a creation time get the column, and those from before the
+ *   lifecycle (issue 17) the `history` column, null: their history is their step columns;
  * - a parcel's steps were rows of a `steps` table (one more B-tree, written at a random place for
  *   every step): they become columns of the parcel's row, and the table goes;
  * - messages were a rowid table with a unique index on message_id (two more B-trees, at random

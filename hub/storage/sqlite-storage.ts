@@ -15,7 +15,8 @@ import { CoreBackedStorage, parcelKey, StorageCore } from './storage-core.js';
 import { ParcelFilter } from './parcel-filter.js';
 import { JOURNAL_SCHEMA, migrate, SCHEMA } from './sqlite-schema.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
-import { DEFAULT_LIMITS, page } from './storage.js';
+import { DEFAULT_LIMITS, noCounts, page } from './storage.js';
+import { FINAL_STATES } from '../../protocol/lifecycle.js';
 
 export interface SqliteStorageOptions extends Partial<StorageLimits> {
   /** Folder for `caps.sqlite` and `caps-journal.sqlite` (created if missing). */
@@ -132,14 +133,15 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       appendJournal: this.journal.prepare('INSERT INTO journal (id, changes) VALUES (?, ?)'),
       deleteJournal: this.journal.prepare('DELETE FROM journal WHERE id <= ?'),
       insertParcel: this.db.prepare(
-        `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (order_id, store) DO UPDATE SET state = excluded.state, driver = excluded.driver`,
+        `INSERT INTO parcels (store, order_id, customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver, history)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (order_id, store) DO UPDATE SET state = excluded.state, driver = excluded.driver, history = coalesce(excluded.history, history)`,
       ),
       updateParcel: this.db.prepare(
         `UPDATE parcels SET state = ?, driver = ?,
            in_transit_at = coalesce(?, in_transit_at), in_transit_driver = coalesce(?, in_transit_driver),
-           delivered_at = coalesce(?, delivered_at), delivered_driver = coalesce(?, delivered_driver)
+           delivered_at = coalesce(?, delivered_at), delivered_driver = coalesce(?, delivered_driver),
+           history = coalesce(?, history)
          WHERE store = ? AND order_id = ?`,
       ),
       upsertQueue: this.db.prepare('INSERT INTO queues (queue, last_seq) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq'),
@@ -147,7 +149,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       deleteMessage: this.db.prepare('DELETE FROM messages WHERE queue = ? AND seq = ? AND message_id = ?'),
       setFolded: this.db.prepare('INSERT INTO folded (only, journal_id) VALUES (1, ?) ON CONFLICT (only) DO UPDATE SET journal_id = excluded.journal_id'),
       selectParcel: this.db.prepare<[string, string], ParcelRow>(
-        'SELECT customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver FROM parcels WHERE store = ? AND order_id = ?',
+        'SELECT customer, address, state, driver, created_at, in_transit_at, in_transit_driver, delivered_at, delivered_driver, history FROM parcels WHERE store = ? AND order_id = ?',
       ),
       selectByOrder: this.db.prepare<[string], { store: string }>('SELECT store FROM parcels WHERE order_id = ?'),
       selectPage: this.db.prepare<[{ store: string; status: string | null; t: string; id: string; all: number; limit: number }], { order_id: string }>(
@@ -157,8 +159,8 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       ),
       selectCounts: this.db.prepare<[], { store: string; state: string; n: number }>('SELECT store, state, count(*) AS n FROM parcels GROUP BY store, state ORDER BY store'),
       // retention: parcels in pickup order, a page at a time
-      prunePage: this.db.prepare<[number], { id: number; store: string; order_id: string; state: string; created_at: string; delivered_at: string | null }>(
-        'SELECT id, store, order_id, state, created_at, delivered_at FROM parcels WHERE id > ? ORDER BY id LIMIT 512',
+      prunePage: this.db.prepare<[number], { id: number; store: string; order_id: string; state: string; created_at: string; delivered_at: string | null; history: string | null }>(
+        'SELECT id, store, order_id, state, created_at, delivered_at, history FROM parcels WHERE id > ? ORDER BY id LIMIT 512',
       ),
       deleteParcel: this.db.prepare<[number]>('DELETE FROM parcels WHERE id = ?'),
       // a store's log past its window
@@ -169,9 +171,9 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       parcel: (p: ParcelChange) => {
         const { store, orderId, customer, address } = p.order;
         if (p.pickedUpAt !== undefined) {
-          s.insertParcel.run(store, orderId, customer, address, p.state, p.driver, p.pickedUpAt, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null);
+          s.insertParcel.run(store, orderId, customer, address, p.state, p.driver, p.pickedUpAt, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null, p.history ?? null);
         } else {
-          s.updateParcel.run(p.state, p.driver, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null, store, orderId);
+          s.updateParcel.run(p.state, p.driver, p.inTransitAt ?? null, p.inTransitDriver ?? null, p.deliveredAt ?? null, p.deliveredDriver ?? null, p.history ?? null, store, orderId);
         }
       },
       queued: (m) => s.insertMessage.run(m.queueId, m.seq, m.messageId, JSON.stringify(m)),
@@ -198,7 +200,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
         committed: (batch) => {
           for (const m of batch) {
             this.folder.add(m);
-            // in memory until folded (evictDelivered), so a lookup can wait for the filter until now
+            // in memory until folded (evictEnded), so a lookup can wait for the filter until now
             if (m.kind === 'step' && m.input.event === 'pickup') this.known.add(m.key);
           }
         },
@@ -219,7 +221,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
         isBroken: () => this.broken !== undefined,
         isClosing: () => this.closing !== undefined,
         fail: (err) => this.fail(err, []),
-        folded: () => this.evictDelivered(),
+        folded: () => this.evictEnded(),
         openWal: (path) => this.openWal(path),
       },
       {
@@ -298,7 +300,7 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     const byStore = new Map<string, StoreSummary>();
     await this.folder.caughtUp();
     for (const row of this.statements.selectCounts.all()) {
-      const summary = byStore.get(row.store) ?? { store: row.store, counts: { pickup: 0, 'in-transit': 0, delivered: 0 } };
+      const summary = byStore.get(row.store) ?? { store: row.store, counts: noCounts() };
       summary.counts[row.state as ParcelEvent] = row.n;
       byStore.set(row.store, summary);
     }
@@ -322,7 +324,8 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       for (const row of rows) {
         if (row.created_at >= before || removed >= limit) return removed;
         after = row.id;
-        if (row.state !== 'delivered' || row.delivered_at === null || row.delivered_at >= before) continue;
+        const ended = rowEndedAt(row);
+        if (ended === undefined || ended >= before) continue;
         const key = parcelKey(row.store, row.order_id);
         // changed since the last fold: left for the next time
         if (this.folder.changed(key)) continue;
@@ -407,9 +410,13 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
     if (!this.known.mightHave(parcelKey(store, orderId))) return undefined;
     const row = this.statements.selectParcel.get(store, orderId);
     if (!row) return undefined;
-    const history: ParcelStep[] = [{ event: 'pickup', time: row.created_at }];
-    if (row.in_transit_at !== null) history.push(step('in-transit', row.in_transit_at, row.in_transit_driver));
-    if (row.delivered_at !== null) history.push(step('delivered', row.delivered_at, row.delivered_driver));
+    let history: ParcelStep[];
+    if (row.history !== null) history = JSON.parse(row.history) as ParcelStep[];
+    else {
+      history = [{ event: 'pickup', time: row.created_at }];
+      if (row.in_transit_at !== null) history.push(step('in-transit', row.in_transit_at, row.in_transit_driver));
+      if (row.delivered_at !== null) history.push(step('delivered', row.delivered_at, row.delivered_driver));
+    }
     return {
       order: { store, orderId, customer: row.customer, address: row.address },
       state: row.state as ParcelEvent,
@@ -419,15 +426,15 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
   }
 
   /**
-   * Delivered parcels are in the tables once folded: keep memory bounded by dropping them from the
+   * Parcels whose story ended are in the tables once folded: keep memory bounded by dropping them from the
    * cache, but not one changed since this fold began (the tables do not have that change yet).
    */
-  private evictDelivered(): void {
+  private evictEnded(): void {
     if (this.core.parcels.size <= this.cachedParcels) return;
     const unfolded = new Set<string>();
     for (const m of this.groupCommit.batch) if (m.kind === 'step') unfolded.add(m.key);
     for (const [key, parcel] of this.core.parcels) {
-      if (parcel.state === 'delivered' && !this.folder.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
+      if (FINAL_STATES.has(parcel.state) && !this.folder.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
     }
   }
 }
@@ -459,6 +466,15 @@ interface ParcelRow {
   in_transit_driver: string | null;
   delivered_at: string | null;
   delivered_driver: string | null;
+  history: string | null;
+}
+
+/** When the story of a parcel's row ended (delivered, returned or cancelled), if it has. */
+function rowEndedAt(row: { state: string; delivered_at: string | null; history: string | null }): string | undefined {
+  if (row.state === 'delivered' && row.delivered_at !== null && row.history === null) return row.delivered_at;
+  if (!FINAL_STATES.has(row.state as ParcelEvent) || row.history === null) return undefined;
+  const history = JSON.parse(row.history) as ParcelStep[];
+  return history.findLast((s) => s.event === row.state)?.time;
 }
 
 function step(event: ParcelEvent, time: string, driver: string | null): ParcelStep {

@@ -4,7 +4,10 @@ import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import { RecentIds } from '../../protocol/recent-ids.js';
 import type { Order } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StorageLimits } from './storage.js';
-import { deliveredAt } from './storage.js';
+import { endedAt, isPlainHistory } from './storage.js';
+import type { ParcelStep } from './storage.js';
+import { attemptOf, isDuplicate, move } from '../../protocol/lifecycle.js';
+import type { StepDetails } from '../../protocol/schemas.js';
 
 /**
  * A change to persist, in the order it happened. Values, not references to the core's live
@@ -21,6 +24,11 @@ export type Mutation =
       /** The parcel's driver after the step. */
       driver: string | undefined;
       message: ParcelMessage;
+      /**
+       * The parcel's whole history after the step, when it is not the course's plain one (a
+       * failure, a re-attempt, a cancel, details): SQLite keeps it so, and columns otherwise.
+       */
+      history?: ParcelStep[];
     }
   | { kind: 'ack'; queue: string; messageId: string; seq: number };
 
@@ -78,7 +86,9 @@ export class StorageCore {
     if (input.dispatched === false && (!existing || existing.driver !== input.driver)) {
       return { status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED', reason: `order ${input.orderId} of ${input.store} was not dispatched to ${input.driver ?? 'this driver'}` };
     }
-    if (existing?.history.some((step) => step.event === input.event)) return { status: 'duplicate' };
+    const checked = checkStep(existing, input);
+    if (checked.status !== 'ok') return checked;
+    const { attempt, reattempt } = checked;
 
     let parcel: ParcelRecord;
     if (input.event === 'pickup') {
@@ -91,13 +101,7 @@ export class StorageCore {
         history: [],
       };
     } else {
-      if (!existing) {
-        return { status: 'refused', code: 'CAPS_ERR_UNKNOWN_PARCEL', reason: `no pickup was recorded for order ${input.orderId} of ${input.store}` };
-      }
-      if (input.event === 'in-transit' && existing.state === 'delivered') {
-        return { status: 'refused', code: 'CAPS_ERR_OUT_OF_ORDER', reason: `order ${input.orderId} is already delivered` };
-      }
-      parcel = existing;
+      parcel = existing as ParcelRecord;
     }
 
     const queue = input.event === 'pickup' ? DRIVER_QUEUE : input.store;
@@ -105,24 +109,21 @@ export class StorageCore {
     if (input.event !== 'pickup' && input.unacknowledged === true && state.spilled === 0 && state.messages.size >= this.limits.maxQueueDepth) {
       return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `queue ${queue} holds ${state.messages.size} messages its vendors have not acknowledged, its limit` };
     }
-    if (input.event === 'pickup') {
+    if (input.event === 'pickup' || reattempt) {
       // the drivers' queue is shared: each store has its own quota of it, so a flood refuses only its own store
-      const waiting = this.waitingPickups.get(input.store) ?? 0;
-      if (waiting >= this.limits.maxQueueDepth) {
-        return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `store ${input.store} has ${waiting} pickups waiting for drivers, its quota` };
-      }
-      if (state.messages.size >= this.limits.maxPickups) {
-        return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `${state.messages.size} pickups wait for drivers, the hub's limit` };
-      }
+      const refused = this.pickupRoom(input.store);
+      if (refused) return refused;
     }
 
-    parcel.state = input.event;
+    parcel.state = checked.state;
     if (input.driver !== undefined) parcel.driver = input.driver;
-    parcel.history.push({ event: input.event, time: input.time, ...(input.driver !== undefined ? { driver: input.driver } : {}) });
+    parcel.history.push(historyStep(input.event, input.time, input.driver, attempt, input.details));
     if (!existing) this.parcels.set(key, parcel);
+    const history = isPlainHistory(parcel.history) ? undefined : structuredClone(parcel.history);
 
     state.lastSeq += 1;
-    const message = buildMessage(parcel.order, input, queue, state.lastSeq);
+    const message = buildMessage(parcel.order, input, queue, state.lastSeq, undefined, attempt);
+    if (input.event === 'failed') message.reattempt = reattempt;
     // a store's vendors behind by a window: the message waits in the log, after those already there
     // and with none of its vendors online, nothing of it is held in memory at all; vendors that
     // never acknowledge would never drain a window: theirs is held up to --max-queue, then refused
@@ -135,21 +136,68 @@ export class StorageCore {
       state.windowEnd = message.seq;
     }
     if (queue === DRIVER_QUEUE) this.countPickup(input.store, 1);
-    mutations.push({ kind: 'step', key, order: parcel.order, input, driver: parcel.driver, message });
-    return { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time, ...(spilled ? { spilled: true } : {}) };
+    mutations.push({ kind: 'step', key, order: parcel.order, input, driver: parcel.driver, message, ...(history ? { history } : {}) });
+    const outcome: StepOutcome = { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time, ...(spilled ? { spilled: true } : {}) };
+
+    if (reattempt) {
+      // the failed attempt goes back to the driver pool as the next attempt's pickup, in the same commit
+      delete parcel.driver;
+      const next = attempt + 1;
+      const pickup: StepInput = { event: 'pickup', store: input.store, orderId: input.orderId, time: input.time };
+      parcel.history.push(historyStep('pickup', input.time, undefined, next, undefined));
+      const pool = this.queueState(DRIVER_QUEUE);
+      pool.lastSeq += 1;
+      const requeued = buildMessage(parcel.order, pickup, DRIVER_QUEUE, pool.lastSeq, undefined, next);
+      pool.messages.set(requeued.messageId, requeued);
+      pool.windowEnd = requeued.seq;
+      this.countPickup(input.store, 1);
+      mutations.push({ kind: 'step', key, order: parcel.order, input: { ...pickup, attempt: next }, driver: undefined, message: requeued, history: structuredClone(parcel.history) });
+      outcome.requeued = requeued;
+    }
+    if (input.event === 'cancelled') {
+      // a pickup no driver has taken yet leaves the pool with the cancel: no driver is sent it
+      const waiting = this.waitingPickup(input.store, input.orderId);
+      if (waiting) {
+        this.ack(DRIVER_QUEUE, waiting.messageId, mutations);
+        outcome.withdrawn = waiting.messageId;
+      }
+    }
+    return outcome;
+  }
+
+  /** A pickup's room in the driver pool: its store's quota, then the hub's own bound. */
+  private pickupRoom(store: string): StepOutcome | undefined {
+    const waiting = this.waitingPickups.get(store) ?? 0;
+    if (waiting >= this.limits.maxQueueDepth) {
+      return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `store ${store} has ${waiting} pickups waiting for drivers, its quota` };
+    }
+    const size = this.queueStates.get(DRIVER_QUEUE)?.messages.size ?? 0;
+    if (size >= this.limits.maxPickups) {
+      return { status: 'refused', code: 'CAPS_ERR_QUEUE_FULL', reason: `${size} pickups wait for drivers, the hub's limit` };
+    }
+    return undefined;
+  }
+
+  /** The parcel's pickup still waiting in the driver pool, if it is (a cancel is rare: a walk of the pool). */
+  private waitingPickup(store: string, orderId: string): ParcelMessage | undefined {
+    if ((this.waitingPickups.get(store) ?? 0) === 0) return undefined;
+    for (const message of this.queueStates.get(DRIVER_QUEUE)?.messages.values() ?? []) {
+      if (message.orderId === orderId && message.store === store) return message;
+    }
+    return undefined;
   }
 
   /**
-   * Removes up to `limit` parcels delivered before `before` from memory, walking from the oldest
-   * pickup and stopping at the first picked up after `before` (none after can have been delivered
+   * Removes up to `limit` parcels whose story ended before `before` from memory, walking from the
+   * oldest pickup and stopping at the first picked up after `before` (none after can have ended
    * before it). `keep(key)` vetoes a removal.
    */
   pruneDelivered(before: string, limit: number, keep: (key: string) => boolean = () => false): number {
     let removed = 0;
     for (const [key, parcel] of this.parcels) {
       if (removed >= limit || (parcel.history[0]?.time ?? '') >= before) break;
-      const delivered = deliveredAt(parcel);
-      if (delivered === undefined || delivered >= before || keep(key)) continue;
+      const ended = endedAt(parcel);
+      if (ended === undefined || ended >= before || keep(key)) continue;
       this.parcels.delete(key);
       removed++;
     }
@@ -242,7 +290,14 @@ export class StorageCore {
 }
 
 /** The outbound message: the order's fields at top level and under `order`, for every lab client. */
-export function buildMessage(order: Order, input: StepInput, queue: string, seq: number, messageId: string = randomUUID()): ParcelMessage {
+export function buildMessage(
+  order: Order,
+  input: Pick<StepInput, 'event' | 'time' | 'driver' | 'details'>,
+  queue: string,
+  seq: number,
+  messageId: string = randomUUID(),
+  attempt = 1,
+): ParcelMessage {
   // one literal of a fixed shape, no spreads: this runs for every event
   const { store, orderId, customer, address } = order;
   const message: ParcelMessage = {
@@ -260,7 +315,40 @@ export function buildMessage(order: Order, input: StepInput, queue: string, seq:
     time: input.time,
   };
   if (input.driver !== undefined) message.driver = input.driver;
+  if (attempt > 1) message.attempt = attempt;
+  if (input.details !== undefined) message.details = input.details;
   return message;
+}
+
+/** A history step, with only the fields it has. */
+export function historyStep(event: ParcelStep['event'], time: string, driver: string | undefined, attempt: number, details: StepDetails | undefined): ParcelStep {
+  const step: ParcelStep = { event, time };
+  if (driver !== undefined) step.driver = driver;
+  if (attempt > 1) step.attempt = attempt;
+  if (details !== undefined) step.details = details;
+  return step;
+}
+
+/** What the lifecycle makes of a step on this parcel: a move (with the attempt it belongs to), a duplicate, or a refusal. */
+export type StepCheck =
+  | { status: 'ok'; state: ParcelRecord['state']; attempt: number; reattempt: boolean }
+  | { status: 'duplicate' }
+  | { status: 'refused'; code: 'CAPS_ERR_UNKNOWN_PARCEL' | 'CAPS_ERR_OUT_OF_ORDER'; reason: string };
+
+/** The lifecycle's judgement of `input` on `parcel` (protocol/lifecycle.ts), for every storage. */
+export function checkStep(parcel: Pick<ParcelRecord, 'state' | 'history'> | undefined, input: Pick<StepInput, 'event' | 'orderId' | 'store' | 'attempt' | 'details' | 'maxAttempts'>): StepCheck {
+  if (!parcel) {
+    if (input.event !== 'pickup') return { status: 'refused', code: 'CAPS_ERR_UNKNOWN_PARCEL', reason: `no pickup was recorded for order ${input.orderId} of ${input.store}` };
+    return { status: 'ok', state: 'pickup', attempt: 1, reattempt: false };
+  }
+  if (isDuplicate(parcel.history, parcel.state, input.event, input.attempt)) return { status: 'duplicate' };
+  const attempt = attemptOf(parcel.history);
+  if (input.attempt !== undefined && input.attempt !== attempt) {
+    return { status: 'refused', code: 'CAPS_ERR_OUT_OF_ORDER', reason: `order ${input.orderId} is on attempt ${attempt}, not ${input.attempt}` };
+  }
+  const moved = move(parcel.state, input.event, attempt, input.maxAttempts, input.details?.reason);
+  if (!moved.ok) return { status: 'refused', code: 'CAPS_ERR_OUT_OF_ORDER', reason: `order ${input.orderId} of ${input.store}: ${moved.reason}` };
+  return { status: 'ok', state: moved.state, attempt, reattempt: moved.reattempt };
 }
 
 /** What the memory and SQLite backends answer straight from their in-memory core. */

@@ -1,6 +1,7 @@
 import type { CapsErrorCode } from '../../protocol/errors.js';
 import type { ParcelMessage } from '../../protocol/messages.js';
-import type { Order, ParcelEvent } from '../../protocol/schemas.js';
+import { FINAL_STATES } from '../../protocol/lifecycle.js';
+import type { Order, ParcelEvent, StepDetails } from '../../protocol/schemas.js';
 
 /** One step a client published, as the hub records it. */
 export interface StepInput {
@@ -26,6 +27,12 @@ export interface StepInput {
   dispatched?: boolean;
   /** When the hub received it (ISO 8601). */
   time: string;
+  /** The attempt the publisher names (absent: the current one); a step of an attempt over is refused. */
+  attempt?: number;
+  /** What the step tells beside the parcel (a failure's reason, a proof of delivery, an ETA). */
+  details?: StepDetails;
+  /** A failed step: the store's maximum of attempts (protocol/lifecycle.ts DEFAULT_MAX_ATTEMPTS). */
+  maxAttempts?: number;
 }
 
 /** What became of a published step. Every outcome resolves only once it is durable. */
@@ -34,7 +41,16 @@ export type StepOutcome =
    * `spilled`: the message went to the store's log past what is held in memory (its vendors are
    * behind): stored, but sent only once `more()` pages it in.
    */
-  | { status: 'accepted'; message: ParcelMessage; pickedUpAt: string; spilled?: boolean }
+  | {
+      status: 'accepted';
+      message: ParcelMessage;
+      pickedUpAt: string;
+      spilled?: boolean;
+      /** A failed attempt went back to the driver pool: the new attempt's pickup, queued for drivers. */
+      requeued?: ParcelMessage;
+      /** A cancel took the parcel's pickup off the driver pool before any driver had it: its messageId. */
+      withdrawn?: string;
+    }
   | { status: 'duplicate' }
   | { status: 'refused'; code: CapsErrorCode; reason: string };
 
@@ -45,6 +61,9 @@ export interface ParcelStep {
   event: ParcelEvent;
   time: string;
   driver?: string;
+  /** The attempt it belongs to, from the second on (absent: the first). */
+  attempt?: number;
+  details?: StepDetails;
 }
 
 /** A parcel's state and history. */
@@ -80,6 +99,11 @@ export interface ParcelPage {
 export interface StoreSummary {
   store: string;
   counts: Record<ParcelEvent, number>;
+}
+
+/** A store's counts before any parcel is counted: every state, at 0. */
+export function noCounts(): Record<ParcelEvent, number> {
+  return { pickup: 0, 'in-transit': 0, delivered: 0, failed: 0, returned: 0, cancelled: 0 };
 }
 
 /** Newest first: by pickup time, then orderId, both descending. */
@@ -141,8 +165,8 @@ export interface Storage {
   /** Every store with parcels, and how many are in each state. */
   stores(): Promise<StoreSummary[]>;
   /**
-   * Retention: removes up to `limit` delivered parcels delivered before `before` (ISO 8601), with
-   * their history; parcels not delivered yet are kept, however old. Messages still queued are
+   * Retention: removes up to `limit` parcels whose story ended (delivered, returned, cancelled)
+   * before `before` (ISO 8601), with their history; parcels still under way are kept, however old. Messages still queued are
    * not touched (they carry their order). Resolves with how many were removed.
    */
   prune(before: string, limit: number): Promise<number>;
@@ -170,9 +194,22 @@ export interface StorageLimits {
 
 export const DEFAULT_LIMITS: StorageLimits = { maxQueueDepth: 10_000, maxPickups: 100_000, window: 2_000 };
 
-/** When a parcel was delivered, if it was. */
-export function deliveredAt(parcel: ParcelRecord): string | undefined {
-  return parcel.state === 'delivered' ? parcel.history.find((step) => step.event === 'delivered')?.time : undefined;
+/** When a parcel's story ended (delivered, returned or cancelled), if it has. */
+export function endedAt(parcel: ParcelRecord): string | undefined {
+  return FINAL_STATES.has(parcel.state) ? parcel.history.findLast((step) => step.event === parcel.state)?.time : undefined;
+}
+
+/**
+ * True when a parcel took only the course's steps, once each, with nothing beside them: the
+ * storages keep such a parcel's history as it always was (SQLite: columns of its row), and only
+ * the others' in full.
+ */
+export function isPlainHistory(history: readonly ParcelStep[]): boolean {
+  for (const step of history) {
+    if (step.details !== undefined || step.attempt !== undefined) return false;
+    if (step.event !== 'pickup' && step.event !== 'in-transit' && step.event !== 'delivered') return false;
+  }
+  return true;
 }
 
 /** Cuts `limit + 1` sorted parcels into a page and the cursor of the next one. */

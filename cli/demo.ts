@@ -312,10 +312,13 @@ export function runDemo(argv: readonly string[]): Promise<number> {
 
     const common = ['--url', url];
     for (const store of ['1-800-flowers', 'acme-widgets']) {
-      launch(add(store, () => ['vendor', ...common, '--store', store, '--interval', String(flags.interval)], undefined, signToken(secret, { role: 'vendor', store })));
+      // one store's customers change their minds now and then
+      const cancels = store === 'acme-widgets' ? ['--cancel-percent', '10'] : [];
+      launch(add(store, () => ['vendor', ...common, '--store', store, '--interval', String(flags.interval), ...cancels], undefined, signToken(secret, { role: 'vendor', store })));
     }
     for (const name of ['driver-1', 'driver-2']) {
-      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay)], undefined, signToken(secret, { role: 'driver', name })));
+      // a real round has doors nobody opens: some attempts fail, go back to the drivers, and some parcels back to their store
+      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay), '--fail-percent', '20'], undefined, signToken(secret, { role: 'driver', name })));
     }
     const dashboard = `${url}/#token=${signToken(secret, { role: 'dashboard' }, { expiresInSeconds: 7 * 86_400 })}`;
     say(`CAPS demo running: hub at ${url}  (health: ${url}/healthz). Press Ctrl-C to stop.`);

@@ -4,8 +4,10 @@ import { abortController, connectCaps, currentHub, describeFailure, pause, publi
 import type { CapsErrorBody } from '../protocol/errors.js';
 import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
-import type { ParcelEvent } from '../protocol/schemas.js';
+import type { ParcelEvent, PublishPayload, StepDetails } from '../protocol/schemas.js';
+import type { FailureReason } from '../protocol/lifecycle.js';
 import { RecentIds } from '../protocol/recent-ids.js';
+import { createHash } from 'node:crypto';
 
 export interface DriverOptions {
   url: string;
@@ -18,11 +20,27 @@ export interface DriverOptions {
   /** How long to wait for each publish ack before sending again. Default 5000 ms. */
   ackTimeoutMs?: number;
   log?: (line: string) => void;
+  /**
+   * What becomes of each attempt: delivered, or a failure's reason. Default: delivered, but for a
+   * share `failShare` of attempts that fail with a reason drawn from a real shop's mix.
+   */
+  outcome?: (message: ParcelMessage) => 'delivered' | FailureReason;
+  /** Share of attempts that fail (0 to 1) when no `outcome` is given. Default 0. */
+  failShare?: number;
 }
+
+/** Why attempts fail, roughly as often as they do: nobody home by far the most. */
+const FAILURES: readonly FailureReason[] = ['recipient-absent', 'recipient-absent', 'recipient-absent', 'access-denied', 'address-not-found', 'refused'];
 
 export interface DriverEvents {
   'picked-up': [ParcelMessage];
   delivered: [ParcelMessage];
+  /** An attempt failed: the message, and its reason. */
+  failed: [ParcelMessage, FailureReason];
+  /** A failed parcel handed back to its store. */
+  returned: [ParcelMessage];
+  /** The store cancelled a parcel this driver holds. */
+  cancelled: [ParcelMessage];
   problem: [string];
   /** The hub refused the connection (bad or expired token): retrying will not help. */
   refused: [CapsErrorBody];
@@ -38,6 +56,9 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   private readonly jobs = new Map<string, { ack: MessageAck }>();
   /** Pickups already delivered: a copy sent again is only acknowledged. */
   private readonly finished = new RecentIds(10_000);
+  /** Parcels (store and orderId) the store cancelled while this driver held them. */
+  private readonly cancelled = new RecentIds(10_000);
+  private readonly outcome: (message: ParcelMessage) => 'delivered' | FailureReason;
   private closed = false;
   private readonly aborter = abortController();
   private closing: Promise<void> | undefined;
@@ -47,6 +68,8 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     this.log = options.log ?? ((line) => console.log(line));
     this.delay = options.delay ?? 1_000;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
+    const failShare = options.failShare ?? 0;
+    this.outcome = options.outcome ?? (() => (Math.random() < failShare ? (FAILURES[Math.floor(Math.random() * FAILURES.length)] ?? 'other') : 'delivered'));
     this.socket = connectCaps(options.url, { role: 'driver', name: options.name, ...(options.token ? { token: options.token } : {}) });
     this.socket.on('connect', () => this.log(`DRIVER: ${options.name} connected to ${currentHub(this.socket)}`));
     this.socket.on('connect_error', (err) => {
@@ -58,6 +81,11 @@ export class DriverClient extends EventEmitter<DriverEvents> {
       if (!this.closed) this.log(`DRIVER: ${options.name} lost the hub (${reason}); reconnecting`);
     });
     this.socket.on('pickup', (message, ack) => this.onPickup(message, ack));
+    this.socket.on('cancelled', (message) => {
+      if (!this.cancelled.add(`${message.store}\u0000${message.orderId}`)) return;
+      this.log(`DRIVER: ${options.name} was told ${message.orderId} is cancelled; taking it back`);
+      this.emit('cancelled', message);
+    });
   }
 
   get name(): string {
@@ -100,7 +128,7 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   }
 
   private async deliver(message: ParcelMessage): Promise<void> {
-    const transit = await this.report('in-transit', message);
+    const transit = await this.report('in-transit', message, { eta: new Date(Date.now() + this.delay).toISOString() });
     if (this.closed) return;
     if (transit === 'not-mine') {
       // the hub gave this pickup to someone else meanwhile (a hub restart, a failover): drop it
@@ -111,14 +139,11 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     if (transit !== 'refused') {
       await pause(this.delay, this.aborter.signal);
       if (this.closed) return;
-      this.log(`DRIVER: delivered ${message.orderId}`);
-      const delivered = await this.report('delivered', message);
-      if (this.closed) return;
-      if (delivered === 'not-mine') {
+      const ended = this.cancelled.has(`${message.store}\u0000${message.orderId}`) ? 'cancelled' : await this.attempt(message);
+      if (ended === 'not-mine') {
         this.jobs.delete(message.messageId);
         return;
       }
-      if (delivered !== 'refused') this.emit('delivered', message);
     }
     // done with it either way: a refused step will not succeed by trying again
     this.finished.add(message.messageId);
@@ -126,9 +151,40 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     this.jobs.delete(message.messageId);
   }
 
+  /** At the door: delivered with its proof, or failed with a reason (and, with no attempt left, taken back). */
+  private async attempt(message: ParcelMessage): Promise<'done' | 'not-mine' | 'cancelled'> {
+    const outcome = this.outcome(message);
+    if (outcome === 'delivered') {
+      this.log(`DRIVER: delivered ${message.orderId}`);
+      // the proof is a reference: here, the hash of what the recipient signed, never the image
+      const signature = `sha256:${createHash('sha256').update(`${message.orderId}:${message.customer}`).digest('hex')}`;
+      const delivered = await this.report('delivered', message, { recipient: message.customer, signature });
+      if (delivered === 'not-mine') return 'not-mine';
+      if (delivered !== 'refused') this.emit('delivered', message);
+      return 'done';
+    }
+    this.log(`DRIVER: could not deliver ${message.orderId} (${outcome})`);
+    const failed = await this.report('failed', message, { reason: outcome, note: `attempt ${message.attempt ?? 1} by ${this.options.name}` });
+    if (failed === 'not-mine') return 'not-mine';
+    if (failed === 'refused' || failed === undefined) return 'done';
+    this.emit('failed', message, outcome);
+    // no attempt left (or a refusal, damage): the parcel goes back to its store
+    if (failed.reattempt === false) {
+      await pause(this.delay, this.aborter.signal);
+      if (this.closed) return 'done';
+      const returned = await this.report('returned', message, { note: 'back at the store' });
+      if (returned !== 'refused' && returned !== 'not-mine' && returned !== undefined) {
+        this.log(`DRIVER: returned ${message.orderId} to ${message.store}`);
+        this.emit('returned', message);
+      }
+    }
+    return 'done';
+  }
+
   /** Publishes a step for a parcel; sends again until the hub answers. */
-  private async report(event: ParcelEvent, message: ParcelMessage): Promise<PublishResult | 'refused' | 'not-mine' | undefined> {
-    const payload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address };
+  private async report(event: ParcelEvent, message: ParcelMessage, details: StepDetails = {}): Promise<PublishResult | 'refused' | 'not-mine' | undefined> {
+    // the attempt the pickup named: a step re-sent late never lands on a later attempt
+    const payload: PublishPayload = { store: message.store, orderId: message.orderId, customer: message.customer, address: message.address, attempt: message.attempt ?? 1, ...details };
     const result = await publishUntilAnswered(this.socket, event, payload, {
       ackTimeoutMs: this.ackTimeoutMs,
       signal: this.aborter.signal,

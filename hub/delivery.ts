@@ -415,6 +415,18 @@ export class Delivery {
     await this.ack(DRIVER_QUEUE, entry.message.messageId, 'delivered');
   }
 
+  /**
+   * A parcel was cancelled: every driver of this hub its pickup went to hears the cancel at once
+   * (best effort: not queued for a driver; one that misses it has its next step refused).
+   */
+  tellHolders(message: ParcelMessage): void {
+    const names = this.dispatched.get(parcelKey(message.store, message.orderId));
+    if (!names || names.size === 0) return;
+    for (const socket of this.drivers()) {
+      if (names.has(socket.data.name)) (socket.emit as (event: string, message: ParcelMessage) => boolean)('cancelled', message);
+    }
+  }
+
   /** A driver came online or asked for work. */
   driverReady(socket: CapsSocket): void {
     if (this.feed) this.pullPickups(ALL_SHARDS, false);

@@ -5,6 +5,7 @@ import { CapsError } from '../protocol/errors.js';
 import type { CapsErrorCode } from '../protocol/errors.js';
 import { fail, ok } from '../protocol/result.js';
 import { PARCEL_EVENTS, nameSchema } from '../protocol/schemas.js';
+import { attemptOf } from '../protocol/lifecycle.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { subjectOf } from '../protocol/token.js';
 import type { Delivery } from './delivery.js';
@@ -174,6 +175,8 @@ export function timeline(parcel: ParcelRecord) {
   return {
     ...parcel.order,
     state: parcel.state,
+    /** Delivery attempts so far (a failed attempt that went back to the drivers starts the next). */
+    attempts: attemptOf(parcel.history),
     ...(parcel.driver !== undefined ? { driver: parcel.driver } : {}),
     history: parcel.history.map((step) => ({ ...step, store: parcel.order.store })),
   };

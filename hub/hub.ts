@@ -13,6 +13,8 @@ import { callerOf, sendError, trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
 import { Retention } from './retention.js';
 import { pickupRoute } from './http-publish.js';
+import type { PublishContext } from './publish.js';
+import { DEFAULT_MAX_ATTEMPTS } from '../protocol/lifecycle.js';
 import { shopApi } from './shop-api.js';
 import { trackingPage } from './tracking-page.js';
 import { OPENAPI } from './openapi.js';
@@ -100,6 +102,10 @@ export interface HubOptions {
   maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
   maxInHandsPerStore?: number;
+  /** Delivery attempts per parcel before it goes back to its store (protocol/lifecycle.ts). Default 3. */
+  maxAttempts?: number;
+  /** Stores with their own maximum of attempts, overriding `maxAttempts`. */
+  storeMaxAttempts?: Readonly<Record<string, number>>;
   logger?: Logger;
 }
 
@@ -215,6 +221,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   watchers?.start();
   const retention = new Retention(storage, logger, { retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS, everyMs: options.pruneEveryMs ?? 60_000 });
   const allowAnonymous = options.allowAnonymous === true;
+  const defaultMaxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+  const storeMaxAttempts = options.storeMaxAttempts ?? {};
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', uptime: process.uptime() });
@@ -248,8 +256,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     }
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
-  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
+  const maxAttempts = (store: string): number => (Object.hasOwn(storeMaxAttempts, store) ? (storeMaxAttempts[store] as number) : defaultMaxAttempts);
+  const publishing: PublishContext = { logger, storage, delivery, metrics, dashboards, maxAttempts };
+  app.use(pickupRoute(publishing, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', shopApi(publishing, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
   app.get('/api/openapi.json', (_req, res) => {
     res.json(OPENAPI);
   });
@@ -339,7 +349,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   // connections are taken only once the queues are loaded, so a backlog is never missed
   nsp.on('connection', (socket) => {
     trackExpiry(socket, expiry, logger);
-    handleConnection({ logger, storage, delivery, metrics, rateLimit, limits, dashboards, locations }, socket);
+    handleConnection({ ...publishing, rateLimit, limits, locations }, socket);
   });
   logger.info('STORAGE', {
     kind: storage.kind,

@@ -1,6 +1,7 @@
 import type { CommandSpec } from '../cli/args.js';
-import { runCommand, untilSignal } from '../cli/args.js';
+import { runCommand, untilSignal, UsageError } from '../cli/args.js';
 import { createHub } from './hub.js';
+import { MAX_ATTEMPTS_LIMIT } from '../protocol/lifecycle.js';
 import { LAB_MODE_TOLERATES } from './lab-mode.js';
 import { createLogger } from './logger.js';
 import type { RateLimitOptions } from './rate-limit.js';
@@ -41,6 +42,8 @@ export const hubCommand = {
     'max-queue': { type: 'integer', description: "per store: pickups one store may have waiting for drivers (with --redis, also messages waiting for its vendors); past it, that store's pickups are refused with CAPS_ERR_QUEUE_FULL (no other store's)", placeholder: 'N', default: 10000, min: 1 },
     retention: { type: 'integer', description: "days a delivered parcel's history is kept, then removed in the background (parcels not delivered are kept); 0 keeps it forever", placeholder: 'DAYS', default: 30, min: 0, max: 36500 },
     'max-pickups': { type: 'integer', description: 'pickups waiting for drivers across every store, the hub\'s own bound (a flood of new store names cannot grow past it); past it, pickups are refused with CAPS_ERR_QUEUE_FULL', placeholder: 'N', default: 100000, min: 1 },
+    'max-attempts': { type: 'integer', description: "delivery attempts per parcel: a failed attempt goes back to the drivers until this many were made, then the parcel is returned to its store (refused and damaged parcels are returned at once)", placeholder: 'N', default: 3, min: 1, max: 20 },
+    'store-max-attempts': { type: 'string', description: 'stores with their own maximum of attempts, e.g. acme=5,bakery=1 (overrides --max-attempts for them)', placeholder: 'STORE=N,...' },
     'max-in-hands': { type: 'integer', description: "pickups one store may have in drivers' hands at once while other stores wait (default: a fair share of the drivers' slots)", placeholder: 'N', min: 1 },
     'rate-limit': {
       type: 'integer',
@@ -98,6 +101,13 @@ export function runHub(argv: readonly string[]): Promise<number> {
       process.stderr.write('caps hub: --dispatch broadcast needs a single hub: with Redis, each pickup goes to one driver of one hub\nRun \'caps hub --help\' to see the flags.\n');
       return 2;
     }
+    let storeMaxAttempts: Record<string, number> | undefined;
+    try {
+      if (flags['store-max-attempts'] !== undefined) storeMaxAttempts = storeMaxAttemptsOf(flags['store-max-attempts']);
+    } catch (err) {
+      process.stderr.write(`caps hub: ${(err as Error).message}\nRun 'caps hub --help' to see the flags.\n`);
+      return 2;
+    }
     let hub;
     try {
       const { secret, source } = loadSecret(flags.data);
@@ -121,6 +131,8 @@ export function runHub(argv: readonly string[]): Promise<number> {
         maxPickups: flags['max-pickups'],
         retentionMs: flags.retention * 86_400_000,
         ...(flags['max-in-hands'] !== undefined ? { maxInHandsPerStore: flags['max-in-hands'] } : {}),
+        maxAttempts: flags['max-attempts'],
+        ...(storeMaxAttempts ? { storeMaxAttempts } : {}),
         rateLimit: rateLimitOf(flags['rate-limit']),
         maxConnections: flags['max-connections'],
         maxConnectionsPerToken: flags['max-connections-per-token'],
@@ -156,4 +168,18 @@ export function runHub(argv: readonly string[]): Promise<number> {
 export function rateLimitOf(perSecond: number): Partial<RateLimitOptions> {
   if (perSecond === 0) return { ratePerSecond: Infinity, burst: Infinity };
   return { ratePerSecond: perSecond, burst: 2 * perSecond };
+}
+
+/** `--store-max-attempts acme=5,bakery=1`: each store's maximum, 1 to MAX_ATTEMPTS_LIMIT. */
+export function storeMaxAttemptsOf(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of text.split(',')) {
+    const match = /^\s*([^=\s][^=]*?)\s*=\s*(\d+)\s*$/.exec(part);
+    const n = match ? Number(match[2]) : NaN;
+    if (!match || !Number.isInteger(n) || n < 1 || n > MAX_ATTEMPTS_LIMIT) {
+      throw new UsageError(`--store-max-attempts: '${part}' is not STORE=N with N from 1 to ${MAX_ATTEMPTS_LIMIT}`);
+    }
+    out[match[1] as string] = n;
+  }
+  return out;
 }

@@ -1,5 +1,6 @@
 import { CAPS_ERROR_CODES } from '../protocol/errors.js';
 import { LIMITS, PARCEL_EVENTS } from '../protocol/schemas.js';
+import { FAILURE_REASONS } from '../protocol/lifecycle.js';
 import { MAX_IDEMPOTENCY_KEY, MAX_TRACKING_LINK_SECONDS } from './shop-api.js';
 
 /**
@@ -16,10 +17,33 @@ const error = {
   },
 };
 
+const point = { type: 'object', required: ['lat', 'lng'], properties: { lat: { type: 'number', minimum: -90, maximum: 90 }, lng: { type: 'number', minimum: -180, maximum: 180 } } };
+const proofRef = { type: 'string', maxLength: LIMITS.proofRef, description: 'an https: URL or sha256:<64 hex>: a reference, never the image' };
+
+/** What a step told (protocol/schemas.ts STEP_DETAILS says which step may carry which). */
+const details = {
+  type: 'object',
+  properties: {
+    reason: { enum: FAILURE_REASONS, description: 'failed: why' },
+    note: { type: 'string', maxLength: LIMITS.note },
+    recipient: { type: 'string', description: 'delivered: who took it' },
+    signature: proofRef,
+    photo: proofRef,
+    location: point,
+    eta: { type: 'string', format: 'date-time', description: 'in-transit: when the driver expects to arrive' },
+  },
+};
+
 const step = {
   type: 'object',
   required: ['event', 'time'],
-  properties: { event: { enum: PARCEL_EVENTS }, time: { type: 'string', format: 'date-time' }, driver: { type: 'string' } },
+  properties: {
+    event: { enum: PARCEL_EVENTS },
+    time: { type: 'string', format: 'date-time' },
+    driver: { type: 'string' },
+    attempt: { type: 'integer', minimum: 2, description: 'the attempt it belongs to, from the second on' },
+    details,
+  },
 };
 
 const parcel = {
@@ -31,6 +55,7 @@ const parcel = {
     customer: { type: 'string' },
     address: { type: 'string' },
     state: { enum: PARCEL_EVENTS },
+    attempts: { type: 'integer', minimum: 1, description: 'delivery attempts so far' },
     driver: { type: 'string' },
     history: { type: 'array', items: step },
   },
@@ -98,6 +123,22 @@ export const OPENAPI = {
           '200': { description: 'It existed already (header Idempotent-Replayed: true)', ...json(okOf({ ...parcel, properties: { ...parcel.properties, status: { const: 'existing' } } })) },
           '422': { description: 'The Idempotency-Key was used for another body', ...json(error) },
           '503': { description: 'Queue full or storage unavailable: retry', ...json(error) },
+          ...errors,
+        },
+      },
+    },
+    '/api/stores/{store}/parcels/{orderId}/cancel': {
+      post: {
+        summary: 'Cancels a parcel not delivered yet, with a vendor token of that store: a pickup still waiting leaves the drivers, a driver holding it is told',
+        parameters: [pathParam('store', 'the store'), pathParam('orderId', 'the parcel')],
+        requestBody: { required: false, ...json({ type: 'object', properties: { note: { type: 'string', maxLength: LIMITS.note } }, additionalProperties: false }) },
+        responses: {
+          '200': {
+            description: 'Cancelled (status cancelled), or it was already (status already-cancelled, header Idempotent-Replayed: true)',
+            ...json(okOf({ ...parcel, properties: { ...parcel.properties, status: { enum: ['cancelled', 'already-cancelled'] } } })),
+          },
+          '404': { description: 'No such parcel in this store', ...json(error) },
+          '409': { description: 'Too late: delivered, failed (being returned) or returned', ...json(error) },
           ...errors,
         },
       },

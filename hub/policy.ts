@@ -1,3 +1,4 @@
+import { PUBLISHED_BY } from '../protocol/lifecycle.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { AckResult } from '../protocol/result.js';
 import { fail } from '../protocol/result.js';
@@ -10,10 +11,10 @@ import { queueOf } from './identity.js';
  * token's subject; undefined is an anonymous client of the open lab mode, which may do anything.
  */
 
-/** A vendor hands parcels over for its own store; only drivers report what became of them. */
+/** A vendor hands parcels over (and cancels them) for its own store; only drivers report what became of them. */
 export function mayPublish(auth: TokenSubject | undefined, event: ParcelEvent, store: string): AckResult<never> | undefined {
   if (!auth) return undefined;
-  if (auth.role !== (event === 'pickup' ? 'vendor' : 'driver')) return forbidden(auth, `publish ${event}`);
+  if (auth.role !== PUBLISHED_BY[event]) return forbidden(auth, `publish ${event}`);
   if (auth.role === 'vendor' && store !== auth.store) {
     return fail('CAPS_ERR_FORBIDDEN', `the token is for store ${auth.store}; the payload names ${store}`);
   }

@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_ATTEMPTS, PUBLISHED_BY } from '../protocol/lifecycle.js';
 import type { PublishResult } from '../protocol/messages.js';
 import type { AckResult } from '../protocol/result.js';
 import { fail, ok } from '../protocol/result.js';
@@ -16,13 +17,15 @@ export interface PublishContext {
   delivery: Delivery;
   metrics: Metrics;
   dashboards: Dashboards;
+  /** A store's maximum of delivery attempts (`--max-attempts`); default DEFAULT_MAX_ATTEMPTS. */
+  maxAttempts?: (store: string) => number;
 }
 
 /** Who publishes a step: a socket or an HTTP request. */
 export interface Publisher {
   /** The verified token's subject; undefined for an anonymous lab client. */
   auth: TokenSubject | undefined;
-  /** Recorded as the step's driver (in-transit, delivered). */
+  /** Recorded as the step's driver (the steps drivers report). */
   name?: string;
   /** The publishing socket, which is not sent its own pickup back (lab semantics). */
   socketId?: string;
@@ -42,11 +45,15 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
   if (refused) return refused;
   const time = new Date().toISOString();
   ctx.metrics.receive(event);
+  const byDriver = PUBLISHED_BY[event] === 'driver';
   // one object built field by field, no spreads: this runs for every event
   const step: StepInput = { event, store: input.store, orderId: input.orderId, time };
   if (input.customer !== undefined) step.customer = input.customer;
   if (input.address !== undefined) step.address = input.address;
-  if (event !== 'pickup' && publisher.name !== undefined) step.driver = publisher.name;
+  if (byDriver && publisher.name !== undefined) step.driver = publisher.name;
+  if (input.attempt !== undefined) step.attempt = input.attempt;
+  if (input.details !== undefined) step.details = input.details;
+  if (event === 'failed') step.maxAttempts = ctx.maxAttempts?.(input.store) ?? DEFAULT_MAX_ATTEMPTS;
   // no vendor of the store online: its message goes to the store's log on disk, not to memory
   if (event !== 'pickup') {
     if (!ctx.delivery.hasListeners(input.store)) step.toLog = true;
@@ -62,11 +69,22 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
     ctx.delivery.add(outcome.message, publisher.socketId, outcome.spilled === true);
     ctx.dashboards.step(outcome.message);
     if (event === 'delivered') ctx.metrics.latency.observe(Math.max(0, Date.parse(time) - Date.parse(outcome.pickedUpAt)) / 1000);
+    // the driver given the parcel hears of its cancel at once (its next step would be refused)
+    if (event === 'cancelled') ctx.delivery.tellHolders(outcome.message);
   } else {
     ctx.metrics.duplicates.inc({ event });
     ctx.logger.info('DUPLICATE', { event, store: input.store, orderId: input.orderId, via: publisher.via });
   }
-  // a step reported means the pickup reached a driver, whichever connection reports it
-  if (event !== 'pickup') await ctx.delivery.settlePickup(input.store, input.orderId, event === 'delivered');
-  return ok({ event, store: input.store, orderId: input.orderId, duplicate });
+  // a step reported means the pickup reached a driver, whichever connection reports it; a step
+  // that ends the driver's part (or a cancel) forgets who it went to
+  if (event !== 'pickup') await ctx.delivery.settlePickup(input.store, input.orderId, event !== 'in-transit');
+  // a failed attempt's parcel is back in the driver pool: only now, so that settling took the old pickup
+  if (outcome.status === 'accepted' && outcome.requeued) {
+    ctx.delivery.add(outcome.requeued);
+    ctx.dashboards.step(outcome.requeued);
+    ctx.logger.info('REATTEMPT', { store: input.store, orderId: input.orderId, attempt: outcome.requeued.attempt ?? 2 });
+  }
+  const result: PublishResult = { event, store: input.store, orderId: input.orderId, duplicate };
+  if (outcome.status === 'accepted' && outcome.message.reattempt !== undefined) result.reattempt = outcome.message.reattempt;
+  return ok(result);
 }

@@ -70,6 +70,27 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
     if (duplicate) res.set('Idempotent-Replayed', 'true');
     res.status(duplicate ? 200 : 201).json(ok({ ...timeline(parcel), status: duplicate ? 'existing' : 'created' }));
   });
+  // the store calls a delivery off (issue 17): a driver holding it is told, a waiting pickup leaves the pool
+  api.post('/stores/:store/parcels/:orderId/cancel', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
+    const caller = callerOf(req, options);
+    const store = String(req.params['store']);
+    if (caller.role !== 'anonymous' && !(caller.role === 'vendor' && caller.store === store)) {
+      throw new CapsError('CAPS_ERR_FORBIDDEN', `parcels of ${store} are cancelled with a vendor token of ${store}`);
+    }
+    const body = (req.body ?? {}) as unknown;
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', 'send nothing, or a JSON object { "note" }');
+    const fields = body as Record<string, unknown>;
+    const extra = Object.keys(fields).filter((key) => key !== 'note');
+    if (extra.length > 0) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `a cancel carries only a note; not ${extra.join(', ')}`);
+    const parsed = parsePublish('cancelled', { ...fields, store, orderId: String(req.params['orderId']) });
+    if (!parsed.ok) throw new CapsError(parsed.error.code, parsed.error.message);
+    const result = await publishStep(ctx, { auth: caller.role === 'anonymous' ? undefined : caller, via: 'http' }, parsed.value);
+    if (!result.ok) throw new CapsError(result.error.code, result.error.message);
+    const parcel = await ctx.storage.parcel(store, parsed.value.orderId);
+    if (!parcel) throw new CapsError('CAPS_ERR_STORAGE', 'the cancel was stored but the parcel cannot be read back; ask again');
+    if (result.data.duplicate) res.set('Idempotent-Replayed', 'true');
+    res.status(200).json(ok({ ...timeline(parcel), status: result.data.duplicate ? 'already-cancelled' : 'cancelled' }));
+  });
   // a customer's tracking link for one parcel (issue 17): a `tracker` token, signed like any other
   api.post('/stores/:store/parcels/:orderId/tracking-link', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
     const caller = callerOf(req, options);
@@ -100,6 +121,7 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
       }),
     );
   });
+  api.use('/stores/:store/parcels/:orderId/cancel', publishErrors(ctx, options.maxPayloadBytes, 'nothing, or { "note" }'));
   api.use('/stores/:store/parcels/:orderId/tracking-link', publishErrors(ctx, options.maxPayloadBytes, 'nothing, or { "expiresInSeconds" }'));
   api.use('/stores/:store/parcels', publishErrors(ctx, options.maxPayloadBytes, '{ "customer", "address"[, "orderId"] }'));
   return api;

@@ -35,6 +35,8 @@ export interface PublishResult {
   orderId: string;
   /** True when this exact step was published before: acknowledged, not relayed again. */
   duplicate: boolean;
+  /** A failed step newly recorded: true when the parcel went back to the drivers, false when it goes back to its store. */
+  reattempt?: boolean;
 }
 
 /** Answer to join and leave. */

@@ -12,7 +12,8 @@ export const vendorCommand = {
     token: { type: 'string', description: "vendor token from 'caps token --role vendor --store NAME' (not needed by a hub in lab mode)", placeholder: 'TOKEN', env: 'CAPS_TOKEN' },
     store: { type: 'string', description: "the store's name (its room on the hub); default: the token's store, else 1-800-flowers", placeholder: 'NAME', env: 'CAPS_STORE' },
     interval: { type: 'integer', description: 'milliseconds between new parcels', placeholder: 'MS', default: 2000, min: 1 },
-    count: { type: 'integer', description: 'publish N parcels, then exit 0 once all N are delivered (default: run until stopped)', min: 1 },
+    count: { type: 'integer', description: 'publish N parcels, then exit 0 once every one is delivered, returned or cancelled (default: run until stopped)', min: 1 },
+    'cancel-percent': { type: 'integer', description: 'share of its parcels the store cancels a moment after handing them over (the customer changed their mind)', placeholder: 'PERCENT', default: 0, min: 0, max: 100 },
   },
   examples: ['caps vendor --token "$(caps token --role vendor --store acme-widgets)"', 'caps vendor --count 3 --interval 100 --token TOKEN'],
 } as const satisfies CommandSpec;
@@ -30,7 +31,7 @@ export function runVendor(argv: readonly string[]): Promise<number> {
       return 2;
     }
     const store = flags.store ?? tokenStore ?? '1-800-flowers';
-    const vendor = new VendorClient({ url: flags.url, store, interval: flags.interval, ...(flags.count !== undefined ? { count: flags.count } : {}), ...(flags.token ? { token: flags.token } : {}) });
+    const vendor = new VendorClient({ url: flags.url, store, interval: flags.interval, cancelShare: flags['cancel-percent'] / 100, ...(flags.count !== undefined ? { count: flags.count } : {}), ...(flags.token ? { token: flags.token } : {}) });
     const stop = untilSignal();
     const refused = new Promise<CapsErrorBody>((resolve) => vendor.once('refused', resolve));
     const outcome = await Promise.race([

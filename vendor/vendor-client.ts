@@ -24,11 +24,21 @@ export interface VendorOptions {
   ackTimeoutMs?: number;
   /** Where console lines go. Default: stdout. */
   log?: (line: string) => void;
+  /** Share of its orders this vendor cancels, a moment after handing them over (0 to 1). Default 0. */
+  cancelShare?: number;
+  /** Where chance comes from (tests make it certain). Default Math.random. */
+  random?: () => number;
 }
 
 export interface VendorEvents {
   'in-transit': [ParcelMessage];
   delivered: [ParcelMessage];
+  /** An attempt failed: `reattempt` says whether it went back to the drivers. */
+  failed: [ParcelMessage];
+  /** A parcel whose attempts are over came back to the store. */
+  returned: [ParcelMessage];
+  /** A parcel was cancelled (by this process or another of the store). */
+  cancelled: [ParcelMessage];
   /** An error the vendor reports and carries on from (publish refused, hub unreachable). */
   problem: [string];
   /** The hub refused the connection (bad or expired token): retrying will not help. */
@@ -49,11 +59,13 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   private readonly aborter = abortController();
   private closing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private readonly random: () => number;
 
   constructor(private readonly options: VendorOptions) {
     super();
     this.log = options.log ?? ((line) => console.log(line));
     this.interval = options.interval ?? 2_000;
+    this.random = options.random ?? Math.random;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
     this.socket = connectCaps(options.url, { role: 'vendor', store: options.store, ...(options.token ? { token: options.token } : {}) });
     this.socket.on('connect', () => this.log(`VENDOR: ${options.store} connected to ${currentHub(this.socket)}`));
@@ -67,6 +79,9 @@ export class VendorClient extends EventEmitter<VendorEvents> {
     });
     this.socket.on('in-transit', (message, ack) => this.onInTransit(message, ack));
     this.socket.on('delivered', (message, ack) => this.onDelivered(message, ack));
+    this.socket.on('failed', (message, ack) => this.onFailed(message, ack));
+    this.socket.on('returned', (message, ack) => this.onEnded('returned', message, ack));
+    this.socket.on('cancelled', (message, ack) => this.onEnded('cancelled', message, ack));
   }
 
   get store(): string {
@@ -112,6 +127,26 @@ export class VendorClient extends EventEmitter<VendorEvents> {
   }
 
   /**
+   * Calls a delivery off; resolves with the hub's answer (a duplicate if it was cancelled already),
+   * or undefined once it is too late (delivered, failed, returned): that is logged, not thrown.
+   */
+  async cancel(orderId: string, note?: string): Promise<PublishResult | undefined> {
+    const result = await publishUntilAnswered(this.socket, 'cancelled', { store: this.options.store, orderId, ...(note !== undefined ? { note } : {}) }, {
+      ackTimeoutMs: this.ackTimeoutMs,
+      signal: this.aborter.signal,
+      what: `cancel of ${orderId}`,
+      problem: (text) => this.emitProblem(text),
+    });
+    if (!result) return undefined;
+    if (!result.ok) {
+      this.log(`VENDOR: could not cancel ${orderId}: ${describeFailure(result)}`);
+      return undefined;
+    }
+    this.log(`VENDOR: cancelled ${orderId}${note !== undefined ? ` (${note})` : ''}`);
+    return result.data;
+  }
+
+  /**
    * Publishes an order every `interval` ms. With `count`, stops after that many and resolves
    * once every one of them is delivered; without, runs until `close()`.
    */
@@ -121,25 +156,33 @@ export class VendorClient extends EventEmitter<VendorEvents> {
       let published = 0;
       /** Publishes not answered yet: a parcel can be delivered before its own ack comes back (a hub restart). */
       let unanswered = 0;
+      // a parcel's story ends delivered, returned or cancelled
+      const ends = ['delivered', 'returned', 'cancelled'] as const;
       const checkDone = (): void => {
         if (count !== undefined && published >= count && unanswered === 0 && this.awaiting.size === 0) {
-          this.off('delivered', checkDone);
+          for (const end of ends) this.off(end, checkDone);
           resolve();
         }
       };
-      this.on('delivered', checkDone);
+      for (const end of ends) this.on(end, checkDone);
       const tick = (): void => {
         if (this.closed) return;
         if (count !== undefined && published >= count) return;
         published++;
         unanswered++;
-        this.publish().then(
+        const order = this.makeOrder();
+        this.publish(order).then(
           () => {
             unanswered--;
             checkDone();
+            // now and then the customer changes their mind: a moment later, whoever has the parcel
+            if ((this.options.cancelShare ?? 0) > 0 && this.random() < (this.options.cancelShare ?? 0)) {
+              const later = setTimeout(() => void this.cancel(order.orderId, 'the customer changed their mind'), Math.min(this.interval, 1_000));
+              later.unref();
+            }
           },
           (err: unknown) => {
-            this.off('delivered', checkDone);
+            for (const end of ends) this.off(end, checkDone);
             reject(err instanceof Error ? err : new Error(String(err)));
           },
         );
@@ -173,6 +216,23 @@ export class VendorClient extends EventEmitter<VendorEvents> {
     this.log(`VENDOR: Thank you for delivering ${message.orderId} to ${message.customer}`);
     this.awaiting.delete(message.orderId);
     this.emit('delivered', message);
+  }
+
+  private onFailed(message: ParcelMessage, ack: MessageAck): void {
+    ack({ ok: true });
+    if (!this.seen.add(message.messageId)) return;
+    const reason = message.details?.reason ?? 'no reason given';
+    this.log(`VENDOR: attempt ${message.attempt ?? 1} to deliver ${message.orderId} failed (${reason}); ${message.reattempt === true ? 'it goes back to the drivers' : 'it comes back to the store'}`);
+    this.emit('failed', message);
+  }
+
+  /** Returned or cancelled: this parcel will not be delivered. */
+  private onEnded(event: 'returned' | 'cancelled', message: ParcelMessage, ack: MessageAck): void {
+    ack({ ok: true });
+    if (!this.seen.add(message.messageId)) return;
+    this.log(event === 'returned' ? `VENDOR: ${message.orderId} is back at the store` : `VENDOR: ${message.orderId} is cancelled`);
+    this.awaiting.delete(message.orderId);
+    this.emit(event, message);
   }
 
   private emitProblem(problem: string): void {

@@ -398,14 +398,16 @@ export class Delivery {
   }
 
   /**
-   * A step was reported for this parcel: its pickup reached a driver (whether or not that driver
-   * acked, and whichever connection reports it). `done` (delivered): forget who it went to.
+   * A step of `attempt` (undefined: the parcel's current one) was reported for this parcel: its
+   * pickup reached a driver (whether or not that driver acked, and whichever connection reports
+   * it). `done` (delivered, failed, returned, cancelled): forget who it went to. The pickup of a
+   * later attempt (a failed parcel back in the pool) is not this step's to settle.
    */
-  async settlePickup(store: string, orderId: string, done: boolean): Promise<void> {
+  async settlePickup(store: string, orderId: string, done: boolean, attempt?: number): Promise<void> {
     const key = parcelKey(store, orderId);
     if (done) this.dispatched.delete(key);
     const entry = this.pickups.get(key);
-    if (!entry) return;
+    if (!entry || (attempt !== undefined && (entry.message.attempt ?? 1) > attempt)) return;
     if (this.feed) {
       // the step's own script took the pickup off its stream
       this.forget(entry);

@@ -75,9 +75,12 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
     ctx.metrics.duplicates.inc({ event });
     ctx.logger.info('DUPLICATE', { event, store: input.store, orderId: input.orderId, via: publisher.via });
   }
-  // a step reported means the pickup reached a driver, whichever connection reports it; a step
-  // that ends the driver's part (or a cancel) forgets who it went to
-  if (event !== 'pickup') await ctx.delivery.settlePickup(input.store, input.orderId, event !== 'in-transit');
+  // a step reported means the pickup of its attempt reached a driver, whichever connection reports
+  // it; a step that ends the driver's part (or a cancel) forgets who it went to. A duplicate says
+  // so only of the course's steps: a failure sent again after its parcel went back to the pool
+  // names the attempt before, whose pickup is long settled
+  if (outcome.status === 'accepted' && event !== 'pickup') await ctx.delivery.settlePickup(input.store, input.orderId, event !== 'in-transit', outcome.message.attempt ?? 1);
+  else if (duplicate && (event === 'in-transit' || event === 'delivered')) await ctx.delivery.settlePickup(input.store, input.orderId, false, input.attempt);
   // a failed attempt's parcel is back in the driver pool: only now, so that settling took the old pickup
   if (outcome.status === 'accepted' && outcome.requeued) {
     ctx.delivery.add(outcome.requeued);

@@ -1,0 +1,195 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
+import type { AckResult } from '../protocol/result.js';
+import type { TokenSubject } from '../protocol/token.js';
+import { Cleanup, RawClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import type { TestHub } from './helpers/hub.js';
+
+/** The parcel lifecycle end to end (issue 17): real hub, real sockets, real HTTP. */
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+async function client(url: string, as: TokenSubject, autoAck = true): Promise<RawClient> {
+  const c = cleanup.add(new RawClient(url, { auth: { token: tokenFor(as) }, autoAck }), (x) => x.close());
+  await c.connected();
+  return c;
+}
+
+async function hub(options: Parameters<typeof startSecureHub>[0] = {}): Promise<TestHub> {
+  return cleanup.add(await startSecureHub(options), (h) => h.close());
+}
+
+type Answer = AckResult<PublishResult>;
+
+async function http(url: string, path: string, as: TokenSubject, body?: unknown): Promise<{ status: number; body: { ok: boolean; data?: Record<string, unknown>; error?: { code: string; message: string } }; replayed: string | null }> {
+  const res = await fetch(`${url}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${tokenFor(as)}`, 'content-type': 'application/json' },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  return { status: res.status, body: (await res.json()) as never, replayed: res.headers.get('idempotent-replayed') };
+}
+
+const ref = (m: ParcelMessage) => ({ store: m.store, orderId: m.orderId, attempt: m.attempt ?? 1 });
+
+describe('failed attempts, re-attempts and returns over sockets', () => {
+  it('sends a failed attempt back to the drivers as attempt 2, tells the store why, and records the proof of the delivery that follows', async () => {
+    const { url } = await hub();
+    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    expect(await vendor.request<Answer>('pickup', order('acme', 1))).toMatchObject({ ok: true });
+    const [first] = await d1.waitFor('pickup', 1, 'd1 to be handed the parcel');
+    const p1 = first as ParcelMessage;
+    expect(await d1.request<Answer>('in-transit', { ...ref(p1), eta: '2026-12-03T10:30:00.000Z' })).toMatchObject({ ok: true });
+    expect(await d1.request<Answer>('failed', { ...ref(p1), reason: 'recipient-absent', note: 'rang twice', location: { lat: 52.37, lng: 4.89 } })).toEqual({
+      ok: true,
+      data: { event: 'failed', store: 'acme', orderId: p1.orderId, duplicate: false, reattempt: true },
+    });
+    // the store hears the failure with its reason; the drivers get the parcel again, as attempt 2
+    const [failed] = await vendor.waitFor('failed', 1, 'the vendor to hear the failed attempt');
+    expect(failed).toMatchObject({ event: 'failed', orderId: p1.orderId, reattempt: true, driver: 'd1', details: { reason: 'recipient-absent', note: 'rang twice', location: { lat: 52.37, lng: 4.89 } } });
+    const pickups = await d1.waitFor('pickup', 2, 'the parcel to come back to the drivers');
+    const p2 = pickups[1] as ParcelMessage;
+    expect(p2).toMatchObject({ orderId: p1.orderId, attempt: 2, customer: p1.customer });
+    // the failure sent again (its ack was lost) is a duplicate, not a second failure
+    expect(await d1.request<Answer>('failed', { ...ref(p1), reason: 'recipient-absent' })).toMatchObject({ ok: true, data: { duplicate: true } });
+    const transit2 = await d1.request<Answer>('in-transit', ref(p2));
+    expect(transit2, JSON.stringify(transit2)).toMatchObject({ ok: true, data: { duplicate: false } });
+    const proof = { recipient: 'Customer 1', signature: `sha256:${'0123456789abcdef'.repeat(4)}`, photo: 'https://proofs.example.com/acme/1.jpg' };
+    expect(await d1.request<Answer>('delivered', { ...ref(p2), ...proof })).toMatchObject({ ok: true });
+    const [delivered] = await vendor.waitFor('delivered', 1, 'the vendor to hear the delivery');
+    expect(delivered).toMatchObject({ attempt: 2, details: proof });
+
+    const timeline = await http(url, `/api/packages/${p1.orderId}`, { role: 'vendor', store: 'acme' });
+    expect(timeline.body.data).toMatchObject({ state: 'delivered', attempts: 2 });
+    expect((timeline.body.data?.['history'] as Array<{ event: string; attempt?: number }>).map((s) => [s.event, s.attempt ?? 1])).toEqual([
+      ['pickup', 1],
+      ['in-transit', 1],
+      ['failed', 1],
+      ['pickup', 2],
+      ['in-transit', 2],
+      ['delivered', 2],
+    ]);
+  });
+
+  it('returns a parcel to its store once its store’s attempts are over; only a driver may report it', async () => {
+    const { url } = await hub({ maxAttempts: 3, storeMaxAttempts: { acme: 1 } });
+    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    await vendor.request('pickup', order('acme', 1));
+    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
+    await d1.request('in-transit', ref(p as ParcelMessage));
+    expect(await d1.request<Answer>('failed', { ...ref(p as ParcelMessage), reason: 'address-not-found' })).toMatchObject({ ok: true, data: { reattempt: false } });
+    expect(await vendor.request<Answer>('returned', ref(p as ParcelMessage))).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    expect(await d1.request<Answer>('cancelled', ref(p as ParcelMessage))).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    expect(await d1.request<Answer>('returned', { ...ref(p as ParcelMessage), note: 'back at the counter' })).toMatchObject({ ok: true, data: { duplicate: false } });
+    await vendor.waitFor('returned', 1, 'the vendor to hear the parcel is back');
+    expect(d1.of('pickup')).toHaveLength(1);
+    const timeline = await http(url, `/api/packages/${(p as ParcelMessage).orderId}`, { role: 'vendor', store: 'acme' });
+    expect(timeline.body.data).toMatchObject({ state: 'returned', attempts: 1 });
+  });
+
+  it('refuses bad lifecycle payloads with CAPS_ERR_INVALID_PAYLOAD and illegal moves with CAPS_ERR_OUT_OF_ORDER, changing nothing', async () => {
+    const { url } = await hub();
+    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    await vendor.request('pickup', order('acme', 1));
+    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
+    const at = ref(p as ParcelMessage);
+    const invalid = [
+      ['failed', at, 'reason'],
+      ['failed', { ...at, reason: 'lost-in-space' }, 'reason'],
+      ['delivered', { ...at, photo: 'data:image/png;base64,iVBORw0KGgo=' }, 'photo'],
+      ['delivered', { ...at, signature: 'http://insecure.example.com/sig.png' }, 'signature'],
+      ['in-transit', { ...at, recipient: 'Ada' }, 'recipient'],
+      ['in-transit', { ...at, eta: 'soon' }, 'eta'],
+      ['in-transit', { ...at, attempt: 0 }, 'attempt'],
+      ['delivered', { ...at, location: { lat: 91, lng: 0 } }, 'location'],
+    ] as const;
+    for (const [event, payload, field] of invalid) {
+      const answer = await d1.request<Answer>(event, payload);
+      expect(answer, `${event} ${JSON.stringify(payload)}`).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
+      expect(answer.ok ? '' : answer.error.message).toContain(field);
+    }
+    // a failure before the parcel is on its way, a return with nothing failed: out of order
+    expect(await d1.request<Answer>('failed', { ...at, reason: 'other' })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_OUT_OF_ORDER' } });
+    expect(await d1.request<Answer>('returned', at)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_OUT_OF_ORDER' } });
+    const timeline = await http(url, `/api/packages/${at.orderId}`, { role: 'vendor', store: 'acme' });
+    expect(timeline.body.data).toMatchObject({ state: 'pickup', attempts: 1, history: [{ event: 'pickup' }] });
+  });
+});
+
+describe('cancelled by the store', () => {
+  it('withdraws a pickup no driver has taken yet: the next driver is never handed it', async () => {
+    const { url } = await hub();
+    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    await vendor.request('pickup', order('acme', 1));
+    expect(await vendor.request<Answer>('cancelled', { store: 'acme', orderId: order('acme', 1).orderId, note: 'customer changed their mind' })).toMatchObject({ ok: true, data: { duplicate: false } });
+    await vendor.waitFor('cancelled', 1, 'the store to hear its own cancel');
+    await vendor.request('pickup', order('acme', 2));
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    // the pool is first in, first out: once the later parcel arrives, the cancelled one would have come first
+    await d1.waitFor('pickup', 1, 'd1 to be handed the parcel not cancelled');
+    expect(d1.of('pickup').map((m) => m.orderId)).toEqual([order('acme', 2).orderId]);
+  });
+
+  it('tells the driver holding a parcel at once, and refuses its steps after', async () => {
+    const { url } = await hub();
+    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    await vendor.request('pickup', order('acme', 1));
+    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
+    await d1.request('in-transit', ref(p as ParcelMessage));
+    expect(await vendor.request<Answer>('cancelled', { store: 'acme', orderId: (p as ParcelMessage).orderId })).toMatchObject({ ok: true });
+    const [told] = await d1.waitFor('cancelled', 1, 'the driver holding it to be told of the cancel');
+    expect(told).toMatchObject({ event: 'cancelled', orderId: (p as ParcelMessage).orderId });
+    expect(await d1.request<Answer>('delivered', ref(p as ParcelMessage))).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_OUT_OF_ORDER' } });
+    // another store's vendor may not cancel it
+    const other = await client(url, { role: 'vendor', store: 'bakery' });
+    expect(await other.request<Answer>('cancelled', { store: 'acme', orderId: (p as ParcelMessage).orderId })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+  });
+
+  it('over HTTP with the store’s vendor token: idempotent, 409 once delivered, 404 for a parcel it does not have, 403 for another store', async () => {
+    const { url } = await hub();
+    const acme = { role: 'vendor', store: 'acme' } as const;
+    const created = await http(url, '/api/stores/acme/parcels', acme, { orderId: 'web-1', customer: 'Ada', address: '1 Main St' });
+    expect(created.status).toBe(201);
+    const cancel = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, { note: 'out of stock' });
+    expect(cancel.status).toBe(200);
+    expect(cancel.body.data).toMatchObject({ status: 'cancelled', state: 'cancelled', history: [{ event: 'pickup' }, { event: 'cancelled', details: { note: 'out of stock' } }] });
+    const again = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, {});
+    expect([again.status, again.replayed, again.body.data?.['status']]).toEqual([200, 'true', 'already-cancelled']);
+    expect((await http(url, '/api/stores/acme/parcels/nope/cancel', acme, {})).body.error?.code).toBe('CAPS_ERR_UNKNOWN_PARCEL');
+    const forbidden = await http(url, '/api/stores/acme/parcels/web-1/cancel', { role: 'vendor', store: 'bakery' }, {});
+    expect([forbidden.status, forbidden.body.error?.code]).toEqual([403, 'CAPS_ERR_FORBIDDEN']);
+    const bad = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, { note: 'x', reason: 'refused' });
+    expect([bad.status, bad.body.error?.code]).toEqual([400, 'CAPS_ERR_INVALID_PAYLOAD']);
+    const notJson = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, '{nope');
+    expect([notJson.status, notJson.body.error?.code]).toEqual([400, 'CAPS_ERR_INVALID_PAYLOAD']);
+
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    await http(url, '/api/stores/acme/parcels', acme, { orderId: 'web-2', customer: 'Ada', address: '1 Main St' });
+    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed web-2')) as ParcelMessage[];
+    await d1.request('delivered', ref(p as ParcelMessage));
+    const late = await http(url, '/api/stores/acme/parcels/web-2/cancel', acme, {});
+    expect([late.status, late.body.error?.code]).toEqual([409, 'CAPS_ERR_OUT_OF_ORDER']);
+    expect(late.body.error?.message).toContain('delivered');
+  });
+});
+
+describe('lab mode', () => {
+  it('needs none of the new steps: a course driver’s in-transit and delivered still end a parcel', async () => {
+    const { url } = cleanup.add(await startHub(), (h) => h.close());
+    const vendor = cleanup.add(new RawClient(url), (c) => c.close());
+    const driver = cleanup.add(new RawClient(url), (c) => c.close());
+    await Promise.all([vendor.connected(), driver.connected()]);
+    vendor.socket.emit('join', 'acme');
+    vendor.socket.emit('pickup', order('acme', 1));
+    const [p] = await driver.waitFor('pickup', 1, 'the lab driver to hear the pickup');
+    driver.socket.emit('in-transit', p);
+    driver.socket.emit('delivered', p);
+    await vendor.waitFor('delivered', 1, 'the lab vendor to hear the delivery');
+    expect(vendor.of('delivered')[0]).not.toHaveProperty('attempt');
+    expect(vendor.of('delivered')[0]).not.toHaveProperty('details');
+  });
+});

@@ -2,7 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
 import type { AckResult } from '../protocol/result.js';
 import type { TokenSubject } from '../protocol/token.js';
+import { DriverClient } from '../driver/driver-client.js';
+import { VendorClient } from '../vendor/vendor-client.js';
 import { Cleanup, RawClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { waitUntil } from './helpers/wait.js';
 import type { TestHub } from './helpers/hub.js';
 
 /** The parcel lifecycle end to end (issue 17): real hub, real sockets, real HTTP. */
@@ -174,6 +177,63 @@ describe('cancelled by the store', () => {
     const late = await http(url, '/api/stores/acme/parcels/web-2/cancel', acme, {});
     expect([late.status, late.body.error?.code]).toEqual([409, 'CAPS_ERR_OUT_OF_ORDER']);
     expect(late.body.error?.message).toContain('delivered');
+  });
+});
+
+describe('CAPS’s own clients', () => {
+  it('a driver fails, the parcel comes back as attempt 2, fails again and is returned; its vendor’s run ends with it', async () => {
+    const { url } = await hub({ maxAttempts: 2 });
+    const lines: string[] = [];
+    const log = (line: string): void => {
+      lines.push(line);
+    };
+    const driver = cleanup.add(new DriverClient({ url, name: 'd1', delay: 0, token: tokenFor({ role: 'driver', name: 'd1' }), outcome: () => 'recipient-absent', log }), (c) => c.close());
+    const returned: ParcelMessage[] = [];
+    driver.on('returned', (m) => returned.push(m));
+    await driver.start();
+    const vendor = cleanup.add(new VendorClient({ url, store: 'acme', token: tokenFor({ role: 'vendor', store: 'acme' }), count: 1, interval: 10, log }), (c) => c.close());
+    const failures: ParcelMessage[] = [];
+    vendor.on('failed', (m) => failures.push(m));
+    await vendor.start();
+    await vendor.run();
+    expect(failures.map((m) => [m.attempt ?? 1, m.reattempt, m.details?.reason])).toEqual([
+      [1, true, 'recipient-absent'],
+      [2, false, 'recipient-absent'],
+    ]);
+    await waitUntil(driver, 'returned', () => (returned.length === 1 ? true : undefined), 'the driver to report the parcel returned');
+    expect(lines.some((l) => /attempt 1 to deliver .* failed \(recipient-absent\); it goes back to the drivers/.test(l))).toBe(true);
+    expect(lines.some((l) => /is back at the store/.test(l))).toBe(true);
+  });
+
+  it('a driver delivers with a proof of delivery and an ETA; a vendor’s cancel reaches the driver holding the parcel', async () => {
+    const { url } = await hub();
+    const log = (): void => undefined;
+    const driver = cleanup.add(new DriverClient({ url, name: 'd1', delay: 60_000, token: tokenFor({ role: 'driver', name: 'd1' }), log }), (c) => c.close());
+    const cancelled: ParcelMessage[] = [];
+    driver.on('cancelled', (m) => cancelled.push(m));
+    await driver.start();
+    const vendor = cleanup.add(new VendorClient({ url, store: 'acme', token: tokenFor({ role: 'vendor', store: 'acme' }), log }), (c) => c.close());
+    const transit: ParcelMessage[] = [];
+    vendor.on('in-transit', (m) => transit.push(m));
+    await vendor.start();
+    const placed = vendor.makeOrder();
+    await vendor.publish(placed);
+    await waitUntil(vendor, 'in-transit', () => (transit.length === 1 ? true : undefined), 'the vendor to hear its parcel is on its way');
+    expect(transit[0]?.details?.eta).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(await vendor.cancel(placed.orderId, 'out of stock')).toMatchObject({ duplicate: false });
+    await waitUntil(driver, 'cancelled', () => (cancelled.length === 1 ? true : undefined), 'the driver holding it to be told');
+    expect(cancelled[0]).toMatchObject({ orderId: placed.orderId, details: { note: 'out of stock' } });
+    // too late once delivered: logged and answered undefined, not thrown
+    const quick = cleanup.add(new DriverClient({ url, name: 'd2', delay: 0, token: tokenFor({ role: 'driver', name: 'd2' }), log }), (c) => c.close());
+    const delivered: ParcelMessage[] = [];
+    vendor.on('delivered', (m) => delivered.push(m));
+    await driver.close();
+    await quick.start();
+    const second = vendor.makeOrder();
+    await vendor.publish(second);
+    await waitUntil(vendor, 'delivered', () => (delivered.length === 1 ? true : undefined), 'the second parcel to be delivered');
+    expect(delivered[0]?.details).toMatchObject({ recipient: second.customer, signature: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) });
+    expect(await vendor.cancel(second.orderId)).toBeUndefined();
   });
 });
 

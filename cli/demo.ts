@@ -14,6 +14,7 @@ export const demoCommand = {
   usage: 'caps demo',
   summary:
     'Runs the whole system as separate processes: a hub, vendors 1-800-flowers and acme-widgets, and two drivers, in one prefixed log stream. ' +
+    'The drivers fail one attempt in five (nobody home, no access, ...): the parcel goes back to the drivers, and after 3 attempts back to its store; acme-widgets cancels one parcel in ten. ' +
     "Reads commands on standard input (stop, kill, start, restart NAME; status; help). Ctrl-C stops them all.",
   flags: {
     port: { type: 'integer', description: "the hub's TCP port; 0 picks a free one", placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },

@@ -41,6 +41,8 @@ import { createAdapter } from '@socket.io/redis-streams-adapter';
 import type { Storage, StorageKind } from './storage/storage.js';
 import { DEFAULT_LIMITS } from './storage/storage.js';
 import type { CapsServer } from './types.js';
+import { Webhooks } from './webhooks/webhooks.js';
+import { webhookRoutes } from './webhooks/routes.js';
 
 export interface HubOptions {
   /** TCP port; 0 picks a free one. Default 3000. */
@@ -96,6 +98,14 @@ export interface HubOptions {
   pruneEveryMs?: number;
   /** Messages of one store's queue held in memory; the rest wait in its log (disk, for SQLite). Default 2,000. */
   window?: number;
+  /** Webhook endpoints on loopback, private, link-local (and such) addresses are allowed: tests, trusted networks. Default: refused (SSRF guard). */
+  webhookAllowPrivate?: boolean;
+  /** A webhook endpoint failing this long without a success is disabled. Default 24 h. */
+  webhookDisableAfterMs?: number;
+  /** The first wait before a failed webhook is sent again; doubled each time, capped at 1 h. Default 1 s. */
+  webhookRetryBaseMs?: number;
+  /** How long one webhook POST may take. Default 10 s. */
+  webhookTimeoutMs?: number;
   /** Pickups waiting for drivers across every store: the hub's own bound. Default 100,000. */
   maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
@@ -215,6 +225,27 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   watchers?.start();
   const retention = new Retention(storage, logger, { retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS, everyMs: options.pruneEveryMs ?? 60_000 });
   const allowAnonymous = options.allowAnonymous === true;
+  // the outbox lives beside the SQLite storage; memory storage, or Redis without a data folder: in memory
+  const webhooksDir = storage.kind === 'sqlite' ? (options.dataDir ?? './data') : storage.kind === 'redis' ? options.dataDir : undefined;
+  let webhooks: Webhooks;
+  try {
+    webhooks = new Webhooks(
+      { logger, registry: metrics.registry, parcel: (store, orderId) => storage.parcel(store, orderId) },
+      {
+        ...(webhooksDir !== undefined ? { dir: webhooksDir } : {}),
+        sync: options.sync ?? 'full',
+        allowPrivate: options.webhookAllowPrivate === true,
+        ...(options.webhookDisableAfterMs !== undefined ? { disableAfterMs: options.webhookDisableAfterMs } : {}),
+        ...(options.webhookRetryBaseMs !== undefined ? { retryBaseMs: options.webhookRetryBaseMs } : {}),
+        ...(options.webhookTimeoutMs !== undefined ? { timeoutMs: options.webhookTimeoutMs } : {}),
+      },
+    );
+  } catch (err) {
+    delivery.close();
+    watchers?.stop();
+    await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
+    throw err;
+  }
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', uptime: process.uptime() });
@@ -248,8 +279,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     }
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
-  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
+  app.use(pickupRoute({ logger, storage, delivery, metrics, dashboards, webhooks }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', webhookRoutes({ webhooks, metrics, keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use('/api', shopApi({ logger, storage, delivery, metrics, dashboards, webhooks }, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
   app.get('/api/openapi.json', (_req, res) => {
     res.json(OPENAPI);
   });
@@ -271,10 +303,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   } catch (err) {
     delivery.close();
     watchers?.stop();
+    await webhooks.close();
     await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
     throw err;
   }
   retention.start();
+  webhooks.start();
   const expiry = new TokenExpiry();
   const refusals = new ConnectionRefusals(logger, metrics);
   const locations = new Locations();
@@ -339,12 +373,13 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   // connections are taken only once the queues are loaded, so a backlog is never missed
   nsp.on('connection', (socket) => {
     trackExpiry(socket, expiry, logger);
-    handleConnection({ logger, storage, delivery, metrics, rateLimit, limits, dashboards, locations }, socket);
+    handleConnection({ logger, storage, delivery, metrics, rateLimit, limits, dashboards, locations, webhooks }, socket);
   });
   logger.info('STORAGE', {
     kind: storage.kind,
     ...(storage.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}),
     ...(storage.kind === 'redis' ? { redis: options.redisCluster ? `cluster ${options.redisCluster}` : redactUrl(options.redisUrl ?? ''), hub: feed?.hubId } : {}),
+    webhooks: webhooks.where,
   });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
@@ -370,6 +405,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           httpServer.closeIdleConnections();
           void io.close(() => resolve());
         });
+        // after the sockets: no publish is left to enqueue; attempts in flight go again after a restart
+        await webhooks.close();
         await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => adapterClient.disconnect())]);
       })();
       return closing;

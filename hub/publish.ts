@@ -9,6 +9,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { mayPublish } from './policy.js';
 import type { Storage, StepInput } from './storage/storage.js';
+import type { Webhooks } from './webhooks/webhooks.js';
 
 export interface PublishContext {
   logger: Logger;
@@ -16,6 +17,8 @@ export interface PublishContext {
   delivery: Delivery;
   metrics: Metrics;
   dashboards: Dashboards;
+  /** Signed webhooks (hub/webhooks); absent: none. */
+  webhooks?: Webhooks;
 }
 
 /** Who publishes a step: a socket or an HTTP request. */
@@ -68,5 +71,15 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
   }
   // a step reported means the pickup reached a driver, whichever connection reports it
   if (event !== 'pickup') await ctx.delivery.settlePickup(input.store, input.orderId, event === 'delivered');
+  // signed webhooks: in the outbox before the answer; a duplicate too, so a publisher's retry fills
+  // the gap a hub killed between recording the step and enqueueing it left (enqueue is idempotent)
+  if (ctx.webhooks?.watches(input.store)) {
+    try {
+      await ctx.webhooks.enqueue(input.store, input.orderId, event, outcome.status === 'accepted' ? outcome.message : undefined);
+    } catch (err) {
+      ctx.logger.warn('WEBHOOK ENQUEUE FAILED', { store: input.store, orderId: input.orderId, event, reason: err instanceof Error ? err.message : String(err) });
+      return fail('CAPS_ERR_STORAGE', 'the step is recorded but its webhooks are not queued: send it again');
+    }
+  }
   return ok({ event, store: input.store, orderId: input.orderId, duplicate });
 }

@@ -64,6 +64,9 @@ function deliveredEvents(received: readonly Received[], orderId: string): string
   return out;
 }
 
+/** The steps these tests publish, in their order (PARCEL_EVENTS may hold more, in any order). */
+const STEPS = ['pickup', 'in-transit', 'delivered'] as const;
+
 /** No request for a later step of a parcel came before its earlier step was answered with a 2xx. */
 function inOrderPerParcel(received: readonly Received[]): string[] {
   const problems: string[] = [];
@@ -71,10 +74,10 @@ function inOrderPerParcel(received: readonly Received[]): string[] {
   for (const r of received) {
     const orderId = String(r.body.data['orderId']);
     const event = r.body.type.replace('parcel.', '');
-    const index = PARCEL_EVENTS.indexOf(event as (typeof PARCEL_EVENTS)[number]);
+    const index = STEPS.indexOf(event as (typeof STEPS)[number]);
     const delivered = done.get(orderId) ?? new Set<string>();
-    for (const earlier of PARCEL_EVENTS.slice(0, index)) {
-      if (['pickup', 'in-transit', 'delivered'].includes(earlier) && !delivered.has(earlier)) problems.push(`${orderId}: ${event} sent before ${earlier} was delivered`);
+    for (const earlier of STEPS.slice(0, index)) {
+      if (!delivered.has(earlier)) problems.push(`${orderId}: ${event} sent before ${earlier} was delivered`);
     }
     if (r.status >= 200 && r.status < 300) delivered.add(event);
     done.set(orderId, delivered);

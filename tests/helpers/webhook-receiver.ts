@@ -82,3 +82,36 @@ export function verifies(secret: string, r: Pick<Received, 'id' | 'timestamp' | 
   const given = Buffer.from(r.signature);
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
+
+/** The events of one parcel delivered (2xx), in the order they were answered, once each. */
+export function deliveredEvents(received: readonly Received[], orderId: string): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const r of received) {
+    if (r.status < 200 || r.status >= 300 || r.body.data['orderId'] !== orderId || seen.has(r.id)) continue;
+    seen.add(r.id);
+    out.push(r.body.type);
+  }
+  return out;
+}
+
+/** The steps these tests publish, in their order (PARCEL_EVENTS may hold more, in any order). */
+const STEPS = ['pickup', 'in-transit', 'delivered'] as const;
+
+/** No request for a later step of a parcel came before its earlier step was answered with a 2xx. */
+export function inOrderPerParcel(received: readonly Received[]): string[] {
+  const problems: string[] = [];
+  const done = new Map<string, Set<string>>();
+  for (const r of received) {
+    const orderId = String(r.body.data['orderId']);
+    const event = r.body.type.replace('parcel.', '');
+    const index = STEPS.indexOf(event as (typeof STEPS)[number]);
+    const delivered = done.get(orderId) ?? new Set<string>();
+    for (const earlier of STEPS.slice(0, index)) {
+      if (!delivered.has(earlier)) problems.push(`${orderId}: ${event} sent before ${earlier} was delivered`);
+    }
+    if (r.status >= 200 && r.status < 300) delivered.add(event);
+    done.set(orderId, delivered);
+  }
+  return problems;
+}

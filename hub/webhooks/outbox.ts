@@ -87,7 +87,7 @@ type Write = () => void;
 /**
  * The durable outbox: endpoints and the deliveries waiting for them, in SQLite (`webhooks.sqlite` in
  * the data folder, WAL; or an in-memory database for a hub without one). Its own file, so that its
- * fsyncs never wait behind the parcel storage's and a hub without webhooks never opens it.
+ * fsyncs never wait behind the parcel storage's group commit, nor its tables' schema on ours.
  *
  * Endpoints are few and held in memory; deliveries are not: they are read from SQLite a page at a
  * time (`due`), so memory follows the requests in flight, not the backlog.

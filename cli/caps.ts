@@ -6,6 +6,7 @@ import { runVendor } from '../vendor/main.js';
 import { runDemo } from './demo.js';
 import { runSecret } from './secret.js';
 import { runToken } from './token.js';
+import { runWebhook } from './webhook.js';
 
 const COMMANDS: Record<string, { run: (argv: readonly string[]) => Promise<number>; summary: string }> = {
   hub: { run: runHub, summary: 'run the hub: socket.io namespace /caps, the dashboard at /, /api, /healthz, /readyz, /metrics' },
@@ -13,6 +14,7 @@ const COMMANDS: Record<string, { run: (argv: readonly string[]) => Promise<numbe
   driver: { run: runDriver, summary: 'run one driver: picks up, reports in-transit and delivered' },
   token: { run: runToken, summary: "mint a token for a vendor, a driver or a dashboard with the hub's secret; caps token revoke to revoke one" },
   secret: { run: runSecret, summary: "caps secret rotate: replace the hub's token secret, the old one accepted for a grace period" },
+  webhook: { run: runWebhook, summary: "a store's signed webhook endpoints: caps webhook add|list|remove|enable" },
   demo: { run: runDemo, summary: 'hub + 2 vendors + 2 drivers as separate processes (npm start)' },
   bench: { run: runBench, summary: 'benchmark: CAPS against a bare relay (parcels/s, latency, CPU, RSS), N idle connections, or a backlog of offline stores' },
 };

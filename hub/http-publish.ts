@@ -49,7 +49,7 @@ export function pickupRoute(ctx: PublishContext, options: HttpPublishOptions): R
  * The error handler of a route that publishes from a JSON body: a body express.json() could not
  * read is CAPS_ERR_INVALID_PAYLOAD (saying `shape`), and every refusal is counted once.
  */
-export function publishErrors(ctx: PublishContext, limit: number, shape: string) {
+export function publishErrors(ctx: Pick<PublishContext, 'metrics'>, limit: number, shape: string) {
   return (err: unknown, _req: Request, res: Response, next: NextFunction): void => {
     if (res.headersSent) {
       next(err);

@@ -43,6 +43,8 @@ import { createAdapter } from '@socket.io/redis-streams-adapter';
 import type { Storage, StorageKind } from './storage/storage.js';
 import { DEFAULT_LIMITS } from './storage/storage.js';
 import type { CapsServer } from './types.js';
+import { Webhooks } from './webhooks/webhooks.js';
+import { webhookRoutes } from './webhooks/routes.js';
 
 export interface HubOptions {
   /** TCP port; 0 picks a free one. Default 3000. */
@@ -98,6 +100,14 @@ export interface HubOptions {
   pruneEveryMs?: number;
   /** Messages of one store's queue held in memory; the rest wait in its log (disk, for SQLite). Default 2,000. */
   window?: number;
+  /** Webhook endpoints on loopback, private, link-local (and such) addresses are allowed: tests, trusted networks. Default: refused (SSRF guard). */
+  webhookAllowPrivate?: boolean;
+  /** A webhook endpoint failing this long without a success is disabled. Default 24 h. */
+  webhookDisableAfterMs?: number;
+  /** The first wait before a failed webhook is sent again; doubled each time, capped at 1 h. Default 1 s. */
+  webhookRetryBaseMs?: number;
+  /** How long one webhook POST may take. Default 10 s. */
+  webhookTimeoutMs?: number;
   /** Pickups waiting for drivers across every store: the hub's own bound. Default 100,000. */
   maxPickups?: number;
   /** Pickups one store may have in drivers' hands at once while others wait. Default: a fair share of the drivers' slots. */
@@ -223,6 +233,27 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const allowAnonymous = options.allowAnonymous === true;
   const defaultMaxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const storeMaxAttempts = options.storeMaxAttempts ?? {};
+  // the outbox lives beside the SQLite storage; memory storage, or Redis without a data folder: in memory
+  const webhooksDir = storage.kind === 'sqlite' ? (options.dataDir ?? './data') : storage.kind === 'redis' ? options.dataDir : undefined;
+  let webhooks: Webhooks;
+  try {
+    webhooks = new Webhooks(
+      { logger, registry: metrics.registry, parcel: (store, orderId) => storage.parcel(store, orderId) },
+      {
+        ...(webhooksDir !== undefined ? { dir: webhooksDir } : {}),
+        sync: options.sync ?? 'full',
+        allowPrivate: options.webhookAllowPrivate === true,
+        ...(options.webhookDisableAfterMs !== undefined ? { disableAfterMs: options.webhookDisableAfterMs } : {}),
+        ...(options.webhookRetryBaseMs !== undefined ? { retryBaseMs: options.webhookRetryBaseMs } : {}),
+        ...(options.webhookTimeoutMs !== undefined ? { timeoutMs: options.webhookTimeoutMs } : {}),
+      },
+    );
+  } catch (err) {
+    delivery.close();
+    watchers?.stop();
+    await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
+    throw err;
+  }
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', uptime: process.uptime() });
@@ -257,9 +288,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   const maxAttempts = (store: string): number => (Object.hasOwn(storeMaxAttempts, store) ? (storeMaxAttempts[store] as number) : defaultMaxAttempts);
-  const publishing: PublishContext = { logger, storage, delivery, metrics, dashboards, maxAttempts };
+  const publishing: PublishContext = { logger, storage, delivery, metrics, dashboards, maxAttempts, webhooks };
   app.use(pickupRoute(publishing, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
   app.use('/api', shopApi(publishing, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
+  app.use('/api', webhookRoutes({ webhooks, metrics, keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
   app.get('/api/openapi.json', (_req, res) => {
     res.json(OPENAPI);
   });
@@ -281,10 +313,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   } catch (err) {
     delivery.close();
     watchers?.stop();
+    await webhooks.close();
     await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
     throw err;
   }
   retention.start();
+  webhooks.start();
   const expiry = new TokenExpiry();
   const refusals = new ConnectionRefusals(logger, metrics);
   const locations = new Locations();
@@ -355,6 +389,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     kind: storage.kind,
     ...(storage.kind === 'sqlite' ? { dir: options.dataDir ?? './data', sync: options.sync ?? 'full' } : {}),
     ...(storage.kind === 'redis' ? { redis: options.redisCluster ? `cluster ${options.redisCluster}` : redactUrl(options.redisUrl ?? ''), hub: feed?.hubId } : {}),
+    webhooks: webhooks.where,
   });
   const port = (httpServer.address() as AddressInfo).port;
   const host = options.host && options.host !== '0.0.0.0' && options.host !== '::' ? options.host : 'localhost';
@@ -380,6 +415,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           httpServer.closeIdleConnections();
           void io.close(() => resolve());
         });
+        // after the sockets: no publish is left to enqueue; attempts in flight go again after a restart
+        await webhooks.close();
         await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => adapterClient.disconnect())]);
       })();
       return closing;

@@ -36,7 +36,7 @@ export const hubCommand = {
       min: 0,
       max: 16,
     },
-    data: { type: 'string', description: 'folder of the SQLite storage and of the token secret (unless CAPS_SECRET is set)', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
+    data: { type: 'string', description: 'folder of the SQLite storage, the webhook outbox (webhooks.sqlite) and the token secret (unless CAPS_SECRET is set)', placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
     sync: { type: 'choice', description: 'SQLite fsync: full survives power loss, normal only a killed process', choices: ['full', 'normal'], default: 'full' },
     'ack-timeout': { type: 'integer', description: "first wait for a client's ack before sending again (doubles each try)", placeholder: 'MS', default: 30000, min: 100 },
     'max-queue': { type: 'integer', description: "per store: pickups one store may have waiting for drivers (with --redis, also messages waiting for its vendors); past it, that store's pickups are refused with CAPS_ERR_QUEUE_FULL (no other store's)", placeholder: 'N', default: 10000, min: 1 },
@@ -55,6 +55,12 @@ export const hubCommand = {
     'max-connections': { type: 'integer', description: 'connections the hub takes in all; past it, CAPS_ERR_TOO_MANY_CONNECTIONS; 0: no limit', placeholder: 'N', default: 20000, min: 0 },
     'max-connections-per-token': { type: 'integer', description: "connections of one token's holder (a store's vendor, a driver, a dashboard); 0: no limit", placeholder: 'N', default: 64, min: 0 },
     'max-connections-per-address': { type: 'integer', description: 'connections without a token from one address (the open lab mode); 0: no limit', placeholder: 'N', default: 256, min: 0 },
+    'webhook-allow-private': {
+      type: 'boolean',
+      description: 'let stores register webhook endpoints on loopback, private (RFC 1918), link-local, CGNAT and unique-local addresses (refused by default, at registration and at each delivery: SSRF); for tests and trusted networks',
+    },
+    'webhook-retry-base': { type: 'integer', description: 'wait before a failed webhook is sent again; doubled each try (plus jitter), at most 1 hour', placeholder: 'MS', default: 1000, min: 1 },
+    'webhook-disable-after': { type: 'integer', description: 'a webhook endpoint failing this long without a success is disabled (caps webhook enable turns it back on)', placeholder: 'MS', default: 86_400_000, min: 1 },
     json: { type: 'boolean', description: 'log one JSON object per line instead of readable lines' },
   },
   examples: ['caps hub --port 3000 --data ./data', "caps hub --allow-anonymous    # the course's open lab mode: its clients work unchanged", 'PORT=4000 caps hub --json --store memory'],
@@ -82,6 +88,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
       process.stderr.write(`caps hub: --public-url must be an http(s) URL, e.g. https://track.example.com; got '${publicUrl}'\nRun 'caps hub --help' to see the flags.\n`);
       return 2;
     }
+    if (flags['webhook-allow-private']) logger.warn('WEBHOOKS MAY REACH PRIVATE ADDRESSES (--webhook-allow-private): a store can make this hub POST to its loopback and private networks');
     // the open lab mode takes anyone who can reach the port: by default only this machine can
     const host = flags.host ?? (allowAnonymous ? '127.0.0.1' : undefined);
     if (allowAnonymous && flags.host === undefined) logger.info('LAB MODE listens on 127.0.0.1 only: --host 0.0.0.0 lets other machines in (anyone on the network, with no token)');
@@ -137,6 +144,9 @@ export function runHub(argv: readonly string[]): Promise<number> {
         maxConnections: flags['max-connections'],
         maxConnectionsPerToken: flags['max-connections-per-token'],
         maxConnectionsPerAddress: flags['max-connections-per-address'],
+        webhookAllowPrivate: flags['webhook-allow-private'],
+        webhookRetryBaseMs: flags['webhook-retry-base'],
+        webhookDisableAfterMs: flags['webhook-disable-after'],
         logger,
       });
     } catch (err) {

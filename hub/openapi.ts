@@ -2,6 +2,7 @@ import { CAPS_ERROR_CODES } from '../protocol/errors.js';
 import { LIMITS, PARCEL_EVENTS } from '../protocol/schemas.js';
 import { FAILURE_REASONS } from '../protocol/lifecycle.js';
 import { MAX_IDEMPOTENCY_KEY, MAX_TRACKING_LINK_SECONDS } from './shop-api.js';
+import { MAX_WEBHOOK_URL } from './webhooks/routes.js';
 
 /**
  * The HTTP API as OpenAPI 3.1, served at /api/openapi.json. tests/openapi.test.ts checks it
@@ -58,6 +59,25 @@ const parcel = {
     attempts: { type: 'integer', minimum: 1, description: 'delivery attempts so far' },
     driver: { type: 'string' },
     history: { type: 'array', items: step },
+  },
+};
+
+const webhook = {
+  type: 'object',
+  required: ['id', 'store', 'url', 'events', 'state', 'pending', 'created'],
+  properties: {
+    id: { type: 'string' },
+    store: { type: 'string' },
+    url: { type: 'string' },
+    events: { type: ['array', 'null'], items: { enum: PARCEL_EVENTS }, description: 'null: every event' },
+    state: { enum: ['active', 'disabled'] },
+    disabledReason: { type: 'string' },
+    disabledAt: { type: 'string', format: 'date-time' },
+    lastError: { type: 'string' },
+    lastErrorAt: { type: 'string', format: 'date-time' },
+    lastSuccessAt: { type: 'string', format: 'date-time' },
+    pending: { type: 'integer', description: 'events waiting to be delivered to it' },
+    created: { type: 'string', format: 'date-time' },
   },
 };
 
@@ -159,6 +179,46 @@ export const OPENAPI = {
           '404': { description: 'No such parcel in this store', ...json(error) },
           ...errors,
         },
+      },
+    },
+    '/api/stores/{store}/webhooks': {
+      post: {
+        summary: "Registers a signed webhook endpoint for the store's parcel events (README, Webhooks), with a vendor token of that store",
+        parameters: [pathParam('store', 'the store')],
+        requestBody: {
+          required: true,
+          ...json({
+            type: 'object',
+            required: ['url'],
+            properties: {
+              url: { type: 'string', maxLength: MAX_WEBHOOK_URL, description: 'http(s); refused if it resolves to a loopback, private or link-local address, unless the hub runs with --webhook-allow-private' },
+              events: { type: 'array', minItems: 1, items: { enum: PARCEL_EVENTS }, description: 'default: every event' },
+            },
+          }),
+        },
+        responses: {
+          '201': { description: 'Registered: the signing secret is in this answer only', ...json(okOf({ ...webhook, required: [...webhook.required, 'secret'], properties: { ...webhook.properties, secret: { type: 'string', description: 'whsec_...' } } })) },
+          ...errors,
+        },
+      },
+      get: {
+        summary: "The store's webhook endpoints: state (disabled, and why), last error, events pending; never their secrets",
+        parameters: [pathParam('store', 'the store')],
+        responses: { '200': { description: 'The endpoints', ...json(okOf({ type: 'object', properties: { store: { type: 'string' }, webhooks: { type: 'array', items: webhook } } })) }, ...errors },
+      },
+    },
+    '/api/stores/{store}/webhooks/{id}': {
+      delete: {
+        summary: 'Removes a webhook endpoint and the events waiting for it',
+        parameters: [pathParam('store', 'the store'), { name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'the endpoint id (wh_...)' }],
+        responses: { '200': { description: 'Removed', ...json(okOf({ type: 'object', properties: { id: { type: 'string' }, removed: { const: true } } })) }, '404': { description: 'No such endpoint in this store', ...json(error) }, ...errors },
+      },
+    },
+    '/api/stores/{store}/webhooks/{id}/enable': {
+      post: {
+        summary: 'Enables an endpoint again (after the hub disabled it): the events that waited go at once, in order',
+        parameters: [pathParam('store', 'the store'), { name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'the endpoint id (wh_...)' }],
+        responses: { '200': { description: 'Active', ...json(okOf(webhook)) }, '404': { description: 'No such endpoint in this store', ...json(error) }, ...errors },
       },
     },
     '/track/{token}': {

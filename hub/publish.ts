@@ -10,6 +10,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { mayPublish } from './policy.js';
 import type { Storage, StepInput } from './storage/storage.js';
+import type { Webhooks } from './webhooks/webhooks.js';
 
 export interface PublishContext {
   logger: Logger;
@@ -19,6 +20,8 @@ export interface PublishContext {
   dashboards: Dashboards;
   /** A store's maximum of delivery attempts (`--max-attempts`); default DEFAULT_MAX_ATTEMPTS. */
   maxAttempts?: (store: string) => number;
+  /** Signed webhooks (hub/webhooks); absent: none. */
+  webhooks?: Webhooks;
 }
 
 /** Who publishes a step: a socket or an HTTP request. */
@@ -86,6 +89,16 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
     ctx.delivery.add(outcome.requeued);
     ctx.dashboards.step(outcome.requeued);
     ctx.logger.info('REATTEMPT', { store: input.store, orderId: input.orderId, attempt: outcome.requeued.attempt ?? 2 });
+  }
+  // signed webhooks: in the outbox before the answer; a duplicate too, so a publisher's retry fills
+  // the gap a hub killed between recording the step and enqueueing it left (enqueue is idempotent)
+  if (ctx.webhooks?.watches(input.store)) {
+    try {
+      await ctx.webhooks.enqueue(input.store, input.orderId, event, outcome.status === 'accepted' ? outcome.message : undefined);
+    } catch (err) {
+      ctx.logger.warn('WEBHOOK ENQUEUE FAILED', { store: input.store, orderId: input.orderId, event, reason: err instanceof Error ? err.message : String(err) });
+      return fail('CAPS_ERR_STORAGE', 'the step is recorded but its webhooks are not queued: send it again');
+    }
   }
   const result: PublishResult = { event, store: input.store, orderId: input.orderId, duplicate };
   if (outcome.status === 'accepted' && outcome.message.reattempt !== undefined) result.reattempt = outcome.message.reattempt;

@@ -121,7 +121,7 @@ describe('caps hub refuses a data folder it cannot trust', () => {
     expect(modeOf(data)).toBe(0o700);
     const files = readdirSync(data).sort();
     // the -wal and -shm files are SQLite's own, made after the hub made the database files private
-    expect(files).toEqual(['caps-journal.sqlite', 'caps-journal.sqlite-shm', 'caps-journal.sqlite-wal', 'caps.sqlite', 'caps.sqlite-shm', 'caps.sqlite-wal', 'secret']);
+    expect(files).toEqual(['caps-journal.sqlite', 'caps-journal.sqlite-shm', 'caps-journal.sqlite-wal', 'caps.sqlite', 'caps.sqlite-shm', 'caps.sqlite-wal', 'secret', 'webhooks.sqlite', 'webhooks.sqlite-shm', 'webhooks.sqlite-wal']);
     for (const name of files) expect({ name, mode: modeOf(join(data, name)).toString(8) }).toEqual({ name, mode: '600' });
   });
 });

@@ -12,6 +12,8 @@ import type { PublishContext } from '../hub/publish.js';
 import { keyOrderId, shopApi } from '../hub/shop-api.js';
 import type { TrackingPageOptions } from '../hub/tracking-page.js';
 import { trackingPage } from '../hub/tracking-page.js';
+import { webhookRoutes } from '../hub/webhooks/routes.js';
+import type { WebhookRoutesOptions } from '../hub/webhooks/routes.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { Cleanup, RawClient, startSecureHub, tokenFor } from './helpers/hub.js';
 
@@ -111,6 +113,7 @@ describe('the OpenAPI document', () => {
       ...routesOf(shopApi(ctx, options), '/api'),
       ...routesOf(pickupRoute(ctx, options), ''),
       ...routesOf(trackingPage({} as TrackingPageOptions), ''),
+      ...routesOf(webhookRoutes({} as WebhookRoutesOptions), '/api'),
       // the hub's own, outside the routers
       'GET /api/openapi.json',
       'GET /healthz',

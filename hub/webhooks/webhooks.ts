@@ -1,0 +1,280 @@
+import { Counter, Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { CapsError } from '../../protocol/errors.js';
+import type { ParcelMessage } from '../../protocol/messages.js';
+import type { ParcelEvent } from '../../protocol/schemas.js';
+import type { Logger } from '../logger.js';
+import type { ParcelRecord } from '../storage/storage.js';
+import { Outbox } from './outbox.js';
+import { Poster } from './post.js';
+import { Sender } from './sender.js';
+import { eventId, newEndpointId, newSecret } from './signing.js';
+import { destinationProblem } from './ssrf.js';
+import type { EndpointState, NewDelivery, WebhookEndpoint, WebhookEvent } from './types.js';
+
+export interface WebhooksOptions {
+  /** The hub's data folder for `webhooks.sqlite`; undefined: in memory (a hub without one). */
+  dir?: string;
+  sync?: 'full' | 'normal';
+  /** Allow endpoints on loopback, private and link-local addresses (`--webhook-allow-private`). */
+  allowPrivate?: boolean;
+  /** One attempt's limit. Default 10 s. */
+  timeoutMs?: number;
+  /** First retry's wait, doubled each time. Default 1 s. */
+  retryBaseMs?: number;
+  /** Longest wait between attempts. Default 1 h. */
+  retryMaxMs?: number;
+  /** Failing this long without a success disables an endpoint. Default 24 h. */
+  disableAfterMs?: number;
+  /** How long a delivered event's id is remembered, so a late re-enqueue is not sent again. Default 24 h. */
+  retainDeliveredMs?: number;
+}
+
+export interface WebhooksContext {
+  logger: Logger;
+  /** Where the hub's metrics are registered (GET /metrics). */
+  registry: Registry;
+  /** Reads a parcel: its history gives each step's place and occurrence. */
+  parcel(store: string, orderId: string): Promise<ParcelRecord | undefined>;
+}
+
+/** An endpoint as the API lists it: never its secret. */
+export interface EndpointView {
+  id: string;
+  store: string;
+  url: string;
+  /** null: every event. */
+  events: ParcelEvent[] | null;
+  state: EndpointState;
+  disabledReason?: string;
+  disabledAt?: string;
+  lastError?: string;
+  lastErrorAt?: string;
+  lastSuccessAt?: string;
+  /** Events waiting to be delivered to it. */
+  pending: number;
+  created: string;
+}
+
+/** Endpoints one store may have. */
+export const MAX_ENDPOINTS_PER_STORE = 16;
+
+export const WEBHOOK_DEFAULTS = {
+  timeoutMs: 10_000,
+  retryBaseMs: 1_000,
+  retryMaxMs: 3_600_000,
+  disableAfterMs: 24 * 3_600_000,
+  retainDeliveredMs: 24 * 3_600_000,
+} as const;
+
+/** How often delivered rows past their retention are pruned. */
+const PRUNE_EVERY_MS = 10 * 60_000;
+
+/**
+ * Signed webhooks (issue 17): a store's endpoints, the durable outbox of events waiting for them,
+ * and the loop that delivers them. publish.ts calls `enqueue` for each recorded step of a store
+ * `watches` reports; the routes in routes.ts call the rest.
+ */
+export class Webhooks {
+  private readonly outbox: Outbox;
+  private readonly poster: Poster;
+  private readonly sender: Sender;
+  /** Stores with an active endpoint: a step of any other store costs one Set lookup. */
+  private watched = new Set<string>();
+  private readonly allowPrivate: boolean;
+  private readonly retainDeliveredMs: number;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly ctx: WebhooksContext,
+    options: WebhooksOptions = {},
+  ) {
+    this.outbox = new Outbox({ ...(options.dir !== undefined ? { dir: options.dir } : {}), ...(options.sync ? { sync: options.sync } : {}) });
+    this.allowPrivate = options.allowPrivate === true;
+    this.retainDeliveredMs = options.retainDeliveredMs ?? WEBHOOK_DEFAULTS.retainDeliveredMs;
+    this.poster = new Poster({ timeoutMs: options.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs, allowPrivate: this.allowPrivate });
+    const attempts = new Counter({ name: 'caps_webhook_attempts_total', help: 'Webhook POSTs, by result (delivered: a 2xx; failed: anything else)', labelNames: ['result'] as const, registers: [ctx.registry] });
+    const disabled = new Counter({ name: 'caps_webhook_endpoints_disabled_total', help: 'Webhook endpoints disabled after failing for too long', registers: [ctx.registry] });
+    const outbox = this.outbox;
+    new Gauge({
+      name: 'caps_webhook_endpoints',
+      help: 'Webhook endpoints, by state',
+      labelNames: ['state'] as const,
+      registers: [ctx.registry],
+      collect() {
+        this.reset();
+        for (const state of ['active', 'disabled'] as const) this.set({ state }, outbox.endpoints().filter((e) => e.state === state).length);
+      },
+    });
+    new Gauge({
+      name: 'caps_webhook_pending_deliveries',
+      help: 'Webhook events waiting in the outbox, every endpoint together',
+      registers: [ctx.registry],
+      collect() {
+        this.set(outbox.pendingTotal());
+      },
+    });
+    this.sender = new Sender(
+      {
+        outbox: this.outbox,
+        logger: ctx.logger,
+        post: (url, headers, body) => this.poster.post(url, headers, body),
+        attempted: (result) => attempts.inc({ result }),
+        disabled: () => {
+          disabled.inc();
+          this.refreshWatched();
+        },
+      },
+      {
+        retryBaseMs: options.retryBaseMs ?? WEBHOOK_DEFAULTS.retryBaseMs,
+        retryMaxMs: options.retryMaxMs ?? WEBHOOK_DEFAULTS.retryMaxMs,
+        disableAfterMs: options.disableAfterMs ?? WEBHOOK_DEFAULTS.disableAfterMs,
+        perEndpoint: 8,
+      },
+    );
+    this.refreshWatched();
+  }
+
+  /** Where the outbox lives (a file, or `memory`), for the start-up log. */
+  get where(): string {
+    return this.outbox.where;
+  }
+
+  /** Starts delivering what the outbox holds (after a restart: what was pending). */
+  start(): void {
+    this.sender.wake();
+    this.pruneTimer = setInterval(() => {
+      this.outbox.prune(Date.now() - this.retainDeliveredMs).catch((err: unknown) => this.ctx.logger.warn('WEBHOOK OUTBOX PRUNE FAILED', { reason: err instanceof Error ? err.message : String(err) }));
+    }, PRUNE_EVERY_MS);
+    // prevents the timer from keeping the process alive
+    this.pruneTimer.unref();
+  }
+
+  /** Whether a step of `store` may have an endpoint to go to (the hot path's test). */
+  watches(store: string): boolean {
+    return this.watched.has(store);
+  }
+
+  /**
+   * Puts a recorded step in the outbox for each active endpoint of its store that takes its event;
+   * resolves once that is durable. `message` is the step as recorded; without it (a duplicate
+   * publish, which fills the gap a hub killed between recording and enqueueing left) the step is
+   * rebuilt from the parcel's history. Idempotent: the event id is the same both ways.
+   */
+  async enqueue(store: string, orderId: string, event: ParcelEvent, message?: ParcelMessage): Promise<void> {
+    const endpoints = this.outbox.endpoints().filter((e) => e.store === store && e.state === 'active' && (e.events === undefined || e.events.includes(event)));
+    if (endpoints.length === 0) return;
+    const parcel = await this.ctx.parcel(store, orderId);
+    // the step's place in the history (the latest step of this event: the one just recorded)
+    const history = parcel?.history ?? [];
+    let position = -1;
+    for (let i = history.length - 1; i >= 0; i--) {
+      if (history[i]?.event === event) {
+        position = i;
+        break;
+      }
+    }
+    if (position === -1 && message === undefined) return;
+    const occurrence = position === -1 ? 1 : history.slice(0, position + 1).filter((s) => s.event === event).length;
+    const data = message ?? rebuild(parcel as ParcelRecord, position);
+    const id = eventId(store, orderId, event, occurrence);
+    const body: WebhookEvent = { id, type: `parcel.${event}`, created: message?.time ?? history[position]?.time ?? new Date().toISOString(), data };
+    const raw = JSON.stringify(body);
+    const rows: NewDelivery[] = endpoints.map((e) => ({ endpointId: e.id, eventId: id, store, orderId, position: Math.max(position, 0), body: raw }));
+    await this.outbox.enqueue(rows);
+    this.sender.wake();
+  }
+
+  /** Registers an endpoint; the answer is the only time its secret is shown. */
+  async register(store: string, url: string, events: ParcelEvent[] | undefined): Promise<EndpointView & { secret: string }> {
+    const problem = await destinationProblem(url, this.allowPrivate);
+    if (problem !== undefined) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `url: ${problem}`);
+    if (this.outbox.endpoints().filter((e) => e.store === store).length >= MAX_ENDPOINTS_PER_STORE) {
+      throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `${store} has ${MAX_ENDPOINTS_PER_STORE} webhook endpoints already, the most a store may have: remove one first`);
+    }
+    const endpoint: WebhookEndpoint = {
+      id: newEndpointId(),
+      store,
+      url,
+      // listed in PARCEL_EVENTS' order, once each
+      events: events === undefined ? undefined : [...new Set(events)],
+      secret: newSecret(),
+      created: Date.now(),
+      state: 'active',
+      disabledReason: undefined,
+      disabledAt: undefined,
+      failingSince: undefined,
+      lastError: undefined,
+      lastErrorAt: undefined,
+      lastSuccessAt: undefined,
+    };
+    await this.outbox.addEndpoint(endpoint);
+    this.refreshWatched();
+    this.ctx.logger.info('WEBHOOK ADDED', { endpoint: endpoint.id, store, url, events: endpoint.events?.join(',') ?? 'all' });
+    return { ...this.view(endpoint), secret: endpoint.secret };
+  }
+
+  /** A store's endpoints, with their state and backlog. */
+  list(store: string): EndpointView[] {
+    return this.outbox.endpoints().filter((e) => e.store === store).map((e) => this.view(e));
+  }
+
+  /** Removes an endpoint of `store` and what waits for it; false when it has none by that id. */
+  async remove(store: string, id: string): Promise<boolean> {
+    const endpoint = this.outbox.endpoint(id);
+    if (!endpoint || endpoint.store !== store) return false;
+    await this.outbox.removeEndpoint(id);
+    this.refreshWatched();
+    this.ctx.logger.info('WEBHOOK REMOVED', { endpoint: id, store });
+    return true;
+  }
+
+  /** Enables an endpoint again: its waiting events go at once, its failure clock starts afresh. */
+  async enable(store: string, id: string): Promise<EndpointView | undefined> {
+    const endpoint = this.outbox.endpoint(id);
+    if (!endpoint || endpoint.store !== store) return undefined;
+    const updated: WebhookEndpoint = { ...endpoint, state: 'active', disabledReason: undefined, disabledAt: undefined, failingSince: undefined };
+    await Promise.all([this.outbox.saveEndpoint(updated), this.outbox.wake(id)]);
+    this.refreshWatched();
+    if (endpoint.state === 'disabled') this.ctx.logger.info('WEBHOOK ENABLED', { endpoint: id, store });
+    this.sender.wake();
+    return this.view(updated);
+  }
+
+  /** Stops the loop (attempts in flight are aborted and go again after a restart) and closes the outbox. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      clearInterval(this.pruneTimer);
+      const stopped = this.sender.close();
+      this.poster.close();
+      await stopped;
+      this.outbox.close();
+    })();
+    return this.closing;
+  }
+
+  private refreshWatched(): void {
+    this.watched = new Set(this.outbox.endpoints().filter((e) => e.state === 'active').map((e) => e.store));
+  }
+
+  private view(e: WebhookEndpoint): EndpointView {
+    const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
+    const view: EndpointView = { id: e.id, store: e.store, url: e.url, events: e.events ?? null, state: e.state, pending: this.outbox.pending(e.id), created: iso(e.created) ?? '' };
+    if (e.disabledReason !== undefined) view.disabledReason = e.disabledReason;
+    if (e.disabledAt !== undefined) view.disabledAt = iso(e.disabledAt);
+    if (e.lastError !== undefined) view.lastError = e.lastError;
+    if (e.lastErrorAt !== undefined) view.lastErrorAt = iso(e.lastErrorAt);
+    if (e.lastSuccessAt !== undefined) view.lastSuccessAt = iso(e.lastSuccessAt);
+    return view;
+  }
+}
+
+/**
+ * A step rebuilt from the parcel's history, shaped as its message: the order's fields at top level
+ * and under `order`, and the step's own (event, time, driver, and whatever a step carries). The
+ * message's messageId and seq are not kept in the history, so a rebuilt step has none.
+ */
+function rebuild(parcel: ParcelRecord, position: number): Record<string, unknown> {
+  return { ...parcel.order, ...parcel.history[position], order: parcel.order };
+}

@@ -201,3 +201,41 @@ describe('signed webhooks', () => {
     expect(await api(url, 'DELETE', `/stores/acme/webhooks/${id}`, undefined, vendor)).toMatchObject({ status: 404 });
   });
 });
+
+describe('signed webhooks through the parcel lifecycle', () => {
+  it('sends a failed attempt with its reason, the re-attempt’s steps under their own ids, and a cancel, in order per parcel', async () => {
+    const receiver = cleanup.add(await WebhookReceiver.start(), (r) => r.close());
+    const { url } = cleanup.add(await startSecureHub(FAST), (h) => h.close());
+    const acme = { role: 'vendor', store: 'acme' } as const;
+    const { secret } = await register(url, 'acme', { url: receiver.url, events: ['in-transit', 'failed', 'delivered', 'cancelled'] }, acme);
+    const vendor = cleanup.add(new RawClient(url, { auth: { token: tokenFor(acme) } }), (c) => c.close());
+    const driver = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
+    await Promise.all([vendor.connected(), driver.connected()]);
+    const parcel = order('acme', 1);
+    await expect(vendor.request('pickup', parcel)).resolves.toMatchObject({ ok: true });
+    await driver.waitFor('pickup', 1, 'the driver to be handed the parcel');
+    const at = { store: 'acme', orderId: parcel.orderId };
+    await expect(driver.request('in-transit', { ...at, attempt: 1 })).resolves.toMatchObject({ ok: true });
+    await expect(driver.request('failed', { ...at, attempt: 1, reason: 'access-denied', note: 'gate locked' })).resolves.toMatchObject({ ok: true, data: { reattempt: true } });
+    await driver.waitFor('pickup', 2, 'the parcel back with the driver as attempt 2');
+    await expect(driver.request('in-transit', { ...at, attempt: 2 })).resolves.toMatchObject({ ok: true });
+    await expect(driver.request('delivered', { ...at, attempt: 2, recipient: 'Customer 1' })).resolves.toMatchObject({ ok: true });
+    await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: true });
+    await expect(vendor.request('cancelled', { store: 'acme', orderId: order('acme', 2).orderId, note: 'out of stock' })).resolves.toMatchObject({ ok: true });
+    const got = await receiver.waitFor((r) => (r.length >= 5 ? r : undefined), 'five webhook POSTs');
+    // in order per parcel; the two parcels' deliveries may interleave
+    const of = (orderId: string) => got.filter((r) => r.body.data['orderId'] === orderId);
+    expect(of(parcel.orderId).map((r) => [r.body.type, r.body.data['attempt'] ?? 1])).toEqual([
+      ['parcel.in-transit', 1],
+      ['parcel.failed', 1],
+      ['parcel.in-transit', 2],
+      ['parcel.delivered', 2],
+    ]);
+    expect(of(order('acme', 2).orderId).map((r) => [r.body.type, r.body.data['details']])).toEqual([['parcel.cancelled', { note: 'out of stock' }]]);
+    const [, failed, , delivered] = of(parcel.orderId);
+    expect(failed?.body.data).toMatchObject({ reattempt: true, details: { reason: 'access-denied', note: 'gate locked' } });
+    expect(delivered?.body.data).toMatchObject({ details: { recipient: 'Customer 1' } });
+    expect(new Set(got.map((r) => r.id)).size).toBe(5);
+    for (const r of got) expect(verifies(secret, r)).toBe(true);
+  });
+});

@@ -210,8 +210,7 @@ export class Delivery {
         void this.pageIn(store);
       },
       reconnected: () => {
-        feed.missedBells();
-        for (const store of feed.followed()) this.logNews(store);
+        this.rereadFollowed(feed);
         this.pullPickups(ALL_SHARDS, true);
       },
     });
@@ -220,11 +219,14 @@ export class Delivery {
       setInterval(() => this.pullPickups(ALL_SHARDS, true), PULL_EVERY_MS).unref(),
       setInterval(() => void this.keepHeld(), HOLD_REFRESH_MS).unref(),
       // a bell lost without its channel dropping (nothing says so) costs at most this long
-      setInterval(() => {
-        feed.missedBells();
-        for (const store of feed.followed()) this.logNews(store);
-      }, FOLLOWED_CHECK_MS).unref(),
+      setInterval(() => this.rereadFollowed(feed), FOLLOWED_CHECK_MS).unref(),
     );
+  }
+
+  /** Several hubs: bells may have been missed: every followed store's log is read again. */
+  private rereadFollowed(feed: RedisFeed): void {
+    feed.missedBells();
+    for (const store of feed.followed()) this.logNews(store);
   }
 
   /** Several hubs: a followed store's log has news: read it. */

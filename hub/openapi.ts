@@ -147,6 +147,29 @@ export const OPENAPI = {
         },
       },
     },
+    '/api/stores/{store}/parcels/{orderId}/steps': {
+      post: {
+        summary: "Reports a parcel's step over HTTP: a driver's (in-transit, delivered, failed, returned) with its driver token, a cancel with a vendor token of the store",
+        parameters: [pathParam('store', 'the store'), pathParam('orderId', 'the parcel')],
+        requestBody: {
+          required: true,
+          ...json({
+            type: 'object',
+            required: ['event'],
+            properties: { event: { enum: PARCEL_EVENTS.filter((e) => e !== 'pickup') }, attempt: { type: 'integer', minimum: 1 }, ...details.properties },
+          }),
+        },
+        responses: {
+          '200': {
+            description: 'Recorded, or a duplicate of a step recorded before (duplicate: true, header Idempotent-Replayed: true)',
+            ...json(okOf({ type: 'object', required: ['event', 'store', 'orderId', 'duplicate'], properties: { event: { enum: PARCEL_EVENTS }, store: { type: 'string' }, orderId: { type: 'string' }, duplicate: { type: 'boolean' }, reattempt: { type: 'boolean' } } })),
+          },
+          '404': { description: 'No such parcel', ...json(error) },
+          '409': { description: 'The step cannot follow the parcel\'s state, or names an attempt that is over', ...json(error) },
+          ...errors,
+        },
+      },
+    },
     '/api/stores/{store}/parcels/{orderId}/cancel': {
       post: {
         summary: 'Cancels a parcel not delivered yet, with a vendor token of that store: a pickup still waiting leaves the drivers, a driver holding it is told',

@@ -4,7 +4,8 @@ import express, { Router } from 'express';
 import { z } from 'zod';
 import { CapsError } from '../protocol/errors.js';
 import { ok } from '../protocol/result.js';
-import { orderSchema, parsePublish, storeNameSchema } from '../protocol/schemas.js';
+import { orderSchema, PARCEL_EVENTS, parsePublish, storeNameSchema } from '../protocol/schemas.js';
+import type { ParcelEvent } from '../protocol/schemas.js';
 import { peekClaims, signToken } from '../protocol/token.js';
 import { trackingUrl } from './tracking.js';
 import { callerOf, timeline } from './http-api.js';
@@ -91,6 +92,24 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
     if (result.data.duplicate) res.set('Idempotent-Replayed', 'true');
     res.status(200).json(ok({ ...timeline(parcel), status: result.data.duplicate ? 'already-cancelled' : 'cancelled' }));
   });
+  // any step of a parcel over HTTP, for a driver's app that speaks HTTP rather than Socket.IO: who
+  // may send which step is the socket's rule (a driver its own parcels' steps, a store's vendor a cancel)
+  api.post('/stores/:store/parcels/:orderId/steps', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
+    const caller = callerOf(req, options);
+    const body = req.body as unknown;
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', 'send a JSON object { "event", ... }');
+    const { event, ...fields } = body as Record<string, unknown>;
+    if (typeof event !== 'string' || !(PARCEL_EVENTS as readonly string[]).includes(event) || event === 'pickup') {
+      throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `event must be one of ${PARCEL_EVENTS.filter((e) => e !== 'pickup').join(', ')} (a pickup is POST /api/stores/:store/parcels)`);
+    }
+    const parsed = parsePublish(event as ParcelEvent, { ...fields, store: String(req.params['store']), orderId: String(req.params['orderId']) });
+    if (!parsed.ok) throw new CapsError(parsed.error.code, parsed.error.message);
+    const auth = caller.role === 'anonymous' ? undefined : caller;
+    const result = await publishStep(ctx, { auth, ...(auth?.role === 'driver' ? { name: auth.name } : {}), via: 'http' }, parsed.value);
+    if (!result.ok) throw new CapsError(result.error.code, result.error.message);
+    if (result.data.duplicate) res.set('Idempotent-Replayed', 'true');
+    res.status(200).json(ok(result.data));
+  });
   // a customer's tracking link for one parcel (issue 17): a `tracker` token, signed like any other
   api.post('/stores/:store/parcels/:orderId/tracking-link', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
     const caller = callerOf(req, options);
@@ -121,6 +140,7 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
       }),
     );
   });
+  api.use('/stores/:store/parcels/:orderId/steps', publishErrors(ctx, options.maxPayloadBytes, '{ "event", "attempt"?, and the step\'s details }'));
   api.use('/stores/:store/parcels/:orderId/cancel', publishErrors(ctx, options.maxPayloadBytes, 'nothing, or { "note" }'));
   api.use('/stores/:store/parcels/:orderId/tracking-link', publishErrors(ctx, options.maxPayloadBytes, 'nothing, or { "expiresInSeconds" }'));
   api.use('/stores/:store/parcels', publishErrors(ctx, options.maxPayloadBytes, '{ "customer", "address"[, "orderId"] }'));

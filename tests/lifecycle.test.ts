@@ -180,6 +180,39 @@ describe('cancelled by the store', () => {
   });
 });
 
+describe('a driver’s steps over HTTP', () => {
+  it('takes in-transit, failed and delivered from the driver the parcel went to, with the socket’s rules and codes', async () => {
+    const { url } = await hub();
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    const acme = { role: 'vendor', store: 'acme' } as const;
+    const asD1 = { role: 'driver', name: 'd1' } as const;
+    await http(url, '/api/stores/acme/parcels', acme, { orderId: 'web-1', customer: 'Ada', address: '1 Main St' });
+    await d1.waitFor('pickup', 1, 'd1 to be handed web-1');
+    const steps = '/api/stores/acme/parcels/web-1/steps';
+    expect((await http(url, steps, asD1, { event: 'in-transit', attempt: 1, eta: '2026-12-03T10:30:00Z' })).body).toMatchObject({ ok: true, data: { event: 'in-transit', duplicate: false } });
+    const again = await http(url, steps, asD1, { event: 'in-transit', attempt: 1 });
+    expect([again.status, again.replayed, again.body.data?.['duplicate']]).toEqual([200, 'true', true]);
+    const other = await http(url, steps, { role: 'driver', name: 'd2' }, { event: 'failed', reason: 'other' });
+    expect([other.status, other.body.error?.code]).toEqual([403, 'CAPS_ERR_NOT_DISPATCHED']);
+    const vendorTries = await http(url, steps, acme, { event: 'failed', reason: 'other' });
+    expect([vendorTries.status, vendorTries.body.error?.code]).toEqual([403, 'CAPS_ERR_FORBIDDEN']);
+    for (const bad of [{ event: 'pickup' }, { event: 'teleported' }, { reason: 'other' }, { event: 'failed', reason: 'aliens' }, { event: 'failed' }]) {
+      const answer = await http(url, steps, asD1, bad);
+      expect([answer.status, answer.body.error?.code], JSON.stringify(bad)).toEqual([400, 'CAPS_ERR_INVALID_PAYLOAD']);
+    }
+    const failed = await http(url, steps, asD1, { event: 'failed', attempt: 1, reason: 'recipient-absent', photo: 'https://proofs.example.com/door.jpg' });
+    expect(failed.body).toMatchObject({ ok: true, data: { event: 'failed', reattempt: true } });
+    const [, second] = await d1.waitFor('pickup', 2, 'web-1 back with d1 as attempt 2');
+    expect(second).toMatchObject({ orderId: 'web-1', attempt: 2 });
+    const late = await http(url, steps, asD1, { event: 'delivered', attempt: 1 });
+    expect([late.status, late.body.error?.code]).toEqual([409, 'CAPS_ERR_OUT_OF_ORDER']);
+    expect((await http(url, steps, asD1, { event: 'delivered', attempt: 2, recipient: 'Ada' })).body).toMatchObject({ ok: true, data: { duplicate: false } });
+    const timeline = await http(url, '/api/packages/web-1', acme);
+    expect(timeline.body.data).toMatchObject({ state: 'delivered', attempts: 2 });
+    expect((await http(url, '/api/stores/acme/parcels/nope/steps', asD1, { event: 'in-transit' })).body.error?.code).toBe('CAPS_ERR_NOT_DISPATCHED');
+  });
+});
+
 describe('CAPS’s own clients', () => {
   it('a driver fails, the parcel comes back as attempt 2, fails again and is returned; its vendor’s run ends with it', async () => {
     const { url } = await hub({ maxAttempts: 2 });

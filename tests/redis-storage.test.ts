@@ -160,6 +160,43 @@ describe('redis storage', () => {
     expect(await limited.recordStep({ store: 'big', orderId: 'one-more', time: at(n), event: 'pickup', customer: 'C', address: 'A' })).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
   });
 
+  it('takes a cancelled parcel’s pickup off its store’s waiting list, and queues a re-attempt there with its attempt when the store has its share of the stream', async () => {
+    const { storage } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    const big = (orderId: string, n: number): StepInput => ({ store: 'big', orderId, time: at(n), event: 'pickup', customer: 'C', address: 'A' });
+    // the quota counts exactly the pickups the pool shows, wherever they wait
+    const quotaIsPool = async (): Promise<void> => {
+      const pool = await storage.pending(DRIVER_QUEUE);
+      expect(Number(await admin.hget(storage.keys.counts('big'), 'wait'))).toBe(pool.length);
+    };
+    for (let i = 0; i < ACTIVE_PER_STORE; i++) await accept(storage, big(`o-${i}`, i));
+    expect(await storage.recordStep(big('c', 40))).toMatchObject({ status: 'accepted', spilled: true, message: { messageId: '' } });
+    // no driver could have it: taken off the list, nothing to withdraw from drivers
+    const cancel = await storage.recordStep({ store: 'big', orderId: 'c', time: at(41), event: 'cancelled' });
+    expect(cancel).toMatchObject({ status: 'accepted' });
+    expect(cancel.status === 'accepted' && cancel.withdrawn).toBeFalsy();
+    expect((await storage.pending(DRIVER_QUEUE)).filter((m) => m.orderId === 'c')).toEqual([]);
+    await quotaIsPool();
+
+    await accept(storage, { store: 'big', orderId: 'o-0', time: at(42), event: 'in-transit', driver: 'd1' });
+    await accept(storage, big('f', 43));
+    const failed = await storage.recordStep({ store: 'big', orderId: 'o-0', time: at(44), event: 'failed', driver: 'd1', details: { reason: 'recipient-absent' }, maxAttempts: 3 });
+    expect(failed).toMatchObject({ status: 'accepted', message: { reattempt: true }, requeued: { orderId: 'o-0', attempt: 2, messageId: '' } });
+    expect((await storage.pending(DRIVER_QUEUE)).filter((m) => m.orderId === 'o-0').map((m) => [m.messageId, m.attempt])).toEqual([['', 2]]);
+    await quotaIsPool();
+    // one leaves the stream: the re-attempt enters it, still attempt 2
+    const inStream = await storage.takePickups('hub-a', 1_000, shards, false);
+    expect(await storage.ack(DRIVER_QUEUE, inStream.find((m) => m.orderId === 'o-1')?.messageId ?? '')).toBe('removed');
+    const [again] = await storage.takePickups('hub-a', 1_000, shards, false);
+    expect(again).toMatchObject({ orderId: 'o-0', attempt: 2, event: 'pickup' });
+    expect(again?.messageId).toMatch(/^P\./);
+    await quotaIsPool();
+    // its next step takes it off the stream, as any pickup's
+    await accept(storage, { store: 'big', orderId: 'o-0', time: at(45), event: 'in-transit', driver: 'd2', attempt: 2 });
+    expect((await storage.pending(DRIVER_QUEUE)).filter((m) => m.orderId === 'o-0')).toEqual([]);
+    await quotaIsPool();
+  });
+
   it('tells an acknowledged message from an unknown one without keeping a trace of each', async () => {
     const { storage } = await open();
     const pickup = await accept(storage, { store: 'acme', orderId: 'o-1', time: at(1), event: 'pickup', customer: 'C', address: 'A' });

@@ -197,6 +197,35 @@ describe('redis storage', () => {
     await quotaIsPool();
   });
 
+  it('sends, for a plain parcel’s pickup, in-transit and delivered, the commands it always did (the lifecycle costs the course’s steps nothing)', async () => {
+    const { storage } = await open();
+    const calls = async (): Promise<Map<string, number>> => {
+      const m = new Map<string, number>();
+      for (const x of (await admin.info('commandstats')).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) m.set(x[1] ?? '', Number(x[2]));
+      return m;
+    };
+    const step = (event: 'pickup' | 'in-transit' | 'delivered', orderId: string, n: number): StepInput => ({ event, store: 'acme', orderId, customer: 'C', address: 'A', driver: 'd1', time: at(n) });
+    // the script loaded (EVAL once) before counting
+    for (const event of ['pickup', 'in-transit', 'delivered'] as const) await accept(storage, step(event, 'warm', 0));
+    const per: Record<string, string> = {};
+    for (const event of ['pickup', 'in-transit', 'delivered'] as const) {
+      const before = await calls();
+      for (let i = 0; i < 5; i++) await accept(storage, step(event, `o-${i}`, i + 1));
+      const after = await calls();
+      per[event] = [...after]
+        .filter(([name, n]) => name !== 'info' && n > (before.get(name) ?? 0))
+        .map(([name, n]) => `${name}=${(n - (before.get(name) ?? 0)) / 5}`)
+        .sort()
+        .join(' ');
+    }
+    // as counted on the code before the lifecycle (a pickup still in the stream is settled by in-transit)
+    expect(per).toEqual({
+      pickup: 'evalsha=1 hget=1 hincrby=1 hmget=2 hset=2 sadd=2 spublish=1 xadd=1 zadd=2',
+      'in-transit': 'evalsha=1 hdel=1 hincrby=2 hmget=2 hset=2 lpop=1 spublish=1 xack=1 xadd=1 xdel=1 xlen=1 zadd=1 zrem=1',
+      delivered: 'evalsha=1 hmget=2 hset=2 spublish=1 xadd=1 xlen=1 zadd=2 zrem=1',
+    });
+  });
+
   it('tells an acknowledged message from an unknown one without keeping a trace of each', async () => {
     const { storage } = await open();
     const pickup = await accept(storage, { store: 'acme', orderId: 'o-1', time: at(1), event: 'pickup', customer: 'C', address: 'A' });

@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
-import { ACTIVE_PER_STORE, RedisStorage } from '../hub/storage/redis-storage.js';
+import { ACTIVE_PER_STORE, RedisStorage, bellMessageOf } from '../hub/storage/redis-storage.js';
 import { SHARDS } from '../hub/storage/redis-keys.js';
 import type { StepInput } from '../hub/storage/storage.js';
 import { Cleanup } from './helpers/hub.js';
 import { TestRedis } from './helpers/redis.js';
+import { poll } from './helpers/wait.js';
 
 /** What only the Redis storage does: streams, consumer groups, and what is left once parcels are gone. */
 const cleanup = new Cleanup();
@@ -224,6 +225,39 @@ describe('redis storage', () => {
       'in-transit': 'evalsha=1 hdel=1 hincrby=2 hmget=2 hset=2 lpop=1 spublish=1 xack=1 xadd=1 xdel=1 xlen=1 zadd=1 zrem=1',
       delivered: 'evalsha=1 hmget=2 hset=2 spublish=1 xadd=1 xlen=1 zadd=2 zrem=1',
     });
+  });
+
+  it('reads a step’s message back as it was answered, from its store’s log, its bell and the pickups stream: attempt, details and reattempt included', async () => {
+    const { storage } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    const bells = new Redis(redis.url);
+    const heard: string[] = [];
+    bells.on('smessage', (_channel: string, text: string) => heard.push(text));
+    await bells.ssubscribe(storage.keys.storeBell('acme'));
+    try {
+      await accept(storage, { store: 'acme', orderId: 'o-1', time: at(1), event: 'pickup', customer: 'C', address: 'A' });
+      const sent = [];
+      for (const input of [
+        { event: 'in-transit', driver: 'd1', details: { eta: '2026-01-01T01:00:00.000Z' } },
+        { event: 'failed', driver: 'd1', details: { reason: 'recipient-absent', note: 'rang "twice"', location: { lat: 51.123456789012345, lng: -0.1 } }, maxAttempts: 3 },
+        { event: 'in-transit', driver: 'd2', attempt: 2 },
+        { event: 'delivered', driver: 'd2', details: { recipient: 'Ada' } },
+      ] as const) {
+        const outcome = await storage.recordStep({ store: 'acme', orderId: 'o-1', time: at(sent.length + 2), ...input });
+        if (outcome.status !== 'accepted') throw new Error(JSON.stringify(outcome));
+        sent.push(outcome.message);
+        if (outcome.requeued) {
+          const [pickup] = await storage.takePickups('hub-a', 10, shards, false);
+          expect(pickup).toEqual(outcome.requeued);
+        }
+      }
+      expect(sent.map((m) => [m.event, m.attempt ?? 1, m.reattempt])).toEqual([['in-transit', 1, undefined], ['failed', 1, true], ['in-transit', 2, undefined], ['delivered', 2, undefined]]);
+      expect(await storage.pending('acme')).toEqual(sent);
+      await poll(() => (heard.length >= sent.length ? true : undefined), 'the store bell to ring once per step');
+      expect(heard.map((text) => bellMessageOf('acme', text.slice(2))?.message)).toEqual(sent);
+    } finally {
+      await bells.quit();
+    }
   });
 
   it('tells an acknowledged message from an unknown one without keeping a trace of each', async () => {

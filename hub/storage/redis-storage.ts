@@ -74,7 +74,6 @@ export const ACTIVE_PER_STORE = 32;
 /** Pickups kept or released per script call. */
 const HOLD_CHUNK = 500;
 
-
 /** A single Redis or a Redis Cluster, by the options. */
 export function redisClient(options: { url?: string; cluster?: string }, extra: { enableOfflineQueue?: boolean; maxRetriesPerRequest?: number; lazyConnect?: boolean; shardedSubscribers?: boolean } = {}): Client {
   const retry = (times: number): number => Math.min(times * 100, 1_000);
@@ -308,8 +307,9 @@ export class RedisStorage implements Storage {
         const messageId = !pickup ? storeMessageId(store, id) : id === '' ? '' : pickupMessageId(k, id);
         const message = buildMessage(order, { event, time: input.time, driver: input.driver || undefined, details: pickup ? undefined : input.details }, queue, Number(seq), messageId, Number(attempt));
         if (event === 'failed') message.reattempt = reattempt === '1';
+        const outcome: StepOutcome = { status: 'accepted', message, pickedUpAt: created };
         // a pickup waiting in its store's list gets its id when it enters the stream
-        const outcome: StepOutcome = { status: 'accepted', message, pickedUpAt: created, ...(pickup && id === '' ? { spilled: true } : {}) };
+        if (pickup && id === '') outcome.spilled = true;
         if (pickup) this.pickupsQueued++;
         if (reattempt === '1') {
           this.pickupsQueued++;

@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
-import { ACTIVE_PER_STORE, RedisStorage } from '../hub/storage/redis-storage.js';
+import { ACTIVE_PER_STORE, RedisStorage, bellMessageOf } from '../hub/storage/redis-storage.js';
 import { SHARDS } from '../hub/storage/redis-keys.js';
 import type { StepInput } from '../hub/storage/storage.js';
 import { Cleanup } from './helpers/hub.js';
 import { TestRedis } from './helpers/redis.js';
+import { poll } from './helpers/wait.js';
 
 /** What only the Redis storage does: streams, consumer groups, and what is left once parcels are gone. */
 const cleanup = new Cleanup();
@@ -158,6 +159,105 @@ describe('redis storage', () => {
     await limited.open();
     for (let i = 0; i < n; i++) await accept(limited, { store: 'big', orderId: `o-${i}`, time: at(i), event: 'pickup', customer: 'C', address: 'A' });
     expect(await limited.recordStep({ store: 'big', orderId: 'one-more', time: at(n), event: 'pickup', customer: 'C', address: 'A' })).toMatchObject({ status: 'refused', code: 'CAPS_ERR_QUEUE_FULL' });
+  });
+
+  it('takes a cancelled parcel’s pickup off its store’s waiting list, and queues a re-attempt there with its attempt when the store has its share of the stream', async () => {
+    const { storage } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    const big = (orderId: string, n: number): StepInput => ({ store: 'big', orderId, time: at(n), event: 'pickup', customer: 'C', address: 'A' });
+    // the quota counts exactly the pickups the pool shows, wherever they wait
+    const quotaIsPool = async (): Promise<void> => {
+      const pool = await storage.pending(DRIVER_QUEUE);
+      expect(Number(await admin.hget(storage.keys.counts('big'), 'wait'))).toBe(pool.length);
+    };
+    for (let i = 0; i < ACTIVE_PER_STORE; i++) await accept(storage, big(`o-${i}`, i));
+    expect(await storage.recordStep(big('c', 40))).toMatchObject({ status: 'accepted', spilled: true, message: { messageId: '' } });
+    // no driver could have it: taken off the list, nothing to withdraw from drivers
+    const cancel = await storage.recordStep({ store: 'big', orderId: 'c', time: at(41), event: 'cancelled' });
+    expect(cancel).toMatchObject({ status: 'accepted' });
+    expect(cancel.status === 'accepted' && cancel.withdrawn).toBeFalsy();
+    expect((await storage.pending(DRIVER_QUEUE)).filter((m) => m.orderId === 'c')).toEqual([]);
+    await quotaIsPool();
+
+    await accept(storage, { store: 'big', orderId: 'o-0', time: at(42), event: 'in-transit', driver: 'd1' });
+    await accept(storage, big('f', 43));
+    const failed = await storage.recordStep({ store: 'big', orderId: 'o-0', time: at(44), event: 'failed', driver: 'd1', details: { reason: 'recipient-absent' }, maxAttempts: 3 });
+    expect(failed).toMatchObject({ status: 'accepted', message: { reattempt: true }, requeued: { orderId: 'o-0', attempt: 2, messageId: '' } });
+    expect((await storage.pending(DRIVER_QUEUE)).filter((m) => m.orderId === 'o-0').map((m) => [m.messageId, m.attempt])).toEqual([['', 2]]);
+    await quotaIsPool();
+    // one leaves the stream: the re-attempt enters it, still attempt 2
+    const inStream = await storage.takePickups('hub-a', 1_000, shards, false);
+    expect(await storage.ack(DRIVER_QUEUE, inStream.find((m) => m.orderId === 'o-1')?.messageId ?? '')).toBe('removed');
+    const [again] = await storage.takePickups('hub-a', 1_000, shards, false);
+    expect(again).toMatchObject({ orderId: 'o-0', attempt: 2, event: 'pickup' });
+    expect(again?.messageId).toMatch(/^P\./);
+    await quotaIsPool();
+    // its next step takes it off the stream, as any pickup's
+    await accept(storage, { store: 'big', orderId: 'o-0', time: at(45), event: 'in-transit', driver: 'd2', attempt: 2 });
+    expect((await storage.pending(DRIVER_QUEUE)).filter((m) => m.orderId === 'o-0')).toEqual([]);
+    await quotaIsPool();
+  });
+
+  it('sends, for a plain parcel’s pickup, in-transit and delivered, the commands it always did (the lifecycle costs the course’s steps nothing)', async () => {
+    const { storage } = await open();
+    const calls = async (): Promise<Map<string, number>> => {
+      const m = new Map<string, number>();
+      for (const x of (await admin.info('commandstats')).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) m.set(x[1] ?? '', Number(x[2]));
+      return m;
+    };
+    const step = (event: 'pickup' | 'in-transit' | 'delivered', orderId: string, n: number): StepInput => ({ event, store: 'acme', orderId, customer: 'C', address: 'A', driver: 'd1', time: at(n) });
+    // the script loaded (EVAL once) before counting
+    for (const event of ['pickup', 'in-transit', 'delivered'] as const) await accept(storage, step(event, 'warm', 0));
+    const per: Record<string, string> = {};
+    for (const event of ['pickup', 'in-transit', 'delivered'] as const) {
+      const before = await calls();
+      for (let i = 0; i < 5; i++) await accept(storage, step(event, `o-${i}`, i + 1));
+      const after = await calls();
+      per[event] = [...after]
+        .filter(([name, n]) => name !== 'info' && n > (before.get(name) ?? 0))
+        .map(([name, n]) => `${name}=${(n - (before.get(name) ?? 0)) / 5}`)
+        .sort()
+        .join(' ');
+    }
+    // as counted on the code before the lifecycle (a pickup still in the stream is settled by in-transit)
+    expect(per).toEqual({
+      pickup: 'evalsha=1 hget=1 hincrby=1 hmget=2 hset=2 sadd=2 spublish=1 xadd=1 zadd=2',
+      'in-transit': 'evalsha=1 hdel=1 hincrby=2 hmget=2 hset=2 lpop=1 spublish=1 xack=1 xadd=1 xdel=1 xlen=1 zadd=1 zrem=1',
+      delivered: 'evalsha=1 hmget=2 hset=2 spublish=1 xadd=1 xlen=1 zadd=2 zrem=1',
+    });
+  });
+
+  it('reads a step’s message back as it was answered, from its store’s log, its bell and the pickups stream: attempt, details and reattempt included', async () => {
+    const { storage } = await open();
+    const shards = Array.from({ length: SHARDS }, (_, k) => k);
+    const bells = new Redis(redis.url);
+    const heard: string[] = [];
+    bells.on('smessage', (_channel: string, text: string) => heard.push(text));
+    await bells.ssubscribe(storage.keys.storeBell('acme'));
+    try {
+      await accept(storage, { store: 'acme', orderId: 'o-1', time: at(1), event: 'pickup', customer: 'C', address: 'A' });
+      const sent = [];
+      for (const input of [
+        { event: 'in-transit', driver: 'd1', details: { eta: '2026-01-01T01:00:00.000Z' } },
+        { event: 'failed', driver: 'd1', details: { reason: 'recipient-absent', note: 'rang "twice"', location: { lat: 51.123456789012345, lng: -0.1 } }, maxAttempts: 3 },
+        { event: 'in-transit', driver: 'd2', attempt: 2 },
+        { event: 'delivered', driver: 'd2', details: { recipient: 'Ada' } },
+      ] as const) {
+        const outcome = await storage.recordStep({ store: 'acme', orderId: 'o-1', time: at(sent.length + 2), ...input });
+        if (outcome.status !== 'accepted') throw new Error(JSON.stringify(outcome));
+        sent.push(outcome.message);
+        if (outcome.requeued) {
+          const [pickup] = await storage.takePickups('hub-a', 10, shards, false);
+          expect(pickup).toEqual(outcome.requeued);
+        }
+      }
+      expect(sent.map((m) => [m.event, m.attempt ?? 1, m.reattempt])).toEqual([['in-transit', 1, undefined], ['failed', 1, true], ['in-transit', 2, undefined], ['delivered', 2, undefined]]);
+      expect(await storage.pending('acme')).toEqual(sent);
+      await poll(() => (heard.length >= sent.length ? true : undefined), 'the store bell to ring once per step');
+      expect(heard.map((text) => bellMessageOf('acme', text.slice(2))?.message)).toEqual(sent);
+    } finally {
+      await bells.quit();
+    }
   });
 
   it('tells an acknowledged message from an unknown one without keeping a trace of each', async () => {

@@ -84,7 +84,7 @@ export class RedisKeys {
     return `${this.shard(k)}bell`;
   }
 
-  /** Delivered parcels of shard `k` by delivery time (ms): what retention removes, oldest first. */
+  /** Parcels of shard `k` whose story ended (delivered, returned, cancelled), by when it ended (ms): what retention removes, oldest first. */
   done(k: number): string {
     return `${this.shard(k)}done`;
   }

@@ -5,18 +5,110 @@
  * (the parcel of a pickup being acknowledged, the stores of a shard being pruned) are built from
  * the same shard prefix, hence in the same slot.
  *
- * A store's counters hash `c:<store>` holds: pickup, in-transit, delivered (parcels in each
- * state), wait (its pickups waiting for or held by drivers: its quota), act (those of them in
- * the shard's pickups stream; past ACTIVE_PER_STORE the rest wait in the store's list `pw:<store>`
- * and enter the stream one by one as its pickups leave it), seqp and seql (the last
- * seq of its pickups and of its vendors' messages), lastl (the stream id of its last vendor
- * message). The shard's `meta` hash counts its pickups waiting for or held by drivers (`waiting`,
- * in the stream or in the stores' lists).
+ * A store's counters hash `c:<store>` holds: a count per state (pickup, in-transit, delivered,
+ * failed, returned, cancelled: parcels in it), wait (its pickups waiting for or held by drivers:
+ * its quota), act (those of them in the shard's pickups stream; past ACTIVE_PER_STORE the rest
+ * wait in the store's list `pw:<store>` and enter the stream one by one as its pickups leave it),
+ * seqp and seql (the last seq of its pickups and of its vendors' messages), lastl (the stream id
+ * of its last vendor message). The shard's `meta` hash counts its pickups waiting for or held by
+ * drivers (`waiting`, in the stream or in the stores' lists).
  *
  * A parcel's hash `p:<store>\0<order>` holds customer, address, state, created, driver, `pid`
- * (its pickup's stream id while the pickup is queued), `to:<driver>` (each driver with a token it
- * was handed to, by any hub) and `h:<event>` (each step, JSON).
+ * (while its pickup is queued: the pickup's stream id, or `w` and its entry in the store's list
+ * while it waits its turn there), `to:<driver>` (each driver with a token it was handed to, by any
+ * hub) and its history: a parcel that took only the course's steps, once each, with nothing beside
+ * them (storage.ts isPlainHistory) keeps each step in `h:<event>` (JSON), as it always did; any
+ * other keeps its whole history in `hist` (a JSON array of ParcelStep) and no `h:` field.
+ *
+ * Entries of the pickups streams and of the stores' logs carry `n` (the attempt, from the second),
+ * a log entry `x` (the step's details, JSON) and, for a failed step, `r` ('1': re-attempted).
  */
+import { COURSE_EVENTS, DEFAULT_MAX_ATTEMPTS, FINAL_REASONS, FINAL_STATES, PARCEL_EVENTS, TRANSITIONS, stateInWords } from '../../protocol/lifecycle.js';
+
+/** A Lua string literal of a plain word or phrase (the lifecycle's names, never input). */
+function luaString(text: string): string {
+  if (!/^[\w ,.:-]*$/.test(text)) throw new Error(`not a plain Lua string: ${text}`);
+  return `'${text}'`;
+}
+
+function luaSet(names: Iterable<string>): string {
+  return `{${[...names].map((name) => `[${luaString(name)}] = true`).join(', ')}}`;
+}
+
+/**
+ * The lifecycle (protocol/lifecycle.ts) for the scripts: its tables are generated here from the
+ * protocol's own, so the state machine stays in one place; `judge` is checkStep (storage-core.ts)
+ * step by step, isDuplicate and move included, and a property test holds the two to the same
+ * verdicts (tests/lifecycle-storage.test.ts).
+ *
+ * judge(state, event, current, recorded, named, maxAttempts, reason, oid, store): `state` nil for
+ * a parcel not recorded, `current` its attempt (attemptOf), `recorded(e, n)` whether step `e` of
+ * attempt `n` is in its history, `named` the attempt the step names (nil: none). Replies
+ * {'ok', state after, reattempt} | {'duplicate'} | {'refused', code, reason}.
+ */
+export const LIFECYCLE = `
+local FOLLOWS = {${PARCEL_EVENTS.map((state) => `[${luaString(state)}] = ${luaSet(TRANSITIONS[state])}`).join(', ')}}
+local FINAL_STATE = ${luaSet(FINAL_STATES)}
+local FINAL_REASON = ${luaSet(FINAL_REASONS)}
+local COURSE = ${luaSet(COURSE_EVENTS)}
+local IN_WORDS = {${PARCEL_EVENTS.map((state) => `[${luaString(state)}] = ${luaString(stateInWords(state))}`).join(', ')}}
+local DEFAULT_MAX_ATTEMPTS = ${DEFAULT_MAX_ATTEMPTS}
+local function judge(state, event, current, recorded, named, maxAttempts, reason, oid, store)
+  if not state then
+    if event ~= 'pickup' then return {'refused', 'CAPS_ERR_UNKNOWN_PARCEL', 'no pickup was recorded for order ' .. oid .. ' of ' .. store} end
+    return {'ok', 'pickup', false}
+  end
+  local follows = FOLLOWS[state][event] == true
+  -- isDuplicate
+  if event == 'pickup' then return {'duplicate'} end
+  if named then
+    if named <= current and recorded(event, named) then return {'duplicate'} end
+  elseif recorded(event, current) or (not follows and current > 1 and recorded(event, current - 1)) then
+    return {'duplicate'}
+  end
+  if named and named ~= current then return {'refused', 'CAPS_ERR_OUT_OF_ORDER', 'order ' .. oid .. ' is on attempt ' .. current .. ', not ' .. named} end
+  -- move
+  if not follows then return {'refused', 'CAPS_ERR_OUT_OF_ORDER', 'order ' .. oid .. ' of ' .. store .. ': it is ' .. IN_WORDS[state] .. ': ' .. event .. ' cannot follow'} end
+  if event == 'failed' then
+    local again = current < (maxAttempts or DEFAULT_MAX_ATTEMPTS) and not (reason and FINAL_REASON[reason])
+    return {'ok', again and 'pickup' or 'failed', again}
+  end
+  return {'ok', event, false}
+end
+-- a history step as JSON (ParcelStep); details is JSON already ('' for none)
+local function stepJson(event, time, driver, attempt, details)
+  local s = '{"event":' .. cjson.encode(event) .. ',"time":' .. cjson.encode(time)
+  if driver ~= '' then s = s .. ',"driver":' .. cjson.encode(driver) end
+  if attempt > 1 then s = s .. ',"attempt":' .. attempt end
+  if details ~= '' then s = s .. ',"details":' .. details end
+  return s .. '}'
+end
+-- a pickup's entry in its store's waiting list, always written the same way (it is taken off by value)
+local function waitingEntry(oid, seq, time, customer, address, attempt)
+  local s = '{"o":' .. cjson.encode(oid) .. ',"q":' .. seq .. ',"t":' .. cjson.encode(time) .. ',"c":' .. cjson.encode(customer) .. ',"a":' .. cjson.encode(address)
+  if attempt > 1 then s = s .. ',"n":' .. attempt end
+  return s .. '}'
+end
+`;
+
+/**
+ * For tests: the judge alone, on a history given whole. ARGV: history (JSON array of steps, '' for
+ * a parcel not recorded), state, event, named attempt (''), maxAttempts (''), reason ('').
+ * Replies what `judge` does, the reattempt as 1 or 0.
+ */
+export const JUDGE = `${LIFECYCLE}
+local history, state, event, named, maxAttempts, reason = unpack(ARGV)
+local steps = history ~= '' and cjson.decode(history) or {}
+local current = 0
+for _, s in ipairs(steps) do if s.event == 'pickup' then current = current + 1 end end
+local function recorded(e, n)
+  for _, s in ipairs(steps) do if s.event == e and (s.attempt or 1) == n then return true end end
+  return false
+end
+local v = judge(history ~= '' and state or nil, event, math.max(1, current), recorded, tonumber(named), tonumber(maxAttempts), reason ~= '' and reason or nil, 'o', 's')
+if v[1] == 'ok' then v[3] = v[3] and 1 or 0 end
+return v
+`;
 
 /**
  * One of a store's pickups left the shard's stream: the next of its waiting list takes the place
@@ -34,7 +126,12 @@ local function promote(shard, store, pickups, meta, ck)
     local e = cjson.decode(raw)
     local pk = shard .. 'p:' .. store .. '\\0' .. e.o
     if redis.call('HGET', pk, 'state') == 'pickup' then
-      local id = redis.call('XADD', pickups, '*', 's', store, 'o', e.o, 'q', e.q, 't', e.t, 'c', e.c, 'a', e.a)
+      local id
+      if e.n then
+        id = redis.call('XADD', pickups, '*', 's', store, 'o', e.o, 'q', e.q, 't', e.t, 'c', e.c, 'a', e.a, 'n', e.n)
+      else
+        id = redis.call('XADD', pickups, '*', 's', store, 'o', e.o, 'q', e.q, 't', e.t, 'c', e.c, 'a', e.a)
+      end
       redis.call('HSET', pk, 'pid', id)
       redis.call('SPUBLISH', shard .. 'bell', '')
       return
@@ -45,28 +142,55 @@ local function promote(shard, store, pickups, meta, ck)
 end
 `;
 
+/** The KEYS of RECORD_STEP, in order: the lists by state follow, one per PARCEL_EVENTS. */
+export const RECORD_STEP_KEYS = 9 + PARCEL_EVENTS.length;
+
 /**
- * KEYS: parcel, counts, list all, list pickup, list in-transit, list delivered, shard stores,
- * shard order index (o:<order>), shard pickups stream, store log stream, shard meta, shard done
- * index (delivered parcels by delivery time, for retention).
+ * KEYS: parcel, counts, shard stores, shard order index (o:<order>), shard pickups stream, store
+ * log stream, shard meta, shard done index (ended parcels by end time, for retention), list all,
+ * then the store's list of each state, in PARCEL_EVENTS order.
  * ARGV: event, store, orderId, customer, address, driver, time, maxDepth, dispatched ('', '0', '1'),
- * maxPickups (this shard's share), pickup bell channel, store bell channel, ACTIVE_PER_STORE, time (ms).
+ * maxPickups (this shard's share), pickup bell channel, store bell channel, ACTIVE_PER_STORE, time
+ * (ms), the attempt the step names (''), the store's maximum of attempts (''), a failed step's
+ * reason (''), details (JSON, ''; a pickup has none).
  * Replies {'accepted', streamId ('' when the pickup waits in the store's list), seq, created,
- * customer, address} | {'duplicate'} | {'refused', code, reason}.
+ * customer, address, attempt, reattempt ('1' | ''), requeued pickup's stream id ('' when it waits
+ * in the store's list), its seq, withdrawn pickup's stream id ('')} | {'duplicate'} |
+ * {'refused', code, reason}.
  */
-export const RECORD_STEP = `${PROMOTE}
-local pk, ck, all, lp, lt, ld, stores, oidx, pickups, log, meta, done = unpack(KEYS)
-local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell, activeMax, timeMs = unpack(ARGV)
+export const RECORD_STEP = `${PROMOTE}${LIFECYCLE}
+local pk, ck, stores, oidx, pickups, log, meta, done, all = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local lists = {${PARCEL_EVENTS.map((state, i) => `[${luaString(state)}] = KEYS[${10 + i}]`).join(', ')}}
+local event, store, oid, customer, address, driver, time, maxDepth, dispatched, maxPickups, pbell, sbell, activeMax, timeMs, named, maxAttempts, reason, details = unpack(ARGV)
 local shard = string.sub(meta, 1, -5)
-local lists = {pickup = lp, ['in-transit'] = lt, delivered = ld}
-local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid', 'to:' .. driver)
-local state = p[1]
+local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid', 'to:' .. driver, 'hist')
+local state = p[1] or nil
 -- a driver the pickup was handed to, by any hub (to:<name>), or the one carrying it
 if dispatched == '0' and (not state or (p[2] ~= driver and not p[8])) then
   return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
 end
-if p[3] then return {'duplicate'} end
-local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', event, 'act')
+-- the history as far as the lifecycle looks: a plain parcel's is attempt 1, its steps its h: fields
+local hist = p[9] or nil
+local steps = hist and cjson.decode(hist)
+local current = 1
+if steps then
+  current = 0
+  for _, s in ipairs(steps) do if s.event == 'pickup' then current = current + 1 end end
+  current = math.max(1, current)
+end
+local function recorded(e, n)
+  if steps then
+    for _, s in ipairs(steps) do if s.event == e and (s.attempt or 1) == n then return true end end
+    return false
+  end
+  if n ~= 1 then return false end
+  if e == 'pickup' then return state ~= nil end
+  return e == event and p[3] ~= false
+end
+local verdict = judge(state, event, current, recorded, tonumber(named), tonumber(maxAttempts), reason ~= '' and reason or nil, oid, store)
+if verdict[1] ~= 'ok' then return verdict end
+local after, again = verdict[2], verdict[3]
+local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', after, 'act')
 if event == 'pickup' then
   if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
   local waiting = tonumber(c[1] or '0')
@@ -74,14 +198,22 @@ if event == 'pickup' then
   local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0')
   if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
 else
-  if not state then return {'refused', 'CAPS_ERR_UNKNOWN_PARCEL', 'no pickup was recorded for order ' .. oid .. ' of ' .. store} end
-  if event == 'in-transit' and state == 'delivered' then return {'refused', 'CAPS_ERR_OUT_OF_ORDER', 'order ' .. oid .. ' is already delivered'} end
   local depth = redis.call('XLEN', log)
   if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. store .. ' holds ' .. depth .. ' messages, its limit'} end
+  if again then
+    -- the next attempt's pickup takes a place in the store's quota as a new pickup does (the
+    -- parcel's own pickup, if still queued, leaves first)
+    local own = p[7] and 1 or 0
+    local waiting = tonumber(c[1] or '0') - own
+    if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
+    local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0') - own
+    if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+  end
 end
 local step = {time = time}
 if driver ~= '' then step.driver = driver end
 local created, seq, id
+local requeued, requeuedSeq, withdrawn = '', '', ''
 if event == 'pickup' then
   created, customer, address = time, customer, address
   seq = tonumber(c[2] or '0') + 1
@@ -97,29 +229,63 @@ if event == 'pickup' then
     -- the store has its share of the stream already: this one waits its turn, so that the
     -- pickups of the other stores of the shard are not behind all of it
     id = ''
-    redis.call('RPUSH', shard .. 'pw:' .. store, cjson.encode({o = oid, q = seq, t = time, c = customer, a = address}))
+    local entry = waitingEntry(oid, seq, time, customer, address, 1)
+    redis.call('RPUSH', shard .. 'pw:' .. store, entry)
+    table.insert(fields, 'pid'); table.insert(fields, 'w' .. entry)
   end
   redis.call('HSET', pk, unpack(fields))
   redis.call('HSET', ck, 'wait', tonumber(c[1] or '0') + 1, 'seqp', seq, 'pickup', tonumber(c[5] or '0') + 1, 'act', active)
   redis.call('HINCRBY', meta, 'waiting', 1)
   redis.call('ZADD', all, 0, time .. '\\0' .. oid)
-  redis.call('ZADD', lp, 0, time .. '\\0' .. oid)
+  redis.call('ZADD', lists.pickup, 0, time .. '\\0' .. oid)
   redis.call('SADD', stores, store)
   redis.call('SADD', oidx, store)
 else
   created, customer, address = p[4], p[5], p[6]
   seq = tonumber(c[3] or '0') + 1
-  id = redis.call('XADD', log, '*', 'o', oid, 'e', event, 'q', seq, 't', time, 'd', driver, 'c', customer, 'a', address)
-  local fields = {'state', event, 'h:' .. event, cjson.encode(step)}
-  if driver ~= '' then table.insert(fields, 'driver'); table.insert(fields, driver) end
+  local entry = {'o', oid, 'e', event, 'q', seq, 't', time, 'd', driver, 'c', customer, 'a', address}
+  if current > 1 then table.insert(entry, 'n'); table.insert(entry, current) end
+  if details ~= '' then table.insert(entry, 'x'); table.insert(entry, details) end
+  if event == 'failed' then table.insert(entry, 'r'); table.insert(entry, again and '1' or '0') end
+  id = redis.call('XADD', log, '*', unpack(entry))
+  local fields = {'state', after}
+  if not steps and current == 1 and details == '' and COURSE[event] then
+    table.insert(fields, 'h:' .. event); table.insert(fields, cjson.encode(step))
+  else
+    -- past the course's plain story: the whole history from now on, a plain one's steps first
+    if not hist then
+      local h = redis.call('HMGET', pk, ${COURSE_EVENTS.map((e) => luaString(`h:${e}`)).join(', ')})
+      local parts = {}
+      for i, e in ipairs({${COURSE_EVENTS.map(luaString).join(', ')}}) do
+        if h[i] then table.insert(parts, '{"event":"' .. e .. '",' .. string.sub(h[i], 2)) end
+      end
+      hist = '[' .. table.concat(parts, ',') .. ']'
+      redis.call('HDEL', pk, ${COURSE_EVENTS.map((e) => luaString(`h:${e}`)).join(', ')})
+    end
+    local added = stepJson(event, time, driver, current, details)
+    if again then added = added .. ',' .. stepJson('pickup', time, '', current + 1, '') end
+    hist = (hist == '[]' and '[' or string.sub(hist, 1, -2) .. ',') .. added .. ']'
+    table.insert(fields, 'hist'); table.insert(fields, hist)
+  end
+  if driver ~= '' and not again then table.insert(fields, 'driver'); table.insert(fields, driver) end
   redis.call('HSET', pk, unpack(fields))
-  local counts = {'seql', seq, 'lastl', id, event, tonumber(c[5] or '0') + 1}
-  if state ~= event then table.insert(counts, state); table.insert(counts, math.max(0, tonumber(c[4] or '0') - 1)) end
+  local counts = {'seql', seq, 'lastl', id}
+  if state ~= after then
+    table.insert(counts, after); table.insert(counts, tonumber(c[5] or '0') + 1)
+    table.insert(counts, state); table.insert(counts, math.max(0, tonumber(c[4] or '0') - 1))
+  end
   -- a step of a parcel whose pickup is still queued (its driver never acknowledged it) settles it
-  local settled = false
+  local settled, inStream = false, false
   if p[7] then
-    redis.call('XACK', pickups, 'drivers', p[7])
-    settled = redis.call('XDEL', pickups, p[7]) == 1
+    if string.sub(p[7], 1, 1) == 'w' then
+      settled = redis.call('LREM', shard .. 'pw:' .. store, 1, string.sub(p[7], 2)) == 1
+    else
+      redis.call('XACK', pickups, 'drivers', p[7])
+      settled = redis.call('XDEL', pickups, p[7]) == 1
+      inStream = settled
+      -- a cancel withdraws it: no driver is to carry it
+      if settled and event == 'cancelled' then withdrawn = p[7] end
+    end
     if settled then
       table.insert(counts, 'wait'); table.insert(counts, math.max(0, tonumber(c[1] or '0') - 1))
       redis.call('HINCRBY', meta, 'waiting', -1)
@@ -127,15 +293,46 @@ else
     redis.call('HDEL', pk, 'pid')
   end
   redis.call('HSET', ck, unpack(counts))
-  if settled then promote(shard, store, pickups, meta, ck) end
+  if inStream then promote(shard, store, pickups, meta, ck) end
   redis.call('ZREM', lists[state], created .. '\\0' .. oid)
-  redis.call('ZADD', lists[event], 0, created .. '\\0' .. oid)
-  -- retention goes by delivery time, shard-wide
-  if event == 'delivered' then redis.call('ZADD', done, timeMs, store .. '\\0' .. oid) end
+  redis.call('ZADD', lists[after], 0, created .. '\\0' .. oid)
+  -- retention goes by the time the parcel's story ended, shard-wide
+  if FINAL_STATE[after] then redis.call('ZADD', done, timeMs, store .. '\\0' .. oid) end
+  if again then
+    -- the failed attempt goes back to the driver pool as the next attempt's pickup, like a new
+    -- pickup: no driver holds the parcel any more, nor may report its steps unless handed it again
+    local gone = {'driver'}
+    for _, f in ipairs(redis.call('HKEYS', pk)) do
+      if string.sub(f, 1, 3) == 'to:' then table.insert(gone, f) end
+    end
+    redis.call('HDEL', pk, unpack(gone))
+    local n = current + 1
+    local pseq = tonumber(c[2] or '0') + 1
+    local pid
+    if tonumber(redis.call('HGET', ck, 'act') or '0') < tonumber(activeMax) then
+      requeued = redis.call('XADD', pickups, '*', 's', store, 'o', oid, 'q', pseq, 't', time, 'c', customer, 'a', address, 'n', n)
+      pid = requeued
+      redis.call('HINCRBY', ck, 'act', 1)
+      redis.call('SPUBLISH', pbell, '')
+    else
+      local waiting = waitingEntry(oid, pseq, time, customer, address, n)
+      redis.call('RPUSH', shard .. 'pw:' .. store, waiting)
+      pid = 'w' .. waiting
+    end
+    redis.call('HSET', pk, 'pid', pid)
+    redis.call('HSET', ck, 'seqp', pseq)
+    redis.call('HINCRBY', ck, 'wait', 1)
+    redis.call('HINCRBY', meta, 'waiting', 1)
+    requeuedSeq = tostring(pseq)
+  end
   -- hubs following the store hear the message itself: their vendors get it without a read
-  redis.call('SPUBLISH', sbell, 'm ' .. cjson.encode({id = id, o = oid, e = event, q = seq, t = time, d = driver, c = customer, a = address}))
+  local bell = {id = id, o = oid, e = event, q = seq, t = time, d = driver, c = customer, a = address}
+  if current > 1 then bell.n = current end
+  if details ~= '' then bell.x = details end
+  if event == 'failed' then bell.r = again and 1 or 0 end
+  redis.call('SPUBLISH', sbell, 'm ' .. cjson.encode(bell))
 end
-return {'accepted', id, tostring(seq), created, customer, address}
+return {'accepted', id, tostring(seq), created, customer, address, tostring(current), again and '1' or '', requeued, requeuedSeq, withdrawn}
 `;
 
 /** Whether stream id a came after b ("ms-seq" ids). */
@@ -264,10 +461,11 @@ return dropped
 `;
 
 /**
- * Retention on one shard: its parcels delivered before the cutoff, oldest delivery first (the
- * shard's `done` index), go with their place in the lists and their count; so do their stores'
- * notifications older than the cutoff, and a store left with no parcel and nothing queued. The
- * work is that of the parcels removed, whatever the number of stores. KEYS: shard done index,
+ * Retention on one shard: its parcels whose story ended (delivered, returned, cancelled) before
+ * the cutoff, oldest end first (the shard's `done` index), go with their place in their state's
+ * list and their count; so do their stores' notifications older than the cutoff, and a store
+ * left with no parcel and nothing queued. The work is that of the parcels removed, whatever the
+ * number of stores. KEYS: shard done index,
  * shard stores. ARGV: shard prefix, cutoff (ms), limit.
  */
 export const PRUNE = `
@@ -279,14 +477,15 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', done, '-inf', '(' .. beforeM
   local cut = string.find(member, '\\0', 1, true)
   local store, oid = string.sub(member, 1, cut - 1), string.sub(member, cut + 1)
   local pk = p .. 'p:' .. store .. '\\0' .. oid
-  local created = redis.call('HGET', pk, 'created')
-  if created then
+  local parcel = redis.call('HMGET', pk, 'created', 'state')
+  local created, state = parcel[1], parcel[2]
+  if created and state then
     local listed = created .. '\\0' .. oid
     redis.call('DEL', pk)
     redis.call('SREM', p .. 'o:' .. oid, store)
-    redis.call('ZREM', p .. 'sp:' .. store .. ':delivered', listed)
+    redis.call('ZREM', p .. 'sp:' .. store .. ':' .. state, listed)
     redis.call('ZREM', p .. 'sp:' .. store .. ':all', listed)
-    if tonumber(redis.call('HINCRBY', p .. 'c:' .. store, 'delivered', -1)) < 0 then redis.call('HSET', p .. 'c:' .. store, 'delivered', 0) end
+    if tonumber(redis.call('HINCRBY', p .. 'c:' .. store, state, -1)) < 0 then redis.call('HSET', p .. 'c:' .. store, state, 0) end
     removed = removed + 1
   end
   redis.call('ZREM', done, member)

@@ -3,12 +3,14 @@ import { CapsError } from '../../protocol/errors.js';
 import type { CapsErrorCode } from '../../protocol/errors.js';
 import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { ParcelMessage } from '../../protocol/messages.js';
-import { PARCEL_EVENTS } from '../../protocol/schemas.js';
-import type { ParcelEvent } from '../../protocol/schemas.js';
-import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, QueueInfo, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
+import { COURSE_EVENTS, DEFAULT_MAX_ATTEMPTS, PARCEL_EVENTS } from '../../protocol/lifecycle.js';
+import type { ParcelEvent } from '../../protocol/lifecycle.js';
+import type { Order, StepDetails } from '../../protocol/schemas.js';
+import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, QueueInfo, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
 import { DEFAULT_LIMITS, noCounts, page } from './storage.js';
+import { buildMessage } from './storage-core.js';
 import { DRIVERS_GROUP, RedisKeys, SHARDS, parsePickupId, parseStoreId, pickupMessageId, shardOf, storeMessageId } from './redis-keys.js';
-import { ACK_PICKUP, ACK_STORE, CREATE_GROUP, DROP_CONSUMERS, HOLD, PRUNE, READ_LOG, RECORD_STEP } from './redis-scripts.js';
+import { ACK_PICKUP, ACK_STORE, CREATE_GROUP, DROP_CONSUMERS, HOLD, PRUNE, READ_LOG, RECORD_STEP, RECORD_STEP_KEYS } from './redis-scripts.js';
 
 type Client = Redis | Cluster;
 
@@ -71,8 +73,6 @@ export const ACTIVE_PER_STORE = 32;
 
 /** Pickups kept or released per script call. */
 const HOLD_CHUNK = 500;
-
-const EVENT_ORDER: Record<ParcelEvent, number> = { pickup: 0, 'in-transit': 1, delivered: 2, failed: 3, returned: 4, cancelled: 5 };
 
 /** A single Redis or a Redis Cluster, by the options. */
 export function redisClient(options: { url?: string; cluster?: string }, extra: { enableOfflineQueue?: boolean; maxRetriesPerRequest?: number; lazyConnect?: boolean; shardedSubscribers?: boolean } = {}): Client {
@@ -137,7 +137,7 @@ export class RedisStorage implements Storage {
     // fail at once while Redis is away: the hub refuses publishes rather than queueing them in memory
     this.redis = redisClient(options, { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: true }) as Client & Scripts;
     this.redis.on('error', () => undefined); // reported through ping() and refused writes instead
-    this.redis.defineCommand('capsRecordStep', { numberOfKeys: 12, lua: RECORD_STEP });
+    this.redis.defineCommand('capsRecordStep', { numberOfKeys: RECORD_STEP_KEYS, lua: RECORD_STEP });
     this.redis.defineCommand('capsAckPickup', { numberOfKeys: 2, lua: ACK_PICKUP });
     this.redis.defineCommand('capsAckStore', { numberOfKeys: 2, lua: ACK_STORE });
     this.redis.defineCommand('capsHold', { numberOfKeys: 1, lua: HOLD });
@@ -263,16 +263,14 @@ export class RedisStorage implements Storage {
       this.redis.capsRecordStep(
         keys.parcel(store, orderId),
         keys.counts(store),
-        keys.list(store, 'all'),
-        keys.list(store, 'pickup'),
-        keys.list(store, 'in-transit'),
-        keys.list(store, 'delivered'),
         keys.stores(k),
         keys.orders(k, orderId),
         keys.pickups(k),
         keys.log(store),
         keys.meta(k),
         keys.done(k),
+        keys.list(store, 'all'),
+        ...PARCEL_EVENTS.map((state) => keys.list(store, state)),
         event,
         store,
         orderId,
@@ -287,6 +285,11 @@ export class RedisStorage implements Storage {
         keys.storeBell(store),
         String(ACTIVE_PER_STORE),
         String(Date.parse(input.time) || Date.now()),
+        input.attempt === undefined ? '' : String(input.attempt),
+        String(input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS),
+        input.details?.reason ?? '',
+        // a pickup carries no details (STEP_DETAILS)
+        input.details === undefined || event === 'pickup' ? '' : JSON.stringify(input.details),
       ),
     );
     // a step stored (or one stored before) is answered once enough replicas have it
@@ -297,23 +300,27 @@ export class RedisStorage implements Storage {
       case 'refused':
         return { status: 'refused', code: reply[1] as CapsErrorCode, reason: reply[2] ?? '' };
       default: {
-        const [, id = '', seq = '0', created = input.time, customer = '', address = ''] = reply;
-        if (event === 'pickup') this.pickupsQueued++;
-        const order = { store, orderId, customer, address };
-        const message: ParcelMessage = {
-          ...order,
-          event,
-          messageId: event === 'pickup' ? pickupMessageId(k, id) : storeMessageId(store, id),
-          seq: Number(seq),
-          queueId: event === 'pickup' ? DRIVER_QUEUE : store,
-          clientId: event === 'pickup' ? DRIVER_QUEUE : store,
-          order,
-          time: input.time,
-        };
-        if (input.driver) message.driver = input.driver;
+        const [, id = '', seq = '0', created = input.time, customer = '', address = '', attempt = '1', reattempt = '', requeuedId = '', requeuedSeq = '', withdrawn = ''] = reply;
+        const order: Order = { store, orderId, customer, address };
+        const pickup = event === 'pickup';
+        const queue = pickup ? DRIVER_QUEUE : store;
+        const messageId = !pickup ? storeMessageId(store, id) : id === '' ? '' : pickupMessageId(k, id);
+        const message = buildMessage(order, { event, time: input.time, driver: input.driver || undefined, details: pickup ? undefined : input.details }, queue, Number(seq), messageId, Number(attempt));
+        if (event === 'failed') message.reattempt = reattempt === '1';
+        const outcome: StepOutcome = { status: 'accepted', message, pickedUpAt: created };
         // a pickup waiting in its store's list gets its id when it enters the stream
-        if (event === 'pickup' && id === '') return { status: 'accepted', message: { ...message, messageId: '' }, pickedUpAt: created, spilled: true };
-        return { status: 'accepted', message, pickedUpAt: created };
+        if (pickup && id === '') outcome.spilled = true;
+        if (pickup) this.pickupsQueued++;
+        if (reattempt === '1') {
+          this.pickupsQueued++;
+          const next = { event: 'pickup' as const, time: input.time };
+          outcome.requeued = buildMessage(order, next, DRIVER_QUEUE, Number(requeuedSeq), requeuedId === '' ? '' : pickupMessageId(k, requeuedId), Number(attempt) + 1);
+        }
+        if (withdrawn !== '') {
+          this.pickupsQueued = Math.max(0, this.pickupsQueued - 1);
+          outcome.withdrawn = pickupMessageId(k, withdrawn);
+        }
+        return outcome;
       }
     }
   }
@@ -343,9 +350,8 @@ export class RedisStorage implements Storage {
     const waiting: ParcelMessage[] = [];
     for (const store of await this.storeNames()) {
       for (const raw of await this.call(() => this.redis.lrange(this.keys.waitingPickups(store), 0, -1))) {
-        const e = JSON.parse(raw) as { o: string; q: number; t: string; c: string; a: string };
-        const order = { store, orderId: e.o, customer: e.c, address: e.a };
-        waiting.push({ ...order, event: 'pickup', messageId: '', seq: e.q, queueId: DRIVER_QUEUE, clientId: DRIVER_QUEUE, order, time: e.t });
+        const e = JSON.parse(raw) as { o: string; q: number; t: string; c: string; a: string; n?: number };
+        waiting.push(buildMessage({ store, orderId: e.o, customer: e.c, address: e.a }, { event: 'pickup', time: e.t }, DRIVER_QUEUE, e.q, '', e.n ?? 1));
       }
     }
     return [...inStreams, ...waiting];
@@ -475,10 +481,14 @@ export class RedisStorage implements Storage {
   async parcel(store: string, orderId: string): Promise<ParcelRecord | undefined> {
     const fields = await this.call(() => this.redis.hgetall(this.keys.parcel(store, orderId)));
     if (!fields['state']) return undefined;
-    const history = PARCEL_EVENTS.flatMap((event) => {
-      const json = fields[`h:${event}`];
-      return json ? [{ event, ...(JSON.parse(json) as { time: string; driver?: string }) }] : [];
-    }).sort((a, b) => EVENT_ORDER[a.event] - EVENT_ORDER[b.event]);
+    // a plain parcel keeps a field per step (the course's three, in their order); any other its whole history
+    const whole = fields['hist'];
+    const history: ParcelStep[] = whole
+      ? (JSON.parse(whole) as ParcelStep[])
+      : COURSE_EVENTS.flatMap((event) => {
+          const json = fields[`h:${event}`];
+          return json ? [{ event, ...(JSON.parse(json) as { time: string; driver?: string }) }] : [];
+        });
     return {
       order: { store, orderId, customer: fields['customer'] ?? '', address: fields['address'] ?? '' },
       state: fields['state'] as ParcelEvent,
@@ -569,28 +579,38 @@ function fieldsOf(entry: StreamEntry): Map<string, string> {
 function pickupOf(k: number, entry: StreamEntry): ParcelMessage {
   const f = fieldsOf(entry);
   const order = { store: f.get('s') ?? '', orderId: f.get('o') ?? '', customer: f.get('c') ?? '', address: f.get('a') ?? '' };
-  return { ...order, event: 'pickup', messageId: pickupMessageId(k, entry[0]), seq: Number(f.get('q') ?? 0), queueId: DRIVER_QUEUE, clientId: DRIVER_QUEUE, order, time: f.get('t') ?? '' };
+  return buildMessage(order, { event: 'pickup', time: f.get('t') ?? '' }, DRIVER_QUEUE, Number(f.get('q') ?? 0), pickupMessageId(k, entry[0]), Number(f.get('n') ?? 1));
+}
+
+/** What a log entry or a bell says beside the order (RECORD_STEP): the attempt, the details, a failure's reattempt. */
+interface StepExtras {
+  n?: string | number | undefined;
+  x?: string | undefined;
+  r?: string | number | undefined;
+}
+
+/** A vendor message of `store` as the log or its bell carries it, with what buildMessage adds. */
+function vendorMessage(store: string, orderId: string, customer: string, address: string, event: ParcelEvent, time: string, driver: string, seq: number, streamId: string, extras: StepExtras): ParcelMessage {
+  const details = extras.x ? (JSON.parse(extras.x) as StepDetails) : undefined;
+  const message = buildMessage({ store, orderId, customer, address }, { event, time, driver: driver || undefined, details }, store, seq, storeMessageId(store, streamId), Number(extras.n ?? 1));
+  if (event === 'failed') message.reattempt = String(extras.r) === '1';
+  return message;
 }
 
 function storeMessageOf(store: string, entry: StreamEntry): ParcelMessage {
   const f = fieldsOf(entry);
-  const order = { store, orderId: f.get('o') ?? '', customer: f.get('c') ?? '', address: f.get('a') ?? '' };
-  const message: ParcelMessage = { ...order, event: (f.get('e') ?? 'in-transit') as ParcelEvent, messageId: storeMessageId(store, entry[0]), seq: Number(f.get('q') ?? 0), queueId: store, clientId: store, order, time: f.get('t') ?? '' };
-  const driver = f.get('d');
-  if (driver) message.driver = driver;
-  return message;
+  const event = (f.get('e') ?? 'in-transit') as ParcelEvent;
+  return vendorMessage(store, f.get('o') ?? '', f.get('c') ?? '', f.get('a') ?? '', event, f.get('t') ?? '', f.get('d') ?? '', Number(f.get('q') ?? 0), entry[0], { n: f.get('n'), x: f.get('x'), r: f.get('r') });
 }
 
 /** A vendor message as a store's bell carries it (RECORD_STEP): undefined when it is not one. */
 export function bellMessageOf(store: string, json: string): { id: string; message: ParcelMessage } | undefined {
   try {
-    const b = JSON.parse(json) as { id?: unknown; o?: unknown; e?: unknown; q?: unknown; t?: unknown; d?: unknown; c?: unknown; a?: unknown };
+    const b = JSON.parse(json) as { id?: unknown; o?: unknown; e?: unknown; q?: unknown; t?: unknown; d?: unknown; c?: unknown; a?: unknown; n?: unknown; x?: unknown; r?: unknown };
     if (typeof b.id !== 'string' || typeof b.o !== 'string' || typeof b.e !== 'string') return undefined;
     const str = (v: unknown): string => (typeof v === 'string' ? v : '');
-    const order = { store, orderId: b.o, customer: str(b.c), address: str(b.a) };
-    const message: ParcelMessage = { ...order, event: b.e as ParcelEvent, messageId: storeMessageId(store, b.id), seq: Number(b.q ?? 0), queueId: store, clientId: store, order, time: str(b.t) };
-    if (str(b.d)) message.driver = str(b.d);
-    return { id: b.id, message };
+    const extras: StepExtras = { n: typeof b.n === 'number' ? b.n : undefined, x: str(b.x) || undefined, r: typeof b.r === 'number' ? b.r : undefined };
+    return { id: b.id, message: vendorMessage(store, b.o, str(b.c), str(b.a), b.e as ParcelEvent, str(b.t), str(b.d), Number(b.q ?? 0), b.id, extras) };
   } catch {
     return undefined;
   }

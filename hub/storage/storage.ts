@@ -48,7 +48,10 @@ export type StepOutcome =
       spilled?: boolean;
       /** A failed attempt went back to the driver pool: the new attempt's pickup, queued for drivers. */
       requeued?: ParcelMessage;
-      /** A cancel took the parcel's pickup off the driver pool before any driver had it: its messageId. */
+      /**
+       * A cancel took the parcel's pickup off the driver pool before any driver had it: its messageId.
+       * (Redis: a pickup still waiting its turn in its store's list has no id yet; it is taken off, not reported.)
+       */
       withdrawn?: string;
     }
   | { status: 'duplicate' }

@@ -98,9 +98,9 @@ type Write = () => void;
  * enqueued again in that time (a publisher's late retry) is not sent twice; then they are pruned.
  */
 export class Outbox {
-  private readonly db: Database.Database;
+  /** Opened at once on a file; in memory, only once an endpoint is added (see `opened`). */
+  private opened: { db: Database.Database; statements: ReturnType<typeof prepareStatements> } | undefined;
   private readonly endpointsById = new Map<string, WebhookEndpoint>();
-  private readonly statements;
   private writes: Array<{ write: Write; resolve: () => void; reject: (err: unknown) => void }> = [];
   private flushScheduled: NodeJS.Immediate | undefined;
   private closed = false;
@@ -113,57 +113,35 @@ export class Outbox {
       const file = join(options.dir, OUTBOX_FILE);
       // it holds the endpoints' signing secrets: refused if others could read or swap it
       checkPrivateFile(file, { risk: 'can sign webhooks as this hub', removed: 'every webhook endpoint and pending delivery is lost' });
-      this.db = new Database(file);
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+      const db = new Database(file);
+      db.pragma('journal_mode = WAL');
+      db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
       makePrivate([file, `${file}-wal`, `${file}-shm`]);
       this.where = file;
+      this.opened = { db, statements: prepareStatements(db) };
+      for (const row of this.statements.endpoints.all()) this.endpointsById.set(row.id, endpointOf(row));
     } else {
-      this.db = new Database(':memory:');
+      // a hub with no data folder and no endpoint never loads SQLite's native addon (a packed
+      // client library, installed without native builds, runs a memory hub)
       this.where = 'memory';
     }
-    this.db.exec(SCHEMA);
-    const db = this.db;
-    this.statements = {
-      endpoints: db.prepare<[], EndpointRow>('SELECT * FROM endpoints ORDER BY created, id'),
-      insertEndpoint: db.prepare(
-        'INSERT INTO endpoints (id, store, url, events, secret, created, state) VALUES (@id, @store, @url, @events, @secret, @created, @state)',
-      ),
-      updateEndpoint: db.prepare(
-        `UPDATE endpoints SET state = @state, disabled_reason = @disabledReason, disabled_at = @disabledAt, failing_since = @failingSince,
-         last_error = @lastError, last_error_at = @lastErrorAt, last_success_at = @lastSuccessAt WHERE id = @id`,
-      ),
-      deleteEndpoint: db.prepare('DELETE FROM endpoints WHERE id = ?'),
-      deleteDeliveries: db.prepare('DELETE FROM deliveries WHERE endpoint_id = ?'),
-      earlier: db.prepare<[string, string, string, number], { seq: number }>(
-        'SELECT seq FROM deliveries WHERE endpoint_id = ? AND store = ? AND order_id = ? AND delivered_at IS NULL AND position <= ? LIMIT 1',
-      ),
-      insert: db.prepare(
-        'INSERT OR IGNORE INTO deliveries (endpoint_id, event_id, store, order_id, position, body, next_at, created) VALUES (@endpointId, @eventId, @store, @orderId, @position, @body, @nextAt, @now)',
-      ),
-      // a step enqueued after a later one of its parcel (two answers racing): the later one waits again
-      demote: db.prepare(
-        'UPDATE deliveries SET next_at = ? WHERE endpoint_id = ? AND store = ? AND order_id = ? AND delivered_at IS NULL AND position > ? AND next_at <> ?',
-      ),
-      due: db.prepare<[string, number, number], DeliveryRow>(
-        'SELECT seq, endpoint_id, event_id, store, order_id, body, attempts FROM deliveries WHERE endpoint_id = ? AND delivered_at IS NULL AND next_at <= ? ORDER BY next_at, seq LIMIT ?',
-      ),
-      nextDue: db.prepare<[string, number, number], { at: number | null }>(
-        'SELECT MIN(next_at) AS at FROM deliveries WHERE endpoint_id = ? AND delivered_at IS NULL AND next_at > ? AND next_at < ?',
-      ),
-      pendingTotal: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM deliveries WHERE delivered_at IS NULL'),
-      delivered: db.prepare('UPDATE deliveries SET delivered_at = ?, body = NULL WHERE seq = ?'),
-      // the next event of the parcel, if any, becomes its head
-      promote: db.prepare(
-        `UPDATE deliveries SET next_at = ? WHERE seq = (SELECT seq FROM deliveries WHERE endpoint_id = ? AND store = ? AND order_id = ? AND delivered_at IS NULL
-         ORDER BY position, seq LIMIT 1) AND next_at = ?`,
-      ),
-      retry: db.prepare('UPDATE deliveries SET attempts = attempts + 1, next_at = ? WHERE seq = ? AND delivered_at IS NULL'),
-      wakeHeads: db.prepare('UPDATE deliveries SET next_at = ? WHERE endpoint_id = ? AND delivered_at IS NULL AND next_at <> ?'),
-      pending: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM deliveries WHERE endpoint_id = ? AND delivered_at IS NULL'),
-      prune: db.prepare('DELETE FROM deliveries WHERE delivered_at IS NOT NULL AND delivered_at < ?'),
-    };
-    for (const row of this.statements.endpoints.all()) this.endpointsById.set(row.id, endpointOf(row));
+  }
+
+  private get db(): Database.Database {
+    return this.open().db;
+  }
+
+  private get statements(): ReturnType<typeof prepareStatements> {
+    return this.open().statements;
+  }
+
+  /** The in-memory outbox, opened on first use. */
+  private open(): NonNullable<Outbox['opened']> {
+    if (!this.opened) {
+      const db = new Database(':memory:');
+      this.opened = { db, statements: prepareStatements(db) };
+    }
+    return this.opened;
   }
 
   /** Every endpoint, oldest first. */
@@ -238,6 +216,8 @@ export class Outbox {
 
   /** Deliveries not delivered yet, every endpoint together (for /metrics). */
   pendingTotal(): number {
+    // an in-memory outbox never opened holds nothing
+    if (!this.opened) return 0;
     return this.statements.pendingTotal.get()?.n ?? 0;
   }
 
@@ -270,6 +250,7 @@ export class Outbox {
 
   /** Forgets delivered rows older than `before` (unix ms). */
   prune(before: number): Promise<void> {
+    if (!this.opened) return Promise.resolve();
     return this.write(() => {
       this.statements.prune.run(before);
     });
@@ -281,7 +262,7 @@ export class Outbox {
     if (this.flushScheduled) clearImmediate(this.flushScheduled);
     this.flush();
     this.closed = true;
-    this.db.close();
+    this.opened?.db.close();
   }
 
   /** Queues a write for this turn's transaction. */
@@ -325,5 +306,49 @@ function endpointOf(row: EndpointRow): WebhookEndpoint {
     lastError: row.last_error ?? undefined,
     lastErrorAt: row.last_error_at ?? undefined,
     lastSuccessAt: row.last_success_at ?? undefined,
+  };
+}
+
+/** The outbox's tables, and the statements it runs on them. */
+function prepareStatements(db: Database.Database) {
+  db.exec(SCHEMA);
+  return {
+    endpoints: db.prepare<[], EndpointRow>('SELECT * FROM endpoints ORDER BY created, id'),
+    insertEndpoint: db.prepare(
+      'INSERT INTO endpoints (id, store, url, events, secret, created, state) VALUES (@id, @store, @url, @events, @secret, @created, @state)',
+    ),
+    updateEndpoint: db.prepare(
+      `UPDATE endpoints SET state = @state, disabled_reason = @disabledReason, disabled_at = @disabledAt, failing_since = @failingSince,
+       last_error = @lastError, last_error_at = @lastErrorAt, last_success_at = @lastSuccessAt WHERE id = @id`,
+    ),
+    deleteEndpoint: db.prepare('DELETE FROM endpoints WHERE id = ?'),
+    deleteDeliveries: db.prepare('DELETE FROM deliveries WHERE endpoint_id = ?'),
+    earlier: db.prepare<[string, string, string, number], { seq: number }>(
+      'SELECT seq FROM deliveries WHERE endpoint_id = ? AND store = ? AND order_id = ? AND delivered_at IS NULL AND position <= ? LIMIT 1',
+    ),
+    insert: db.prepare(
+      'INSERT OR IGNORE INTO deliveries (endpoint_id, event_id, store, order_id, position, body, next_at, created) VALUES (@endpointId, @eventId, @store, @orderId, @position, @body, @nextAt, @now)',
+    ),
+    // a step enqueued after a later one of its parcel (two answers racing): the later one waits again
+    demote: db.prepare(
+      'UPDATE deliveries SET next_at = ? WHERE endpoint_id = ? AND store = ? AND order_id = ? AND delivered_at IS NULL AND position > ? AND next_at <> ?',
+    ),
+    due: db.prepare<[string, number, number], DeliveryRow>(
+      'SELECT seq, endpoint_id, event_id, store, order_id, body, attempts FROM deliveries WHERE endpoint_id = ? AND delivered_at IS NULL AND next_at <= ? ORDER BY next_at, seq LIMIT ?',
+    ),
+    nextDue: db.prepare<[string, number, number], { at: number | null }>(
+      'SELECT MIN(next_at) AS at FROM deliveries WHERE endpoint_id = ? AND delivered_at IS NULL AND next_at > ? AND next_at < ?',
+    ),
+    pendingTotal: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM deliveries WHERE delivered_at IS NULL'),
+    delivered: db.prepare('UPDATE deliveries SET delivered_at = ?, body = NULL WHERE seq = ?'),
+    // the next event of the parcel, if any, becomes its head
+    promote: db.prepare(
+      `UPDATE deliveries SET next_at = ? WHERE seq = (SELECT seq FROM deliveries WHERE endpoint_id = ? AND store = ? AND order_id = ? AND delivered_at IS NULL
+       ORDER BY position, seq LIMIT 1) AND next_at = ?`,
+    ),
+    retry: db.prepare('UPDATE deliveries SET attempts = attempts + 1, next_at = ? WHERE seq = ? AND delivered_at IS NULL'),
+    wakeHeads: db.prepare('UPDATE deliveries SET next_at = ? WHERE endpoint_id = ? AND delivered_at IS NULL AND next_at <> ?'),
+    pending: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM deliveries WHERE endpoint_id = ? AND delivered_at IS NULL'),
+    prune: db.prepare('DELETE FROM deliveries WHERE delivered_at IS NOT NULL AND delivered_at < ?'),
   };
 }

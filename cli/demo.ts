@@ -14,13 +14,15 @@ export const demoCommand = {
   usage: 'caps demo',
   summary:
     'Runs the whole system as separate processes: a hub, vendors 1-800-flowers and acme-widgets, and two drivers, in one prefixed log stream. ' +
-    'The drivers fail one attempt in five (nobody home, no access, ...): the parcel goes back to the drivers, and after 3 attempts back to its store; acme-widgets cancels one parcel in ten. ' +
+    'The drivers fail --fail-percent of attempts (nobody home, no access, ...): the parcel goes back to the drivers, and after 3 attempts back to its store; acme-widgets cancels --cancel-percent of its parcels. ' +
     "Reads commands on standard input (stop, kill, start, restart NAME; status; help). Ctrl-C stops them all.",
   flags: {
     port: { type: 'integer', description: "the hub's TCP port; 0 picks a free one", placeholder: 'PORT', default: 3000, env: 'PORT', min: 0, max: 65535 },
     interval: { type: 'integer', description: 'milliseconds between new parcels at each vendor', placeholder: 'MS', default: 2000, min: 1 },
     data: { type: 'string', description: "the hub's data folder (its SQLite storage)", placeholder: 'DIR', default: './data', env: 'CAPS_DATA' },
     delay: { type: 'integer', description: 'milliseconds each driver takes between in-transit and delivered', placeholder: 'MS', default: 1000, min: 0 },
+    'fail-percent': { type: 'integer', description: 'share of delivery attempts the drivers fail, with a reason', placeholder: 'PERCENT', default: 20, min: 0, max: 100 },
+    'cancel-percent': { type: 'integer', description: 'share of its parcels acme-widgets cancels right after handing them over', placeholder: 'PERCENT', default: 10, min: 0, max: 100 },
   },
   examples: ['npm start', 'npm start -- --port 4000 --interval 500'],
 } as const satisfies CommandSpec;
@@ -314,12 +316,12 @@ export function runDemo(argv: readonly string[]): Promise<number> {
     const common = ['--url', url];
     for (const store of ['1-800-flowers', 'acme-widgets']) {
       // one store's customers change their minds now and then
-      const cancels = store === 'acme-widgets' ? ['--cancel-percent', '10'] : [];
+      const cancels = store === 'acme-widgets' ? ['--cancel-percent', String(flags['cancel-percent'])] : [];
       launch(add(store, () => ['vendor', ...common, '--store', store, '--interval', String(flags.interval), ...cancels], undefined, signToken(secret, { role: 'vendor', store })));
     }
     for (const name of ['driver-1', 'driver-2']) {
       // a real round has doors nobody opens: some attempts fail, go back to the drivers, and some parcels back to their store
-      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay), '--fail-percent', '20'], undefined, signToken(secret, { role: 'driver', name })));
+      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay), '--fail-percent', String(flags['fail-percent'])], undefined, signToken(secret, { role: 'driver', name })));
     }
     const dashboard = `${url}/#token=${signToken(secret, { role: 'dashboard' }, { expiresInSeconds: 7 * 86_400 })}`;
     say(`CAPS demo running: hub at ${url}  (health: ${url}/healthz). Press Ctrl-C to stop.`);

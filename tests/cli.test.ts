@@ -270,9 +270,12 @@ describe('caps hub on a port in use', () => {
 });
 
 describe('caps demo', () => {
+  /** Every parcel delivered, none cancelled: what the tests of backlogs and restarts count on. */
+  const NO_FAILURES = ['--fail-percent', '0', '--cancel-percent', '0'];
+
   /** Starts the demo and waits until it runs; returns the hub's port and the 5 processes it started. */
-  async function startDemo(options: StartOptions = {}): Promise<{ demo: CliProcess; port: number; children: Array<{ pid: number; args: string }> }> {
-    const demo = startCli(['demo', '--port', '0', '--interval', '200', '--delay', '50', '--data', tempDir()], {}, options);
+  async function startDemo(options: StartOptions = {}, lifecycle: readonly string[] = NO_FAILURES): Promise<{ demo: CliProcess; port: number; children: Array<{ pid: number; args: string }> }> {
+    const demo = startCli(['demo', '--port', '0', '--interval', '200', '--delay', '50', '--data', tempDir(), ...lifecycle], {}, options);
     const [running] = await demo.lines.waitFor(DEMO_RUNNING, "the demo to say it's running", 15_000);
     const url = DEMO_RUNNING.exec(running ?? '')?.[1];
     if (url === undefined) throw new Error(`no hub URL in the demo's line: ${running}`);
@@ -325,6 +328,16 @@ describe('caps demo', () => {
     expectAllGone(children);
     await expectConnectionRefused(port, 'after the demo stopped');
   }
+
+  it('shows real deliveries: failed attempts with a reason go back to the drivers, then to their store; acme-widgets cancels', async () => {
+    const { demo, port } = await startDemo({}, ['--fail-percent', '100', '--cancel-percent', '100']);
+    await demo.lines.waitFor(/^\[1-800-flowers\]\s+VENDOR: attempt 1 to deliver \S+ failed \((recipient-absent|access-denied|address-not-found|refused)\)/, 'a failed attempt, with its reason', 15_000);
+    await demo.lines.waitFor(/^\[hub\]\s+REATTEMPT/, 'a parcel back with the drivers for another attempt', 15_000);
+    await demo.lines.waitFor(/^\[1-800-flowers\]\s+VENDOR: \S+ is back at the store$/, 'a parcel returned to its store', 20_000);
+    await demo.lines.waitFor(/^\[acme-widgets\]\s+VENDOR: cancelled \S+ \(the customer changed their mind\)$/, 'acme-widgets to cancel a parcel', 15_000);
+    expect(demo.lines.matching(/Thank you for delivering/)).toEqual([]);
+    await expectCleanStop(demo, port);
+  });
 
   it('runs parcels end to end; SIGINT stops every process it started and exits 0', async () => {
     const { demo, port, children } = await startDemo();

@@ -13,7 +13,7 @@ export const vendorCommand = {
     store: { type: 'string', description: "the store's name (its room on the hub); default: the token's store, else 1-800-flowers", placeholder: 'NAME', env: 'CAPS_STORE' },
     interval: { type: 'integer', description: 'milliseconds between new parcels', placeholder: 'MS', default: 2000, min: 1 },
     count: { type: 'integer', description: 'publish N parcels, then exit 0 once every one is delivered, returned or cancelled (default: run until stopped)', min: 1 },
-    'cancel-percent': { type: 'integer', description: 'share of its parcels the store cancels a moment after handing them over (the customer changed their mind)', placeholder: 'PERCENT', default: 0, min: 0, max: 100 },
+    'cancel-percent': { type: 'integer', description: 'share of its parcels the store cancels right after handing them over (the customer changed their mind)', placeholder: 'PERCENT', default: 0, min: 0, max: 100 },
   },
   examples: ['caps vendor --token "$(caps token --role vendor --store acme-widgets)"', 'caps vendor --count 3 --interval 100 --token TOKEN'],
 } as const satisfies CommandSpec;

@@ -24,7 +24,7 @@ export interface VendorOptions {
   ackTimeoutMs?: number;
   /** Where console lines go. Default: stdout. */
   log?: (line: string) => void;
-  /** Share of its orders this vendor cancels, a moment after handing them over (0 to 1). Default 0. */
+  /** Share of its orders this vendor cancels right after handing them over (0 to 1). Default 0. */
   cancelShare?: number;
   /** Where chance comes from (tests make it certain). Default Math.random. */
   random?: () => number;
@@ -175,11 +175,9 @@ export class VendorClient extends EventEmitter<VendorEvents> {
           () => {
             unanswered--;
             checkDone();
-            // now and then the customer changes their mind: a moment later, whoever has the parcel
-            if ((this.options.cancelShare ?? 0) > 0 && this.random() < (this.options.cancelShare ?? 0)) {
-              const later = setTimeout(() => void this.cancel(order.orderId, 'the customer changed their mind'), Math.min(this.interval, 1_000));
-              later.unref();
-            }
+            // now and then the customer changes their mind, right after checkout: the parcel may
+            // still wait for a driver, or be with one already (who is told)
+            if (this.random() < (this.options.cancelShare ?? 0)) void this.cancel(order.orderId, 'the customer changed their mind');
           },
           (err: unknown) => {
             for (const end of ends) this.off(end, checkDone);

@@ -1,6 +1,6 @@
-import type { DashboardStats, DriverLocation, ParcelMessage } from '../protocol/messages.js';
+import type { DashboardStats, DriverLocation, ParcelMessage, ParcelUpdate } from '../protocol/messages.js';
 import { parcelRoom, positionRoom, storeRoom } from './identity.js';
-import { trackingPosition } from './tracking.js';
+import { trackingPosition, trackingStep } from './tracking.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
@@ -65,8 +65,12 @@ export class Dashboards {
     this.track(message);
     // nobody watching: skip the encoding of a broadcast that reaches no one
     if (!this.watchedAnywhere()) return;
-    const { event, store, orderId, customer, address, time, driver, seq } = message;
-    const update = { event, store, orderId, customer, address, time, seq, ...(driver !== undefined ? { driver } : {}) };
+    const { event, store, orderId, customer, address, time, driver, seq, attempt, details, reattempt } = message;
+    const update: ParcelUpdate = { event, store, orderId, customer, address, time, seq };
+    if (driver !== undefined) update.driver = driver;
+    if (attempt !== undefined) update.attempt = attempt;
+    if (details !== undefined) update.details = details;
+    if (reattempt !== undefined) update.reattempt = reattempt;
     this.nsp.to(ALL_STORES).to(storeDashboards(store)).emit('parcel', update);
   }
 
@@ -89,14 +93,15 @@ export class Dashboards {
    * driver's position from then on, and stop once it is delivered.
    */
   private track(message: ParcelMessage): void {
-    const { event, store, orderId, time, driver } = message;
+    const { event, store, orderId, driver } = message;
     const room = parcelRoom(store, orderId);
     // most parcels have no page open
     if (!this.watchedAnywhere(room)) return;
-    this.nsp.to(room).emit('tracking-step', { event, time });
+    this.nsp.to(room).emit('tracking-step', trackingStep(message));
     if (driver === undefined) return;
     if (event === 'in-transit') this.nsp.in(room).socketsJoin(positionRoom(driver));
-    else if (event === 'delivered') this.nsp.in(room).socketsLeave(positionRoom(driver));
+    // delivered, or a failed attempt (the next one may have another driver): no longer carried
+    else this.nsp.in(room).socketsLeave(positionRoom(driver));
   }
 
   close(): void {

@@ -37,10 +37,12 @@ export function trackingView(parcel: ParcelRecord, position?: TrackingPosition):
  * in-transit ETA. Never the rest of the details (the driver's note, the recipient, a photo or a
  * signature): a tracking link can be forwarded to anyone.
  */
-export function trackingStep(step: Pick<ParcelStep, 'event' | 'time' | 'attempt' | 'details'>): TrackingStep {
+export function trackingStep(step: Pick<ParcelStep, 'event' | 'time' | 'attempt' | 'details'> & { reattempt?: boolean }): TrackingStep {
   const seen: TrackingStep = { event: step.event, time: step.time };
   if (step.attempt !== undefined && step.attempt > 1) seen.attempt = step.attempt;
   if (step.event === 'failed' && step.details?.reason !== undefined) seen.reason = step.details.reason;
+  // live, the failure comes before its re-attempt's pickup: the page must not say "going back" meanwhile
+  if (step.event === 'failed' && step.reattempt === true) seen.reattempt = true;
   if (step.event === 'in-transit' && step.details?.eta !== undefined) seen.eta = step.details.eta;
   return seen;
 }

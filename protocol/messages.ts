@@ -132,6 +132,8 @@ export interface TrackingStep {
   /** A failed attempt's reason, and the driver's ETA while in transit: nothing else of the details. */
   reason?: StepDetails['reason'];
   eta?: string;
+  /** A failed step heard live: true when the parcel went back to the drivers (its pickup follows). */
+  reattempt?: boolean;
 }
 
 /** Where the driver carrying the tracked parcel is: no name, no other parcels. */

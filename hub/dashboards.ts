@@ -10,6 +10,7 @@ const ALL_STORES = 'dashboards';
 const storeDashboards = (store: string): string => `dashboards:${store}`;
 const STATS_EVERY_MS = 1_000;
 const PARCEL_ROOM = parcelRoom('', '').slice(0, parcelRoom('', '').indexOf(':') + 1);
+const POSITION_ROOM = positionRoom('');
 
 /** The rooms of dashboards (all stores, or one) and of tracking pages. */
 function isWatcherRoom(room: string): boolean {
@@ -98,6 +99,20 @@ export class Dashboards {
     // most parcels have no page open
     if (!this.watchedAnywhere(room)) return;
     this.nsp.to(room).emit('tracking-step', trackingStep(message));
+    if (event === 'cancelled') {
+      // a store's cancel names no driver: its pages leave whichever driver's position they heard
+      this.nsp
+        .in(room)
+        .fetchSockets()
+        .then(
+          (sockets) => {
+            for (const socket of sockets) for (const joined of socket.rooms) if (joined.startsWith(POSITION_ROOM)) socket.leave(joined);
+          },
+          // the page shows no position once cancelled anyway; this only stops it hearing them
+          () => undefined,
+        );
+      return;
+    }
     if (driver === undefined) return;
     if (event === 'in-transit') this.nsp.in(room).socketsJoin(positionRoom(driver));
     // delivered, or a failed attempt (the next one may have another driver): no longer carried

@@ -125,6 +125,8 @@ describe('the dashboard in a real browser', () => {
     await count('returned').and(page.locator(':text-is("1")')).waitFor({ timeout: 10_000 });
     const counts = async () => Object.fromEntries(await Promise.all(['pickup', 'in-transit', 'delivered', 'failed', 'returned', 'cancelled'].map(async (s) => [s, await count(s).textContent()])));
     await expect(counts()).resolves.toEqual({ pickup: '1', 'in-transit': '0', delivered: '0', failed: '0', returned: '1', cancelled: '1' });
+    mkdirSync(OUTPUT, { recursive: true });
+    await page.screenshot({ path: `${OUTPUT}dashboard-lifecycle.png`, fullPage: true });
 
     // the search follows the re-attempt too, with its repeated steps
     const input = page.getByRole('searchbox', { name: 'Order id', exact: true });
@@ -160,8 +162,6 @@ describe('the dashboard in a real browser', () => {
     await expect(dialog.locator('li[data-event="delivered"] [data-detail="recipient"]').textContent()).resolves.toBe('A neighbour');
     expect(await page.locator('#injected, img').count()).toBe(0);
     expect(await page.evaluate(() => (globalThis as unknown as { capsBoard: { loadedAt: number } }).capsBoard.loadedAt)).toBe(loadedAt);
-    mkdirSync(OUTPUT, { recursive: true });
-    await page.screenshot({ path: `${OUTPUT}dashboard-lifecycle.png`, fullPage: true });
     await dialog.getByRole('button', { name: 'Close the timeline' }).click();
 
     // a board opened now loads the same from the API: attempts, reasons, states and counts

@@ -241,7 +241,8 @@
     }
   }
 
-  // the counts are asked again after live steps: one request at a time, the last answer wins
+  // the counts are asked again after live steps, at most once a second (counting is the storage's
+  // work, and every open board asks); the answer to the latest request wins
   const counts = { timer: undefined, asked: 0, shown: 0 };
   function countSoon() {
     counts.timer ??= setTimeout(() => {
@@ -256,7 +257,7 @@
         // the next step asks again; the board itself is still live
         () => undefined,
       );
-    }, 250);
+    }, 1_000);
   }
 
   async function loadBoard() {

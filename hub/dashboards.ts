@@ -1,6 +1,6 @@
-import type { DashboardStats, DriverLocation, ParcelMessage } from '../protocol/messages.js';
+import type { DashboardStats, DriverLocation, ParcelMessage, ParcelUpdate } from '../protocol/messages.js';
 import { parcelRoom, positionRoom, storeRoom } from './identity.js';
-import { trackingPosition } from './tracking.js';
+import { trackingPosition, trackingStep } from './tracking.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
 import type { CapsNamespace, CapsSocket } from './types.js';
@@ -10,6 +10,7 @@ const ALL_STORES = 'dashboards';
 const storeDashboards = (store: string): string => `dashboards:${store}`;
 const STATS_EVERY_MS = 1_000;
 const PARCEL_ROOM = parcelRoom('', '').slice(0, parcelRoom('', '').indexOf(':') + 1);
+const POSITION_ROOM = positionRoom('');
 
 /** The rooms of dashboards (all stores, or one) and of tracking pages. */
 function isWatcherRoom(room: string): boolean {
@@ -65,8 +66,12 @@ export class Dashboards {
     this.track(message);
     // nobody watching: skip the encoding of a broadcast that reaches no one
     if (!this.watchedAnywhere()) return;
-    const { event, store, orderId, customer, address, time, driver, seq } = message;
-    const update = { event, store, orderId, customer, address, time, seq, ...(driver !== undefined ? { driver } : {}) };
+    const { event, store, orderId, customer, address, time, driver, seq, attempt, details, reattempt } = message;
+    const update: ParcelUpdate = { event, store, orderId, customer, address, time, seq };
+    if (driver !== undefined) update.driver = driver;
+    if (attempt !== undefined) update.attempt = attempt;
+    if (details !== undefined) update.details = details;
+    if (reattempt !== undefined) update.reattempt = reattempt;
     this.nsp.to(ALL_STORES).to(storeDashboards(store)).emit('parcel', update);
   }
 
@@ -89,14 +94,29 @@ export class Dashboards {
    * driver's position from then on, and stop once it is delivered.
    */
   private track(message: ParcelMessage): void {
-    const { event, store, orderId, time, driver } = message;
+    const { event, store, orderId, driver } = message;
     const room = parcelRoom(store, orderId);
     // most parcels have no page open
     if (!this.watchedAnywhere(room)) return;
-    this.nsp.to(room).emit('tracking-step', { event, time });
+    this.nsp.to(room).emit('tracking-step', trackingStep(message));
+    if (event === 'cancelled') {
+      // a store's cancel names no driver: its pages leave whichever driver's position they heard
+      this.nsp
+        .in(room)
+        .fetchSockets()
+        .then(
+          (sockets) => {
+            for (const socket of sockets) for (const joined of socket.rooms) if (joined.startsWith(POSITION_ROOM)) socket.leave(joined);
+          },
+          // the page shows no position once cancelled anyway; this only stops it hearing them
+          () => undefined,
+        );
+      return;
+    }
     if (driver === undefined) return;
     if (event === 'in-transit') this.nsp.in(room).socketsJoin(positionRoom(driver));
-    else if (event === 'delivered') this.nsp.in(room).socketsLeave(positionRoom(driver));
+    // delivered, or a failed attempt (the next one may have another driver): no longer carried
+    else this.nsp.in(room).socketsLeave(positionRoom(driver));
   }
 
   close(): void {

@@ -1,8 +1,9 @@
 import type { Response } from 'express';
 import { Router } from 'express';
 import { CapsError } from '../protocol/errors.js';
+import type { FailureReason } from '../protocol/lifecycle.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
-import type { TrackingView } from '../protocol/messages.js';
+import type { TrackingStep, TrackingView } from '../protocol/messages.js';
 import type { Keyring } from './keyring.js';
 import type { Metrics } from './metrics.js';
 import type { Storage } from './storage/storage.js';
@@ -15,12 +16,15 @@ export interface TrackingPageOptions {
   keyring: Keyring | undefined;
 }
 
-/** What the page says of each state, and of each step in its timeline. web/track.js says the same. */
+/**
+ * What the page says of each state, of each step in its timeline, and of why an attempt failed.
+ * web/track.js says the same (tests/tracking-page.test.ts compares the two).
+ */
 const HEADLINE: Record<ParcelEvent, string> = {
   pickup: 'Waiting for a driver',
   'in-transit': 'On its way',
   delivered: 'Delivered',
-  failed: 'Delivery failed: going back to the shop',
+  failed: 'A delivery attempt failed',
   returned: 'Returned to the shop',
   cancelled: 'Cancelled by the shop',
 };
@@ -32,6 +36,37 @@ const STEP: Record<ParcelEvent, string> = {
   returned: 'Returned to the shop',
   cancelled: 'Cancelled by the shop',
 };
+/** A re-attempt's pickup: the parcel is back with the drivers. */
+const STEP_AGAIN = 'Back with the drivers for another try';
+const REASON: Record<FailureReason, string> = {
+  'recipient-absent': 'nobody was home',
+  'address-not-found': 'the address could not be found',
+  refused: 'the parcel was refused',
+  damaged: 'the parcel was damaged',
+  'access-denied': 'the driver could not get in',
+  other: 'the driver could not deliver it',
+};
+
+/** "A delivery attempt failed: nobody was home" (or without the reason, when none was given). */
+function failedWords(step: TrackingStep | undefined): string {
+  return step?.reason !== undefined ? `${STEP.failed}: ${REASON[step.reason]}` : STEP.failed;
+}
+
+function stepWords(step: TrackingStep): string {
+  if (step.event === 'pickup' && (step.attempt ?? 1) > 1) return STEP_AGAIN;
+  if (step.event === 'failed') return failedWords(step);
+  return STEP[step.event];
+}
+
+/** The headline: the state in words; after a failed attempt, why, and what happens next. */
+function headlineOf(view: TrackingView): string {
+  const last = view.history.at(-1);
+  const failure = view.history.filter((step) => step.event === 'failed').at(-1);
+  if (view.state === 'delivered' && last) return `${HEADLINE.delivered} at ${utc(last.time)}`;
+  if (view.state === 'pickup' && failure) return `${failedWords(failure)}. The driver will try again.`;
+  if (view.state === 'failed') return `${failedWords(failure)}. It is going back to the shop.`;
+  return HEADLINE[view.state];
+}
 
 /**
  * `GET /track/<token>`: a customer's tracking page, rendered whole on the hub (it reads without
@@ -69,16 +104,14 @@ function send(res: Response, status: number, html: string): void {
 }
 
 function parcelPage(view: TrackingView): string {
-  const last = view.history.at(-1);
-  const steps = view.history
-    .map((step) => `<li data-event="${step.event}"><span class="what">${STEP[step.event]}</span> <time datetime="${escape(step.time)}">${escape(utc(step.time))}</time></li>`)
-    .join('');
-  const headline = view.state === 'delivered' && last ? `${HEADLINE.delivered} at ${utc(last.time)}` : HEADLINE[view.state];
+  const steps = view.history.map(stepItem).join('');
+  const eta = view.state === 'in-transit' ? view.history.at(-1)?.eta : undefined;
   return layout(
     'Your parcel',
     `<main class="track" data-state="${view.state}">
 <p class="from">Parcel <strong id="order">${escape(view.orderId)}</strong> from <strong id="store">${escape(view.store)}</strong></p>
-<h1 id="headline" role="status" aria-live="polite">${escape(headline)}</h1>
+<h1 id="headline" role="status" aria-live="polite">${escape(headlineOf(view))}</h1>
+<p id="eta" class="eta"${eta === undefined ? ' hidden' : ''}>${eta === undefined ? '' : `Expected by ${escape(utc(eta))}`}</p>
 <p id="position" class="position" hidden></p>
 <h2>So far</h2>
 <ol id="steps" class="steps">${steps}</ol>
@@ -87,6 +120,16 @@ function parcelPage(view: TrackingView): string {
 <script src="/socket.io/socket.io.min.js"></script>
 <script src="/track.js"></script>`,
   );
+}
+
+/** A step of the list, with what web/track.js needs to keep it (attempt, reason, ETA) in data attributes. */
+function stepItem(step: TrackingStep): string {
+  const data = [`data-event="${step.event}"`];
+  if (step.attempt !== undefined) data.push(`data-attempt="${step.attempt}"`);
+  if (step.reason !== undefined) data.push(`data-reason="${escape(step.reason)}"`);
+  if (step.eta !== undefined) data.push(`data-eta="${escape(step.eta)}"`);
+  const eta = step.eta !== undefined ? ` <span class="eta">expected by ${escape(utc(step.eta))}</span>` : '';
+  return `<li ${data.join(' ')}><span class="what">${escape(stepWords(step))}</span> <time datetime="${escape(step.time)}">${escape(utc(step.time))}</time>${eta}</li>`;
 }
 
 function notice(title: string, text: string): string {

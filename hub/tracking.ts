@@ -1,11 +1,11 @@
 import { CapsError } from '../protocol/errors.js';
-import type { DriverLocation, TrackingPosition, TrackingView } from '../protocol/messages.js';
+import type { DriverLocation, TrackingPosition, TrackingStep, TrackingView } from '../protocol/messages.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { parcelRoom, positionRoom } from './identity.js';
 import type { Locations } from './locations.js';
 import type { Logger } from './logger.js';
 import type { ConnectionRefusals } from './refusals.js';
-import type { ParcelRecord, Storage } from './storage/storage.js';
+import type { ParcelRecord, ParcelStep, Storage } from './storage/storage.js';
 import type { CapsSocket } from './types.js';
 
 /**
@@ -27,9 +27,24 @@ export function trackingView(parcel: ParcelRecord, position?: TrackingPosition):
     store: parcel.order.store,
     orderId: parcel.order.orderId,
     state: parcel.state,
-    history: parcel.history.map((step) => ({ event: step.event, time: step.time })),
+    history: parcel.history.map(trackingStep),
     ...(position && parcel.state === 'in-transit' ? { position } : {}),
   };
+}
+
+/**
+ * A step as a tracking page sees it: what, when, which attempt, a failed attempt's reason and an
+ * in-transit ETA. Never the rest of the details (the driver's note, the recipient, a photo or a
+ * signature): a tracking link can be forwarded to anyone.
+ */
+export function trackingStep(step: Pick<ParcelStep, 'event' | 'time' | 'attempt' | 'details'> & { reattempt?: boolean }): TrackingStep {
+  const seen: TrackingStep = { event: step.event, time: step.time };
+  if (step.attempt !== undefined && step.attempt > 1) seen.attempt = step.attempt;
+  if (step.event === 'failed' && step.details?.reason !== undefined) seen.reason = step.details.reason;
+  // live, the failure comes before its re-attempt's pickup: the page must not say "going back" meanwhile
+  if (step.event === 'failed' && step.reattempt === true) seen.reattempt = true;
+  if (step.event === 'in-transit' && step.details?.eta !== undefined) seen.eta = step.details.eta;
+  return seen;
 }
 
 /** A driver's position as a tracking page hears it: where and when, not who nor what else it carries. */

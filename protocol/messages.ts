@@ -127,9 +127,13 @@ export interface TrackingView {
 export interface TrackingStep {
   event: ParcelEvent;
   time: string;
+  /** The attempt it belongs to, from the second on (absent: the first): a count, nobody's name. */
+  attempt?: number;
   /** A failed attempt's reason, and the driver's ETA while in transit: nothing else of the details. */
   reason?: StepDetails['reason'];
   eta?: string;
+  /** A failed step heard live: true when the parcel went back to the drivers (its pickup follows). */
+  reattempt?: boolean;
 }
 
 /** Where the driver carrying the tracked parcel is: no name, no other parcels. */

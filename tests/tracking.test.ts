@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Keyring } from '../hub/keyring.js';
-import type { TrackingView } from '../protocol/messages.js';
+import type { TrackingStep, TrackingView } from '../protocol/messages.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { peekClaims } from '../protocol/token.js';
 import { runCli } from './helpers/cli.js';
 import { Cleanup, RawClient, TEST_SECRET, order, startSecureHub, tokenFor } from './helpers/hub.js';
-import { waitUntil } from './helpers/wait.js';
+import { poll, waitUntil } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -139,6 +139,83 @@ describe("a tracking link's socket", () => {
     expect(((await vendor.json()) as { data: { state: string } }).data.state).toBe('pickup');
     expect(socket.received.map((r) => r.event)).toEqual(['tracking']);
     expect(socket.socket.connected).toBe(true);
+  });
+});
+
+describe("a tracking link's socket through failed attempts", () => {
+  /** Sends the driver's position; one a second is kept, so asks again (bounded) until it is. */
+  async function locate(driver: RawClient, lat: number, lng: number, what: string): Promise<void> {
+    await poll(async () => ((await driver.request<{ ok: boolean }>('location', { lat, lng })).ok ? true : undefined), what, 5_000, 100);
+  }
+
+  it("hears each step's attempt, a failure's reason and an ETA and nothing else of the details; no driver's position once its attempt failed or the store cancelled", async () => {
+    const { url } = cleanup.add(await startSecureHub({ maxAttempts: 3 }), (h) => h.close());
+    const vendor = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }) } }), (c) => c.close());
+    const driver = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
+    await Promise.all([vendor.connected(), driver.connected()]);
+    const parcel = order('acme', 1);
+    const at = { store: 'acme', orderId: parcel.orderId };
+    await expect(vendor.request('pickup', parcel)).resolves.toMatchObject({ ok: true });
+    await driver.waitFor('pickup', 1, 'the driver to be handed the parcel');
+    const token = tokenFor(tracker('acme', parcel.orderId));
+    const socket = cleanup.add(new RawClient(url, { auth: { token } }), (c) => c.close());
+    await socket.waitFor('tracking', 1, "the tracking socket's view");
+    const steps = () => socket.of('tracking-step') as unknown as TrackingStep[];
+    const positions = () => socket.of('tracking-position').length;
+    // the socket may send nothing: its refusal's round trip is the barrier for "nothing else arrived"
+    const barrier = () => socket.request('getAll', {});
+    const time = expect.any(String);
+
+    const eta = new Date(Date.now() + 3_600_000).toISOString();
+    await expect(driver.request('in-transit', { ...at, eta, note: 'secret-note' })).resolves.toMatchObject({ ok: true });
+    await socket.waitFor('tracking-step', 1, 'the in-transit step');
+    expect(steps()[0]).toEqual({ event: 'in-transit', time, eta });
+    await locate(driver, 10, 10, "the driver's position while carrying it");
+    await socket.waitFor('tracking-position', 1, "the driver's position");
+
+    await expect(driver.request('failed', { ...at, reason: 'recipient-absent', note: 'secret-note', photo: 'https://proofs.example.com/p.jpg', location: { lat: 1, lng: 2 } })).resolves.toMatchObject({ ok: true, data: { reattempt: true } });
+    await socket.waitFor('tracking-step', 3, 'the failure and the re-attempt');
+    expect(steps().slice(1)).toEqual([
+      { event: 'failed', time, reason: 'recipient-absent', reattempt: true },
+      { event: 'pickup', time, attempt: 2 },
+    ]);
+    await locate(driver, 11, 11, "the driver's position after the failure");
+    await barrier();
+    expect(positions()).toBe(1);
+
+    await driver.waitFor('pickup', 2, 'the re-attempt to reach the driver');
+    await expect(driver.request('in-transit', { ...at, attempt: 2 })).resolves.toMatchObject({ ok: true });
+    await socket.waitFor('tracking-step', 4, 'the second in-transit step');
+    await locate(driver, 12, 12, "the driver's position on the second attempt");
+    await socket.waitFor('tracking-position', 2, "the driver's position on the second attempt");
+
+    await expect(vendor.request('cancelled', { ...at, note: 'secret-note' })).resolves.toMatchObject({ ok: true });
+    await socket.waitFor('tracking-step', 5, 'the cancel');
+    expect(steps().slice(3)).toEqual([
+      { event: 'in-transit', time, attempt: 2 },
+      { event: 'cancelled', time, attempt: 2 },
+    ]);
+    await locate(driver, 13, 13, "the driver's position after the cancel");
+    await barrier();
+    expect(positions()).toBe(2);
+
+    // the view of a page opened now: the same steps, no more
+    const later = cleanup.add(new RawClient(url, { auth: { token } }), (c) => c.close());
+    const [view] = (await later.waitFor('tracking', 1, 'the view after the cancel')) as unknown as TrackingView[];
+    expect(view).toEqual({
+      store: 'acme',
+      orderId: parcel.orderId,
+      state: 'cancelled',
+      history: [
+        { event: 'pickup', time },
+        { event: 'in-transit', time, eta },
+        { event: 'failed', time, reason: 'recipient-absent' },
+        { event: 'pickup', time, attempt: 2 },
+        { event: 'in-transit', time, attempt: 2 },
+        { event: 'cancelled', time, attempt: 2 },
+      ],
+    });
+    expect(JSON.stringify([socket.received, later.received])).not.toMatch(/secret-note|proofs\.example|d1|Customer 1/);
   });
 });
 

@@ -1,11 +1,30 @@
 // CAPS live board: loads recent parcels over the tracking API, then follows the hub live.
 (() => {
   'use strict';
+  // every state of protocol/lifecycle.ts, one column each
   const STATES = [
     ['pickup', 'Waiting for pickup'],
     ['in-transit', 'In transit'],
     ['delivered', 'Delivered'],
+    ['failed', 'Failed'],
+    ['returned', 'Returned'],
+    ['cancelled', 'Cancelled'],
   ];
+  const STATE_WORDS = new Map(STATES);
+  /**
+   * A step's place within its attempt (protocol/lifecycle.ts TRANSITIONS): a parcel's steps are
+   * ordered by attempt, then by this, then by time. Events repeat across attempts (a re-attempt
+   * records a pickup again), so an event's name alone says nothing of which step is newer.
+   */
+  const RANK = { pickup: 0, 'in-transit': 1, delivered: 2, failed: 2, cancelled: 2, returned: 3 };
+  const REASON_WORDS = {
+    'recipient-absent': 'recipient absent',
+    'address-not-found': 'address not found',
+    refused: 'refused',
+    damaged: 'damaged',
+    'access-denied': 'access denied',
+    other: 'other reason',
+  };
   const PER_COLUMN = 40;
   const hash = new URLSearchParams(location.hash.slice(1));
   if (hash.get('token')) {
@@ -45,6 +64,72 @@
     return body.data;
   }
 
+  /** Where a step stands in its parcel's story: its attempt, its rank in the attempt, its time. */
+  function placeOf(step) {
+    return { attempt: step.attempt ?? 1, rank: RANK[step.event] ?? Object.keys(RANK).length, time: String(step.time ?? '') };
+  }
+
+  function comparePlaces(a, b) {
+    return a.attempt - b.attempt || a.rank - b.rank || a.time.localeCompare(b.time);
+  }
+
+  const stepOrder = (a, b) => comparePlaces(placeOf(a), placeOf(b));
+
+  function ordinal(n) {
+    const tens = n % 100;
+    const suffix = tens >= 11 && tens <= 13 ? 'th' : ({ 1: 'st', 2: 'nd', 3: 'rd' }[n % 10] ?? 'th');
+    return `${n}${suffix}`;
+  }
+
+  const reasonWords = (reason) => REASON_WORDS[reason] ?? String(reason ?? 'no reason given');
+
+  /** A failed step's reason and note, for the card. */
+  function failureOf(step) {
+    if (!step) return undefined;
+    return { attempt: step.attempt ?? 1, reason: step.details?.reason, note: step.details?.note };
+  }
+
+  /** A parcel of the board from its timeline (GET /api/...): its state, attempt and last failure. */
+  function fromTimeline(p) {
+    const history = [...p.history].sort(stepOrder);
+    const last = history.at(-1);
+    return {
+      store: p.store,
+      orderId: p.orderId,
+      customer: p.customer,
+      address: p.address,
+      state: p.state,
+      attempt: p.attempts ?? last?.attempt ?? 1,
+      time: last?.time ?? '',
+      driver: p.driver,
+      failure: failureOf(history.filter((step) => step.event === 'failed').at(-1)),
+      place: last ? placeOf(last) : { attempt: 1, rank: 0, time: '' },
+    };
+  }
+
+  /**
+   * A parcel of the board from a live step. The state is the update's: a failed attempt with
+   * `reattempt` sends the parcel back to the drivers, waiting for its next attempt.
+   */
+  function fromUpdate(u, known) {
+    const attempt = u.attempt ?? 1;
+    const again = u.event === 'failed' && u.reattempt === true;
+    const waiting = again || u.event === 'pickup';
+    return {
+      store: u.store,
+      orderId: u.orderId,
+      customer: u.customer,
+      address: u.address,
+      state: again ? 'pickup' : u.event,
+      attempt: again ? attempt + 1 : attempt,
+      time: u.time,
+      // a parcel back in the pool is nobody's yet
+      driver: waiting ? undefined : (u.driver ?? known?.driver),
+      failure: u.event === 'failed' ? failureOf(u) : known?.failure,
+      place: again ? { attempt: attempt + 1, rank: RANK.pickup, time: String(u.time) } : placeOf(u),
+    };
+  }
+
   function storeSection(store) {
     const id = `store-${CSS.escape(store)}`;
     let section = document.querySelector(`section.store[data-store="${CSS.escape(store)}"]`);
@@ -63,7 +148,9 @@
       column.className = 'column';
       column.dataset.state = state;
       const heading = document.createElement('h3');
-      heading.textContent = label;
+      const count = document.createElement('span');
+      count.className = 'count';
+      heading.append(`${label} `, count);
       const list = document.createElement('ul');
       list.className = 'cards';
       list.setAttribute('aria-label', `${store}: ${label}`);
@@ -89,8 +176,14 @@
     card.dataset.orderId = parcel.orderId;
     card.dataset.store = parcel.store;
     card.dataset.state = parcel.state;
+    card.dataset.attempt = String(parcel.attempt);
     if (isFound(parcel)) card.classList.add('found');
-    card.setAttribute('aria-label', `Parcel ${parcel.orderId} for ${parcel.customer}: ${parcel.state}. Open its timeline.`);
+    // why it failed, while that still matters: waiting or on its way again, failed, returned
+    const failure = parcel.state !== 'delivered' ? parcel.failure : undefined;
+    const said = [`${STATE_WORDS.get(parcel.state) ?? parcel.state}`];
+    if (parcel.attempt > 1) said.push(`${ordinal(parcel.attempt)} attempt`);
+    if (failure) said.push(`attempt ${failure.attempt} failed: ${reasonWords(failure.reason)}`);
+    card.setAttribute('aria-label', `Parcel ${parcel.orderId} for ${parcel.customer}: ${said.join(', ')}. Open its timeline.`);
     const id = document.createElement('span');
     id.className = 'id';
     id.textContent = parcel.orderId.slice(0, 8);
@@ -101,6 +194,25 @@
     meta.className = 'meta';
     meta.textContent = `${new Date(parcel.time).toLocaleTimeString()}${parcel.driver ? ` · ${parcel.driver}` : ''}`;
     card.append(id, customer, meta);
+    if (parcel.attempt > 1) {
+      const badge = document.createElement('span');
+      badge.className = 'badge attempt';
+      badge.textContent = `${ordinal(parcel.attempt)} attempt`;
+      card.append(badge);
+    }
+    if (failure) {
+      const why = document.createElement('span');
+      why.className = 'failure';
+      if (failure.reason) why.dataset.reason = failure.reason;
+      why.textContent = `Attempt ${failure.attempt} failed: ${reasonWords(failure.reason)}`;
+      if (failure.note) {
+        const note = document.createElement('q');
+        note.className = 'note';
+        note.textContent = failure.note;
+        why.append(' ', note);
+      }
+      card.append(why);
+    }
     card.addEventListener('click', () => openTimeline(parcel.orderId, parcel.store));
     item.append(card);
     const list = section.querySelector(`.column[data-state="${parcel.state}"] .cards`);
@@ -108,26 +220,52 @@
     while (list.children.length > PER_COLUMN) list.lastElementChild.remove();
   }
 
+  const known = (store, orderId) => parcels.get(store)?.get(orderId);
+
   function upsert(parcel) {
     let byStore = parcels.get(parcel.store);
     if (!byStore) parcels.set(parcel.store, (byStore = new Map()));
-    const known = byStore.get(parcel.orderId);
-    const order = ['pickup', 'in-transit', 'delivered'];
-    // a late update never moves a card backwards
-    if (known && order.indexOf(known.state) > order.indexOf(parcel.state)) return;
-    const merged = { ...known, ...parcel };
-    byStore.set(parcel.orderId, merged);
-    render(merged);
+    const before = byStore.get(parcel.orderId);
+    // a late update (or a page loaded after a live step) never moves a card backwards
+    if (before && comparePlaces(parcel.place, before.place) < 0) return;
+    byStore.set(parcel.orderId, parcel);
+    render(parcel);
+  }
+
+  /** Each store's parcels per state, as the hub counts them (every parcel, not only those shown). */
+  function showCounts(store, counts) {
+    const section = storeSection(store);
+    for (const [state] of STATES) {
+      const count = section.querySelector(`.column[data-state="${state}"] .count`);
+      if (count) count.textContent = String(counts?.[state] ?? 0);
+    }
+  }
+
+  // the counts are asked again after live steps, at most once a second (counting is the storage's
+  // work, and every open board asks); the answer to the latest request wins
+  const counts = { timer: undefined, asked: 0, shown: 0 };
+  function countSoon() {
+    counts.timer ??= setTimeout(() => {
+      counts.timer = undefined;
+      const asked = ++counts.asked;
+      api('/stores').then(
+        ({ stores }) => {
+          if (asked < counts.shown) return;
+          counts.shown = asked;
+          for (const s of stores) showCounts(s.store, s.counts);
+        },
+        // the next step asks again; the board itself is still live
+        () => undefined,
+      );
+    }, 1_000);
   }
 
   async function loadBoard() {
     const { stores } = await api('/stores');
-    for (const { store } of stores) {
+    for (const { store, counts: byState } of stores) {
+      showCounts(store, byState);
       const { packages } = await api(`/stores/${encodeURIComponent(store)}/packages?limit=${PER_COLUMN}`);
-      for (const p of packages.reverse()) {
-        const last = p.history[p.history.length - 1];
-        upsert({ store: p.store, orderId: p.orderId, customer: p.customer, address: p.address, state: p.state, time: last?.time ?? '', driver: p.driver });
-      }
+      for (const p of packages.reverse()) upsert(fromTimeline(p));
     }
   }
 
@@ -140,23 +278,62 @@
     try {
       const p = await api(`/packages/${encodeURIComponent(orderId)}?store=${encodeURIComponent(store)}`);
       $('timeline-who').textContent = `${p.customer}, ${p.address} · ${p.store}`;
-      $('timeline-steps').replaceChildren(
-        ...p.history.map((step) => {
-          const li = document.createElement('li');
-          li.dataset.event = step.event;
-          li.textContent = `${step.event} at ${new Date(step.time).toLocaleString()}${step.driver ? ` by ${step.driver}` : ''}`;
-          return li;
-        }),
-      );
+      $('timeline-steps').replaceChildren(...[...p.history].sort(stepOrder).map(stepItem));
     } catch (err) {
       $('timeline-who').textContent = `Could not load the timeline: ${err.message}`;
     }
   }
 
+  const EVENT_WORDS = new Map([
+    ['pickup', 'Ready for pickup'],
+    ['in-transit', 'Picked up, in transit'],
+    ['delivered', 'Delivered'],
+    ['failed', 'Attempt failed'],
+    ['returned', 'Returned to the store'],
+    ['cancelled', 'Cancelled by the store'],
+  ]);
+  /** What a step's details say, in the order a reader wants them; every value is shown as text. */
+  const DETAIL_WORDS = [
+    ['reason', 'reason', reasonWords],
+    ['note', 'note', String],
+    ['recipient', 'received by', String],
+    ['signature', 'signature', String],
+    ['photo', 'photo', String],
+    ['eta', 'expected', (eta) => new Date(eta).toLocaleString()],
+    ['location', 'at', (at) => `${Number(at?.lat).toFixed(5)}, ${Number(at?.lng).toFixed(5)}`],
+  ];
+
+  /** One step of a timeline (the dialog's and the search's): what, which attempt, when, who, and its details. */
+  function stepItem(step) {
+    const li = document.createElement('li');
+    li.dataset.event = step.event;
+    if (step.attempt !== undefined) li.dataset.attempt = String(step.attempt);
+    const what = document.createElement('span');
+    what.className = 'event';
+    const attempt = step.attempt ?? 1;
+    what.textContent = `${EVENT_WORDS.get(step.event) ?? step.event}${attempt > 1 ? ` (${ordinal(attempt)} attempt)` : ''}`;
+    const when = document.createElement('time');
+    when.dateTime = step.time;
+    when.textContent = ` ${new Date(step.time).toLocaleString()}`;
+    li.append(what, when);
+    if (step.driver) {
+      const who = document.createElement('span');
+      who.className = 'driver';
+      who.textContent = ` · driver ${step.driver}`;
+      li.append(who);
+    }
+    const details = step.details ?? {};
+    const told = DETAIL_WORDS.filter(([key]) => details[key] !== undefined);
+    if (told.length > 0) {
+      const dl = document.createElement('dl');
+      dl.className = 'details';
+      for (const [key, term, words] of told) field(dl, term, words(details[key])).dataset.detail = key;
+      li.append(dl);
+    }
+    return li;
+  }
+
   // ── search by order id ──────────────────────────────────────────────────────
-  const ORDER = ['pickup', 'in-transit', 'delivered'];
-  const STATE_WORDS = new Map(STATES);
-  const EVENT_WORDS = new Map([['pickup', 'Ready for pickup'], ['in-transit', 'Picked up, in transit'], ['delivered', 'Delivered']]);
   /**
    * The search shown: its order id, the parcels found (one per store), `pending` while the API has
    * not answered (live steps heard meanwhile are kept in `heard` and applied to the answer).
@@ -239,17 +416,26 @@
     markCards();
   }
 
-  /** A live step of a parcel found: added to its timeline (once), never moving it backwards. */
+  /** A live step of a parcel found: added to its timeline (once per attempt), never moving it backwards. */
   function applyStep(u) {
     const p = search.results.find((r) => r.store === u.store);
     if (!p) return false;
-    if (!p.history.some((h) => h.event === u.event && h.time === u.time)) {
-      p.history.push({ event: u.event, time: u.time, ...(u.driver !== undefined ? { driver: u.driver } : {}) });
-      p.history.sort((a, b) => ORDER.indexOf(a.event) - ORDER.indexOf(b.event) || String(a.time).localeCompare(String(b.time)));
+    const now = fromTimeline(p);
+    const next = fromUpdate(u, now);
+    const attempt = u.attempt ?? 1;
+    if (!p.history.some((h) => h.event === u.event && (h.attempt ?? 1) === attempt)) {
+      const step = { event: u.event, time: u.time };
+      if (u.driver !== undefined) step.driver = u.driver;
+      if (u.attempt !== undefined) step.attempt = u.attempt;
+      if (u.details !== undefined) step.details = u.details;
+      p.history.push(step);
+      p.history.sort(stepOrder);
     }
-    if (ORDER.indexOf(u.event) >= ORDER.indexOf(p.state)) {
-      p.state = u.event;
-      if (u.driver !== undefined) p.driver = u.driver;
+    if (comparePlaces(next.place, now.place) >= 0) {
+      p.state = next.state;
+      p.attempts = Math.max(p.attempts ?? 1, next.attempt);
+      if (next.driver === undefined) delete p.driver;
+      else p.driver = next.driver;
     }
     return true;
   }
@@ -321,30 +507,12 @@
         field(dl, 'Store', p.store);
         field(dl, 'Order id', p.orderId);
         field(dl, 'State', STATE_WORDS.get(p.state) ?? p.state).className = 'found-state';
+        if ((p.attempts ?? 1) > 1) field(dl, 'Attempt', `${ordinal(p.attempts)} attempt`).className = 'found-attempt';
         field(dl, 'Customer', p.address ? `${p.customer}, ${p.address}` : p.customer);
         const steps = document.createElement('ol');
         steps.className = 'steps';
         steps.setAttribute('aria-label', `Timeline of ${p.orderId} (${p.store})`);
-        steps.append(
-          ...p.history.map((step) => {
-            const li = document.createElement('li');
-            li.dataset.event = step.event;
-            const what = document.createElement('span');
-            what.className = 'event';
-            what.textContent = EVENT_WORDS.get(step.event) ?? step.event;
-            const when = document.createElement('time');
-            when.dateTime = step.time;
-            when.textContent = ` ${new Date(step.time).toLocaleString()}`;
-            li.append(what, when);
-            if (step.driver) {
-              const who = document.createElement('span');
-              who.className = 'driver';
-              who.textContent = ` · driver ${step.driver}`;
-              li.append(who);
-            }
-            return li;
-          }),
-        );
+        steps.append(...p.history.map(stepItem));
         article.append(dl, steps);
         return article;
       }),
@@ -414,8 +582,9 @@
     }
   });
   socket.on('parcel', (u) => {
-    upsert({ store: u.store, orderId: u.orderId, customer: u.customer, address: u.address, state: u.event, time: u.time, driver: u.driver });
+    upsert(fromUpdate(u, known(u.store, u.orderId)));
     followSearch(u);
+    countSoon();
   });
   socket.on('stats', renderStats);
 })();

@@ -3,24 +3,81 @@
 // driver is. The words match hub/tracking-page.ts.
 (() => {
   'use strict';
-  const ORDER = ['pickup', 'in-transit', 'delivered'];
-  const HEADLINE = { pickup: 'Waiting for a driver', 'in-transit': 'On its way', delivered: 'Delivered' };
-  const STEP = { pickup: 'The shop handed it over', 'in-transit': 'A driver picked it up', delivered: 'Delivered' };
+  const HEADLINE = {
+    pickup: 'Waiting for a driver',
+    'in-transit': 'On its way',
+    delivered: 'Delivered',
+    failed: 'A delivery attempt failed',
+    returned: 'Returned to the shop',
+    cancelled: 'Cancelled by the shop',
+  };
+  const STEP = {
+    pickup: 'The shop handed it over',
+    'in-transit': 'A driver picked it up',
+    delivered: 'Delivered',
+    failed: 'A delivery attempt failed',
+    returned: 'Returned to the shop',
+    cancelled: 'Cancelled by the shop',
+  };
+  const STEP_AGAIN = 'Back with the drivers for another try';
+  const REASON = {
+    'recipient-absent': 'nobody was home',
+    'address-not-found': 'the address could not be found',
+    refused: 'the parcel was refused',
+    damaged: 'the parcel was damaged',
+    'access-denied': 'the driver could not get in',
+    other: 'the driver could not deliver it',
+  };
+  /** A step's place within its attempt (protocol/lifecycle.ts): steps repeat across attempts. */
+  const RANK = { pickup: 0, 'in-transit': 1, delivered: 2, failed: 2, cancelled: 2, returned: 3 };
   const $ = (id) => document.getElementById(id);
   const main = document.querySelector('main.track');
   const token = decodeURIComponent(location.pathname.split('/').pop() || '');
   if (!main || !$('steps') || !token) return;
 
-  /** event → time: the steps heard so far, from the page as rendered, then from the hub. */
+  /** attempt:event → step: each step heard so far (once, though heard twice), from the page as rendered, then from the hub. */
   const steps = new Map();
+  function keep(step) {
+    if (typeof step?.event !== 'string' || typeof step.time !== 'string') return;
+    const attempt = Number.isInteger(step.attempt) && step.attempt > 1 ? step.attempt : 1;
+    const key = `${attempt}:${step.event}`;
+    // a re-attempt said live is kept when the same failure comes again from the stored view
+    const reattempt = step.reattempt === true || steps.get(key)?.reattempt === true;
+    steps.set(key, { event: step.event, time: step.time, attempt, reason: step.reason, eta: step.eta, reattempt });
+  }
   for (const li of $('steps').querySelectorAll('li[data-event]')) {
     const time = li.querySelector('time')?.getAttribute('datetime');
-    if (time) steps.set(li.dataset.event, time);
+    if (time) keep({ event: li.dataset.event, time, attempt: Number(li.dataset.attempt ?? 1), reason: li.dataset.reason, eta: li.dataset.eta });
   }
   let position;
   window.capsTrack = { loadedAt: Date.now(), steps };
 
-  const state = () => ORDER.filter((event) => steps.has(event)).at(-1) ?? main.dataset.state;
+  const rank = (event) => RANK[event] ?? 9;
+  const story = () => [...steps.values()].sort((a, b) => a.attempt - b.attempt || rank(a.event) - rank(b.event) || a.time.localeCompare(b.time));
+
+  /** The parcel's state: its last step's, except a failure that sent it back to the drivers. */
+  function stateOf(list) {
+    const last = list.at(-1);
+    if (!last) return main.dataset.state;
+    return last.event === 'failed' && last.reattempt ? 'pickup' : last.event;
+  }
+
+  const failedWords = (step) => (step && REASON[step.reason] ? `${STEP.failed}: ${REASON[step.reason]}` : STEP.failed);
+
+  function stepWords(step) {
+    if (step.event === 'pickup' && step.attempt > 1) return STEP_AGAIN;
+    if (step.event === 'failed') return failedWords(step);
+    return STEP[step.event] ?? step.event;
+  }
+
+  function headlineOf(now, list) {
+    const failure = list.filter((step) => step.event === 'failed').at(-1);
+    const delivered = list.find((step) => step.event === 'delivered');
+    if (now === 'delivered' && delivered) return `${HEADLINE.delivered} at ${when(delivered.time)}`;
+    if (now === 'pickup' && failure) return `${failedWords(failure)}. The driver will try again.`;
+    if (now === 'failed') return `${failedWords(failure)}. It is going back to the shop.`;
+    return HEADLINE[now] ?? now;
+  }
 
   function when(iso) {
     const at = new Date(iso);
@@ -29,21 +86,33 @@
   }
 
   function render() {
-    const now = state();
+    const list = story();
+    const now = stateOf(list);
     main.dataset.state = now;
-    const delivered = steps.get('delivered');
-    $('headline').textContent = now === 'delivered' && delivered ? `${HEADLINE.delivered} at ${when(delivered)}` : HEADLINE[now];
+    $('headline').textContent = headlineOf(now, list);
+    const eta = now === 'in-transit' ? list.at(-1)?.eta : undefined;
+    $('eta').hidden = eta === undefined;
+    $('eta').textContent = eta === undefined ? '' : `Expected by ${when(eta)}`;
     $('steps').replaceChildren(
-      ...ORDER.filter((event) => steps.has(event)).map((event) => {
+      ...list.map((step) => {
         const li = document.createElement('li');
-        li.dataset.event = event;
+        li.dataset.event = step.event;
+        if (step.attempt > 1) li.dataset.attempt = String(step.attempt);
+        if (step.reason !== undefined) li.dataset.reason = step.reason;
+        if (step.eta !== undefined) li.dataset.eta = step.eta;
         const what = document.createElement('span');
         what.className = 'what';
-        what.textContent = STEP[event];
+        what.textContent = stepWords(step);
         const time = document.createElement('time');
-        time.dateTime = steps.get(event);
-        time.textContent = when(steps.get(event));
+        time.dateTime = step.time;
+        time.textContent = when(step.time);
         li.append(what, ' ', time);
+        if (step.eta !== undefined) {
+          const expected = document.createElement('span');
+          expected.className = 'eta';
+          expected.textContent = `expected by ${when(step.eta)}`;
+          li.append(' ', expected);
+        }
         return li;
       }),
     );
@@ -74,14 +143,14 @@
   socket.on('connect', () => live('Connected…', 'connecting'));
   socket.on('tracking', (view) => {
     // merged, not replaced: a step heard just before this view may be newer than it
-    for (const step of view.history) steps.set(step.event, step.time);
+    for (const step of view.history) keep(step);
     position = view.position ?? position;
     render();
     // from here on the hub sends this page its parcel's news
     live('Live: this page updates by itself.', 'live');
   });
   socket.on('tracking-step', (step) => {
-    steps.set(step.event, step.time);
+    keep(step);
     render();
   });
   socket.on('tracking-position', (p) => {

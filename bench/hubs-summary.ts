@@ -4,7 +4,7 @@
  * round, medians over rounds, the table and the verdicts. Pure, so it is tested alone.
  */
 import type { RedisKind, RedisSample } from './redis-probe.js';
-import { callsDelta, formatNumber } from './stats.js';
+import { callsDelta, formatNumber, ratio } from './stats.js';
 import type { LatencySummary } from './stats.js';
 import type { Loop } from './summary.js';
 import { median } from './summary.js';
@@ -82,11 +82,6 @@ export function windowCommands(start: RedisSample, end: RedisSample, probe: Read
     perPrimary.push(sum);
   });
   return { total: perPrimary.reduce((a, b) => a + b, 0), byName, perPrimary };
-}
-
-function ratio(value: number, baseline: number | undefined): number {
-  if (baseline === undefined || !Number.isFinite(value) || !Number.isFinite(baseline) || baseline <= 0) return Number.NaN;
-  return value / baseline;
 }
 
 /** Each run with its ratios to the one-hub run of the same Redis kind, loop and round. */

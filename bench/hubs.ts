@@ -19,7 +19,7 @@ import { capsHubArgs, freePort, Progress, Running, startServer, waitListening } 
 import type { Server } from './processes.js';
 import { CLUSTER_PRIMARIES, PROBE_CALLS, RedisProbe, startRedisOf, ticksOf } from './redis-probe.js';
 import type { BenchRedisSetup, RedisKind, RedisSample } from './redis-probe.js';
-import { busyTicksOf, formatNumber, othersShare, ticksPerItemUs } from './stats.js';
+import { machineTicksOf, formatNumber, othersShare, ticksPerItemUs } from './stats.js';
 import type { Loop } from './summary.js';
 
 type Flags = FlagValues<typeof benchCommand>;
@@ -27,7 +27,7 @@ type Flags = FlagValues<typeof benchCommand>;
 /** The machine's busy and total CPU ticks, from /proc/stat; undefined where it cannot be read. */
 function busyTicks(): { total: number; busy: number } | undefined {
   try {
-    return busyTicksOf(readFileSync('/proc/stat', 'utf8'));
+    return machineTicksOf(readFileSync('/proc/stat', 'utf8'));
   } catch {
     return undefined;
   }

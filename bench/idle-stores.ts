@@ -19,7 +19,7 @@ import { Progress, Running, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
 import { CLUSTER_PRIMARIES, PROBE_CALLS, RedisProbe, startRedisOf, ticksOf } from './redis-probe.js';
 import type { RedisKind } from './redis-probe.js';
-import { busyTicksOf, formatNumber, othersShare } from './stats.js';
+import { machineTicksOf, formatNumber, othersShare } from './stats.js';
 
 /** The measured window of each idle run. */
 export const IDLE_WINDOW_MS = 5_000;
@@ -174,12 +174,12 @@ async function idleOnce(flags: FlagValues<typeof benchCommand>, kind: RedisKind,
     progress.update(`${name}: settling for ${flags.warmup} s`);
     await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
     progress.update(`${name}: measuring for ${IDLE_WINDOW_MS / 1000} s`);
-    const mark = (): { at: number; hub: number; redis: number; self: number; machine: ReturnType<typeof busyTicksOf> } => ({
+    const mark = (): { at: number; hub: number; redis: number; self: number; machine: ReturnType<typeof machineTicksOf> } => ({
       at: performance.now(),
       hub: ticksOf([h.pid])[0] ?? Number.NaN,
       redis: sum(ticksOf(redis.pids)),
       self: ticksOf([process.pid])[0] ?? Number.NaN,
-      machine: busyTicksOf(readFileSync('/proc/stat', 'utf8')),
+      machine: machineTicksOf(readFileSync('/proc/stat', 'utf8')),
     });
     const a = mark();
     const s = await probe.sample();

@@ -37,8 +37,8 @@ export function summarize(values: readonly number[]): LatencySummary {
 }
 
 /** `value / baseline`, or NaN when there is no usable baseline. */
-export function ratio(value: number, baseline: number): number {
-  if (!Number.isFinite(value) || !Number.isFinite(baseline) || baseline <= 0) return Number.NaN;
+export function ratio(value: number, baseline: number | undefined): number {
+  if (baseline === undefined || !Number.isFinite(value) || !Number.isFinite(baseline) || baseline <= 0) return Number.NaN;
   return value / baseline;
 }
 
@@ -60,16 +60,23 @@ export function cpuTicksOf(statText: string): number {
 export interface MachineTicks {
   total: number;
   steal: number;
+  /** user + nice + system: the time processes kept the cores busy. */
+  busy: number;
 }
 
-/** The first (`cpu `) line of `/proc/stat`: user nice system idle iowait irq softirq steal ... */
+/**
+ * The machine's CPU time from `/proc/stat`'s first (`cpu `) line (user nice system idle iowait irq
+ * softirq steal ...), in clock ticks: all of it, the hypervisor's steal, and what processes kept
+ * busy (user, nice, system: not idle, iowait, steal, nor irq and softirq, which the kernel does not
+ * charge to a process, so that the run's own loopback traffic is not counted as another's).
+ */
 export function machineTicksOf(statText: string): MachineTicks | undefined {
   const line = statText.split('\n').find((l) => l.startsWith('cpu '));
   if (!line) return undefined;
   // guest and guest_nice (fields 9 and 10) are already counted in user and nice
   const fields = line.trim().split(/\s+/).slice(1, 9).map(Number);
   if (fields.length < 8 || fields.some((n) => !Number.isFinite(n))) return undefined;
-  return { total: fields.reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
+  return { total: fields.reduce((a, b) => a + b, 0), steal: fields[7] ?? 0, busy: (fields[0] ?? 0) + (fields[1] ?? 0) + (fields[2] ?? 0) };
 }
 
 /** The hypervisor's share of the machine's CPU time between two samples; NaN without two usable ones. */
@@ -120,20 +127,6 @@ export function callsDelta(before: ReadonlyMap<string, number>, after: ReadonlyM
 export function ticksPerItemUs(ticks: number, items: number, ticksPerSecond = 100): number {
   if (!(items > 0) || !Number.isFinite(ticks)) return Number.NaN;
   return (ticks / ticksPerSecond) * 1e6 / items;
-}
-
-/**
- * The machine's CPU time from `/proc/stat`'s first line, in clock ticks: all of it, and what
- * processes kept busy (user, nice, system: not idle, iowait, steal, nor irq and softirq, which the
- * kernel does not charge to a process, so that the run's own loopback traffic is not counted as another's).
- */
-export function busyTicksOf(statText: string): { total: number; busy: number } | undefined {
-  const line = statText.split('\n').find((l) => l.startsWith('cpu '));
-  if (!line) return undefined;
-  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
-  if (f.length < 8 || f.some((n) => !Number.isFinite(n))) return undefined;
-  const total = f.reduce((a, b) => a + b, 0);
-  return { total, busy: (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) };
 }
 
 /**

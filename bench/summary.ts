@@ -4,6 +4,7 @@
  * figure over the rounds (ratios too: each taken within its own round, then the median).
  */
 import type { LatencySummary } from './stats.js';
+import { ratio } from './stats.js';
 import type { Target } from './targets.js';
 
 export type Loop = 'closed' | 'open';
@@ -40,11 +41,6 @@ export interface RatedResult extends RunResult {
   rounds: number;
   /** Lowest and highest throughput ratio over those rounds. */
   throughputRange: [number, number];
-}
-
-function ratio(value: number, baseline: number | undefined): number {
-  if (baseline === undefined || !Number.isFinite(value) || !Number.isFinite(baseline) || baseline <= 0) return Number.NaN;
-  return value / baseline;
 }
 
 /** Each run with its ratios to the relay of the same loop and round. */

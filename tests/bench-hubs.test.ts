@@ -7,7 +7,7 @@ import type { HubsRun } from '../bench/hubs-summary.js';
 import { formatHubsTable, hubsMedians, hubsVerdicts, projectedCeiling, rateHubs, windowCommands } from '../bench/hubs-summary.js';
 import { grewWith } from '../bench/idle-stores.js';
 import { PROBE_CALLS } from '../bench/redis-probe.js';
-import { busyTicksOf, callsDelta, commandCallsOf, infoNumber, othersShare, ticksPerItemUs } from '../bench/stats.js';
+import { machineTicksOf, callsDelta, commandCallsOf, infoNumber, othersShare, ticksPerItemUs } from '../bench/stats.js';
 import { runCli } from './helpers/cli.js';
 
 const latency = { count: 10, p50: 5, p90: 8, p99: 10, max: 12, mean: 6 };
@@ -94,11 +94,11 @@ describe('bench arithmetic for several hubs', () => {
   });
 
   it('tells what other processes kept the machine busy with, from /proc/stat', () => {
-    const before = busyTicksOf('cpu  100 0 50 800 10 0 5 35 20 0\n');
-    const after = busyTicksOf('cpu  300 0 150 1300 10 0 5 35 0 0\n');
+    const before = machineTicksOf('cpu  100 0 50 800 10 0 5 35 20 0\n');
+    const after = machineTicksOf('cpu  300 0 150 1300 10 0 5 35 0 0\n');
     // user + nice + system; idle, iowait, irq, softirq and steal left out
-    expect(before).toEqual({ total: 1000, busy: 150 });
-    expect(after).toEqual({ total: 1800, busy: 450 });
+    expect(before).toEqual({ total: 1000, busy: 150, steal: 35 });
+    expect(after).toEqual({ total: 1800, busy: 450, steal: 35 });
     // 300 ticks busy in 800, 100 of them the run's own
     expect(othersShare(before, after, 100)).toBe(0.25);
     expect(othersShare(before, after, 400)).toBe(0);

@@ -48,7 +48,7 @@ describe('bench statistics', () => {
   it('reads the hypervisor’s share of the machine (steal) from /proc/stat text', () => {
     const before = machineTicksOf('cpu  100 0 50 800 10 0 5 35 20 0\ncpu0 50 0 25 400 5 0 2 18 10 0\n');
     const after = machineTicksOf('cpu  200 0 100 1500 10 0 10 80 40 0\n');
-    expect(before).toEqual({ total: 1000, steal: 35 });
+    expect(before).toEqual({ total: 1000, steal: 35, busy: 150 });
     expect(stealShare(before, after)).toBeCloseTo(45 / 900, 10);
     expect(stealShare(after, after)).toBeNaN();
     expect(machineTicksOf('intr 1 2 3\n')).toBeUndefined();

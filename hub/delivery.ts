@@ -9,7 +9,7 @@ import { DRIVERS_ROOM, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { RedisFeed } from './redis-feed.js';
-import { SHARDS, shardOf } from './storage/redis-keys.js';
+import { SHARD_IDS, shardOf } from './storage/redis-keys.js';
 import type { AckOutcome, Storage } from './storage/storage.js';
 import { DEFAULT_LIMITS } from './storage/storage.js';
 import { parcelKey } from './storage/storage-core.js';
@@ -57,7 +57,6 @@ const PULL_EVERY_MS = 1_000;
 const HOLD_REFRESH_MS = 2_000;
 /** Several hubs: how often a hub reads the logs it follows again, bells or not. */
 const FOLLOWED_CHECK_MS = 30_000;
-const ALL_SHARDS: readonly number[] = Array.from({ length: SHARDS }, (_, k) => k);
 
 interface Entry extends Dispatchable<CapsSocket> {
   message: ParcelMessage;
@@ -211,12 +210,12 @@ export class Delivery {
       },
       reconnected: () => {
         this.rereadFollowed(feed);
-        this.pullPickups(ALL_SHARDS, true);
+        this.pullPickups(SHARD_IDS, true);
       },
     });
     // prevents the timers from keeping the process alive
     this.feedTimers.push(
-      setInterval(() => this.pullPickups(ALL_SHARDS, true), PULL_EVERY_MS).unref(),
+      setInterval(() => this.pullPickups(SHARD_IDS, true), PULL_EVERY_MS).unref(),
       setInterval(() => void this.keepHeld(), HOLD_REFRESH_MS).unref(),
       // a bell lost without its channel dropping (nothing says so) costs at most this long
       setInterval(() => this.rereadFollowed(feed), FOLLOWED_CHECK_MS).unref(),
@@ -433,7 +432,7 @@ export class Delivery {
 
   /** A driver came online or asked for work. */
   driverReady(socket: CapsSocket): void {
-    if (this.feed) this.pullPickups(ALL_SHARDS, false);
+    if (this.feed) this.pullPickups(SHARD_IDS, false);
     if (this.options.dispatch === 'one') this.pump();
     else this.replay(socket, DRIVER_QUEUE);
   }
@@ -681,7 +680,7 @@ export class Delivery {
     const assigned = this.dispatcher.dispatch(this.driverSlots);
     for (const { pickup, driver } of assigned) this.send(driver, pickup);
     // several hubs: room made while more pickups may wait in Redis
-    if (this.feed && this.saturated && !this.pulling && this.pickupRoom() > 0) this.pullPickups(ALL_SHARDS, false);
+    if (this.feed && this.saturated && !this.pulling && this.pickupRoom() > 0) this.pullPickups(SHARD_IDS, false);
     return assigned;
   }
 

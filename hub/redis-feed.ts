@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type { ParcelMessage } from '../protocol/messages.js';
-import { SHARDS } from './storage/redis-keys.js';
+import { SHARD_IDS } from './storage/redis-keys.js';
 import type { RedisStorage } from './storage/redis-storage.js';
 import { bellMessageOf, redisClient, streamIdAfter, streamIdOf } from './storage/redis-storage.js';
 import { storeMessageId } from './storage/redis-keys.js';
@@ -74,7 +74,7 @@ export class RedisFeed {
   constructor(private readonly storage: RedisStorage) {
     this.bells = redisClient(storage.options, { lazyConnect: true, ...(storage.isCluster ? { shardedSubscribers: true } : {}) });
     this.bells.on('error', () => undefined);
-    this.pickupChannels = new Map(Array.from({ length: SHARDS }, (_, k) => [storage.keys.pickupBell(k), k]));
+    this.pickupChannels = new Map(SHARD_IDS.map((k) => [storage.keys.pickupBell(k), k]));
     let readyOnce = false;
     this.bells.on('ready', () => {
       if (readyOnce) this.handlers?.reconnected();

@@ -14,6 +14,9 @@ import type { ParcelEvent } from '../../protocol/schemas.js';
  */
 export const SHARDS = 16;
 
+/** Every shard's number, 0 to SHARDS - 1: for what is done on every shard. */
+export const SHARD_IDS: readonly number[] = Array.from({ length: SHARDS }, (_, k) => k);
+
 /** The consumer group of every pickups stream. */
 export const DRIVERS_GROUP = 'drivers';
 

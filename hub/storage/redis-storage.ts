@@ -9,7 +9,7 @@ import type { Order, StepDetails } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelCursor, ParcelPage, ParcelRecord, ParcelStep, QueueInfo, Storage, StepInput, StepOutcome, StorageLimits, StoreSummary } from './storage.js';
 import { DEFAULT_LIMITS, noCounts, page } from './storage.js';
 import { buildMessage } from './storage-core.js';
-import { DRIVERS_GROUP, RedisKeys, SHARDS, parsePickupId, parseStoreId, pickupMessageId, shardOf, storeMessageId } from './redis-keys.js';
+import { DRIVERS_GROUP, RedisKeys, SHARD_IDS, parsePickupId, parseStoreId, pickupMessageId, shardOf, storeMessageId } from './redis-keys.js';
 import { ACK_PICKUP, ACK_STORE, CREATE_GROUP, DROP_CONSUMERS, HOLD, PRUNE, READ_LOG, RECORD_STEP, RECORD_STEP_KEYS } from './redis-scripts.js';
 
 type Client = Redis | Cluster;
@@ -126,7 +126,7 @@ export class RedisStorage implements Storage {
   /** Where the next read of pickups starts (turns round the shards). */
   private firstShard = 0;
   /** Each shard's XAUTOCLAIM cursor: a sweep goes on where the last one stopped. */
-  private readonly sweepFrom: string[] = Array.from({ length: SHARDS }, () => '0-0');
+  private readonly sweepFrom: string[] = SHARD_IDS.map(() => '0-0');
 
   constructor(readonly options: RedisStorageOptions) {
     this.keys = new RedisKeys(options.prefix ?? 'caps:');
@@ -151,7 +151,7 @@ export class RedisStorage implements Storage {
   async open(): Promise<void> {
     if (this.redis.status === 'wait') await this.redis.connect();
     await this.ready(10_000);
-    await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.createGroup(k)));
+    await Promise.all(SHARD_IDS.map((k) => this.createGroup(k)));
     await this.ping();
     await this.check();
     this.timer = setInterval(() => void this.check(), CHECK_MS);
@@ -196,7 +196,7 @@ export class RedisStorage implements Storage {
       this.memoryUse = fullest;
       // the hub's bound on pickups: counted near it, and every COUNT_EVERY looks (other hubs add pickups too)
       if (this.pickupsQueued < this.limits.maxPickups / 2 && ++this.looks % COUNT_EVERY !== 0) return;
-      const counts = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.redis.hget(this.keys.meta(k), 'waiting')));
+      const counts = await Promise.all(SHARD_IDS.map((k) => this.redis.hget(this.keys.meta(k), 'waiting')));
       this.pickupsQueued = counts.reduce((sum, n) => sum + Math.max(0, Number(n ?? 0)), 0);
     } catch {
       // Redis away: its refusals say so
@@ -238,7 +238,8 @@ export class RedisStorage implements Storage {
   async prune(before: string, limit: number): Promise<number> {
     let removed = 0;
     const beforeMs = String(Date.parse(before));
-    for (let k = 0; k < SHARDS && removed < limit; k++) {
+    for (const k of SHARD_IDS) {
+      if (removed >= limit) break;
       removed += await this.call(() => this.redis.capsPrune(this.keys.done(k), this.keys.stores(k), this.keys.shard(k), beforeMs, String(limit - removed)));
     }
     return removed;
@@ -344,7 +345,7 @@ export class RedisStorage implements Storage {
   /** Every message queued: the pickups of every shard, or a store's log, in order. */
   async pending(queue: string): Promise<ParcelMessage[]> {
     if (queue !== DRIVER_QUEUE) return this.readLog(queue, '-', -1);
-    const shards = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.xrange(this.keys.pickups(k), '-', '+'))));
+    const shards = await Promise.all(SHARD_IDS.map((k) => this.call(() => this.redis.xrange(this.keys.pickups(k), '-', '+'))));
     const inStreams = shards.flatMap((entries, k) => entries.map((entry) => pickupOf(k, entry as StreamEntry)));
     // and those waiting their store's turn (no message id until they enter the stream)
     const waiting: ParcelMessage[] = [];
@@ -422,7 +423,7 @@ export class RedisStorage implements Storage {
    * hub process is a consumer of its own); `self` stays. Resolves with how many went.
    */
   async dropIdleConsumers(self: string, idleMs: number): Promise<number> {
-    const dropped = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.capsDropConsumers(this.keys.pickups(k), DRIVERS_GROUP, self, String(idleMs)))));
+    const dropped = await Promise.all(SHARD_IDS.map((k) => this.call(() => this.redis.capsDropConsumers(this.keys.pickups(k), DRIVERS_GROUP, self, String(idleMs)))));
     return dropped.reduce((a, b) => a + b, 0);
   }
 
@@ -470,7 +471,7 @@ export class RedisStorage implements Storage {
   }
 
   private async storeNames(): Promise<string[]> {
-    const shards = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.smembers(this.keys.stores(k)))));
+    const shards = await Promise.all(SHARD_IDS.map((k) => this.call(() => this.redis.smembers(this.keys.stores(k)))));
     return shards.flat().sort();
   }
 
@@ -498,7 +499,7 @@ export class RedisStorage implements Storage {
   }
 
   async findParcels(orderId: string): Promise<ParcelRecord[]> {
-    const shards = await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.smembers(this.keys.orders(k, orderId)))));
+    const shards = await Promise.all(SHARD_IDS.map((k) => this.call(() => this.redis.smembers(this.keys.orders(k, orderId)))));
     const found = await Promise.all(shards.flat().sort().map((store) => this.parcel(store, orderId)));
     return found.filter((p): p is ParcelRecord => p !== undefined);
   }
@@ -530,7 +531,7 @@ export class RedisStorage implements Storage {
    */
   async ping(): Promise<void> {
     const now = new Date().toISOString();
-    await Promise.all(Array.from({ length: SHARDS }, (_, k) => this.call(() => this.redis.set(`${this.keys.shard(k)}ready`, now, 'PX', 60_000))));
+    await Promise.all(SHARD_IDS.map((k) => this.call(() => this.redis.set(`${this.keys.shard(k)}ready`, now, 'PX', 60_000))));
   }
 
   close(): Promise<void> {

@@ -1,5 +1,8 @@
 import type { DashboardStats, DriverLocation, ParcelMessage, ParcelUpdate } from '../protocol/messages.js';
 import { parcelRoom, positionRoom, storeRoom } from './identity.js';
+import { InTransit } from './in-transit.js';
+import type { ParcelRef } from './in-transit.js';
+import { parcelKey } from './storage/storage-core.js';
 import { trackingPosition, trackingStep } from './tracking.js';
 import type { Delivery } from './delivery.js';
 import type { Metrics } from './metrics.js';
@@ -26,6 +29,8 @@ export class Dashboards {
   private timer: NodeJS.Timeout | undefined;
   private lastTotal = 0;
   private lastAt = performance.now();
+  /** The parcels each driver has in transit: they, with its pickups held, say whose its position is. */
+  private readonly inTransit = new InTransit();
 
   constructor(
     private readonly nsp: CapsNamespace,
@@ -63,6 +68,7 @@ export class Dashboards {
 
   /** With several hubs, broadcast while a dashboard is open on any hub. */
   step(message: ParcelMessage): void {
+    this.inTransit.step(message.event, message, message.driver);
     this.track(message);
     // nobody watching: skip the encoding of a broadcast that reaches no one
     if (!this.watchedAnywhere()) return;
@@ -78,12 +84,13 @@ export class Dashboards {
   /**
    * A driver's position: each store whose parcels it holds hears it (vendors and that store's
    * dashboards), with only its own parcels; dashboards of every store hear every position.
+   * Its parcels: the pickups it holds (`held`, not yet acknowledged) and those it has in transit.
    */
-  location(location: DriverLocation, held: ReadonlyArray<{ store: string; orderId: string }>): void {
+  location(location: DriverLocation, held: readonly ParcelRef[]): void {
     const byStore = new Map<string, string[]>();
-    for (const { store, orderId } of held) byStore.set(store, [...(byStore.get(store) ?? []), orderId]);
+    for (const { store, orderId } of this.carried(location.driver, held)) byStore.set(store, [...(byStore.get(store) ?? []), orderId]);
     for (const [store, orderIds] of byStore) this.nsp.to(storeRoom(store)).to(storeDashboards(store)).emit('location', { ...location, orderIds });
-    if (this.watchedAnywhere(ALL_STORES)) this.nsp.to(ALL_STORES).emit('location', location);
+    if (this.watchedAnywhere(ALL_STORES)) this.nsp.to(ALL_STORES).emit('location', { ...location, orderIds: [...byStore.values()].flat() });
     // the tracking pages of the parcels it carries in transit (held above are pickups not yet reported)
     const room = positionRoom(location.driver);
     if (this.watchedAnywhere(room)) this.nsp.to(room).emit('tracking-position', trackingPosition(location));
@@ -119,6 +126,12 @@ export class Dashboards {
     else this.nsp.in(room).socketsLeave(positionRoom(driver));
   }
 
+  /** A driver's parcels: the pickups it holds, then those in transit with it, each once. */
+  private carried(driver: string, held: readonly ParcelRef[]): ParcelRef[] {
+    const seen = new Set(held.map((h) => parcelKey(h.store, h.orderId)));
+    return [...held, ...this.inTransit.of(driver).filter((p) => !seen.has(parcelKey(p.store, p.orderId)))];
+  }
+
   close(): void {
     clearInterval(this.timer);
     this.timer = undefined;
@@ -130,9 +143,10 @@ export class Dashboards {
     const seconds = (now - this.lastAt) / 1000;
     const eventsPerSecond = seconds > 0 ? (total - this.lastTotal) / seconds : 0;
     // a dashboard of one store sees that store: its vendors, and the drivers holding its parcels
+    // (pickups not yet acknowledged, or in transit)
     const drivers = this.delivery
       .driverLoads()
-      .map((d) => ({ name: d.name, holding: d.holding.filter((h) => store === undefined || h.store === store).map((h) => h.orderId) }))
+      .map((d) => ({ name: d.name, holding: this.carried(d.name, d.holding).filter((h) => store === undefined || h.store === store).map((h) => h.orderId) }))
       .filter((d) => store === undefined || d.holding.length > 0);
     const clients = { vendor: 0, driver: 0, dashboard: 0, unknown: 0 };
     if (store === undefined) {

@@ -5,7 +5,7 @@ import { CapsError } from '../protocol/errors.js';
 import type { CapsErrorCode } from '../protocol/errors.js';
 import { fail, ok } from '../protocol/result.js';
 import { PARCEL_EVENTS, nameSchema } from '../protocol/schemas.js';
-import { attemptOf } from '../protocol/lifecycle.js';
+import { DEFAULT_MAX_ATTEMPTS, attemptOf } from '../protocol/lifecycle.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { subjectOf } from '../protocol/token.js';
 import type { Delivery } from './delivery.js';
@@ -21,6 +21,8 @@ export interface ApiOptions {
   /** The token keys and revocations; undefined: a hub with no secret (lab mode only). */
   keyring: Keyring | undefined;
   allowAnonymous: boolean;
+  /** A store's maximum of delivery attempts (hub options maxAttempts, storeMaxAttempts); absent: the default. */
+  maxAttempts?: (store: string) => number;
 }
 
 /** Who is asking: a verified token's subject, or `anonymous` in open lab mode. */
@@ -69,7 +71,9 @@ export function trackingApi(options: ApiOptions): Router {
     const scope = storeScope(caller);
     if (caller.role === 'driver') throw new CapsError('CAPS_ERR_FORBIDDEN', 'drivers do not list stores');
     const stores = (await storage.stores()).filter((s) => scope === undefined || s.store === scope);
-    res.json(ok({ stores }));
+    // "attempt 2 of 3" on a dashboard: the maximum the next failure of a parcel there is judged by
+    const maxAttempts = options.maxAttempts ?? (() => DEFAULT_MAX_ATTEMPTS);
+    res.json(ok({ stores: stores.map((s) => ({ ...s, maxAttempts: maxAttempts(s.store) })) }));
   });
 
   api.get('/stores/:store/packages', async (req, res) => {

@@ -295,7 +295,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   app.get('/api/openapi.json', (_req, res) => {
     res.json(OPENAPI);
   });
-  app.use('/api', trackingApi({ storage, delivery, metrics, keyring, allowAnonymous }));
+  app.use('/api', trackingApi({ storage, delivery, metrics, keyring, allowAnonymous, maxAttempts }));
   app.use(trackingPage({ storage, metrics, keyring }));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {

@@ -62,6 +62,16 @@ const parcel = {
   },
 };
 
+const storeSummary = {
+  type: 'object',
+  required: ['store', 'counts', 'maxAttempts'],
+  properties: {
+    store: { type: 'string' },
+    counts: { type: 'object', description: 'parcels per state', additionalProperties: { type: 'integer', minimum: 0 } },
+    maxAttempts: { type: 'integer', minimum: 1, description: "the store's maximum of delivery attempts (--max-attempts, --store-max-attempts)" },
+  },
+};
+
 const webhook = {
   type: 'object',
   required: ['id', 'store', 'url', 'events', 'state', 'pending', 'created'],
@@ -107,7 +117,7 @@ export const OPENAPI = {
     '/api/stores': {
       get: {
         summary: 'Every store with parcels, and how many are in each state (a store token: its own)',
-        responses: { '200': { description: 'The stores', ...json(okOf({ type: 'object', properties: { stores: { type: 'array' } } })) }, ...errors },
+        responses: { '200': { description: 'The stores', ...json(okOf({ type: 'object', properties: { stores: { type: 'array', items: storeSummary } } })) }, ...errors },
       },
     },
     '/api/stores/{store}/packages': {

@@ -108,9 +108,10 @@ describe('the dashboard in a real browser', () => {
     await expect(driver.request('failed', { store: 'acme', orderId: retried.orderId, reason: 'recipient-absent', note })).resolves.toMatchObject({ ok: true, data: { reattempt: true } });
     const again = card(retried, 'pickup').and(page.locator('[data-attempt="2"]'));
     await again.waitFor({ timeout: 10_000 });
-    await expect(again.locator('.badge').textContent()).resolves.toBe('2nd attempt');
+    // "of 3" once the board has the store's maximum (GET /api/stores, asked again after live steps)
+    await again.locator('.badge:text-is("attempt 2 of 3")').waitFor({ timeout: 10_000 });
     await expect(again.locator('.failure').textContent()).resolves.toBe(`Attempt 1 failed: recipient absent ${note}`);
-    await expect(again.getAttribute('aria-label')).resolves.toContain('Waiting for pickup, 2nd attempt, attempt 1 failed: recipient absent');
+    await expect(again.getAttribute('aria-label')).resolves.toContain('Waiting for pickup, attempt 2 of 3, attempt 1 failed: recipient absent');
     expect(await card(retried, 'in-transit').count()).toBe(0);
 
     // refused: no attempt follows; the parcel waits under failed until the driver returns it
@@ -134,7 +135,7 @@ describe('the dashboard in a real browser', () => {
     await input.press('Enter');
     const found = page.locator(`.found-parcel[data-order-id="${retried.orderId}"]`);
     await found.and(page.locator('[data-state="pickup"]')).waitFor({ timeout: 10_000 });
-    await expect(found.locator('.found-attempt').textContent()).resolves.toBe('2nd attempt');
+    await expect(found.locator('.found-attempt').textContent()).resolves.toBe('attempt 2 of 3');
 
     // the 2nd attempt is delivered
     const [, , , second] = await driver.waitFor('pickup', 4, 'the re-attempt to reach the driver');

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_MAX_ATTEMPTS } from '../protocol/lifecycle.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { Cleanup, RawClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
 
@@ -71,7 +72,7 @@ describe('tracking API', () => {
     await expect(get(url, `/api/packages/${order('flowers', 1).orderId}`, acme)).resolves.toMatchObject({ status: 404, body: { error: { code: 'CAPS_ERR_NOT_FOUND' } } });
     await expect(get(url, '/api/stores/flowers/packages', { role: 'dashboard', store: 'acme' })).resolves.toMatchObject({ status: 403 });
     const stores = await get(url, '/api/stores', acme);
-    expect(stores.body.data.stores).toEqual([{ store: 'acme', counts: { pickup: 2, 'in-transit': 2, delivered: 1, failed: 0, returned: 0, cancelled: 0 } }]);
+    expect(stores.body.data.stores).toEqual([{ store: 'acme', counts: { pickup: 2, 'in-transit': 2, delivered: 1, failed: 0, returned: 0, cancelled: 0 }, maxAttempts: DEFAULT_MAX_ATTEMPTS }]);
     const queues = await get(url, '/api/queues', acme);
     expect(queues.body.data.queues.map((q: { queue: string }) => q.queue)).toEqual(['acme']);
     expect(queues.body.data.queues[0]).toMatchObject({ depth: 4, oldestAgeSeconds: expect.any(Number) });

@@ -57,4 +57,33 @@ describe('location over sockets', () => {
     await expect(driver.request('location', { lat: 1, lng: 1, secret: true })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_INVALID_PAYLOAD' } });
     await expect(acme.request('location', { lat: 1, lng: 1 })).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
   });
+
+  it('reaches a store while its parcel is in transit with the driver (pickup acknowledged), and stops once delivered', async () => {
+    const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
+    const client = (token: string): RawClient => cleanup.add(new RawClient(url, { auth: { token } }), (c) => c.close());
+    const acme = client(tokenFor({ role: 'vendor', store: 'acme' }));
+    const acmeBoard = client(tokenFor({ role: 'dashboard', store: 'acme' }));
+    const otherBoard = client(tokenFor({ role: 'dashboard', store: 'other' }));
+    // a driver that acknowledges its pickups at once, like CAPS's own: it holds none by the time it moves
+    const driver = client(tokenFor({ role: 'driver', name: 'd1' }));
+    await Promise.all([acme, acmeBoard, otherBoard, driver].map((c) => c.connected()));
+    const parcel = order('acme', 1);
+    await expect(acme.request('pickup', parcel)).resolves.toMatchObject({ ok: true });
+    await driver.waitFor('pickup', 1, 'the driver to be handed acme’s parcel');
+    await expect(driver.request('in-transit', parcel)).resolves.toMatchObject({ ok: true });
+
+    await expect(driver.request('location', { lat: 48.8566, lng: 2.3522 })).resolves.toMatchObject({ ok: true });
+    const expected = { driver: 'd1', lat: 48.8566, lng: 2.3522, orderIds: [parcel.orderId] };
+    await expect(acme.waitFor('location', 1, 'acme’s vendor to hear its driver in transit')).resolves.toMatchObject([expected]);
+    await expect(acmeBoard.waitFor('location', 1, 'acme’s dashboard to hear its driver in transit')).resolves.toMatchObject([expected]);
+
+    await expect(driver.request('delivered', parcel)).resolves.toMatchObject({ ok: true });
+    // once a second at most: the next position is kept as soon as the hub takes one again
+    await poll(async () => ((await driver.request<{ ok: boolean }>('location', { lat: 48.86, lng: 2.36 })).ok ? true : undefined), 'the hub to keep the next position', 5_000, 100);
+    // a round trip on each socket after the relay: nothing more arrived
+    await expect(acmeBoard.request('getAll', { queue: 'acme' })).resolves.toBeDefined();
+    await expect(otherBoard.request('getAll', { queue: 'other' })).resolves.toBeDefined();
+    expect(acmeBoard.of('location')).toHaveLength(1);
+    expect(otherBoard.of('location')).toEqual([]);
+  });
 });

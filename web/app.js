@@ -36,6 +36,12 @@
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   /** store → orderId → parcel */
   const parcels = new Map();
+  /** store → its maximum of delivery attempts (GET /api/stores), for "attempt 2 of 3" */
+  const maxAttempts = new Map();
+  /** driver → its latest position heard live (`location`): what the hub sent this board, nothing else */
+  const positions = new Map();
+  /** A position older than this is shown as stale (a driver sends one every few seconds while it drives). */
+  const STALE_MS = 2 * 60_000;
   const $ = (id) => document.getElementById(id);
   window.capsBoard = { loadedAt: Date.now(), parcels };
 
@@ -81,6 +87,12 @@
     return `${n}${suffix}`;
   }
 
+  /** "attempt 2 of 3" once the store's maximum is known, "2nd attempt" until then. */
+  function attemptWords(store, attempt) {
+    const max = maxAttempts.get(store);
+    return max === undefined ? `${ordinal(attempt)} attempt` : `attempt ${attempt} of ${max}`;
+  }
+
   const reasonWords = (reason) => REASON_WORDS[reason] ?? String(reason ?? 'no reason given');
 
   /** A failed step's reason and note, for the card. */
@@ -103,6 +115,7 @@
       time: last?.time ?? '',
       driver: p.driver,
       failure: failureOf(history.filter((step) => step.event === 'failed').at(-1)),
+      eta: p.state === 'in-transit' ? history.filter((step) => step.event === 'in-transit').at(-1)?.details?.eta : undefined,
       place: last ? placeOf(last) : { attempt: 1, rank: 0, time: '' },
     };
   }
@@ -126,6 +139,7 @@
       // a parcel back in the pool is nobody's yet
       driver: waiting ? undefined : (u.driver ?? known?.driver),
       failure: u.event === 'failed' ? failureOf(u) : known?.failure,
+      eta: u.event === 'in-transit' ? u.details?.eta : undefined,
       place: again ? { attempt: attempt + 1, rank: RANK.pickup, time: String(u.time) } : placeOf(u),
     };
   }
@@ -177,11 +191,12 @@
     card.dataset.store = parcel.store;
     card.dataset.state = parcel.state;
     card.dataset.attempt = String(parcel.attempt);
+    if (parcel.driver) card.dataset.driver = parcel.driver;
     if (isFound(parcel)) card.classList.add('found');
     // why it failed, while that still matters: waiting or on its way again, failed, returned
     const failure = parcel.state !== 'delivered' ? parcel.failure : undefined;
     const said = [`${STATE_WORDS.get(parcel.state) ?? parcel.state}`];
-    if (parcel.attempt > 1) said.push(`${ordinal(parcel.attempt)} attempt`);
+    if (parcel.attempt > 1) said.push(attemptWords(parcel.store, parcel.attempt));
     if (failure) said.push(`attempt ${failure.attempt} failed: ${reasonWords(failure.reason)}`);
     card.setAttribute('aria-label', `Parcel ${parcel.orderId} for ${parcel.customer}: ${said.join(', ')}. Open its timeline.`);
     const id = document.createElement('span');
@@ -197,7 +212,7 @@
     if (parcel.attempt > 1) {
       const badge = document.createElement('span');
       badge.className = 'badge attempt';
-      badge.textContent = `${ordinal(parcel.attempt)} attempt`;
+      badge.textContent = attemptWords(parcel.store, parcel.attempt);
       card.append(badge);
     }
     if (failure) {
@@ -213,11 +228,111 @@
       }
       card.append(why);
     }
+    if (parcel.state === 'in-transit') {
+      const eta = etaWords(parcel.eta);
+      if (eta) {
+        const expected = document.createElement('span');
+        expected.className = 'eta';
+        expected.textContent = `ETA ${eta}`;
+        card.append(expected);
+      }
+      showWhere(card);
+    }
     card.addEventListener('click', () => openTimeline(parcel.orderId, parcel.store));
     item.append(card);
     const list = section.querySelector(`.column[data-state="${parcel.state}"] .cards`);
     list.prepend(item);
     while (list.children.length > PER_COLUMN) list.lastElementChild.remove();
+  }
+
+  // ── drivers' positions ──────────────────────────────────────────────────────
+  /** An ETA of a step's details as a time of day (a date too when not today); undefined if not a time. */
+  function etaWords(eta) {
+    const at = new Date(eta);
+    if (eta === undefined || Number.isNaN(at.getTime())) return undefined;
+    return at.toDateString() === new Date().toDateString() ? at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : at.toLocaleString();
+  }
+
+  const finite = (n) => typeof n === 'number' && Number.isFinite(n);
+
+  /** A `location` as the board keeps it, or undefined if it is not one (the page trusts no payload's shape). */
+  function positionOf(l) {
+    if (typeof l?.driver !== 'string' || !finite(l.lat) || !finite(l.lng) || Math.abs(l.lat) > 90 || Math.abs(l.lng) > 180) return undefined;
+    return {
+      lat: l.lat,
+      lng: l.lng,
+      heading: finite(l.heading) ? l.heading : undefined,
+      speed: finite(l.speed) ? l.speed : undefined,
+      // its age is counted from when this page heard it: the hub relays it at once, and the two clocks may disagree
+      heardAt: Date.now(),
+    };
+  }
+
+  const coordinates = (p) => `${p.lat.toFixed(5)}, ${p.lng.toFixed(5)}`;
+  const isStale = (p) => Date.now() - p.heardAt > STALE_MS;
+
+  function ageWords(p) {
+    const seconds = Math.max(0, Math.round((Date.now() - p.heardAt) / 1000));
+    const ago = seconds < 120 ? `${seconds} s ago` : `${Math.round(seconds / 60)} min ago`;
+    return isStale(p) ? `stale: updated ${ago}` : `updated ${ago}`;
+  }
+
+  function motionWords(p) {
+    const said = [];
+    if (p.heading !== undefined) said.push(`heading ${Math.round(p.heading)}°`);
+    if (p.speed !== undefined) said.push(`${(p.speed * 3.6).toFixed(0)} km/h`);
+    return said.join(', ');
+  }
+
+  /** The position of a card's driver on the card (in transit), or none once it has none. */
+  function showWhere(card) {
+    const p = card.dataset.state === 'in-transit' && card.dataset.driver !== undefined ? positions.get(card.dataset.driver) : undefined;
+    let where = card.querySelector('.where');
+    if (!p) {
+      where?.remove();
+      return;
+    }
+    if (!where) {
+      where = document.createElement('span');
+      where.className = 'where';
+      card.append(where);
+    }
+    where.dataset.stale = String(isStale(p));
+    where.textContent = `${card.dataset.driver} at ${coordinates(p)} · ${ageWords(p)}`;
+  }
+
+  function showWhereAll() {
+    for (const card of document.querySelectorAll('.column[data-state="in-transit"] .card')) showWhere(card);
+  }
+
+  /** A position's lines in the drivers panel: where (a link to the map), which way and how fast, how old. */
+  function positionItem(p) {
+    const div = document.createElement('div');
+    div.className = 'position';
+    div.dataset.stale = String(isStale(p));
+    const map = new URL('https://www.openstreetmap.org/');
+    map.searchParams.set('mlat', String(p.lat));
+    map.searchParams.set('mlon', String(p.lng));
+    map.hash = `map=16/${p.lat}/${p.lng}`;
+    const link = document.createElement('a');
+    link.href = map.href;
+    link.target = '_blank';
+    link.rel = 'noopener noreferrer';
+    link.className = 'coordinates';
+    link.textContent = coordinates(p);
+    div.append(link);
+    const motion = motionWords(p);
+    if (motion) {
+      const span = document.createElement('span');
+      span.className = 'motion';
+      span.textContent = motion;
+      div.append(span);
+    }
+    const age = document.createElement('span');
+    age.className = 'age';
+    age.textContent = ageWords(p);
+    div.append(age);
+    return div;
   }
 
   const known = (store, orderId) => parcels.get(store)?.get(orderId);
@@ -252,7 +367,10 @@
         ({ stores }) => {
           if (asked < counts.shown) return;
           counts.shown = asked;
-          for (const s of stores) showCounts(s.store, s.counts);
+          for (const s of stores) {
+            learnMaxAttempts(s);
+            showCounts(s.store, s.counts);
+          }
         },
         // the next step asks again; the board itself is still live
         () => undefined,
@@ -260,8 +378,21 @@
     }, 1_000);
   }
 
+  /** A store's maximum of attempts, from its summary; its cards say "of N" from then on. */
+  function learnMaxAttempts({ store, maxAttempts: max }) {
+    if (!Number.isInteger(max) || max < 1 || maxAttempts.get(store) === max) return;
+    maxAttempts.set(store, max);
+    // the store's cards again, bottom up per column, so that each keeps its place
+    const section = document.querySelector(`section.store[data-store="${CSS.escape(store)}"]`);
+    for (const card of [...(section?.querySelectorAll('.card') ?? [])].reverse()) {
+      const parcel = known(store, card.dataset.orderId);
+      if (parcel) render(parcel);
+    }
+  }
+
   async function loadBoard() {
     const { stores } = await api('/stores');
+    for (const summary of stores) learnMaxAttempts(summary);
     for (const { store, counts: byState } of stores) {
       showCounts(store, byState);
       const { packages } = await api(`/stores/${encodeURIComponent(store)}/packages?limit=${PER_COLUMN}`);
@@ -507,7 +638,7 @@
         field(dl, 'Store', p.store);
         field(dl, 'Order id', p.orderId);
         field(dl, 'State', STATE_WORDS.get(p.state) ?? p.state).className = 'found-state';
-        if ((p.attempts ?? 1) > 1) field(dl, 'Attempt', `${ordinal(p.attempts)} attempt`).className = 'found-attempt';
+        if ((p.attempts ?? 1) > 1) field(dl, 'Attempt', attemptWords(p.store, p.attempts)).className = 'found-attempt';
         field(dl, 'Customer', p.address ? `${p.customer}, ${p.address}` : p.customer);
         const steps = document.createElement('ol');
         steps.className = 'steps';
@@ -534,26 +665,45 @@
     $('search-id').focus();
   });
 
-  function renderStats(stats) {
-    $('eps').textContent = stats.eventsPerSecond === undefined ? '—' : String(stats.eventsPerSecond);
-    $('driver-count').textContent = String(stats.clients.driver);
-    $('vendor-count').textContent = String(stats.clients.vendor);
+  /** The drivers of the latest stats (those this board may see), each with its position if it sent one. */
+  let drivers = [];
+
+  function renderDrivers() {
     $('drivers').replaceChildren(
-      ...stats.drivers.map((d) => {
+      ...drivers.map((d) => {
         const li = document.createElement('li');
+        li.dataset.driver = d.name;
         const name = document.createElement('span');
+        name.className = 'name';
         name.textContent = d.name;
         const load = document.createElement('span');
         load.textContent = `${d.holding.length} parcel${d.holding.length === 1 ? '' : 's'}`;
         li.append(name, load);
+        const p = positions.get(d.name);
+        if (p) li.append(positionItem(p));
         return li;
       }),
     );
-    if (stats.drivers.length === 0) {
+    if (drivers.length === 0) {
       const li = document.createElement('li');
       li.textContent = 'none';
       $('drivers').append(li);
     }
+  }
+
+  function renderStats(stats) {
+    $('eps').textContent = stats.eventsPerSecond === undefined ? '—' : String(stats.eventsPerSecond);
+    $('driver-count').textContent = String(stats.clients.driver);
+    $('vendor-count').textContent = String(stats.clients.vendor);
+    drivers = Array.isArray(stats.drivers) ? stats.drivers : [];
+    // a driver gone (offline, or no longer holding a parcel this board may see) leaves with its position
+    const listed = new Set(drivers.map((d) => d.name));
+    let forgot = false;
+    for (const name of positions.keys()) {
+      if (!listed.has(name)) forgot = positions.delete(name);
+    }
+    renderDrivers();
+    if (forgot) showWhereAll();
     $('queues').replaceChildren(
       ...stats.queues.map((q) => {
         const tr = document.createElement('tr');
@@ -587,4 +737,17 @@
     countSoon();
   });
   socket.on('stats', renderStats);
+  socket.on('location', (l) => {
+    const p = positionOf(l);
+    if (!p) return;
+    positions.set(l.driver, p);
+    renderDrivers();
+    showWhereAll();
+  });
+  // ages and staleness move on between positions (and while the hub is away)
+  setInterval(() => {
+    if (positions.size === 0) return;
+    renderDrivers();
+    showWhereAll();
+  }, 1_000);
 })();

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { LOCATION_EVERY_MS, Locations } from '../hub/locations.js';
+import { InTransit } from '../hub/in-transit.js';
 import type { DriverLocation } from '../protocol/messages.js';
 import { poll } from './helpers/wait.js';
 import { Cleanup, RawClient, order, startSecureHub, tokenFor } from './helpers/hub.js';
@@ -85,5 +86,21 @@ describe('location over sockets', () => {
     await expect(otherBoard.request('getAll', { queue: 'other' })).resolves.toBeDefined();
     expect(acmeBoard.of('location')).toHaveLength(1);
     expect(otherBoard.of('location')).toEqual([]);
+  });
+});
+
+describe('InTransit: which parcels each driver carries', () => {
+  it('takes a parcel back at its next step, and stays within its bound, the oldest going first', () => {
+    const vans = new InTransit(2);
+    const parcel = (n: number) => ({ store: 'acme', orderId: `o${n}` });
+    vans.step('in-transit', parcel(1), 'd1');
+    vans.step('in-transit', parcel(2), 'd1');
+    vans.step('in-transit', parcel(3), 'd2');
+    expect(vans.size).toBe(2);
+    expect(vans.of('d1')).toEqual([parcel(2)]);
+    expect(vans.of('d2')).toEqual([parcel(3)]);
+    vans.step('failed', parcel(2), 'd1');
+    vans.step('delivered', parcel(3), 'd2');
+    expect([vans.size, vans.of('d1'), vans.of('d2')]).toEqual([0, [], []]);
   });
 });

@@ -321,7 +321,7 @@ export function runDemo(argv: readonly string[]): Promise<number> {
     }
     for (const name of ['driver-1', 'driver-2']) {
       // a real round has doors nobody opens: some attempts fail, go back to the drivers, and some parcels back to their store
-      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay), '--fail-percent', String(flags['fail-percent'])], undefined, signToken(secret, { role: 'driver', name })));
+      launch(add(name, () => ['driver', ...common, '--name', name, '--delay', String(flags.delay), '--fail-percent', String(flags['fail-percent']), '--location-every', '1500'], undefined, signToken(secret, { role: 'driver', name })));
     }
     const dashboard = `${url}/#token=${signToken(secret, { role: 'dashboard' }, { expiresInSeconds: 7 * 86_400 })}`;
     say(`CAPS demo running: hub at ${url}  (health: ${url}/healthz). Press Ctrl-C to stop.`);

@@ -27,7 +27,18 @@ export interface DriverOptions {
   outcome?: (message: ParcelMessage) => 'delivered' | FailureReason;
   /** Share of attempts that fail (0 to 1) when no `outcome` is given. Default 0. */
   failShare?: number;
+  /**
+   * While carrying parcels, send a (simulated) position this often, in ms: the van drives about
+   * town from `start`. Default 0: never (a real driver app sends its GPS fix).
+   */
+  locationEveryMs?: number;
+  /** Where the simulated van starts. Default: near Seattle's centre, a little apart per driver. */
+  start?: { lat: number; lng: number };
 }
+
+/** The simulated van's speed, in metres per second (about 30 km/h in town). */
+const VAN_SPEED = 8;
+const METRES_PER_DEGREE = 111_320;
 
 /** Why attempts fail, roughly as often as they do: nobody home by far the most. */
 const FAILURES: readonly FailureReason[] = ['recipient-absent', 'recipient-absent', 'recipient-absent', 'access-denied', 'address-not-found', 'refused'];
@@ -59,6 +70,9 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   /** Parcels (store and orderId) the store cancelled while this driver held them. */
   private readonly cancelled = new RecentIds(10_000);
   private readonly outcome: (message: ParcelMessage) => 'delivered' | FailureReason;
+  /** The simulated van: where it is and which way it heads (degrees clockwise from north). */
+  private position: { lat: number; lng: number; heading: number };
+  private locationTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly aborter = abortController();
   private closing: Promise<void> | undefined;
@@ -80,6 +94,12 @@ export class DriverClient extends EventEmitter<DriverEvents> {
     this.socket.on('disconnect', (reason) => {
       if (!this.closed) this.log(`DRIVER: ${options.name} lost the hub (${reason}); reconnecting`);
     });
+    this.position = { ...(options.start ?? { lat: 47.6062 + (Math.random() - 0.5) * 0.02, lng: -122.3321 + (Math.random() - 0.5) * 0.02 }), heading: Math.floor(Math.random() * 360) };
+    if ((options.locationEveryMs ?? 0) > 0) {
+      this.locationTimer = setInterval(() => this.drive((options.locationEveryMs ?? 0) / 1000), options.locationEveryMs);
+      // prevents the timer from keeping the process alive
+      this.locationTimer.unref();
+    }
     this.socket.on('pickup', (message, ack) => this.onPickup(message, ack));
     this.socket.on('cancelled', (message) => {
       if (!this.cancelled.add(`${message.store}\u0000${message.orderId}`)) return;
@@ -100,6 +120,7 @@ export class DriverClient extends EventEmitter<DriverEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true;
+      clearInterval(this.locationTimer);
       this.aborter.abort();
       this.socket.disconnect();
     })();
@@ -179,6 +200,21 @@ export class DriverClient extends EventEmitter<DriverEvents> {
       }
     }
     return 'done';
+  }
+
+  /**
+   * The simulated van moves on for `seconds` (turning a little now and then) and, while it carries
+   * parcels, says where it is: the hub keeps the latest and tells the stores whose parcels it carries.
+   */
+  private drive(seconds: number): void {
+    if (this.jobs.size === 0 || !this.socket.connected) return;
+    const p = this.position;
+    p.heading = (p.heading + (Math.random() - 0.5) * 40 + 360) % 360;
+    const metres = VAN_SPEED * seconds;
+    const rad = (p.heading * Math.PI) / 180;
+    p.lat = Math.max(-89, Math.min(89, p.lat + (metres * Math.cos(rad)) / METRES_PER_DEGREE));
+    p.lng = ((p.lng + (metres * Math.sin(rad)) / (METRES_PER_DEGREE * Math.cos((p.lat * Math.PI) / 180)) + 540) % 360) - 180;
+    this.socket.emit('location', { lat: p.lat, lng: p.lng, heading: Math.round(p.heading), speed: VAN_SPEED });
   }
 
   /** Publishes a step for a parcel; sends again until the hub answers. */

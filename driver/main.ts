@@ -12,6 +12,7 @@ export const driverCommand = {
     token: { type: 'string', description: "driver token from 'caps token --role driver --name NAME' (not needed by a hub in lab mode)", placeholder: 'TOKEN', env: 'CAPS_TOKEN' },
     name: { type: 'string', description: "this driver's name (default: the token's name, else driver-<pid>)", placeholder: 'NAME', env: 'CAPS_DRIVER' },
     delay: { type: 'integer', description: 'milliseconds between in-transit and delivered', placeholder: 'MS', default: 1000, min: 0 },
+    'location-every': { type: 'integer', description: 'while carrying parcels, send a simulated position this often (the van drives about town); 0: never', placeholder: 'MS', default: 0, min: 0 },
     'fail-percent': { type: 'integer', description: 'share of delivery attempts that fail, with a reason (nobody home, no access, address not found, refused)', placeholder: 'PERCENT', default: 0, min: 0, max: 100 },
   },
   examples: ['caps driver --token "$(caps token --role driver --name d1)"', 'caps driver --delay 0 --token TOKEN'],
@@ -30,7 +31,7 @@ export function runDriver(argv: readonly string[]): Promise<number> {
       return 2;
     }
     const name = flags.name ?? tokenName ?? `driver-${process.pid}`;
-    const driver = new DriverClient({ url: flags.url, name, delay: flags.delay, failShare: flags['fail-percent'] / 100, ...(flags.token ? { token: flags.token } : {}) });
+    const driver = new DriverClient({ url: flags.url, name, delay: flags.delay, failShare: flags['fail-percent'] / 100, locationEveryMs: flags['location-every'], ...(flags.token ? { token: flags.token } : {}) });
     const refused = new Promise<CapsErrorBody>((resolve) => driver.once('refused', resolve));
     const outcome = await Promise.race([untilSignal().then(() => 0), refused.then((why) => {
       console.error(`caps driver: the hub refused the connection: ${why.code}: ${why.message}`);

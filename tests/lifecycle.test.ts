@@ -270,6 +270,25 @@ describe('CAPS’s own clients', () => {
   });
 });
 
+describe('a driver’s simulated van', () => {
+  it('says where it is while it carries a parcel; its store hears it with its own order ids', async () => {
+    const { url } = await hub();
+    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const driver = cleanup.add(
+      new DriverClient({ url, name: 'd1', delay: 60_000, locationEveryMs: 1_100, start: { lat: 52.37, lng: 4.89 }, token: tokenFor({ role: 'driver', name: 'd1' }), log: () => undefined }),
+      (c) => c.close(),
+    );
+    await driver.start();
+    await vendor.request('pickup', order('acme', 1));
+    const [first] = await vendor.waitFor('location', 1, 'the store to hear where the van carrying its parcel is');
+    const position = first as unknown as { driver: string; lat: number; lng: number; speed: number; orderIds: string[] };
+    expect(position).toMatchObject({ driver: 'd1', speed: 8, orderIds: [order('acme', 1).orderId] });
+    // it drives on: about 9 m in 1.1 s, from where it started
+    expect(Math.abs(position.lat - 52.37) + Math.abs(position.lng - 4.89)).toBeGreaterThan(0);
+    expect(Math.abs(position.lat - 52.37) + Math.abs(position.lng - 4.89)).toBeLessThan(0.001);
+  });
+});
+
 describe('lab mode', () => {
   it('needs none of the new steps: a course driver’s in-transit and delivered still end a parcel', async () => {
     const { url } = cleanup.add(await startHub(), (h) => h.close());

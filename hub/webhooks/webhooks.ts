@@ -137,10 +137,8 @@ export class Webhooks {
         perEndpoint: 8,
       },
     );
-    void this.outbox.ready().then(() => {
-      this.known = true;
-      this.refreshWatched();
-    });
+    // Redis away at start: the first enqueue or the outbox's next poll loads them
+    this.outbox.ready().then(() => this.endpointsKnown(), () => undefined);
   }
 
   /** Where the outbox lives (a file, or `memory`), for the start-up log. */
@@ -152,7 +150,7 @@ export class Webhooks {
   start(): void {
     // endpoints added, removed, disabled or enabled through another hub
     this.outbox.start(() => {
-      this.refreshWatched();
+      this.endpointsKnown();
       this.sender.wake();
     });
     this.sender.wake();
@@ -175,7 +173,10 @@ export class Webhooks {
    * rebuilt from the parcel's history. Idempotent: the event id is the same both ways.
    */
   async enqueue(store: string, orderId: string, event: ParcelEvent, message?: ParcelMessage): Promise<void> {
-    await this.outbox.ready();
+    if (!this.known) {
+      await this.outbox.ready();
+      this.endpointsKnown();
+    }
     const endpoints = this.outbox.endpoints().filter((e) => e.store === store && e.state === 'active' && (e.events === undefined || e.events.includes(event)));
     if (endpoints.length === 0) return;
     const parcel = await this.ctx.parcel(store, orderId);
@@ -270,6 +271,12 @@ export class Webhooks {
       await this.outbox.close();
     })();
     return this.closing;
+  }
+
+  /** The outbox loaded its endpoints (at start, or changed through another hub). */
+  private endpointsKnown(): void {
+    this.known = true;
+    this.refreshWatched();
   }
 
   private refreshWatched(): void {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
@@ -43,7 +44,8 @@ import { createAdapter } from '@socket.io/redis-streams-adapter';
 import type { Storage, StorageKind } from './storage/storage.js';
 import { DEFAULT_LIMITS } from './storage/storage.js';
 import type { CapsServer } from './types.js';
-import { Webhooks } from './webhooks/webhooks.js';
+import { WEBHOOK_DEFAULTS, Webhooks } from './webhooks/webhooks.js';
+import { LEASE_MARGIN_MS, RedisOutbox } from './webhooks/redis-outbox.js';
 import { webhookRoutes } from './webhooks/routes.js';
 
 export interface HubOptions {
@@ -233,13 +235,16 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const allowAnonymous = options.allowAnonymous === true;
   const defaultMaxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const storeMaxAttempts = options.storeMaxAttempts ?? {};
-  // the outbox lives beside the SQLite storage; memory storage, or Redis without a data folder: in memory
-  const webhooksDir = storage.kind === 'sqlite' ? (options.dataDir ?? './data') : storage.kind === 'redis' ? options.dataDir : undefined;
+  // the outbox lives beside the SQLite storage, in memory with memory storage, and in Redis, shared by every hub, with Redis
+  const webhooksDir = storage.kind === 'sqlite' ? (options.dataDir ?? './data') : undefined;
   let webhooks: Webhooks;
   try {
     webhooks = new Webhooks(
       { logger, registry: metrics.registry, parcel: (store, orderId) => storage.parcel(store, orderId) },
       {
+        ...(storage instanceof RedisStorage
+          ? { outbox: new RedisOutbox({ redis: storage.redis, keys: storage.keys, hubId: feed?.hubId ?? randomUUID(), leaseMs: (options.webhookTimeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs) + LEASE_MARGIN_MS }) }
+          : {}),
         ...(webhooksDir !== undefined ? { dir: webhooksDir } : {}),
         sync: options.sync ?? 'full',
         allowPrivate: options.webhookAllowPrivate === true,

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { checkPrivateFile, makePrivate, prepareDataFolder } from '../data-folder.js';
-import type { NewDelivery, PendingDelivery, WebhookEndpoint } from './types.js';
+import type { NewDelivery, Outbox, PendingDelivery, WebhookEndpoint } from './types.js';
 
 /** The outbox's file in the hub's data folder. */
 export const OUTBOX_FILE = 'webhooks.sqlite';
@@ -85,7 +85,7 @@ interface DeliveryRow {
 type Write = () => void;
 
 /**
- * The durable outbox: endpoints and the deliveries waiting for them, in SQLite (`webhooks.sqlite` in
+ * One hub's durable outbox: endpoints and the deliveries waiting for them, in SQLite (`webhooks.sqlite` in
  * the data folder, WAL; or an in-memory database for a hub without one). Its own file, so that its
  * fsyncs never wait behind the parcel storage's group commit, nor its tables' schema on ours.
  *
@@ -97,7 +97,7 @@ type Write = () => void;
  * durable. Delivered rows keep their event id (not their body) for `retainDeliveredMs`, so a step
  * enqueued again in that time (a publisher's late retry) is not sent twice; then they are pruned.
  */
-export class Outbox {
+export class SqliteOutbox implements Outbox {
   /** Opened at once on a file; in memory, only once an endpoint is added (see `opened`). */
   private opened: { db: Database.Database; statements: ReturnType<typeof prepareStatements> } | undefined;
   private readonly endpointsById = new Map<string, WebhookEndpoint>();
@@ -106,6 +106,8 @@ export class Outbox {
   private closed = false;
   /** Where it lives, for the log: a file, or `memory`. */
   readonly where: string;
+  /** Only this hub writes to it. */
+  readonly pollMs = undefined;
 
   constructor(options: OutboxOptions = {}) {
     if (options.dir !== undefined) {
@@ -136,7 +138,7 @@ export class Outbox {
   }
 
   /** The in-memory outbox, opened on first use. */
-  private open(): NonNullable<Outbox['opened']> {
+  private open(): NonNullable<SqliteOutbox['opened']> {
     if (!this.opened) {
       const db = new Database(':memory:');
       this.opened = { db, statements: prepareStatements(db) };
@@ -153,6 +155,18 @@ export class Outbox {
     return this.endpointsById.get(id);
   }
 
+  /** Loaded by the constructor. */
+  ready(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Nothing changes it but this hub. */
+  start(): void {}
+
+  endpointsOf(store: string): Promise<WebhookEndpoint[]> {
+    return Promise.resolve(this.endpoints().filter((e) => e.store === store));
+  }
+
   /** Registers an endpoint; resolves once it is durable. */
   addEndpoint(endpoint: WebhookEndpoint): Promise<void> {
     return this.write(() => {
@@ -162,7 +176,8 @@ export class Outbox {
   }
 
   /** Removes an endpoint and every delivery still waiting for it. */
-  removeEndpoint(id: string): Promise<void> {
+  removeEndpoint(endpoint: WebhookEndpoint): Promise<void> {
+    const id = endpoint.id;
     return this.write(() => {
       this.statements.deleteDeliveries.run(id);
       this.statements.deleteEndpoint.run(id);
@@ -204,21 +219,21 @@ export class Outbox {
     });
   }
 
-  /** Up to `limit` deliveries of `endpointId` due at `now`, each the head of its parcel's line. */
-  due(endpointId: string, now: number, limit: number): PendingDelivery[] {
-    return this.statements.due.all(endpointId, now, limit).map((r) => ({ seq: r.seq, endpointId: r.endpoint_id, eventId: r.event_id, store: r.store, orderId: r.order_id, body: r.body, attempts: r.attempts }));
+  /** Up to `limit` deliveries of `endpointId` due at `now`, each the head of its parcel's line, none of `inFlight`. */
+  claim(endpointId: string, now: number, limit: number, inFlight: ReadonlySet<number>): Promise<PendingDelivery[]> {
+    // the rows in flight are still due: asked for along with the room left, and skipped
+    const rows = this.statements.due.all(endpointId, now, limit + inFlight.size).filter((r) => !inFlight.has(r.seq));
+    return Promise.resolve(rows.slice(0, limit).map((r) => ({ seq: r.seq, endpointId: r.endpoint_id, eventId: r.event_id, store: r.store, orderId: r.order_id, body: r.body, attempts: r.attempts })));
   }
 
-  /** When the first delivery of `endpointId` due after `now` will be; undefined if none waits on a clock. */
-  nextDue(endpointId: string, now: number): number | undefined {
-    return this.statements.nextDue.get(endpointId, now, BLOCKED)?.at ?? undefined;
+  nextDue(endpointId: string, now: number): Promise<number | undefined> {
+    return Promise.resolve(this.statements.nextDue.get(endpointId, now, BLOCKED)?.at ?? undefined);
   }
 
-  /** Deliveries not delivered yet, every endpoint together (for /metrics). */
-  pendingTotal(): number {
+  pendingTotal(): Promise<number> {
     // an in-memory outbox never opened holds nothing
-    if (!this.opened) return 0;
-    return this.statements.pendingTotal.get()?.n ?? 0;
+    if (!this.opened) return Promise.resolve(0);
+    return Promise.resolve(this.statements.pendingTotal.get()?.n ?? 0);
   }
 
   /** A delivery succeeded: its parcel's next event, if any, is due at once. */
@@ -236,6 +251,11 @@ export class Outbox {
     });
   }
 
+  /** Only this hub attempts its rows: nothing is held. */
+  release(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Makes every parcel head of `endpointId` due now (an endpoint enabled again). */
   wake(endpointId: string, now = Date.now()): Promise<void> {
     return this.write(() => {
@@ -244,8 +264,8 @@ export class Outbox {
   }
 
   /** Deliveries of `endpointId` not delivered yet. */
-  pending(endpointId: string): number {
-    return this.statements.pending.get(endpointId)?.n ?? 0;
+  pending(endpoint: WebhookEndpoint): Promise<number> {
+    return Promise.resolve(this.statements.pending.get(endpoint.id)?.n ?? 0);
   }
 
   /** Forgets delivered rows older than `before` (unix ms). */
@@ -257,12 +277,13 @@ export class Outbox {
   }
 
   /** Commits what is waiting, then closes the database. Idempotent. */
-  close(): void {
-    if (this.closed) return;
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     if (this.flushScheduled) clearImmediate(this.flushScheduled);
     this.flush();
     this.closed = true;
     this.opened?.db.close();
+    return Promise.resolve();
   }
 
   /** Queues a write for this turn's transaction. */

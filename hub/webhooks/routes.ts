@@ -59,9 +59,9 @@ export function webhookRoutes(options: WebhookRoutesOptions): Router {
     res.status(201).json(ok(endpoint));
   });
 
-  api.get(base, (req, res) => {
+  api.get(base, async (req, res) => {
     const store = storeOf(req);
-    res.json(ok({ store, webhooks: options.webhooks.list(store) }));
+    res.json(ok({ store, webhooks: await options.webhooks.list(store) }));
   });
 
   api.delete(`${base}/:id`, async (req, res) => {

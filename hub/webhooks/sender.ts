@@ -1,8 +1,7 @@
 import type { Logger } from '../logger.js';
-import type { Outbox } from './outbox.js';
 import type { PostResult } from './post.js';
 import { signatureHeader } from './signing.js';
-import type { PendingDelivery, WebhookEndpoint } from './types.js';
+import type { Outbox, PendingDelivery, WebhookEndpoint } from './types.js';
 
 export interface SenderOptions {
   /** The first retry's wait; each further one doubles it. Default 1 s. */
@@ -47,7 +46,9 @@ export function backoff(attempt: number, base: number, max: number, random: () =
  * so events go out in order per parcel and endpoint, while other parcels' go on.
  *
  * Woken by an enqueue, by an attempt settling, and by a timer set for the next due retry; nothing
- * else runs while there is nothing to do.
+ * else runs while there is nothing to do. With an outbox shared by several hubs (`pollMs`), it also
+ * looks every `pollMs`: other hubs' enqueues do not wake this one, and a dead hub's claims lapse.
+ * One pass at a time: a wake during a pass makes another after it.
  */
 export class Sender {
   /** Outbox rows being attempted, by endpoint id. */
@@ -55,6 +56,8 @@ export class Sender {
   private readonly settling = new Set<Promise<void>>();
   private scheduled: NodeJS.Immediate | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private passing: Promise<void> | undefined;
+  private again = false;
   private closed = false;
 
   constructor(
@@ -73,27 +76,57 @@ export class Sender {
 
   private pass(): void {
     if (this.closed) return;
-    const now = Date.now();
-    let next: number | undefined;
-    for (const endpoint of this.ctx.outbox.endpoints()) {
-      if (endpoint.state !== 'active') continue;
-      const busy = this.inFlight.get(endpoint.id) ?? new Set<number>();
-      const room = this.options.perEndpoint - busy.size;
-      if (room > 0) {
-        // the rows in flight are still due: asked for along with the room left, and skipped
-        const due = this.ctx.outbox.due(endpoint.id, now, room + busy.size).filter((d) => !busy.has(d.seq));
-        for (const delivery of due.slice(0, room)) this.attempt(endpoint, delivery, busy);
-      }
-      const at = this.ctx.outbox.nextDue(endpoint.id, now);
-      if (at !== undefined && (next === undefined || at < next)) next = at;
+    if (this.passing) {
+      this.again = true;
+      return;
     }
+    this.passing = this.run()
+      .catch((err: unknown) => {
+        // the outbox away (Redis down): looked at again at the next wake or poll
+        if (!this.closed) this.ctx.logger.warn('WEBHOOK OUTBOX READ FAILED', { reason: err instanceof Error ? err.message : String(err) });
+        this.schedule(this.ctx.outbox.pollMs ?? 1_000);
+      })
+      .finally(() => {
+        this.passing = undefined;
+        if (this.again) {
+          this.again = false;
+          this.wake();
+        }
+      });
+  }
+
+  private async run(): Promise<void> {
+    const now = Date.now();
+    const nexts = await Promise.all(
+      this.ctx.outbox.endpoints().map(async (endpoint) => {
+        if (endpoint.state !== 'active') return undefined;
+        const busy = this.inFlight.get(endpoint.id) ?? new Set<number>();
+        const room = this.options.perEndpoint - busy.size;
+        if (room > 0) {
+          const due = await this.ctx.outbox.claim(endpoint.id, now, room, busy);
+          for (const delivery of due) {
+            if (this.closed) await this.ctx.outbox.release(delivery);
+            else this.attempt(endpoint, delivery, busy);
+          }
+        }
+        return this.ctx.outbox.nextDue(endpoint.id, now);
+      }),
+    );
+    let next: number | undefined;
+    for (const at of nexts) if (at !== undefined && (next === undefined || at < next)) next = at;
+    const poll = this.ctx.outbox.pollMs;
+    const wait = next === undefined ? poll : Math.max(0, next - now);
+    this.schedule(poll !== undefined && wait !== undefined ? Math.min(wait, poll) : wait);
+  }
+
+  /** The next pass in `ms` (undefined: none until woken). */
+  private schedule(ms: number | undefined): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (next !== undefined) {
-      this.timer = setTimeout(() => this.wake(), Math.min(MAX_TIMER_MS, Math.max(0, next - now)));
-      // the hub's server keeps the process alive; a retry alone must not
-      this.timer.unref();
-    }
+    if (ms === undefined || this.closed) return;
+    this.timer = setTimeout(() => this.wake(), Math.min(MAX_TIMER_MS, ms));
+    // the hub's server keeps the process alive; a retry alone must not
+    this.timer.unref();
   }
 
   private attempt(endpoint: WebhookEndpoint, delivery: PendingDelivery, busy: Set<number>): void {
@@ -122,8 +155,8 @@ export class Sender {
   }
 
   private async settle(endpointId: string, delivery: PendingDelivery, result: PostResult): Promise<void> {
-    // aborted by close(): not an attempt; it goes again after the restart
-    if (this.closed) return;
+    // aborted by close(): not an attempt; it goes again after the restart, or at once from another hub
+    if (this.closed) return this.ctx.outbox.release(delivery);
     const now = Date.now();
     const current = this.ctx.outbox.endpoint(endpointId);
     if (result.ok) {
@@ -158,6 +191,7 @@ export class Sender {
     this.scheduled = undefined;
     clearTimeout(this.timer);
     this.timer = undefined;
+    await this.passing;
     await Promise.all([...this.settling]);
   }
 }

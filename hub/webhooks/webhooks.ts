@@ -5,14 +5,16 @@ import type { ParcelMessage } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import type { Logger } from '../logger.js';
 import type { ParcelRecord } from '../storage/storage.js';
-import { Outbox } from './outbox.js';
+import { SqliteOutbox } from './outbox.js';
 import { Poster } from './post.js';
 import { Sender } from './sender.js';
 import { eventId, newEndpointId, newSecret } from './signing.js';
 import { destinationProblem } from './ssrf.js';
-import type { EndpointState, NewDelivery, WebhookEndpoint, WebhookEvent } from './types.js';
+import type { EndpointState, NewDelivery, Outbox, WebhookEndpoint, WebhookEvent } from './types.js';
 
 export interface WebhooksOptions {
+  /** Where endpoints and deliveries are kept (hub.ts chooses by the storage: Redis's shared one); default a SqliteOutbox on `dir`. */
+  outbox?: Outbox;
   /** The hub's data folder for `webhooks.sqlite`; undefined: in memory (a hub without one). */
   dir?: string;
   sync?: 'full' | 'normal';
@@ -81,6 +83,8 @@ export class Webhooks {
   private readonly sender: Sender;
   /** Stores with an active endpoint: a step of any other store costs one Set lookup. */
   private watched = new Set<string>();
+  /** The outbox knows its endpoints: until then, every store may be watched (`enqueue` waits for them). */
+  private known = false;
   private readonly allowPrivate: boolean;
   private readonly retainDeliveredMs: number;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -90,7 +94,7 @@ export class Webhooks {
     private readonly ctx: WebhooksContext,
     options: WebhooksOptions = {},
   ) {
-    this.outbox = new Outbox({ ...(options.dir !== undefined ? { dir: options.dir } : {}), ...(options.sync ? { sync: options.sync } : {}) });
+    this.outbox = options.outbox ?? new SqliteOutbox({ ...(options.dir !== undefined ? { dir: options.dir } : {}), ...(options.sync ? { sync: options.sync } : {}) });
     this.allowPrivate = options.allowPrivate === true;
     this.retainDeliveredMs = options.retainDeliveredMs ?? WEBHOOK_DEFAULTS.retainDeliveredMs;
     this.poster = new Poster({ timeoutMs: options.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs, allowPrivate: this.allowPrivate });
@@ -111,8 +115,8 @@ export class Webhooks {
       name: 'caps_webhook_pending_deliveries',
       help: 'Webhook events waiting in the outbox, every endpoint together',
       registers: [ctx.registry],
-      collect() {
-        this.set(outbox.pendingTotal());
+      async collect() {
+        this.set(await outbox.pendingTotal());
       },
     });
     this.sender = new Sender(
@@ -133,7 +137,8 @@ export class Webhooks {
         perEndpoint: 8,
       },
     );
-    this.refreshWatched();
+    // Redis away at start: the first enqueue or the outbox's next poll loads them
+    this.outbox.ready().then(() => this.endpointsKnown(), () => undefined);
   }
 
   /** Where the outbox lives (a file, or `memory`), for the start-up log. */
@@ -143,6 +148,11 @@ export class Webhooks {
 
   /** Starts delivering what the outbox holds (after a restart: what was pending). */
   start(): void {
+    // endpoints added, removed, disabled or enabled through another hub
+    this.outbox.start(() => {
+      this.endpointsKnown();
+      this.sender.wake();
+    });
     this.sender.wake();
     this.pruneTimer = setInterval(() => {
       this.outbox.prune(Date.now() - this.retainDeliveredMs).catch((err: unknown) => this.ctx.logger.warn('WEBHOOK OUTBOX PRUNE FAILED', { reason: err instanceof Error ? err.message : String(err) }));
@@ -153,7 +163,7 @@ export class Webhooks {
 
   /** Whether a step of `store` may have an endpoint to go to (the hot path's test). */
   watches(store: string): boolean {
-    return this.watched.has(store);
+    return !this.known || this.watched.has(store);
   }
 
   /**
@@ -163,6 +173,10 @@ export class Webhooks {
    * rebuilt from the parcel's history. Idempotent: the event id is the same both ways.
    */
   async enqueue(store: string, orderId: string, event: ParcelEvent, message?: ParcelMessage): Promise<void> {
+    if (!this.known) {
+      await this.outbox.ready();
+      this.endpointsKnown();
+    }
     const endpoints = this.outbox.endpoints().filter((e) => e.store === store && e.state === 'active' && (e.events === undefined || e.events.includes(event)));
     if (endpoints.length === 0) return;
     const parcel = await this.ctx.parcel(store, orderId);
@@ -190,7 +204,7 @@ export class Webhooks {
   async register(store: string, url: string, events: ParcelEvent[] | undefined): Promise<EndpointView & { secret: string }> {
     const problem = await destinationProblem(url, this.allowPrivate);
     if (problem !== undefined) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `url: ${problem}`);
-    if (this.outbox.endpoints().filter((e) => e.store === store).length >= MAX_ENDPOINTS_PER_STORE) {
+    if ((await this.outbox.endpointsOf(store)).length >= MAX_ENDPOINTS_PER_STORE) {
       throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `${store} has ${MAX_ENDPOINTS_PER_STORE} webhook endpoints already, the most a store may have: remove one first`);
     }
     const endpoint: WebhookEndpoint = {
@@ -212,19 +226,24 @@ export class Webhooks {
     await this.outbox.addEndpoint(endpoint);
     this.refreshWatched();
     this.ctx.logger.info('WEBHOOK ADDED', { endpoint: endpoint.id, store, url, events: endpoint.events?.join(',') ?? 'all' });
-    return { ...this.view(endpoint), secret: endpoint.secret };
+    return { ...(await this.view(endpoint)), secret: endpoint.secret };
   }
 
-  /** A store's endpoints, with their state and backlog. */
-  list(store: string): EndpointView[] {
-    return this.outbox.endpoints().filter((e) => e.store === store).map((e) => this.view(e));
+  /** A store's endpoints, with their state and backlog (as they are now, whichever hub changed them). */
+  async list(store: string): Promise<EndpointView[]> {
+    return Promise.all((await this.outbox.endpointsOf(store)).map((e) => this.view(e)));
+  }
+
+  /** An endpoint of `store` as it is now. */
+  private async find(store: string, id: string): Promise<WebhookEndpoint | undefined> {
+    return (await this.outbox.endpointsOf(store)).find((e) => e.id === id);
   }
 
   /** Removes an endpoint of `store` and what waits for it; false when it has none by that id. */
   async remove(store: string, id: string): Promise<boolean> {
-    const endpoint = this.outbox.endpoint(id);
-    if (!endpoint || endpoint.store !== store) return false;
-    await this.outbox.removeEndpoint(id);
+    const endpoint = await this.find(store, id);
+    if (!endpoint) return false;
+    await this.outbox.removeEndpoint(endpoint);
     this.refreshWatched();
     this.ctx.logger.info('WEBHOOK REMOVED', { endpoint: id, store });
     return true;
@@ -232,14 +251,14 @@ export class Webhooks {
 
   /** Enables an endpoint again: its waiting events go at once, its failure clock starts afresh. */
   async enable(store: string, id: string): Promise<EndpointView | undefined> {
-    const endpoint = this.outbox.endpoint(id);
-    if (!endpoint || endpoint.store !== store) return undefined;
+    const endpoint = await this.find(store, id);
+    if (!endpoint) return undefined;
     const updated: WebhookEndpoint = { ...endpoint, state: 'active', disabledReason: undefined, disabledAt: undefined, failingSince: undefined };
-    await Promise.all([this.outbox.saveEndpoint(updated), this.outbox.wake(id)]);
+    await Promise.all([this.outbox.saveEndpoint(updated, { enable: true }), this.outbox.wake(id)]);
     this.refreshWatched();
     if (endpoint.state === 'disabled') this.ctx.logger.info('WEBHOOK ENABLED', { endpoint: id, store });
     this.sender.wake();
-    return this.view(updated);
+    return await this.view(updated);
   }
 
   /** Stops the loop (attempts in flight are aborted and go again after a restart) and closes the outbox. Idempotent. */
@@ -249,18 +268,24 @@ export class Webhooks {
       const stopped = this.sender.close();
       this.poster.close();
       await stopped;
-      this.outbox.close();
+      await this.outbox.close();
     })();
     return this.closing;
+  }
+
+  /** The outbox loaded its endpoints (at start, or changed through another hub). */
+  private endpointsKnown(): void {
+    this.known = true;
+    this.refreshWatched();
   }
 
   private refreshWatched(): void {
     this.watched = new Set(this.outbox.endpoints().filter((e) => e.state === 'active').map((e) => e.store));
   }
 
-  private view(e: WebhookEndpoint): EndpointView {
+  private async view(e: WebhookEndpoint): Promise<EndpointView> {
     const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
-    const view: EndpointView = { id: e.id, store: e.store, url: e.url, events: e.events ?? null, state: e.state, pending: this.outbox.pending(e.id), created: iso(e.created) ?? '' };
+    const view: EndpointView = { id: e.id, store: e.store, url: e.url, events: e.events ?? null, state: e.state, pending: await this.outbox.pending(e), created: iso(e.created) ?? '' };
     if (e.disabledReason !== undefined) view.disabledReason = e.disabledReason;
     if (e.disabledAt !== undefined) view.disabledAt = iso(e.disabledAt);
     if (e.lastError !== undefined) view.lastError = e.lastError;

@@ -282,12 +282,18 @@ export function parseFlatPublish(event: ParcelEvent, raw: unknown): PublishInput
   if (!isPlain(raw) || !(COURSE_EVENTS as readonly string[]).includes(event)) return undefined;
   const fields = raw;
   let envelope = false;
+  let attempt = false;
   for (const key of Object.keys(fields)) {
     if (FLAT_KEYS.has(key)) continue;
+    // the attempt our driver names on each of its steps: cheap to read here
+    if (key === 'attempt') {
+      attempt = true;
+      continue;
+    }
     if (!ENVELOPE_KEYS.has(key)) return undefined;
     envelope = true;
   }
-  if (envelope) return parseEnvelope(event, fields);
+  if (envelope) return attempt ? undefined : parseEnvelope(event, fields);
   const store = plainText(fields['store'], LIMITS.name);
   const orderId = plainText(fields['orderId'], LIMITS.orderId);
   if (store === undefined || orderId === undefined || DRIVER_PREFIX.test(store)) return undefined;
@@ -301,6 +307,11 @@ export function parseFlatPublish(event: ParcelEvent, raw: unknown): PublishInput
     const value = plainText(fields[key], max, 'free');
     if (value === undefined) return undefined;
     out[key] = value;
+  }
+  if (attempt) {
+    const n = fields['attempt'];
+    if (event === 'pickup' || typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_ATTEMPTS_LIMIT) return undefined;
+    out.attempt = n;
   }
   return out;
 }

@@ -48,6 +48,9 @@ function repeated(values: readonly string[]): string[] {
 
 const THANKS = /^VENDOR: Thank you for delivering (\S+) to /;
 
+/** Pickups a store has handed over and not yet seen delivered, at most, before it waits. */
+const MAX_OUTSTANDING = 200;
+
 /**
  * One in-process vendor publishing without pause on `lanes` concurrent lanes (each lane publishes
  * its next order once the hub acknowledged the previous one), recording what it was acknowledged and
@@ -95,6 +98,20 @@ class VendorStream {
     for (let i = 0; i < lanes; i++) {
       const lane = async (): Promise<void> => {
         while (this.publishing) {
+          // a shop hands over what its drivers can carry: an unbounded flood would measure how
+          // fast this machine is, not what a kill loses (a hub under flood is bench's business)
+          if (this.acked.length - this.delivered.length >= MAX_OUTSTANDING) {
+            await new Promise<void>((resolve) => {
+              const go = (): void => {
+                this.progress.off('seen', go);
+                this.progress.off('stop', go);
+                resolve();
+              };
+              this.progress.on('seen', go);
+              this.progress.on('stop', go);
+            });
+            continue;
+          }
           const order = this.vendor.makeOrder();
           await this.vendor.publish(order);
           this.acked.push(order.orderId);
@@ -112,6 +129,7 @@ class VendorStream {
   /** No new orders; resolves once every publish in flight has been acknowledged (or failed). */
   stopPublishing(): Promise<void> {
     this.publishing = false;
+    this.progress.emit('stop');
     return Promise.all(this.lanes).then(() => undefined);
   }
 }

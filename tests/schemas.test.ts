@@ -434,6 +434,8 @@ describe('parseFlatPublish: the fast path of a publish', () => {
     mutatedMessage,
     mutatedMessage,
     fc.record({ store: likely, orderId: likely, customer: likely, address: likely }, { requiredKeys: ['store', 'orderId'] }),
+    // a driver's step naming its attempt, in range or not
+    fc.record({ store: likely, orderId: likely, customer: likely, address: likely, attempt: fc.oneof(fc.integer({ min: -1, max: 25 }), fc.constantFrom(1.5, '2', null)) }, { requiredKeys: ['store', 'orderId', 'attempt'] }),
     echoed,
     fc.constantFrom(undefined, null, 'acme', 7, [order], Object.create(null) as unknown),
   );

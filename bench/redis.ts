@@ -49,16 +49,27 @@ export interface RedisProcess {
 export async function runRedisServer(binary: string, port: number, dir: string, timeoutMs = 10_000, extraArgs: readonly string[] = []): Promise<RedisProcess> {
   mkdirSync(dir, { recursive: true });
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--auto-aof-rewrite-percentage', '0', '--save', '', '--protected-mode', 'no', ...extraArgs];
+  // its own process group, so that a stop reaches the children it forks too (an AOF rewrite after
+  // a replica's sync, an RDB for a replica): a child left writing in `dir` outlives its parent
   const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   });
   const last: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
+  const signalAll = (signal: NodeJS.Signals): void => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, signal);
+    } catch {
+      // the group is gone already (or never was): the process alone
+      child.kill(signal);
+    }
+  };
   const end = async (signal: NodeJS.Signals): Promise<void> => {
     if (gone()) return;
-    child.kill(signal);
-    const timer = signal === 'SIGKILL' ? undefined : setTimeout(() => child.kill('SIGKILL'), 5_000);
+    signalAll(signal);
+    const timer = signal === 'SIGKILL' ? undefined : setTimeout(() => signalAll('SIGKILL'), 5_000);
     await exited;
     clearTimeout(timer);
   };

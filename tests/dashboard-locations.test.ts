@@ -1,21 +1,12 @@
-import { chromium } from 'playwright-core';
 import type { Browser, Page } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TokenSubject } from '../protocol/token.js';
-import { CHROMIUM } from './helpers/global-setup.js';
+import { launchChromium } from './helpers/browser.js';
 import { Cleanup, RawClient, order, startSecureHub, tokenFor } from './helpers/hub.js';
 import { poll } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    timeout: 30_000,
-  });
-}
 
 /** The board with a dashboard token, once live; `frames` is every websocket frame it received. */
 async function openBoard(browser: Browser, url: string, subject: TokenSubject): Promise<{ page: Page; problems: string[]; frames: string[] }> {
@@ -41,7 +32,7 @@ const driverItem = (page: Page, name: string) => page.locator(`#drivers li[data-
 describe("drivers' positions on the dashboard", () => {
   it("shows a driver's position live in the drivers panel and on its card in transit, with the ETA, moves it, and drops it once the driver has none of the store's parcels", async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await openBoard(browser, url, { role: 'dashboard', store: 'acme' });
     const vendor = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }) } }), (c) => c.close());
     const driver = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
@@ -82,7 +73,7 @@ describe("drivers' positions on the dashboard", () => {
   it("never shows a store's board the position of a driver carrying only another store's parcels, nor that store's parcels", async () => {
     // one pickup in hand at a time: d2, which never acknowledges its pickup, holds other's and gets no more
     const { url } = cleanup.add(await startSecureHub({ driverPrefetch: 1 }), (h) => h.close());
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const acmeBoard = await openBoard(browser, url, { role: 'dashboard', store: 'acme' });
     const allBoard = await openBoard(browser, url, { role: 'dashboard' });
     const client = (subject: TokenSubject, autoAck = true): RawClient => cleanup.add(new RawClient(url, { auth: { token: tokenFor(subject) }, autoAck }), (c) => c.close());
@@ -124,7 +115,7 @@ describe("drivers' positions on the dashboard", () => {
 
   it('says "attempt 2 of N" with each store\'s own maximum (--store-max-attempts), live and on a fresh load', async () => {
     const { url } = cleanup.add(await startSecureHub({ maxAttempts: 3, storeMaxAttempts: { acme: 5 } }), (h) => h.close());
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await openBoard(browser, url, { role: 'dashboard' });
     const driver = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
     await driver.connected();

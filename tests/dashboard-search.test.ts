@@ -1,21 +1,12 @@
-import { chromium } from 'playwright-core';
 import type { Browser, Page } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VendorClient } from '../vendor/vendor-client.js';
 import type { TokenSubject } from '../protocol/token.js';
-import { CHROMIUM } from './helpers/global-setup.js';
+import { launchChromium } from './helpers/browser.js';
 import { Cleanup, RawClient, order, startSecureHub, tokenFor } from './helpers/hub.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    timeout: 30_000,
-  });
-}
 
 /**
  * The board, opened with a dashboard token, once it is live. `problems` collects page errors,
@@ -66,7 +57,7 @@ describe('the dashboard searches an order id', () => {
     await vendor.publish(order('acme-widgets', 7002));
     await driver.request('in-transit', parcel);
 
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await openBoard(browser, url, { role: 'dashboard' });
     const card = page.locator(`.card[data-store="acme-widgets"][data-order-id="${parcel.orderId}"]`);
     await card.and(page.locator('[data-state="in-transit"]')).waitFor({ timeout: 10_000 });
@@ -112,7 +103,7 @@ describe('the dashboard searches an order id', () => {
 
   it('says clearly when no parcel has the order id, shows an API error by its code, and finds a parcel published later', async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await openBoard(browser, url, { role: 'dashboard' });
 
     await searchFor(page, 'no-such-order');
@@ -144,7 +135,7 @@ describe('the dashboard searches an order id', () => {
     // the hub accepts it: names refuse control and format characters, not markup
     await vendor.publish({ ...order('acme-widgets', 'x'), orderId, customer });
 
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await openBoard(browser, url, { role: 'dashboard' });
     await page.locator('.card[data-store="acme-widgets"]').waitFor({ timeout: 10_000 });
     await searchFor(page, orderId);
@@ -170,7 +161,7 @@ describe('the dashboard searches an order id', () => {
     await globex.publish({ ...order('globex', 'g'), orderId: 'shared-42' });
     await globex.publish({ ...order('globex', 's'), orderId: 'globex-secret' });
 
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     // a dashboard of every store sees both parcels of shared-42
     const all = await openBoard(browser, url, { role: 'dashboard' });
     await searchFor(all.page, 'shared-42');

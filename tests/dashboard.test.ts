@@ -1,28 +1,18 @@
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import type { Browser } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VendorClient } from '../vendor/vendor-client.js';
-import { CHROMIUM } from './helpers/global-setup.js';
+import { launchChromium } from './helpers/browser.js';
 import { Cleanup, RawClient, order, startSecureHub, tokenFor } from './helpers/hub.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 const OUTPUT = fileURLToPath(new URL('../test-results/', import.meta.url));
 
-async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    timeout: 30_000,
-  });
-}
-
 describe('the dashboard in a real browser', () => {
   it('shows a parcel appear and move to delivered without a reload, and opens its timeline', async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     // every action and wait is bounded (playwright's clicks and reads wait forever by default)
     page.setDefaultTimeout(15_000);
@@ -68,7 +58,7 @@ describe('the dashboard in a real browser', () => {
 
   it('shows failed attempts with their reason, a re-attempt back under waiting, a return and a cancel, live, with counts per state', async () => {
     const { url } = cleanup.add(await startSecureHub({ maxAttempts: 3 }), (h) => h.close());
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.setDefaultTimeout(15_000);
     const problems: string[] = [];
@@ -180,7 +170,7 @@ describe('the dashboard in a real browser', () => {
 
   it('tells a visitor without a token how to get in', async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const page = await browser.newPage();
     page.setDefaultTimeout(15_000);
     await page.goto(url);

@@ -1,10 +1,9 @@
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium } from 'playwright-core';
 import { WebSocket } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { OriginPolicy } from '../hub/origin-policy.js';
-import { CHROMIUM } from './helpers/global-setup.js';
+import { launchChromium } from './helpers/browser.js';
 import { within } from './helpers/hub-process.js';
 import { Cleanup, RawClient, records, startHub } from './helpers/hub.js';
 
@@ -76,7 +75,7 @@ describe('a lab-mode hub and pages of other sites', () => {
     });
     const otherOrigin = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
     const browser = cleanup.add(
-      await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], timeout: 30_000 }),
+      await launchChromium(),
       (b) => b.close(),
     );
 

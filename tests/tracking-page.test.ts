@@ -1,23 +1,14 @@
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import type { Browser, Page } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CHROMIUM } from './helpers/global-setup.js';
+import { launchChromium } from './helpers/browser.js';
 import { Cleanup, RawClient, order, startSecureHub, tokenFor } from './helpers/hub.js';
 import { poll } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 const OUTPUT = fileURLToPath(new URL('../test-results/', import.meta.url));
-
-async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    timeout: 30_000,
-  });
-}
 
 /** A phone-sized page that records script errors and console errors (a CSP refusal is one). */
 async function phonePage(browser: Browser): Promise<{ page: Page; problems: string[] }> {
@@ -56,7 +47,7 @@ describe('the tracking page in a real browser', () => {
     await expect(vendor.request('pickup', parcel)).resolves.toMatchObject({ ok: true });
     await driver.waitFor('pickup', 1, 'the driver to be handed the parcel');
 
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await phonePage(browser);
     const response = await page.goto(`${url}/track/${tokenFor({ role: 'tracker', store: 'acme', orderId: parcel.orderId })}`);
     expect(response?.status()).toBe(200);
@@ -97,7 +88,7 @@ describe('the tracking page in a real browser', () => {
     await driver.waitFor('pickup', 2, 'the driver to be handed both parcels');
 
     const link = `${url}/track/${tokenFor({ role: 'tracker', store: 'acme', orderId: mine.orderId })}`;
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await phonePage(browser);
     await page.goto(link);
     await page.locator('#live', { hasText: 'Live:' }).waitFor({ timeout: 10_000 });
@@ -167,7 +158,7 @@ describe('the tracking page in a real browser', () => {
     await expect(vendor.request('pickup', back)).resolves.toMatchObject(ok);
     await expect(vendor.request('pickup', withdrawn)).resolves.toMatchObject(ok);
     await driver.waitFor('pickup', 2, 'the driver to be handed both parcels');
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const pages = await Promise.all([back, withdrawn].map(async (p) => {
       const { page, problems } = await phonePage(browser);
       await page.goto(`${url}/track/${tokenFor({ role: 'tracker', store: 'acme', orderId: p.orderId })}`);
@@ -209,7 +200,7 @@ describe('the tracking page in a real browser', () => {
     await driver.waitFor('pickup', 1, "the driver to be handed this page's parcel");
 
     const token = tokenFor({ role: 'tracker', store: 'acme', orderId: mine.orderId });
-    const browser = cleanup.add(await launch(), (b) => b.close());
+    const browser = cleanup.add(await launchChromium(), (b) => b.close());
     const { page, problems } = await phonePage(browser);
     await page.goto(`${url}/track/${token}`);
     await page.locator('#live', { hasText: 'Live:' }).waitFor({ timeout: 10_000 });

@@ -243,7 +243,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       { logger, registry: metrics.registry, parcel: (store, orderId) => storage.parcel(store, orderId) },
       {
         ...(storage instanceof RedisStorage
-          ? { outbox: new RedisOutbox({ redis: storage.redis, keys: storage.keys, hubId: feed?.hubId ?? randomUUID(), leaseMs: (options.webhookTimeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs) + LEASE_MARGIN_MS }) }
+          ? { outbox: new RedisOutbox({ redis: storage.redis, keys: storage.keys, hubId: feed?.hubId ?? randomUUID(), leaseMs: (options.webhookTimeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs) + LEASE_MARGIN_MS, replicated: () => storage.replicated() }) }
           : {}),
         ...(webhooksDir !== undefined ? { dir: webhooksDir } : {}),
         sync: options.sync ?? 'full',

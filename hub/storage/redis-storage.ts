@@ -294,7 +294,7 @@ export class RedisStorage implements Storage {
       ),
     );
     // a step stored (or one stored before) is answered once enough replicas have it
-    if (reply[0] !== 'refused' && this.waitReplicas > 0) await this.replicated();
+    if (reply[0] !== 'refused') await this.replicated();
     switch (reply[0]) {
       case 'duplicate':
         return { status: 'duplicate' };
@@ -543,10 +543,14 @@ export class RedisStorage implements Storage {
     return this.closing;
   }
 
-  /** Resolves once `waitReplicas` replicas have every write made so far on this connection; throws CAPS_ERR_STORAGE past REPLICA_WAIT_MS. */
-  private async replicated(): Promise<void> {
+  /**
+   * Resolves once `waitReplicas` replicas have every write made so far on this connection (at once
+   * without `waitReplicas`); throws CAPS_ERR_STORAGE past REPLICA_WAIT_MS. The webhook outbox,
+   * which writes on this connection too, waits the same way.
+   */
+  async replicated(): Promise<void> {
     const redis = this.redis;
-    if (redis instanceof Cluster) return;
+    if (this.waitReplicas === 0 || redis instanceof Cluster) return;
     this.replicaWait ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       // the steps of the next turn need a WAIT sent after their own writes
       this.replicaWait = undefined;

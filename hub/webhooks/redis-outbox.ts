@@ -48,6 +48,8 @@ export interface RedisOutboxOptions {
   endpointsPollMs?: number;
   /** Default DELIVERIES_POLL_MS. */
   pollMs?: number;
+  /** Resolves once an enqueue is on the replicas the hub waits for (`--redis-wait-replicas`). */
+  replicated?: () => Promise<void>;
 }
 
 /**
@@ -192,6 +194,8 @@ export class RedisOutbox implements Outbox {
         return this.redis.capsWhEnqueue(this.keys.endpointsOf(store), this.keys.shardOf(store), now, ...args);
       }),
     );
+    // a publisher is answered only once its webhooks are as safe as its step
+    await this.options.replicated?.();
   }
 
   async claim(endpointId: string, now: number, limit: number, _inFlight?: ReadonlySet<number>): Promise<PendingDelivery[]> {

@@ -185,7 +185,8 @@ describe('webhooks with several hubs on one Redis', () => {
 
 describe('the Redis outbox alone', () => {
   async function outboxes(leaseMs: number) {
-    const storage = cleanup.add(new RedisStorage({ url: redis.url, prefix: `t${randomUUID()}:` }), (s) => s.close());
+    const prefix = `t${randomUUID()}:`;
+    const storage = cleanup.add(new RedisStorage({ url: redis.url, prefix }), (s) => s.close());
     await storage.open();
     const make = (hubId: string) => cleanup.add(new RedisOutbox({ redis: storage.redis, keys: storage.keys, hubId, leaseMs }), (o) => o.close());
     const one = make('hub-1');
@@ -196,7 +197,7 @@ describe('the Redis outbox alone', () => {
     const two = make('hub-2');
     await two.ready();
     expect(two.endpoints().map((e) => e.id)).toEqual([endpoint.id]);
-    return { one, two, endpoint };
+    return { one, two, endpoint, storage, prefix };
   }
   const row = (eventId: string, orderId: string, position: number) => ({ endpointId: 'wh_0123456789abcdef', eventId, store: 'acme', orderId, position, body: `{"id":"${eventId}"}` });
 
@@ -236,6 +237,19 @@ describe('the Redis outbox alone', () => {
     expect(await one.claim(endpoint.id, Date.now(), 8, new Set())).toHaveLength(8);
     expect(await one.claim(endpoint.id, Date.now(), 8, new Set())).toHaveLength(8);
     expect(await one.nextDue(endpoint.id, Date.now())).toBeGreaterThan(Date.now() + 5_000);
+  });
+
+  it('removes an endpoint with a large backlog a page of rows per script, leaving nothing of it in Redis', async () => {
+    const { one, two, endpoint, storage, prefix } = await outboxes(10_000);
+    await one.enqueue(Array.from({ length: 1_300 }, (_, i) => row(`r${i}`, `o${i % 400}`, Math.floor(i / 400))));
+    expect(await one.pending(endpoint)).toBe(1_300);
+    const mine = `${prefix}*${endpoint.id}*`;
+    expect((await storage.redis.keys(mine)).length).toBeGreaterThan(400);
+    await one.removeEndpoint(endpoint);
+    expect(await one.pending(endpoint)).toBe(0);
+    expect(await two.claim(endpoint.id, Date.now(), 8, new Set())).toEqual([]);
+    // this test's keys only: the others' endpoints have the same id under their own prefixes
+    expect(await storage.redis.keys(mine)).toEqual([]);
   });
 });
 

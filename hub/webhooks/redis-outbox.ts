@@ -14,7 +14,7 @@ interface Scripts {
   capsWhSettle(key: string, ...args: Array<string | number>): Promise<number>;
   capsWhWake(key: string, ...args: Array<string | number>): Promise<[number, number]>;
   capsWhSaveEndpoint(key: string, ...args: Array<string | number>): Promise<[number, string?]>;
-  capsWhRemoveEndpoint(key: string, ...args: Array<string | number>): Promise<number>;
+  capsWhRemoveEndpoint(key: string, ...args: Array<string | number>): Promise<[number, number]>;
 }
 
 /**
@@ -35,6 +35,9 @@ export const DELIVERIES_POLL_MS = 1_000;
 export const LEASE_MARGIN_MS = 5_000;
 /** Heads made due per script call when an endpoint is enabled again. */
 const WAKE_PAGE = 500;
+
+/** Rows of a removed endpoint deleted per script call. */
+const REMOVE_ROWS_PER_CALL = 500;
 
 export interface RedisOutboxOptions {
   /** The storage's client (hub/storage/redis-storage.ts): a single Redis or a Cluster. */
@@ -165,7 +168,11 @@ export class RedisOutbox implements Outbox {
   }
 
   async removeEndpoint(endpoint: WebhookEndpoint): Promise<void> {
-    await this.redis.capsWhRemoveEndpoint(this.keys.endpointsOf(endpoint.store), this.keys.shardOf(endpoint.store), endpoint.id);
+    // a page of its rows per call: a large backlog never holds Redis in one long script
+    for (;;) {
+      const [, left] = await this.redis.capsWhRemoveEndpoint(this.keys.endpointsOf(endpoint.store), this.keys.shardOf(endpoint.store), endpoint.id, REMOVE_ROWS_PER_CALL);
+      if (left === 0) break;
+    }
     await this.bump();
     this.byId.delete(endpoint.id);
   }

@@ -158,18 +158,22 @@ return {changed, json}
 `;
 
 /**
- * remove-endpoint-1. KEYS: the shard's endpoints. ARGV: shard, id. The endpoint and everything
- * kept for it: its rows, their parcels' lines, its due and delivered sets. Replies 1, or 0 when
- * it was not there.
+ * remove-endpoint-1. KEYS: the shard's endpoints. ARGV: shard, id, rows per call. The endpoint,
+ * its due and delivered sets at once (nothing of it can be claimed or queued after the first
+ * call), then its rows and their parcels' lines, `rows per call` at a time, so that an endpoint
+ * with a large backlog does not hold Redis in one long script. Replies {1 or 0 (it was there), rows
+ * left}: call again until none are left.
  */
 export const REMOVE_ENDPOINT = `${LINE}
-local shard, eid = ARGV[1], ARGV[2]
+local shard, eid, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local removed = redis.call('HDEL', KEYS[1], eid)
+redis.call('DEL', shard .. 'whd:' .. eid, shard .. 'whx:' .. eid)
 local rows = shard .. 'whr:' .. eid
-for _, rj in ipairs(redis.call('HVALS', rows)) do
-  local r = cjson.decode(rj)
+local page = redis.call('HSCAN', rows, 0, 'COUNT', count)[2]
+for i = 1, #page, 2 do
+  local r = cjson.decode(page[i + 1])
   redis.call('DEL', lineOf(shard, eid, r.s, r.o))
+  redis.call('HDEL', rows, page[i])
 end
-redis.call('DEL', rows, shard .. 'whd:' .. eid, shard .. 'whx:' .. eid)
-return removed
+return {removed, redis.call('HLEN', rows)}
 `;

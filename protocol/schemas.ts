@@ -42,15 +42,17 @@ export type TextKind = 'name' | 'free';
  * name reads as another. Line and paragraph separators (U+2028, U+2029). A name refuses every
  * other format character too (zero-width ones make names that look alike and differ); free text
  * keeps them, as they are part of writing: ZWNJ in Persian, ZWJ in emoji, soft hyphens, flag tags.
+ * Neither keeps an unpaired surrogate (a text cut in the middle of an emoji): it is not Unicode,
+ * and JSON decoders elsewhere (Redis's cjson) refuse it.
  */
 const REFUSED: Readonly<Record<TextKind, { chars: RegExp; message: string }>> = {
   name: {
-    chars: /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u,
-    message: 'must not contain control characters, format characters (bidi controls, zero-width characters) or line separators',
+    chars: /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u,
+    message: 'must not contain control characters, format characters (bidi controls, zero-width characters), line separators or half a character (an unpaired surrogate)',
   },
   free: {
-    chars: /[\p{Cc}\p{Bidi_Control}\p{Zl}\p{Zp}]/u,
-    message: 'must not contain control characters, bidi controls or line separators',
+    chars: /[\p{Cc}\p{Bidi_Control}\p{Zl}\p{Zp}\p{Cs}]/u,
+    message: 'must not contain control characters, bidi controls, line separators or half a character (an unpaired surrogate)',
   },
 };
 

@@ -125,6 +125,19 @@ describe.each(factories)('%s storage: the parcel lifecycle', (kind, make) => {
     expect(parcel?.history.at(-1)).toMatchObject({ event: 'delivered', attempt: 2, driver: 'd2', details: { recipient: 'Ada', location: { lat: 51.5, lng: -0.1 } } });
   });
 
+  it('answers a driver’s own failure sent again as a duplicate though the parcel went to another driver since; another driver learns nothing', async () => {
+    const store = create();
+    await store.recordStep(pickup('o1'));
+    await store.recordStep(driverStep('in-transit', 'o1', { dispatched: true }));
+    expect((await store.recordStep(failed('o1', 'recipient-absent', { dispatched: true }))).status).toBe('accepted');
+    // the hub no longer remembers d1 had it (the parcel is back in the pool): d1's retry is still its own
+    expect((await store.recordStep(failed('o1', 'recipient-absent', { dispatched: false }))).status).toBe('duplicate');
+    expect((await store.recordStep(driverStep('in-transit', 'o1', { attempt: 1, dispatched: false }))).status).toBe('duplicate');
+    expect(await store.recordStep(failed('o1', 'recipient-absent', { driver: 'd9', dispatched: false }))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED' });
+    // and what d1 never reported is not its to report
+    expect(await store.recordStep(driverStep('delivered', 'o1', { dispatched: false }))).toMatchObject({ status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED' });
+  });
+
   it('returns a parcel to its store once its attempts are over, or at once for a final reason', async () => {
     const store = create();
     await store.recordStep(pickup('o1'));

@@ -75,6 +75,26 @@ describe('failed attempts, re-attempts and returns over sockets', () => {
     ]);
   });
 
+  it('answers a driver’s failure sent again as a duplicate after the re-attempt went to another driver', async () => {
+    const { url } = await hub();
+    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    await vendor.request('pickup', order('acme', 1));
+    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
+    const at = ref(p as ParcelMessage);
+    await d1.request('in-transit', at);
+    d1.close();
+    const d2 = await client(url, { role: 'driver', name: 'd2' });
+    // d1 reports the failure from its app over HTTP: d2 is the one driver online for the re-attempt
+    const failedOverHttp = await http(url, `/api/stores/acme/parcels/${at.orderId}/steps`, { role: 'driver', name: 'd1' }, { event: 'failed', ...at, reason: 'recipient-absent' });
+    expect(failedOverHttp.body).toMatchObject({ ok: true, data: { reattempt: true } });
+    await d2.waitFor('pickup', 1, 'the re-attempt to go to d2');
+    // d1's answer was lost: it sends the same failure again, on a new connection
+    const d1Again = await client(url, { role: 'driver', name: 'd1' });
+    expect(await d1Again.request<Answer>('failed', { ...at, reason: 'recipient-absent' })).toMatchObject({ ok: true, data: { duplicate: true } });
+    expect(await d1Again.request<Answer>('delivered', { ...at, attempt: 2 })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
+  });
+
   it('returns a parcel to its store once its store’s attempts are over; only a driver may report it', async () => {
     const { url } = await hub({ maxAttempts: 3, storeMaxAttempts: { acme: 1 } });
     const vendor = await client(url, { role: 'vendor', store: 'acme' });
@@ -108,6 +128,8 @@ describe('failed attempts, re-attempts and returns over sockets', () => {
       ['in-transit', { ...at, eta: 'soon' }, 'eta'],
       ['in-transit', { ...at, attempt: 0 }, 'attempt'],
       ['delivered', { ...at, location: { lat: 91, lng: 0 } }, 'location'],
+      // a driver app that cut its note in the middle of an emoji: half a character is not text
+      ['in-transit', { ...at, note: 'running late 😀'.slice(0, -1) }, 'note'],
     ] as const;
     for (const [event, payload, field] of invalid) {
       const answer = await d1.request<Answer>(event, payload);

@@ -166,9 +166,11 @@ local shard = string.sub(meta, 1, -5)
 local p = redis.call('HMGET', pk, 'state', 'driver', 'h:' .. event, 'created', 'customer', 'address', 'pid', 'to:' .. driver, 'hist')
 local state = p[1] or nil
 -- a driver the pickup was handed to, by any hub (to:<name>), or the one carrying it
-if dispatched == '0' and (not state or (p[2] ~= driver and not p[8])) then
+local notMine = dispatched == '0' and (not state or (p[2] ~= driver and not p[8]))
+local function notDispatched()
   return {'refused', 'CAPS_ERR_NOT_DISPATCHED', 'order ' .. oid .. ' of ' .. store .. ' was not dispatched to ' .. driver}
 end
+if notMine and not state then return notDispatched() end
 -- the history as far as the lifecycle looks: a plain parcel's is attempt 1, its steps its h: fields
 local hist = p[9] or nil
 local steps = hist and cjson.decode(hist)
@@ -188,6 +190,19 @@ local function recorded(e, n)
   return e == event and p[3] ~= false
 end
 local verdict = judge(state, event, current, recorded, tonumber(named), tonumber(maxAttempts), reason ~= '' and reason or nil, oid, store)
+if notMine then
+  -- a driver's own step sent again is a duplicate, whatever became of the parcel since (a failure
+  -- sent it back to the pool and another driver has it): its retry is what re-queues its webhooks
+  local own = false
+  if verdict[1] == 'duplicate' then
+    if steps then
+      for _, s in ipairs(steps) do if s.event == event and s.driver == driver then own = true end end
+    elseif p[3] then
+      own = cjson.decode(p[3]).driver == driver
+    end
+  end
+  if not own then return notDispatched() end
+end
 if verdict[1] ~= 'ok' then return verdict end
 local after, again = verdict[2], verdict[3]
 local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', after, 'act')

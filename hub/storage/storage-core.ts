@@ -82,11 +82,15 @@ export class StorageCore {
   recordStep(input: StepInput, mutations: Mutation[]): StepOutcome {
     const key = parcelKey(input.store, input.orderId);
     const existing = this.getParcel(input.store, input.orderId, key);
-    // an authenticated driver learns nothing of parcels not given to it: one that does not exist is "not dispatched" too
-    if (input.dispatched === false && (!existing || existing.driver !== input.driver)) {
-      return { status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED', reason: `order ${input.orderId} of ${input.store} was not dispatched to ${input.driver ?? 'this driver'}` };
-    }
     const checked = checkStep(existing, input);
+    // an authenticated driver learns nothing of parcels not given to it: one that does not exist is
+    // "not dispatched" too. Its own step sent again is a duplicate, whatever became of the parcel
+    // since (a failure sent it back to the pool, another driver has it): that retry is what
+    // re-queues the step's webhooks
+    if (input.dispatched === false && (!existing || existing.driver !== input.driver)) {
+      const own = checked.status === 'duplicate' && existing?.history.some((step) => step.event === input.event && step.driver === input.driver);
+      if (!own) return { status: 'refused', code: 'CAPS_ERR_NOT_DISPATCHED', reason: `order ${input.orderId} of ${input.store} was not dispatched to ${input.driver ?? 'this driver'}` };
+    }
     if (checked.status !== 'ok') return checked;
     const { attempt, reattempt } = checked;
 

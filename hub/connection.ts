@@ -9,7 +9,7 @@ import type { AckResult } from '../protocol/result.js';
 import { fail, ok } from '../protocol/result.js';
 import type { ParcelEvent } from '../protocol/schemas.js';
 import { getAllSchema, handshakeSchema, locationSchema, parsePayload, parsePublish, parseRoom, receivedSchema, PARCEL_EVENTS } from '../protocol/schemas.js';
-import { DRIVERS_ROOM, isDriverId, queueOf, storeRoom } from './identity.js';
+import { DRIVERS_ROOM, driverRoom, isDriverId, queueOf, storeRoom } from './identity.js';
 import { labReceived } from './lab-mode.js';
 import { forbidden, mayName, mayUseQueue } from './policy.js';
 import type { PublishContext } from './publish.js';
@@ -342,9 +342,11 @@ function identifyByQueue(socket: CapsSocket, queue: string): boolean {
 }
 
 function becomeDriver(socket: CapsSocket, name: string): void {
+  if (socket.data.role === 'driver' && socket.data.name !== name) void socket.leave(driverRoom(socket.data.name));
   socket.data.role = 'driver';
   socket.data.name = name;
   void socket.join(DRIVERS_ROOM);
+  void socket.join(driverRoom(name));
 }
 
 function becomeVendor(socket: CapsSocket, store: string): void {

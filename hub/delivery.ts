@@ -5,7 +5,7 @@ import type { AckWait } from './acknowledgements.js';
 import { Acknowledgements } from './acknowledgements.js';
 import type { Dispatchable, DriverSlot } from './dispatch.js';
 import { Dispatcher } from './dispatch.js';
-import { DRIVERS_ROOM, storeRoom } from './identity.js';
+import { DRIVERS_ROOM, driverRoom, storeRoom } from './identity.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { RedisFeed } from './redis-feed.js';
@@ -419,15 +419,16 @@ export class Delivery {
   }
 
   /**
-   * A parcel was cancelled: every driver of this hub its pickup went to hears the cancel at once
-   * (best effort: not queued for a driver; one that misses it has its next step refused).
+   * A parcel was cancelled: the drivers its pickup went to from this hub, and `carrier` (the one
+   * that has it in transit, known to every hub), hear the cancel at once on every connection, on
+   * any hub (their rooms go through the adapter). Best effort: not queued for a driver; one that
+   * misses it has its next step refused.
    */
-  tellHolders(message: ParcelMessage): void {
-    const names = this.dispatched.get(parcelKey(message.store, message.orderId));
-    if (!names || names.size === 0) return;
-    for (const socket of this.drivers()) {
-      if (names.has(socket.data.name)) (socket.emit as (event: string, message: ParcelMessage) => boolean)('cancelled', message);
-    }
+  tellHolders(message: ParcelMessage, carrier?: string): void {
+    const names = new Set(this.dispatched.get(parcelKey(message.store, message.orderId)));
+    if (carrier !== undefined) names.add(carrier);
+    if (names.size === 0) return;
+    (this.nsp.to([...names].map(driverRoom)).emit as (event: string, message: ParcelMessage) => boolean)('cancelled', message);
   }
 
   /** A driver came online or asked for work. */

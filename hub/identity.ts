@@ -29,6 +29,11 @@ export function parcelRoom(store: string, orderId: string): string {
   return `parcel:${store}\u0000${orderId}`;
 }
 
+/** Socket.IO room of every connection of one driver, on every hub (a cancel is told there). */
+export function driverRoom(driver: string): string {
+  return `driver:${driver}`;
+}
+
 /** Socket.IO room of the tracking pages whose parcel this driver is carrying (in transit). */
 export function positionRoom(driver: string): string {
   return `position:${driver}`;

@@ -73,7 +73,11 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
     ctx.dashboards.step(outcome.message);
     if (event === 'delivered') ctx.metrics.latency.observe(Math.max(0, Date.parse(time) - Date.parse(outcome.pickedUpAt)) / 1000);
     // the driver given the parcel hears of its cancel at once (its next step would be refused)
-    if (event === 'cancelled') ctx.delivery.tellHolders(outcome.message);
+    if (event === 'cancelled') {
+      // the one carrying it, whichever hub it reports through; not knowing it only costs the news
+      const carrier = await ctx.storage.parcel(input.store, input.orderId).then((parcel) => parcel?.driver, () => undefined);
+      ctx.delivery.tellHolders(outcome.message, carrier);
+    }
   } else {
     ctx.metrics.duplicates.inc({ event });
     ctx.logger.info('DUPLICATE', { event, store: input.store, orderId: input.orderId, via: publisher.via });

@@ -17,6 +17,12 @@ const EVENTS: ReadonlyMap<string, string> = entries({
   delivered: 'delivered',
   received: 'received',
   getall: 'getAll',
+  // the lifecycle's other steps and a driver's position: never needed by the lab, read as generously
+  failed: 'failed',
+  returned: 'returned',
+  cancelled: 'cancelled',
+  canceled: 'cancelled',
+  location: 'location',
 });
 
 /** Events course clients send that mean nothing to this hub: accepted and ignored. */
@@ -72,6 +78,19 @@ const KEYS: ReadonlyMap<string, string> = entries({
   driver: 'driver',
   order: 'order',
   payload: 'payload',
+  // a step's attempt and details (protocol/lifecycle.ts), and a position
+  attempt: 'attempt',
+  reason: 'reason',
+  note: 'note',
+  recipient: 'recipient',
+  signature: 'signature',
+  photo: 'photo',
+  location: 'location',
+  eta: 'eta',
+  lat: 'lat',
+  lng: 'lng',
+  heading: 'heading',
+  speed: 'speed',
 });
 
 /** The protocol's own keys, as they are spelt. */

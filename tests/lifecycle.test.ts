@@ -326,4 +326,18 @@ describe('lab mode', () => {
     expect(vendor.of('delivered')[0]).not.toHaveProperty('attempt');
     expect(vendor.of('delivered')[0]).not.toHaveProperty('details');
   });
+
+  it('reads the lifecycle’s steps as generously as the course’s: a student’s CANCELED and In_Transit, a failure with its reason', async () => {
+    const { url } = cleanup.add(await startHub(), (h) => h.close());
+    const vendor = cleanup.add(new RawClient(url), (c) => c.close());
+    const driver = cleanup.add(new RawClient(url), (c) => c.close());
+    await Promise.all([vendor.connected(), driver.connected()]);
+    await vendor.request('pickup', order('acme', 1));
+    expect(await vendor.request<Answer>('CANCELED', { storeName: 'acme', orderID: order('acme', 1).orderId, note: 'changed my mind' })).toMatchObject({ ok: true, data: { event: 'cancelled' } });
+    await vendor.request('pickup', order('acme', 2));
+    expect(await driver.request<Answer>('In_Transit', { store: 'acme', orderId: order('acme', 2).orderId })).toMatchObject({ ok: true });
+    expect(await driver.request<Answer>('Failed', { store: 'acme', orderId: order('acme', 2).orderId, reason: 'recipient-absent' })).toMatchObject({ ok: true, data: { reattempt: true } });
+    const [failed] = await vendor.waitFor('failed', 1, 'the lab vendor to hear the failure');
+    expect(failed).toMatchObject({ details: { reason: 'recipient-absent' } });
+  });
 });

@@ -61,6 +61,24 @@ describe('several hubs on one Redis', () => {
     expect(heardOnA.every((m) => m.driver === 'd-on-b')).toBe(true);
   });
 
+  it('tells a driver on hub B of a cancel a vendor sent through hub A, and refuses its next step', async () => {
+    const { a, b } = await twoHubs();
+    const lines: string[] = [];
+    const vendor = cleanup.add(new VendorClient({ url: a.url, store: 'acme', log: (l) => lines.push(l) }), (v) => v.close());
+    const driver = cleanup.add(new DriverClient({ url: b.url, name: 'd-on-b', delay: 60_000, log: () => undefined }), (d) => d.close());
+    const told: ParcelMessage[] = [];
+    driver.on('cancelled', (m) => told.push(m));
+    const transit: ParcelMessage[] = [];
+    vendor.on('in-transit', (m) => transit.push(m));
+    await Promise.all([vendor.start(), driver.start()]);
+    const placed = vendor.makeOrder();
+    await vendor.publish(placed);
+    await waitUntil(vendor, 'in-transit', () => (transit.length === 1 ? true : undefined), 'the driver on hub B to take the parcel on its way');
+    expect(await vendor.cancel(placed.orderId, 'out of stock'), lines.join('\n')).toMatchObject({ duplicate: false });
+    await waitUntil(driver, 'cancelled', () => (told.length === 1 ? true : undefined), 'the driver on hub B to be told of the cancel made on hub A');
+    expect(told[0]).toMatchObject({ orderId: placed.orderId, details: { note: 'out of stock' } });
+  });
+
   it('shows a dashboard on hub B the steps recorded on hub A', async () => {
     const { a, b } = await twoHubs();
     const dashboard = cleanup.add(new RawClient(b.url, { auth: { role: 'dashboard' } }), (c) => c.close());

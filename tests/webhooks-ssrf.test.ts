@@ -42,11 +42,21 @@ describe('the SSRF guard: address classes', () => {
     ['::ffff:169.254.169.254', 'link-local'],
     ['::127.0.0.1', 'loopback'],
     ['fe80::1%eth0', 'link-local'],
+    ['fec0::1', 'site-local'],
+    ['198.18.0.1', 'benchmarking'],
+    ['198.19.255.254', 'benchmarking'],
+    ['192.0.0.8', 'IETF'],
+    // an IPv4 address carried by a NAT64 or 6to4 address is reached through their gateways
+    ['64:ff9b::a9fe:a9fe', 'link-local (169.254.0.0/16), NAT64'],
+    ['64:ff9b::127.0.0.1', 'loopback (127.0.0.0/8), NAT64'],
+    ['64:ff9b:1::a00:1', 'private (RFC 1918), NAT64'],
+    ['2002:a9fe:a9fe::', 'link-local (169.254.0.0/16), 6to4'],
+    ['2002:0a00:0001::1', 'private (RFC 1918), 6to4'],
   ])('refuses %s (%s)', (address, kind) => {
     expect(forbiddenReason(address)).toContain(kind);
   });
 
-  it.each(['93.184.216.34', '8.8.8.8', '172.15.255.255', '172.32.0.1', '100.63.255.255', '100.128.0.1', '169.253.1.1', '2606:4700::1111', '::ffff:8.8.8.8', 'fec0::1', '2001:db8::1'])('allows the public address %s', (address) => {
+  it.each(['93.184.216.34', '8.8.8.8', '172.15.255.255', '172.32.0.1', '100.63.255.255', '100.128.0.1', '169.253.1.1', '2606:4700::1111', '::ffff:8.8.8.8', '64:ff9b::808:808', '2002:808:808::1', '198.17.255.255', '198.20.0.1', '192.0.1.1', '2001:db8::1'])('allows the public address %s', (address) => {
     expect(forbiddenReason(address)).toBeUndefined();
   });
 

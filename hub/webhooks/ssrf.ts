@@ -27,6 +27,8 @@ function forbiddenV4(b: readonly number[]): string | undefined {
   if (a === 169 && c === 254) return 'link-local (169.254.0.0/16)';
   if (a === 100 && c >= 64 && c <= 127) return 'shared address space (CGNAT 100.64.0.0/10)';
   if (a >= 224 && a <= 239) return 'multicast (224.0.0.0/4)';
+  if (a === 198 && (c === 18 || c === 19)) return 'benchmarking (198.18.0.0/15)';
+  if (a === 192 && c === 0 && b[2] === 0) return 'IETF protocol assignments (192.0.0.0/24)';
   // reserved for future use, and the broadcast address: nothing a webhook lives on
   if (a >= 240) return 'reserved (240.0.0.0/4)';
   return undefined;
@@ -40,15 +42,21 @@ function forbiddenV6(b: readonly number[]): string | undefined {
   if (zeroUpTo(10) && b[10] === 0xff && b[11] === 0xff) return mapped(b);
   if (zeroUpTo(12)) return mapped(b);
   const [first = 0, second = 0] = b;
+  // NAT64 (64:ff9b::/96, and the local-use 64:ff9b:1::/48) and 6to4 (2002::/16) reach the IPv4
+  // address they carry, through a gateway that may well be there
+  if (first === 0x00 && second === 0x64 && b[2] === 0xff && b[3] === 0x9b) return mapped(b, 'NAT64');
+  if (first === 0x20 && second === 0x02) return mapped([...new Array<number>(12).fill(0), ...b.slice(2, 6)], '6to4');
   if (first === 0xfe && (second & 0xc0) === 0x80) return 'link-local (fe80::/10)';
   if ((first & 0xfe) === 0xfc) return 'unique local (fc00::/7)';
+  if (first === 0xfe && (second & 0xc0) === 0xc0) return 'site-local (fec0::/10, deprecated)';
   if (first === 0xff) return 'multicast (ff00::/8)';
   return undefined;
 }
 
-function mapped(b: readonly number[]): string | undefined {
+/** The verdict on the IPv4 address in the last 4 of these 16 bytes, said as reached `how`. */
+function mapped(b: readonly number[], how = 'IPv4-mapped'): string | undefined {
   const reason = forbiddenV4(b.slice(12));
-  return reason === undefined ? undefined : `${reason}, IPv4-mapped`;
+  return reason === undefined ? undefined : `${reason}, ${how}`;
 }
 
 function parseV4(address: string): number[] {

@@ -284,7 +284,8 @@ export class Delivery {
     }
     entry.acked = true;
     this.acks.forget(entry);
-    if (queue === DRIVER_QUEUE) this.pickups.delete(entry.key);
+    // a parcel's later attempt may be the one indexed now (a stale pickup came back after a restart)
+    if (queue === DRIVER_QUEUE && this.pickups.get(entry.key) === entry) this.pickups.delete(entry.key);
   }
 
   private deliverNew(message: ParcelMessage, from?: string): void {

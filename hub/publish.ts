@@ -72,15 +72,29 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
     ctx.delivery.add(outcome.message, publisher.socketId, outcome.spilled === true);
     ctx.dashboards.step(outcome.message);
     if (event === 'delivered') ctx.metrics.latency.observe(Math.max(0, Date.parse(time) - Date.parse(outcome.pickedUpAt)) / 1000);
-    // the driver given the parcel hears of its cancel at once (its next step would be refused)
-    if (event === 'cancelled') {
-      // the one carrying it, whichever hub it reports through; not knowing it only costs the news
-      const carrier = await ctx.storage.parcel(input.store, input.orderId).then((parcel) => parcel?.driver, () => undefined);
-      ctx.delivery.tellHolders(outcome.message, carrier);
-    }
   } else {
     ctx.metrics.duplicates.inc({ event });
     ctx.logger.info('DUPLICATE', { event, store: input.store, orderId: input.orderId, via: publisher.via });
+  }
+  // signed webhooks: in the outbox before the answer, straight after the step (a parcel's steps
+  // reach it in the order they were recorded, with no other write between); a duplicate too, so
+  // a publisher's retry fills the gap a hub killed between the step and its enqueue left (enqueue
+  // is idempotent)
+  let webhooksLost = false;
+  if (ctx.webhooks?.watches(input.store)) {
+    try {
+      await ctx.webhooks.enqueue(input.store, input.orderId, event, outcome.status === 'accepted' ? outcome.message : undefined);
+    } catch (err) {
+      ctx.logger.warn('WEBHOOK ENQUEUE FAILED', { store: input.store, orderId: input.orderId, event, reason: err instanceof Error ? err.message : String(err) });
+      // the rest of the step goes on (it is recorded); the publisher is told to send it again
+      webhooksLost = true;
+    }
+  }
+  if (outcome.status === 'accepted' && event === 'cancelled') {
+    // the driver given the parcel hears of its cancel at once (its next step would be refused): the
+    // one carrying it, whichever hub it reports through; not knowing it only costs the news
+    const carrier = await ctx.storage.parcel(input.store, input.orderId).then((parcel) => parcel?.driver, () => undefined);
+    ctx.delivery.tellHolders(outcome.message, carrier);
   }
   // a step reported means the pickup of its attempt reached a driver, whichever connection reports
   // it; a step that ends the driver's part (or a cancel) forgets who it went to. A duplicate says
@@ -94,16 +108,7 @@ export async function publishStep(ctx: PublishContext, publisher: Publisher, inp
     ctx.dashboards.step(outcome.requeued);
     ctx.logger.info('REATTEMPT', { store: input.store, orderId: input.orderId, attempt: outcome.requeued.attempt ?? 2 });
   }
-  // signed webhooks: in the outbox before the answer; a duplicate too, so a publisher's retry fills
-  // the gap a hub killed between recording the step and enqueueing it left (enqueue is idempotent)
-  if (ctx.webhooks?.watches(input.store)) {
-    try {
-      await ctx.webhooks.enqueue(input.store, input.orderId, event, outcome.status === 'accepted' ? outcome.message : undefined);
-    } catch (err) {
-      ctx.logger.warn('WEBHOOK ENQUEUE FAILED', { store: input.store, orderId: input.orderId, event, reason: err instanceof Error ? err.message : String(err) });
-      return fail('CAPS_ERR_STORAGE', 'the step is recorded but its webhooks are not queued: send it again');
-    }
-  }
+  if (webhooksLost) return fail('CAPS_ERR_STORAGE', 'the step is recorded but its webhooks are not queued: send it again');
   const result: PublishResult = { event, store: input.store, orderId: input.orderId, duplicate };
   if (outcome.status === 'accepted' && outcome.message.reattempt !== undefined) result.reattempt = outcome.message.reattempt;
   return ok(result);

@@ -6,7 +6,7 @@ import type { Order } from '../../protocol/schemas.js';
 import type { AckOutcome, ParcelRecord, QueueInfo, StepInput, StepOutcome, StorageLimits } from './storage.js';
 import { endedAt, isPlainHistory } from './storage.js';
 import type { ParcelStep } from './storage.js';
-import { attemptOf, isDuplicate, move } from '../../protocol/lifecycle.js';
+import { PUBLISHED_BY, attemptOf, isDuplicate, move } from '../../protocol/lifecycle.js';
 import type { StepDetails } from '../../protocol/schemas.js';
 
 /**
@@ -62,6 +62,8 @@ export class StorageCore {
   private readonly recentAcks = new RecentIds(RECENT_ACKS);
   /** Pickups waiting in the driver queue, by store: each store's quota is `maxQueueDepth`. */
   private readonly waitingPickups = new Map<string, number>();
+  /** parcelKey → the messageId of its pickup waiting in the driver pool (bounded by the pool). */
+  private readonly pickupIds = new Map<string, string>();
 
   constructor(
     private readonly limits: StorageLimits,
@@ -139,8 +141,14 @@ export class StorageCore {
       state.messages.set(message.messageId, message);
       state.windowEnd = message.seq;
     }
-    if (queue === DRIVER_QUEUE) this.countPickup(input.store, 1);
+    if (queue === DRIVER_QUEUE) {
+      this.countPickup(input.store, 1);
+      this.pickupIds.set(key, message.messageId);
+    }
     mutations.push({ kind: 'step', key, order: parcel.order, input, driver: parcel.driver, message, ...(history ? { history } : {}) });
+    // a driver's step says its attempt's pickup reached a driver: it leaves the pool in the same
+    // commit (as with Redis), so no restart can hand it out again
+    if (PUBLISHED_BY[input.event] === 'driver') this.settlePickup(key, attempt, mutations);
     const outcome: StepOutcome = { status: 'accepted', message, pickedUpAt: parcel.history[0]?.time ?? input.time, ...(spilled ? { spilled: true } : {}) };
 
     if (reattempt) {
@@ -155,16 +163,14 @@ export class StorageCore {
       pool.messages.set(requeued.messageId, requeued);
       pool.windowEnd = requeued.seq;
       this.countPickup(input.store, 1);
+      this.pickupIds.set(key, requeued.messageId);
       mutations.push({ kind: 'step', key, order: parcel.order, input: { ...pickup, attempt: next }, driver: undefined, message: requeued, history: structuredClone(parcel.history) });
       outcome.requeued = requeued;
     }
     if (input.event === 'cancelled') {
       // a pickup no driver has taken yet leaves the pool with the cancel: no driver is sent it
-      const waiting = this.waitingPickup(input.store, input.orderId);
-      if (waiting) {
-        this.ack(DRIVER_QUEUE, waiting.messageId, mutations);
-        outcome.withdrawn = waiting.messageId;
-      }
+      const waiting = this.pickupIds.get(key);
+      if (waiting !== undefined && this.ack(DRIVER_QUEUE, waiting, mutations) === 'removed') outcome.withdrawn = waiting;
     }
     return outcome;
   }
@@ -182,13 +188,11 @@ export class StorageCore {
     return undefined;
   }
 
-  /** The parcel's pickup still waiting in the driver pool, if it is (a cancel is rare: a walk of the pool). */
-  private waitingPickup(store: string, orderId: string): ParcelMessage | undefined {
-    if ((this.waitingPickups.get(store) ?? 0) === 0) return undefined;
-    for (const message of this.queueStates.get(DRIVER_QUEUE)?.messages.values() ?? []) {
-      if (message.orderId === orderId && message.store === store) return message;
-    }
-    return undefined;
+  /** The pickup of this parcel's `attempt` (or an earlier one) leaves the pool, if it is still there. */
+  private settlePickup(key: string, attempt: number, mutations: Mutation[]): void {
+    const id = this.pickupIds.get(key);
+    const message = id === undefined ? undefined : this.queueStates.get(DRIVER_QUEUE)?.messages.get(id);
+    if (id !== undefined && message && (message.attempt ?? 1) <= attempt) this.ack(DRIVER_QUEUE, id, mutations);
   }
 
   /**
@@ -219,7 +223,11 @@ export class StorageCore {
     const message = state.messages.get(messageId);
     if (message) {
       state.messages.delete(messageId);
-      if (queue === DRIVER_QUEUE) this.countPickup(message.store, -1);
+      if (queue === DRIVER_QUEUE) {
+        this.countPickup(message.store, -1);
+        const key = parcelKey(message.store, message.orderId);
+        if (this.pickupIds.get(key) === messageId) this.pickupIds.delete(key);
+      }
       this.recentAcks.add(messageId);
       mutations.push({ kind: 'ack', queue, messageId, seq: message.seq });
       return 'removed';
@@ -274,7 +282,12 @@ export class StorageCore {
   restoreQueue(queue: string, lastSeq: number, messages: ParcelMessage[], spilled = 0): void {
     const windowEnd = messages.at(-1)?.seq ?? 0;
     this.queueStates.set(queue, { lastSeq, messages: new Map(messages.map((m) => [m.messageId, m])), spilled, windowEnd });
-    if (queue === DRIVER_QUEUE) for (const m of messages) this.countPickup(m.store, 1);
+    if (queue === DRIVER_QUEUE) {
+      for (const m of messages) {
+        this.countPickup(m.store, 1);
+        this.pickupIds.set(parcelKey(m.store, m.orderId), m.messageId);
+      }
+    }
   }
 
   private countPickup(store: string, delta: number): void {

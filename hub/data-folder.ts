@@ -1,6 +1,7 @@
 import { chmodSync, lstatSync, mkdirSync, readlinkSync, statSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { userInfo } from 'node:os';
+import Database from 'better-sqlite3';
 
 /**
  * The data folder holds the token secret (whoever reads or replaces it can forge any token) and
@@ -161,4 +162,21 @@ function userName(uid: number): string {
 /** A path as a POSIX shell reads it back, for the fix commands in the messages. */
 function quote(path: string): string {
   return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replaceAll("'", "'\\''")}'`;
+}
+
+/**
+ * Opens (creating) a database file and makes it 0600 before anything is written to it. SQLite
+ * creates it 0644; the -wal and -shm files it makes next take the database file's mode (its
+ * os_unix.c does so whatever the umask; tests/data-folder.test.ts checks it). Those a killed hub of
+ * an older version left 0644 are made private here too.
+ */
+export function openPrivate(file: string): Database.Database {
+  const db = new Database(file);
+  try {
+    makePrivate([file, `${file}-wal`, `${file}-shm`]);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return db;
 }

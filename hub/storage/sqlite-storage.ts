@@ -5,7 +5,7 @@ import type { ParcelMessage } from '../../protocol/messages.js';
 import { DRIVER_QUEUE } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { CapsError } from '../../protocol/errors.js';
-import { makePrivate, prepareDataFolder } from '../data-folder.js';
+import { openPrivate, prepareDataFolder } from '../data-folder.js';
 import type { ParcelChange, PlanWrites } from './journal.js';
 import { applySome, decodeJournal, foldPlan } from './journal.js';
 import type { CommitWaiter } from './sqlite-commit.js';
@@ -437,23 +437,6 @@ export class SqliteStorage extends CoreBackedStorage implements Storage {
       if (FINAL_STATES.has(parcel.state) && !this.folder.changed(key) && !unfolded.has(key)) this.core.parcels.delete(key);
     }
   }
-}
-
-/**
- * Opens (creating) a database file and makes it 0600 before anything is written to it. SQLite
- * creates it 0644; the -wal and -shm files it makes next take the database file's mode (its
- * os_unix.c does so whatever the umask; tests/data-folder.test.ts checks it). Those a killed hub of
- * an older version left 0644 are made private here too.
- */
-function openPrivate(file: string): Database.Database {
-  const db = new Database(file);
-  try {
-    makePrivate([file, `${file}-wal`, `${file}-shm`]);
-  } catch (err) {
-    db.close();
-    throw err;
-  }
-  return db;
 }
 
 interface ParcelRow {

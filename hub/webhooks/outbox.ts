@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelEvent } from '../../protocol/schemas.js';
-import { checkPrivateFile, makePrivate, prepareDataFolder } from '../data-folder.js';
+import { checkPrivateFile, openPrivate, prepareDataFolder } from '../data-folder.js';
 import type { NewDelivery, Outbox, PendingDelivery, WebhookEndpoint } from './types.js';
 
 /** The outbox's file in the hub's data folder. */
@@ -115,10 +115,9 @@ export class SqliteOutbox implements Outbox {
       const file = join(options.dir, OUTBOX_FILE);
       // it holds the endpoints' signing secrets: refused if others could read or swap it
       checkPrivateFile(file, { risk: 'can sign webhooks as this hub', removed: 'every webhook endpoint and pending delivery is lost' });
-      const db = new Database(file);
+      const db = openPrivate(file);
       db.pragma('journal_mode = WAL');
       db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
-      makePrivate([file, `${file}-wal`, `${file}-shm`]);
       this.where = file;
       this.opened = { db, statements: prepareStatements(db) };
       for (const row of this.statements.endpoints.all()) this.endpointsById.set(row.id, endpointOf(row));

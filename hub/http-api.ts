@@ -151,6 +151,18 @@ export function callerOf(req: Request, options: Pick<ApiOptions, 'keyring' | 'al
   return subjectOf(options.keyring.verify(match[1]));
 }
 
+/**
+ * A store's own routes (its parcels, cancels, tracking links, webhooks): the caller must hold a
+ * vendor token of that store (anyone may, in open lab mode); `what` says what is refused. Returns
+ * the verified subject, undefined for an anonymous lab caller.
+ */
+export function storeVendor(req: Request, options: Pick<ApiOptions, 'keyring' | 'allowAnonymous'>, store: string, what: string): TokenSubject | undefined {
+  const caller = callerOf(req, options);
+  if (caller.role === 'anonymous') return undefined;
+  if (caller.role !== 'vendor' || caller.store !== store) throw new CapsError('CAPS_ERR_FORBIDDEN', `${what} with a vendor token of ${store}`);
+  return caller;
+}
+
 /** The one store a caller is limited to, or undefined for every store. */
 function storeScope(caller: Caller): string | undefined {
   // a tracker never gets this far (refused above); if it did, it would see its store at most

@@ -8,7 +8,7 @@ import { orderSchema, PARCEL_EVENTS, parsePublish, storeNameSchema } from '../pr
 import type { ParcelEvent } from '../protocol/schemas.js';
 import { peekClaims, signToken } from '../protocol/token.js';
 import { trackingUrl } from './tracking.js';
-import { callerOf, timeline } from './http-api.js';
+import { callerOf, storeVendor, timeline } from './http-api.js';
 import type { HttpPublishOptions } from './http-publish.js';
 import { publishErrors } from './http-publish.js';
 import type { PublishContext } from './publish.js';
@@ -42,11 +42,8 @@ const trackingLinkBody = z.strictObject({ expiresInSeconds: z.number().int().min
 export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
   const api = Router();
   api.post('/stores/:store/parcels', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
-    const caller = callerOf(req, options);
     const store = String(req.params['store']);
-    if (caller.role !== 'anonymous' && !(caller.role === 'vendor' && caller.store === store)) {
-      throw new CapsError('CAPS_ERR_FORBIDDEN', `parcels of ${store} are created with a vendor token of ${store}`);
-    }
+    const auth = storeVendor(req, options, store, `parcels of ${store} are created`);
     const body = req.body as unknown;
     if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', 'send a JSON object { customer, address[, orderId] }');
     const fields = body as Record<string, unknown>;
@@ -58,7 +55,7 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
     const orderId = fields['orderId'] ?? (key !== undefined ? keyOrderId(store, key) : randomUUID());
     const parsed = parsePublish('pickup', { ...fields, store, orderId });
     if (!parsed.ok) throw new CapsError(parsed.error.code, parsed.error.message);
-    const result = await publishStep(ctx, { auth: caller.role === 'anonymous' ? undefined : caller, via: 'http' }, parsed.value);
+    const result = await publishStep(ctx, { auth, via: 'http' }, parsed.value);
     if (!result.ok) throw new CapsError(result.error.code, result.error.message);
     const parcel = await ctx.storage.parcel(store, parsed.value.orderId);
     if (!parcel) throw new CapsError('CAPS_ERR_STORAGE', 'the parcel was stored but cannot be read back; ask again');
@@ -73,11 +70,8 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
   });
   // the store calls a delivery off (issue 17): a driver holding it is told, a waiting pickup leaves the pool
   api.post('/stores/:store/parcels/:orderId/cancel', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
-    const caller = callerOf(req, options);
     const store = String(req.params['store']);
-    if (caller.role !== 'anonymous' && !(caller.role === 'vendor' && caller.store === store)) {
-      throw new CapsError('CAPS_ERR_FORBIDDEN', `parcels of ${store} are cancelled with a vendor token of ${store}`);
-    }
+    const auth = storeVendor(req, options, store, `parcels of ${store} are cancelled`);
     const body = (req.body ?? {}) as unknown;
     if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', 'send nothing, or a JSON object { "note" }');
     const fields = body as Record<string, unknown>;
@@ -85,7 +79,7 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
     if (extra.length > 0) throw new CapsError('CAPS_ERR_INVALID_PAYLOAD', `a cancel carries only a note; not ${extra.join(', ')}`);
     const parsed = parsePublish('cancelled', { ...fields, store, orderId: String(req.params['orderId']) });
     if (!parsed.ok) throw new CapsError(parsed.error.code, parsed.error.message);
-    const result = await publishStep(ctx, { auth: caller.role === 'anonymous' ? undefined : caller, via: 'http' }, parsed.value);
+    const result = await publishStep(ctx, { auth, via: 'http' }, parsed.value);
     if (!result.ok) throw new CapsError(result.error.code, result.error.message);
     const parcel = await ctx.storage.parcel(store, parsed.value.orderId);
     if (!parcel) throw new CapsError('CAPS_ERR_STORAGE', 'the cancel was stored but the parcel cannot be read back; ask again');
@@ -112,11 +106,8 @@ export function shopApi(ctx: PublishContext, options: ShopApiOptions): Router {
   });
   // a customer's tracking link for one parcel (issue 17): a `tracker` token, signed like any other
   api.post('/stores/:store/parcels/:orderId/tracking-link', express.json({ limit: options.maxPayloadBytes, strict: true }), async (req, res) => {
-    const caller = callerOf(req, options);
     const store = String(req.params['store']);
-    if (caller.role !== 'anonymous' && !(caller.role === 'vendor' && caller.store === store)) {
-      throw new CapsError('CAPS_ERR_FORBIDDEN', `tracking links of ${store}'s parcels are made with a vendor token of ${store}`);
-    }
+    storeVendor(req, options, store, `tracking links of ${store}'s parcels are made`);
     const storeName = storeNameSchema.safeParse(store);
     const orderId = orderSchema.shape.orderId.safeParse(req.params['orderId']);
     if (!storeName.success || !orderId.success) throw new CapsError('CAPS_ERR_INVALID_QUERY', 'the path names no valid store and orderId');

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { CapsError } from '../../protocol/errors.js';
 import { ok } from '../../protocol/result.js';
 import { PARCEL_EVENTS, storeNameSchema } from '../../protocol/schemas.js';
-import { callerOf } from '../http-api.js';
+import { storeVendor } from '../http-api.js';
 import type { HttpPublishOptions } from '../http-publish.js';
 import { publishErrors } from '../http-publish.js';
 import type { Metrics } from '../metrics.js';
@@ -33,11 +33,8 @@ export function webhookRoutes(options: WebhookRoutesOptions): Router {
   const api = Router();
   const base = '/stores/:store/webhooks';
   const storeOf = (req: Request): string => {
-    const caller = callerOf(req, options);
     const store = String(req.params['store']);
-    if (caller.role !== 'anonymous' && !(caller.role === 'vendor' && caller.store === store)) {
-      throw new CapsError('CAPS_ERR_FORBIDDEN', `webhooks of ${store} are managed with a vendor token of ${store}`);
-    }
+    storeVendor(req, options, store, `webhooks of ${store} are managed`);
     const parsed = storeNameSchema.safeParse(store);
     if (!parsed.success) throw new CapsError('CAPS_ERR_INVALID_QUERY', `store: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
     return parsed.data;

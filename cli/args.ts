@@ -115,7 +115,8 @@ export function helpText(spec: CommandSpec): string {
 
 /**
  * Parses flags and runs a command; turns `--help` and usage errors into the right output and
- * exit code (0 for help, 2 for usage). `main` resolves to the process's exit code.
+ * exit code (0 for help, 2 for usage). `main` resolves to the process's exit code; a UsageError it
+ * throws is printed like a bad flag.
  */
 export async function runCommand<S extends CommandSpec>(spec: S, argv: readonly string[], main: (flags: FlagValues<S>) => Promise<number>): Promise<number> {
   let flags: FlagValues<S>;
@@ -126,13 +127,21 @@ export async function runCommand<S extends CommandSpec>(spec: S, argv: readonly 
       process.stdout.write(helpText(spec));
       return 0;
     }
-    if (err instanceof UsageError) {
-      process.stderr.write(`${spec.usage}: ${err.message}\nRun '${spec.usage} --help' to see the flags.\n`);
-      return 2;
-    }
+    if (err instanceof UsageError) return usageError(spec, err);
     throw err;
   }
-  return main(flags);
+  try {
+    return await main(flags);
+  } catch (err) {
+    // what the flags say together (one needs another, a value's form): the same usage error
+    if (err instanceof UsageError) return usageError(spec, err);
+    throw err;
+  }
+}
+
+function usageError(spec: CommandSpec, err: UsageError): number {
+  process.stderr.write(`${spec.usage}: ${err.message}\nRun '${spec.usage} --help' to see the flags.\n`);
+  return 2;
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { CommandSpec } from './args.js';
-import { runCommand } from './args.js';
+import { runCommand, UsageError } from './args.js';
 import { loadSecret } from '../hub/secret.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { peekClaims, signToken } from '../protocol/token.js';
@@ -56,58 +56,54 @@ export const revokeCommand = {
 export function runToken(argv: readonly string[]): Promise<number> {
   if (argv[0] === 'revoke') return runRevoke(argv.slice(1));
   return runCommand(tokenCommand, argv, async (flags) => {
-    const problem = (text: string): number => {
-      process.stderr.write(`caps token: ${text}\nRun 'caps token --help' to see the flags.\n`);
-      return 2;
-    };
-    if (flags.track && flags.role !== undefined && flags.role !== 'tracker') return problem(`--track makes a tracking link; it cannot be a ${flags.role} token`);
+    if (flags.track && flags.role !== undefined && flags.role !== 'tracker') throw new UsageError(`--track makes a tracking link; it cannot be a ${flags.role} token`);
     const role = flags.track ? 'tracker' : flags.role;
-    if (flags.order !== undefined && role !== 'tracker') return problem('--order is for --track: the parcel a tracking link opens');
+    if (flags.order !== undefined && role !== 'tracker') throw new UsageError('--order is for --track: the parcel a tracking link opens');
     let subject: TokenSubject;
     switch (role) {
       case 'vendor':
-        if (!flags.store) return problem('--role vendor needs --store NAME');
-        if (flags.name) return problem('--name is for drivers; a vendor token names a --store');
+        if (!flags.store) throw new UsageError('--role vendor needs --store NAME');
+        if (flags.name) throw new UsageError('--name is for drivers; a vendor token names a --store');
         subject = { role: 'vendor', store: flags.store };
         break;
       case 'driver':
-        if (!flags.name) return problem('--role driver needs --name NAME');
-        if (flags.store) return problem('--store is for vendors and dashboards; a driver token names a --name');
+        if (!flags.name) throw new UsageError('--role driver needs --name NAME');
+        if (flags.store) throw new UsageError('--store is for vendors and dashboards; a driver token names a --name');
         subject = { role: 'driver', name: flags.name };
         break;
       case 'dashboard':
-        if (flags.name) return problem('--name is for drivers');
+        if (flags.name) throw new UsageError('--name is for drivers');
         subject = flags.store ? { role: 'dashboard', store: flags.store } : { role: 'dashboard' };
         break;
       case 'tracker': {
-        if (!flags.store || flags.order === undefined) return problem('--track needs --store NAME and --order ID: the one parcel it opens');
-        if (flags.name) return problem('--name is for drivers; a tracking link names a --store and an --order');
+        if (!flags.store || flags.order === undefined) throw new UsageError('--track needs --store NAME and --order ID: the one parcel it opens');
+        if (flags.name) throw new UsageError('--name is for drivers; a tracking link names a --store and an --order');
         const orderId = orderSchema.shape.orderId.safeParse(flags.order);
-        if (!orderId.success) return problem(`--order '${flags.order}' ${orderId.error.issues[0]?.message ?? 'is not a valid orderId'}`);
+        if (!orderId.success) throw new UsageError(`--order '${flags.order}' ${orderId.error.issues[0]?.message ?? 'is not a valid orderId'}`);
         subject = { role: 'tracker', store: flags.store, orderId: orderId.data };
         break;
       }
       default:
-        return problem('--role is required: vendor, driver or dashboard (or --track for a tracking link)');
+        throw new UsageError('--role is required: vendor, driver or dashboard (or --track for a tracking link)');
     }
     let base: URL | undefined;
     if (role === 'tracker') {
       base = URL.canParse(flags.url) ? new URL(flags.url) : undefined;
-      if (!base || (base.protocol !== 'http:' && base.protocol !== 'https:')) return problem(`--url must be the hub's public http(s) URL, e.g. https://track.example.com; got '${flags.url}'`);
+      if (!base || (base.protocol !== 'http:' && base.protocol !== 'https:')) throw new UsageError(`--url must be the hub's public http(s) URL, e.g. https://track.example.com; got '${flags.url}'`);
     }
     if (flags.store !== undefined) {
       const parsed = storeNameSchema.safeParse(flags.store);
-      if (!parsed.success) return problem(`--store '${flags.store}' ${parsed.error.issues[0]?.message ?? 'is not a valid store name'}`);
+      if (!parsed.success) throw new UsageError(`--store '${flags.store}' ${parsed.error.issues[0]?.message ?? 'is not a valid store name'}`);
     }
     if (flags.name !== undefined) {
       const parsed = nameSchema.safeParse(flags.name);
-      if (!parsed.success) return problem(`--name '${flags.name}' ${parsed.error.issues[0]?.message ?? 'is not a valid name'}`);
+      if (!parsed.success) throw new UsageError(`--name '${flags.name}' ${parsed.error.issues[0]?.message ?? 'is not a valid name'}`);
     }
     let expiresInSeconds: number | undefined;
     if (flags['expires-in'] !== 'never') {
       expiresInSeconds = parseDuration(flags['expires-in']);
-      if (expiresInSeconds === undefined) return problem(`--expires-in must look like 3600s, 90m, 12h, 30d or never; got '${flags['expires-in']}'`);
-      if (expiresInSeconds <= 0) return problem('--expires-in must be more than zero');
+      if (expiresInSeconds === undefined) throw new UsageError(`--expires-in must look like 3600s, 90m, 12h, 30d or never; got '${flags['expires-in']}'`);
+      if (expiresInSeconds <= 0) throw new UsageError('--expires-in must be more than zero');
     }
     let secret: string;
     try {
@@ -140,22 +136,18 @@ export function runToken(argv: readonly string[]): Promise<number> {
 
 function runRevoke(argv: readonly string[]): Promise<number> {
   return runCommand(revokeCommand, argv, async (flags) => {
-    const problem = (text: string): number => {
-      process.stderr.write(`caps token revoke: ${text}\nRun 'caps token revoke --help' to see the flags.\n`);
-      return 2;
-    };
-    if ((flags.id === undefined) === (flags.token === undefined)) return problem('name the token to revoke: --id ID or --token TOKEN (one of them)');
+    if ((flags.id === undefined) === (flags.token === undefined)) throw new UsageError('name the token to revoke: --id ID or --token TOKEN (one of them)');
     let id = flags.id;
     let until = 'never';
     if (flags.token !== undefined) {
       const claims = peekClaims(flags.token);
-      if (!claims) return problem('--token is not a CAPS token');
-      if (claims.jti === undefined) return problem('this token has no id (minted before tokens had one): only caps secret rotate can retire it');
+      if (!claims) throw new UsageError('--token is not a CAPS token');
+      if (claims.jti === undefined) throw new UsageError('this token has no id (minted before tokens had one): only caps secret rotate can retire it');
       id = claims.jti;
       // remembered until the token would expire anyway: the list does not grow for ever
       if (claims.exp !== undefined) until = new Date(claims.exp * 1000).toISOString();
     }
-    if (id === undefined || !/^[a-f0-9]{16}$/.test(id)) return problem(`--id must be a token id of 16 hex characters (caps token prints it); got '${id ?? ''}'`);
+    if (id === undefined || !/^[a-f0-9]{16}$/.test(id)) throw new UsageError(`--id must be a token id of 16 hex characters (caps token prints it); got '${id ?? ''}'`);
     prepareDataFolder(flags.data);
     const file = join(flags.data, REVOKED_FILE);
     appendFileSync(file, `${id} ${until}\n`, { mode: 0o600 });

@@ -1,5 +1,5 @@
 import type { CommandSpec, FlagSpec } from './args.js';
-import { runCommand } from './args.js';
+import { runCommand, UsageError } from './args.js';
 import { PARCEL_EVENTS } from '../protocol/schemas.js';
 
 /**
@@ -61,14 +61,13 @@ export function runWebhook(argv: readonly string[]): Promise<number> {
   switch (sub) {
     case 'add':
       return runCommand(webhookAddCommand, rest, async (flags) => {
-        const problem = usageProblem(webhookAddCommand.usage);
-        if (flags.store === undefined) return problem('--store NAME is required');
-        if (flags.url === undefined) return problem('--url URL is required: where the hub POSTs the events');
+        if (flags.store === undefined) throw new UsageError('--store NAME is required');
+        if (flags.url === undefined) throw new UsageError('--url URL is required: where the hub POSTs the events');
         let events: string[] | undefined;
         if (flags.events !== undefined) {
           events = flags.events.split(',').map((e) => e.trim()).filter((e) => e !== '');
           const unknown = events.filter((e) => !(PARCEL_EVENTS as readonly string[]).includes(e));
-          if (unknown.length > 0 || events.length === 0) return problem(`--events must be a comma-separated list of ${PARCEL_EVENTS.join(', ')}; got '${flags.events}'`);
+          if (unknown.length > 0 || events.length === 0) throw new UsageError(`--events must be a comma-separated list of ${PARCEL_EVENTS.join(', ')}; got '${flags.events}'`);
         }
         const answer = await call(webhookAddCommand.usage, flags, 'POST', '', { url: flags.url, ...(events ? { events } : {}) });
         if (answer === undefined) return 1;
@@ -79,7 +78,7 @@ export function runWebhook(argv: readonly string[]): Promise<number> {
       });
     case 'list':
       return runCommand(webhookListCommand, rest, async (flags) => {
-        if (flags.store === undefined) return usageProblem(webhookListCommand.usage)('--store NAME is required');
+        if (flags.store === undefined) throw new UsageError('--store NAME is required');
         const answer = await call(webhookListCommand.usage, flags, 'GET', '');
         if (answer === undefined) return 1;
         const { webhooks } = answer as { webhooks: Array<Record<string, unknown>> };
@@ -107,8 +106,7 @@ export function runWebhook(argv: readonly string[]): Promise<number> {
     case 'enable': {
       const spec = sub === 'remove' ? webhookRemoveCommand : webhookEnableCommand;
       return runCommand(spec, rest, async (flags) => {
-        const problem = usageProblem(spec.usage);
-        if (flags.store === undefined || flags.id === undefined) return problem('--store NAME and --id ID are required');
+        if (flags.store === undefined || flags.id === undefined) throw new UsageError('--store NAME and --id ID are required');
         const answer = await call(spec.usage, flags, sub === 'remove' ? 'DELETE' : 'POST', sub === 'remove' ? `/${encodeURIComponent(flags.id)}` : `/${encodeURIComponent(flags.id)}/enable`);
         if (answer === undefined) return 1;
         process.stderr.write(sub === 'remove' ? `caps webhook remove: ${flags.id} of ${flags.store} is removed, with the events that waited for it\n` : `caps webhook enable: ${flags.id} of ${flags.store} is active again\n`);
@@ -122,13 +120,6 @@ export function runWebhook(argv: readonly string[]): Promise<number> {
       return Promise.resolve(help && sub !== undefined ? 0 : 2);
     }
   }
-}
-
-function usageProblem(name: string): (text: string) => number {
-  return (text) => {
-    process.stderr.write(`${name}: ${text}\nRun '${name} --help' to see the flags.\n`);
-    return 2;
-  };
 }
 
 /** One API call; the answer's data, or undefined once the reason is on stderr. */

@@ -108,13 +108,7 @@ export function runHub(argv: readonly string[]): Promise<number> {
       process.stderr.write('caps hub: --dispatch broadcast needs a single hub: with Redis, each pickup goes to one driver of one hub\nRun \'caps hub --help\' to see the flags.\n');
       return 2;
     }
-    let storeMaxAttempts: Record<string, number> | undefined;
-    try {
-      if (flags['store-max-attempts'] !== undefined) storeMaxAttempts = storeMaxAttemptsOf(flags['store-max-attempts']);
-    } catch (err) {
-      process.stderr.write(`caps hub: ${(err as Error).message}\nRun 'caps hub --help' to see the flags.\n`);
-      return 2;
-    }
+    const storeMaxAttempts = flags['store-max-attempts'] !== undefined ? storeMaxAttemptsOf(flags['store-max-attempts']) : undefined;
     let hub;
     try {
       const { secret, source } = loadSecret(flags.data);

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import { checkPrivateFile, openPrivate, prepareDataFolder } from '../data-folder.js';
+import { EndpointCache } from './endpoint-cache.js';
 import type { NewDelivery, Outbox, PendingDelivery, WebhookEndpoint } from './types.js';
 
 /** The outbox's file in the hub's data folder. */
@@ -100,7 +101,7 @@ type Write = () => void;
 export class SqliteOutbox implements Outbox {
   /** Opened at once on a file; in memory, only once an endpoint is added (see `opened`). */
   private opened: { db: Database.Database; statements: ReturnType<typeof prepareStatements> } | undefined;
-  private readonly endpointsById = new Map<string, WebhookEndpoint>();
+  readonly cache = new EndpointCache();
   private writes: Array<{ write: Write; resolve: () => void; reject: (err: unknown) => void }> = [];
   private flushScheduled: NodeJS.Immediate | undefined;
   private closed = false;
@@ -120,11 +121,12 @@ export class SqliteOutbox implements Outbox {
       db.pragma(`synchronous = ${options.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
       this.where = file;
       this.opened = { db, statements: prepareStatements(db) };
-      for (const row of this.statements.endpoints.all()) this.endpointsById.set(row.id, endpointOf(row));
+      this.cache.replaceAll(this.statements.endpoints.all().map(endpointOf));
     } else {
       // a hub with no data folder and no endpoint never loads SQLite's native addon (a packed
       // client library, installed without native builds, runs a memory hub)
       this.where = 'memory';
+      this.cache.replaceAll([]);
     }
   }
 
@@ -147,11 +149,11 @@ export class SqliteOutbox implements Outbox {
 
   /** Every endpoint, oldest first. */
   endpoints(): WebhookEndpoint[] {
-    return [...this.endpointsById.values()];
+    return this.cache.all();
   }
 
   endpoint(id: string): WebhookEndpoint | undefined {
-    return this.endpointsById.get(id);
+    return this.cache.get(id);
   }
 
   /** Loaded by the constructor. */
@@ -170,7 +172,7 @@ export class SqliteOutbox implements Outbox {
   addEndpoint(endpoint: WebhookEndpoint): Promise<void> {
     return this.write(() => {
       this.statements.insertEndpoint.run({ id: endpoint.id, store: endpoint.store, url: endpoint.url, events: endpoint.events ? JSON.stringify(endpoint.events) : null, secret: endpoint.secret, created: endpoint.created, state: endpoint.state });
-      this.endpointsById.set(endpoint.id, endpoint);
+      this.cache.set(endpoint);
     });
   }
 
@@ -180,15 +182,15 @@ export class SqliteOutbox implements Outbox {
     return this.write(() => {
       this.statements.deleteDeliveries.run(id);
       this.statements.deleteEndpoint.run(id);
-      this.endpointsById.delete(id);
+      this.cache.delete(id);
     });
   }
 
   /** Saves an endpoint's state (held in memory at once, durable when the promise resolves). */
   saveEndpoint(endpoint: WebhookEndpoint): Promise<void> {
     // one removed meanwhile (a delivery settling after DELETE) stays removed
-    if (!this.endpointsById.has(endpoint.id)) return Promise.resolve();
-    this.endpointsById.set(endpoint.id, endpoint);
+    if (!this.cache.has(endpoint.id)) return Promise.resolve();
+    this.cache.set(endpoint);
     return this.write(() => {
       this.statements.updateEndpoint.run({
         id: endpoint.id,

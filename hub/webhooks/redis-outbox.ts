@@ -1,3 +1,4 @@
+import { EndpointCache, oldestFirst } from './endpoint-cache.js';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisKeys } from '../storage/redis-keys.js';
 import { shardOf } from '../storage/redis-keys.js';
@@ -64,7 +65,7 @@ export interface RedisOutboxOptions {
  * endpoint, only its head due. A hub takes due heads with a claim (claim-1), so two hubs never
  * attempt one delivery at once; a claim lapses after `leaseMs`, so a dead hub's are taken over.
  *
- * Endpoints are cached in memory (the publish path's `watches` is a Set lookup): reloaded when the
+ * Endpoints are cached in memory (EndpointCache: the publish path's `watches` is a lookup): reloaded when the
  * version counter moves (polled every ENDPOINTS_POLL_MS), and at once after this hub's own changes.
  */
 export class RedisOutbox implements Outbox {
@@ -72,10 +73,9 @@ export class RedisOutbox implements Outbox {
   readonly pollMs: number;
   private readonly redis: Client & Scripts;
   private readonly keys: WebhookKeys;
-  private byId = new Map<string, WebhookEndpoint>();
+  readonly cache = new EndpointCache();
   private version: string | null | undefined;
   private loading: Promise<boolean> | undefined;
-  private loaded = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -101,9 +101,9 @@ export class RedisOutbox implements Outbox {
    * when Redis cannot be read now, so a publish is refused (and retried) rather than left waiting.
    */
   async ready(): Promise<void> {
-    if (this.loaded) return;
+    if (this.cache.loaded) return;
     await this.refresh();
-    if (!this.loaded) throw new Error('Redis: the webhook endpoints could not be read');
+    if (!this.cache.loaded) throw new Error('Redis: the webhook endpoints could not be read');
   }
 
   start(changed: () => void): void {
@@ -124,11 +124,8 @@ export class RedisOutbox implements Outbox {
         if (this.version !== undefined && version === this.version) return false;
         // read before the endpoints: a change meanwhile moves it again, and the next poll reloads
         const shards = await Promise.all(this.keys.shards.map((k) => this.redis.hgetall(this.keys.endpoints(k))));
-        const all = shards.flatMap((hash) => Object.values(hash).map((json) => endpointOf(json)));
-        all.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1));
-        this.byId = new Map(all.map((e) => [e.id, e]));
+        this.cache.replaceAll(shards.flatMap((hash) => Object.values(hash).map((json) => endpointOf(json))));
         this.version = version;
-        this.loaded = true;
         return true;
       } catch {
         return false;
@@ -145,11 +142,11 @@ export class RedisOutbox implements Outbox {
   }
 
   endpoints(): WebhookEndpoint[] {
-    return [...this.byId.values()];
+    return this.cache.all();
   }
 
   endpoint(id: string): WebhookEndpoint | undefined {
-    return this.byId.get(id);
+    return this.cache.get(id);
   }
 
   async endpointsOf(store: string): Promise<WebhookEndpoint[]> {
@@ -157,14 +154,14 @@ export class RedisOutbox implements Outbox {
     const found = Object.values(hash)
       .map((json) => endpointOf(json))
       .filter((e) => e.store === store);
-    found.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1));
+    found.sort(oldestFirst);
     return found;
   }
 
   async addEndpoint(endpoint: WebhookEndpoint): Promise<void> {
     await this.redis.hset(this.keys.endpointsOf(endpoint.store), endpoint.id, JSON.stringify(endpoint));
     await this.bump();
-    this.byId.set(endpoint.id, endpoint);
+    this.cache.set(endpoint);
   }
 
   async removeEndpoint(endpoint: WebhookEndpoint): Promise<void> {
@@ -174,16 +171,16 @@ export class RedisOutbox implements Outbox {
       if (left === 0) break;
     }
     await this.bump();
-    this.byId.delete(endpoint.id);
+    this.cache.delete(endpoint.id);
   }
 
   async saveEndpoint(endpoint: WebhookEndpoint, options: SaveOptions = {}): Promise<void> {
     const [changed, json] = await this.redis.capsWhSaveEndpoint(this.keys.endpointsOf(endpoint.store), endpoint.id, JSON.stringify(endpoint), options.enable ? '1' : '0');
     if (changed === -1 || json === undefined) {
-      this.byId.delete(endpoint.id);
+      this.cache.delete(endpoint.id);
       return;
     }
-    if (this.byId.has(endpoint.id)) this.byId.set(endpoint.id, endpointOf(json));
+    if (this.cache.has(endpoint.id)) this.cache.set(endpointOf(json));
     if (changed === 1) await this.bump();
   }
 
@@ -206,7 +203,7 @@ export class RedisOutbox implements Outbox {
   }
 
   async claim(endpointId: string, now: number, limit: number, _inFlight?: ReadonlySet<number>): Promise<PendingDelivery[]> {
-    const endpoint = this.byId.get(endpointId);
+    const endpoint = this.cache.get(endpointId);
     if (!endpoint || limit <= 0) return [];
     const store = endpoint.store;
     // this hub's attempts in flight hold claims: they are not due, so never returned again here
@@ -215,7 +212,7 @@ export class RedisOutbox implements Outbox {
   }
 
   async nextDue(endpointId: string, now: number): Promise<number | undefined> {
-    const endpoint = this.byId.get(endpointId);
+    const endpoint = this.cache.get(endpointId);
     if (!endpoint) return undefined;
     const [, score] = await this.redis.zrangebyscore(this.keys.due(endpoint.store, endpointId), `(${now}`, '+inf', 'WITHSCORES', 'LIMIT', 0, 1);
     return score === undefined ? undefined : Number(score);
@@ -239,7 +236,7 @@ export class RedisOutbox implements Outbox {
   }
 
   async wake(endpointId: string, now = Date.now()): Promise<void> {
-    const endpoint = this.byId.get(endpointId);
+    const endpoint = this.cache.get(endpointId);
     if (!endpoint) return;
     let offset = 0;
     for (;;) {

@@ -1,3 +1,4 @@
+import type { EndpointCache } from './endpoint-cache.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 
 /** Whether an endpoint is sent events: `disabled` after failing for too long, until enabled again. */
@@ -84,6 +85,8 @@ export interface Outbox {
   ready(): Promise<void>;
   /** Starts following changes made elsewhere; `changed` is called when this hub's view of the endpoints changed. */
   start(changed: () => void): void;
+  /** This hub's view of the endpoints (memory): what the publish path asks. */
+  readonly cache: EndpointCache;
   /** Every endpoint, oldest first, as this hub knows them now (memory). */
   endpoints(): WebhookEndpoint[];
   endpoint(id: string): WebhookEndpoint | undefined;

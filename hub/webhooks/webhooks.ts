@@ -81,10 +81,6 @@ export class Webhooks {
   private readonly outbox: Outbox;
   private readonly poster: Poster;
   private readonly sender: Sender;
-  /** Stores with an active endpoint: a step of any other store costs one Set lookup. */
-  private watched = new Set<string>();
-  /** The outbox knows its endpoints: until then, every store may be watched (`enqueue` waits for them). */
-  private known = false;
   private readonly allowPrivate: boolean;
   private readonly retainDeliveredMs: number;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -125,10 +121,7 @@ export class Webhooks {
         logger: ctx.logger,
         post: (url, headers, body) => this.poster.post(url, headers, body),
         attempted: (result) => attempts.inc({ result }),
-        disabled: () => {
-          disabled.inc();
-          this.refreshWatched();
-        },
+        disabled: () => disabled.inc(),
       },
       {
         retryBaseMs: options.retryBaseMs ?? WEBHOOK_DEFAULTS.retryBaseMs,
@@ -138,7 +131,7 @@ export class Webhooks {
       },
     );
     // Redis away at start: the first enqueue or the outbox's next poll loads them
-    this.outbox.ready().then(() => this.endpointsKnown(), () => undefined);
+    this.outbox.ready().catch(() => undefined);
   }
 
   /** Where the outbox lives (a file, or `memory`), for the start-up log. */
@@ -149,10 +142,7 @@ export class Webhooks {
   /** Starts delivering what the outbox holds (after a restart: what was pending). */
   start(): void {
     // endpoints added, removed, disabled or enabled through another hub
-    this.outbox.start(() => {
-      this.endpointsKnown();
-      this.sender.wake();
-    });
+    this.outbox.start(() => this.sender.wake());
     this.sender.wake();
     this.pruneTimer = setInterval(() => {
       this.outbox.prune(Date.now() - this.retainDeliveredMs).catch((err: unknown) => this.ctx.logger.warn('WEBHOOK OUTBOX PRUNE FAILED', { reason: err instanceof Error ? err.message : String(err) }));
@@ -163,7 +153,7 @@ export class Webhooks {
 
   /** Whether a step of `store` may have an endpoint to go to (the hot path's test). */
   watches(store: string): boolean {
-    return !this.known || this.watched.has(store);
+    return this.outbox.cache.watches(store);
   }
 
   /**
@@ -173,24 +163,22 @@ export class Webhooks {
    * rebuilt from the parcel's history. Idempotent: the event id is the same both ways.
    */
   async enqueue(store: string, orderId: string, event: ParcelEvent, message?: ParcelMessage): Promise<void> {
-    if (!this.known) {
-      await this.outbox.ready();
-      this.endpointsKnown();
-    }
-    const endpoints = this.outbox.endpoints().filter((e) => e.store === store && e.state === 'active' && (e.events === undefined || e.events.includes(event)));
+    if (!this.outbox.cache.loaded) await this.outbox.ready();
+    const endpoints = this.outbox.cache.takers(store, event);
     if (endpoints.length === 0) return;
     const parcel = await this.ctx.parcel(store, orderId);
-    // the step's place in the history (the latest step of this event: the one just recorded)
+    // the step's place in the history (the latest step of this event: the one just recorded), and
+    // how many steps of this event there are up to it: every one, as it is the latest
     const history = parcel?.history ?? [];
     let position = -1;
-    for (let i = history.length - 1; i >= 0; i--) {
-      if (history[i]?.event === event) {
-        position = i;
-        break;
-      }
-    }
+    let occurrence = 0;
+    history.forEach((step, i) => {
+      if (step.event !== event) return;
+      position = i;
+      occurrence++;
+    });
     if (position === -1 && message === undefined) return;
-    const occurrence = position === -1 ? 1 : history.slice(0, position + 1).filter((s) => s.event === event).length;
+    occurrence = Math.max(occurrence, 1);
     const data = message ?? rebuild(parcel as ParcelRecord, position);
     const id = eventId(store, orderId, event, occurrence);
     const body: WebhookEvent = { id, type: `parcel.${event}`, created: message?.time ?? history[position]?.time ?? new Date().toISOString(), data };
@@ -224,7 +212,6 @@ export class Webhooks {
       lastSuccessAt: undefined,
     };
     await this.outbox.addEndpoint(endpoint);
-    this.refreshWatched();
     this.ctx.logger.info('WEBHOOK ADDED', { endpoint: endpoint.id, store, url, events: endpoint.events?.join(',') ?? 'all' });
     return { ...(await this.view(endpoint)), secret: endpoint.secret };
   }
@@ -244,7 +231,6 @@ export class Webhooks {
     const endpoint = await this.find(store, id);
     if (!endpoint) return false;
     await this.outbox.removeEndpoint(endpoint);
-    this.refreshWatched();
     this.ctx.logger.info('WEBHOOK REMOVED', { endpoint: id, store });
     return true;
   }
@@ -255,7 +241,6 @@ export class Webhooks {
     if (!endpoint) return undefined;
     const updated: WebhookEndpoint = { ...endpoint, state: 'active', disabledReason: undefined, disabledAt: undefined, failingSince: undefined };
     await Promise.all([this.outbox.saveEndpoint(updated, { enable: true }), this.outbox.wake(id)]);
-    this.refreshWatched();
     if (endpoint.state === 'disabled') this.ctx.logger.info('WEBHOOK ENABLED', { endpoint: id, store });
     this.sender.wake();
     return await this.view(updated);
@@ -271,16 +256,6 @@ export class Webhooks {
       await this.outbox.close();
     })();
     return this.closing;
-  }
-
-  /** The outbox loaded its endpoints (at start, or changed through another hub). */
-  private endpointsKnown(): void {
-    this.known = true;
-    this.refreshWatched();
-  }
-
-  private refreshWatched(): void {
-    this.watched = new Set(this.outbox.endpoints().filter((e) => e.state === 'active').map((e) => e.store));
   }
 
   private async view(e: WebhookEndpoint): Promise<EndpointView> {

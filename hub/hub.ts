@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
@@ -46,6 +45,7 @@ import { DEFAULT_LIMITS } from './storage/storage.js';
 import type { CapsServer } from './types.js';
 import { WEBHOOK_DEFAULTS, Webhooks } from './webhooks/webhooks.js';
 import { LEASE_MARGIN_MS, RedisOutbox } from './webhooks/redis-outbox.js';
+import { SqliteOutbox } from './webhooks/outbox.js';
 import { webhookRoutes } from './webhooks/routes.js';
 
 export interface HubOptions {
@@ -166,6 +166,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const metrics = new Metrics();
   const rateLimit: RateLimitOptions = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
   const app = express();
+  // the largest message or request body a client may send, on sockets and over HTTP alike
+  const maxPayloadBytes = options.maxPayloadBytes ?? 64 * 1024;
   app.disable('x-powered-by');
   const httpServer = createServer(app);
   const listening = (): number => (httpServer.address() as AddressInfo | null)?.port ?? options.port ?? 3000;
@@ -198,7 +200,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     sendError(res, error, metrics);
   });
   const io: CapsServer = new Server(httpServer, {
-    maxHttpBufferSize: options.maxPayloadBytes ?? 64 * 1024,
+    maxHttpBufferSize: maxPayloadBytes,
     // the handshake and the websocket upgrade: pages of other origins, and unknown host names, are refused
     allowRequest: (req, callback) => {
       const error = origins.check(req.headers.origin, req.headers.host);
@@ -235,28 +237,32 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const allowAnonymous = options.allowAnonymous === true;
   const defaultMaxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const storeMaxAttempts = options.storeMaxAttempts ?? {};
-  // the outbox lives beside the SQLite storage, in memory with memory storage, and in Redis, shared by every hub, with Redis
-  const webhooksDir = storage.kind === 'sqlite' ? (options.dataDir ?? './data') : undefined;
-  let webhooks: Webhooks;
-  try {
-    webhooks = new Webhooks(
-      { logger, registry: metrics.registry, parcel: (store, orderId) => storage.parcel(store, orderId) },
-      {
-        ...(storage instanceof RedisStorage
-          ? { outbox: new RedisOutbox({ redis: storage.redis, keys: storage.keys, hubId: feed?.hubId ?? randomUUID(), leaseMs: (options.webhookTimeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs) + LEASE_MARGIN_MS, replicated: () => storage.replicated() }) }
-          : {}),
-        ...(webhooksDir !== undefined ? { dir: webhooksDir } : {}),
-        sync: options.sync ?? 'full',
-        allowPrivate: options.webhookAllowPrivate === true,
-        ...(options.webhookDisableAfterMs !== undefined ? { disableAfterMs: options.webhookDisableAfterMs } : {}),
-        ...(options.webhookRetryBaseMs !== undefined ? { retryBaseMs: options.webhookRetryBaseMs } : {}),
-        ...(options.webhookTimeoutMs !== undefined ? { timeoutMs: options.webhookTimeoutMs } : {}),
-      },
-    );
-  } catch (err) {
+  /** A start that failed half-way: what was opened so far is closed. */
+  const abandon = async (): Promise<void> => {
     delivery.close();
     watchers?.stop();
     await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
+  };
+  // the outbox lives in Redis, shared by every hub, with Redis; beside the SQLite storage; in memory with memory storage
+  const webhookTimeoutMs = options.webhookTimeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs;
+  let webhooks: Webhooks;
+  try {
+    const outbox =
+      storage instanceof RedisStorage && feed
+        ? new RedisOutbox({ redis: storage.redis, keys: storage.keys, hubId: feed.hubId, leaseMs: webhookTimeoutMs + LEASE_MARGIN_MS, replicated: () => storage.replicated() })
+        : new SqliteOutbox({ ...(storage.kind === 'sqlite' ? { dir: options.dataDir ?? './data' } : {}), sync: options.sync ?? 'full' });
+    webhooks = new Webhooks(
+      { logger, registry: metrics.registry, parcel: (store, orderId) => storage.parcel(store, orderId) },
+      {
+        outbox,
+        allowPrivate: options.webhookAllowPrivate === true,
+        timeoutMs: webhookTimeoutMs,
+        ...(options.webhookDisableAfterMs !== undefined ? { disableAfterMs: options.webhookDisableAfterMs } : {}),
+        ...(options.webhookRetryBaseMs !== undefined ? { retryBaseMs: options.webhookRetryBaseMs } : {}),
+      },
+    );
+  } catch (err) {
+    await abandon();
     throw err;
   }
 
@@ -294,9 +300,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   const maxAttempts = (store: string): number => (Object.hasOwn(storeMaxAttempts, store) ? (storeMaxAttempts[store] as number) : defaultMaxAttempts);
   const publishing: PublishContext = { logger, storage, delivery, metrics, dashboards, maxAttempts, webhooks };
-  app.use(pickupRoute(publishing, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
-  app.use('/api', shopApi(publishing, { keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
-  app.use('/api', webhookRoutes({ webhooks, metrics, keyring, allowAnonymous, maxPayloadBytes: options.maxPayloadBytes ?? 64 * 1024 }));
+  app.use(pickupRoute(publishing, { keyring, allowAnonymous, maxPayloadBytes }));
+  app.use('/api', shopApi(publishing, { keyring, allowAnonymous, maxPayloadBytes, ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}) }));
+  app.use('/api', webhookRoutes({ webhooks, metrics, keyring, allowAnonymous, maxPayloadBytes }));
   app.get('/api/openapi.json', (_req, res) => {
     res.json(OPENAPI);
   });
@@ -316,10 +322,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       });
     });
   } catch (err) {
-    delivery.close();
-    watchers?.stop();
     await webhooks.close();
-    await Promise.all([storage.close(), feed?.close(), adapterClient?.quit().catch(() => undefined)]);
+    await abandon();
     throw err;
   }
   retention.start();

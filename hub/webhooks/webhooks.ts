@@ -5,7 +5,6 @@ import type { ParcelMessage } from '../../protocol/messages.js';
 import type { ParcelEvent } from '../../protocol/schemas.js';
 import type { Logger } from '../logger.js';
 import type { ParcelRecord } from '../storage/storage.js';
-import { SqliteOutbox } from './outbox.js';
 import { Poster } from './post.js';
 import { Sender } from './sender.js';
 import { eventId, newEndpointId, newSecret } from './signing.js';
@@ -13,11 +12,8 @@ import { destinationProblem } from './ssrf.js';
 import type { EndpointState, NewDelivery, Outbox, WebhookEndpoint, WebhookEvent } from './types.js';
 
 export interface WebhooksOptions {
-  /** Where endpoints and deliveries are kept (hub.ts chooses by the storage: Redis's shared one); default a SqliteOutbox on `dir`. */
-  outbox?: Outbox;
-  /** The hub's data folder for `webhooks.sqlite`; undefined: in memory (a hub without one). */
-  dir?: string;
-  sync?: 'full' | 'normal';
+  /** Where endpoints and deliveries are kept: hub.ts chooses by the storage (Redis's shared one, or SQLite's file or memory). */
+  outbox: Outbox;
   /** Allow endpoints on loopback, private and link-local addresses (`--webhook-allow-private`). */
   allowPrivate?: boolean;
   /** One attempt's limit. Default 10 s. */
@@ -88,9 +84,9 @@ export class Webhooks {
 
   constructor(
     private readonly ctx: WebhooksContext,
-    options: WebhooksOptions = {},
+    options: WebhooksOptions,
   ) {
-    this.outbox = options.outbox ?? new SqliteOutbox({ ...(options.dir !== undefined ? { dir: options.dir } : {}), ...(options.sync ? { sync: options.sync } : {}) });
+    this.outbox = options.outbox;
     this.allowPrivate = options.allowPrivate === true;
     this.retainDeliveredMs = options.retainDeliveredMs ?? WEBHOOK_DEFAULTS.retainDeliveredMs;
     this.poster = new Poster({ timeoutMs: options.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs, allowPrivate: this.allowPrivate });

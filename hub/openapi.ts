@@ -96,6 +96,10 @@ const json = (schema: object): object => ({ content: { 'application/json': { sch
 const errors = { '400': { description: 'Invalid request', ...json(error) }, '401': { description: 'No valid token', ...json(error) }, '403': { description: 'Not allowed for this token', ...json(error) } };
 const pathParam = (name: 'store' | 'orderId', description: string): object => ({ name, in: 'path', required: true, schema: { type: 'string', maxLength: name === 'store' ? LIMITS.name : LIMITS.orderId }, description });
 
+/** A webhook endpoint of a store, by its id; and its 404. */
+const endpointParams = [pathParam('store', 'the store'), { name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'the endpoint id (wh_...)' }];
+const noEndpoint = { '404': { description: 'No such endpoint in this store', ...json(error) } };
+
 export const OPENAPI = {
   openapi: '3.1.0',
   info: {
@@ -243,15 +247,15 @@ export const OPENAPI = {
     '/api/stores/{store}/webhooks/{id}': {
       delete: {
         summary: 'Removes a webhook endpoint and the events waiting for it',
-        parameters: [pathParam('store', 'the store'), { name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'the endpoint id (wh_...)' }],
-        responses: { '200': { description: 'Removed', ...json(okOf({ type: 'object', properties: { id: { type: 'string' }, removed: { const: true } } })) }, '404': { description: 'No such endpoint in this store', ...json(error) }, ...errors },
+        parameters: endpointParams,
+        responses: { '200': { description: 'Removed', ...json(okOf({ type: 'object', properties: { id: { type: 'string' }, removed: { const: true } } })) }, ...noEndpoint, ...errors },
       },
     },
     '/api/stores/{store}/webhooks/{id}/enable': {
       post: {
         summary: 'Enables an endpoint again (after the hub disabled it): the events that waited go at once, in order',
-        parameters: [pathParam('store', 'the store'), { name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'the endpoint id (wh_...)' }],
-        responses: { '200': { description: 'Active', ...json(okOf(webhook)) }, '404': { description: 'No such endpoint in this store', ...json(error) }, ...errors },
+        parameters: endpointParams,
+        responses: { '200': { description: 'Active', ...json(okOf(webhook)) }, ...noEndpoint, ...errors },
       },
     },
     '/track/{token}': {

@@ -6,7 +6,7 @@ import { EndpointCache } from './endpoint-cache.js';
 import type { NewDelivery, Outbox, PendingDelivery, WebhookEndpoint } from './types.js';
 
 /** The outbox's file in the hub's data folder. */
-export const OUTBOX_FILE = 'webhooks.sqlite';
+const OUTBOX_FILE = 'webhooks.sqlite';
 
 /**
  * A row waiting behind an earlier event of its parcel: never due until that one is delivered. Only

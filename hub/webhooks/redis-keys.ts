@@ -18,7 +18,7 @@
  * poll to know their cache of endpoints is stale.
  */
 import type { RedisKeys } from '../storage/redis-keys.js';
-import { SHARDS, shardOf } from '../storage/redis-keys.js';
+import { shardOf } from '../storage/redis-keys.js';
 
 export class WebhookKeys {
   constructor(private readonly keys: RedisKeys) {}
@@ -52,10 +52,5 @@ export class WebhookKeys {
 
   done(store: string, endpointId: string): string {
     return `${this.shardOf(store)}whx:${endpointId}`;
-  }
-
-  /** Every shard, for loading every endpoint. */
-  get shards(): number[] {
-    return Array.from({ length: SHARDS }, (_, k) => k);
   }
 }

@@ -1,7 +1,7 @@
 import { EndpointCache, oldestFirst } from './endpoint-cache.js';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisKeys } from '../storage/redis-keys.js';
-import { shardOf } from '../storage/redis-keys.js';
+import { SHARD_IDS, shardOf } from '../storage/redis-keys.js';
 import { WebhookKeys } from './redis-keys.js';
 import { CLAIM, DELIVERED, ENQUEUE, REMOVE_ENDPOINT, SAVE_ENDPOINT, SETTLE, WAKE } from './redis-scripts.js';
 import type { NewDelivery, Outbox, PendingDelivery, SaveOptions, WebhookEndpoint } from './types.js';
@@ -23,7 +23,7 @@ interface Scripts {
  * added, removed, disabled or enabled through another hub is effective on this one within
  * ENDPOINTS_EFFECTIVE_MS. Its deliveries are enqueued by whichever hub records the step.
  */
-export const ENDPOINTS_POLL_MS = 1_000;
+const ENDPOINTS_POLL_MS = 1_000;
 /**
  * The bound documented (README, "Webhooks") and tested: a poll, then the reload of every shard's
  * endpoints. The poll is what an idle hub costs Redis (one GET a second: tests/multi-hub.test.ts
@@ -31,7 +31,7 @@ export const ENDPOINTS_POLL_MS = 1_000;
  */
 export const ENDPOINTS_EFFECTIVE_MS = 2_000;
 /** How often a hub looks for deliveries due (other hubs' enqueues, lapsed claims) when nothing here wakes it. */
-export const DELIVERIES_POLL_MS = 1_000;
+const DELIVERIES_POLL_MS = 1_000;
 /** A claim lasts one attempt's time-out and this much: the attempt has settled (or its hub is gone) by then. */
 export const LEASE_MARGIN_MS = 5_000;
 /** Heads made due per script call when an endpoint is enabled again. */
@@ -123,7 +123,7 @@ export class RedisOutbox implements Outbox {
         const version = await this.redis.get(this.keys.version);
         if (this.version !== undefined && version === this.version) return false;
         // read before the endpoints: a change meanwhile moves it again, and the next poll reloads
-        const shards = await Promise.all(this.keys.shards.map((k) => this.redis.hgetall(this.keys.endpoints(k))));
+        const shards = await Promise.all(SHARD_IDS.map((k) => this.redis.hgetall(this.keys.endpoints(k))));
         this.cache.replaceAll(shards.flatMap((hash) => Object.values(hash).map((json) => endpointOf(json))));
         this.version = version;
         return true;
@@ -189,7 +189,9 @@ export class RedisOutbox implements Outbox {
     const byShard = new Map<number, NewDelivery[]>();
     for (const d of deliveries) {
       const k = shardOf(d.store);
-      byShard.set(k, [...(byShard.get(k) ?? []), d]);
+      const group = byShard.get(k);
+      if (group) group.push(d);
+      else byShard.set(k, [d]);
     }
     await Promise.all(
       [...byShard.values()].map((group) => {

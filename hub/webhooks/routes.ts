@@ -19,7 +19,7 @@ export interface WebhookRoutesOptions extends HttpPublishOptions {
 }
 
 /** The registration body. `events` is checked against PARCEL_EVENTS, so new events are accepted as soon as the protocol has them. */
-export const registrationSchema = z.strictObject({
+const registrationSchema = z.strictObject({
   url: z.string().min(1).max(MAX_WEBHOOK_URL),
   events: z.array(z.enum(PARCEL_EVENTS)).min(1).optional(),
 });

@@ -197,7 +197,7 @@ export class Sender {
 }
 
 /** `3 h 20 min`, `45 s`, `250 ms`: how long, for a person. */
-export function formatDuration(ms: number): string {
+function formatDuration(ms: number): string {
   if (ms < 1_000) return `${ms} ms`;
   if (ms < 60_000) return `${Math.round(ms / 1_000)} s`;
   if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min`;

@@ -7,7 +7,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
  */
 
 /** The signature scheme's version: the `v1=` of `CAPS-Signature`. A new scheme gets a new prefix, so receivers can accept both while it rolls out. */
-export const SIGNATURE_VERSION = 'v1';
+const SIGNATURE_VERSION = 'v1';
 
 /** `hex(HMAC-SHA256(secret, id + '.' + timestamp + '.' + rawBody))`; the key is the whole secret string, `whsec_` included. */
 export function signature(secret: string, id: string, timestamp: number, rawBody: string): string {

@@ -85,7 +85,7 @@ function parseV6(address: string): number[] {
 }
 
 /** Why a webhook URL is refused before any address is looked at (scheme, credentials); undefined when its form is fine. */
-export function urlProblem(url: string): string | undefined {
+function urlProblem(url: string): string | undefined {
   if (!URL.canParse(url)) return `'${url}' is not a URL`;
   const parsed = new URL(url);
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return `a webhook URL must be http: or https:, not ${parsed.protocol}`;

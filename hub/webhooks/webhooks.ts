@@ -55,7 +55,7 @@ export interface EndpointView {
 }
 
 /** Endpoints one store may have. */
-export const MAX_ENDPOINTS_PER_STORE = 16;
+const MAX_ENDPOINTS_PER_STORE = 16;
 
 export const WEBHOOK_DEFAULTS = {
   timeoutMs: 10_000,

@@ -88,7 +88,11 @@ export class Dashboards {
    */
   location(location: DriverLocation, held: readonly ParcelRef[]): void {
     const byStore = new Map<string, string[]>();
-    for (const { store, orderId } of this.carried(location.driver, held)) byStore.set(store, [...(byStore.get(store) ?? []), orderId]);
+    for (const { store, orderId } of this.carried(location.driver, held)) {
+      const ids = byStore.get(store);
+      if (ids) ids.push(orderId);
+      else byStore.set(store, [orderId]);
+    }
     for (const [store, orderIds] of byStore) this.nsp.to(storeRoom(store)).to(storeDashboards(store)).emit('location', { ...location, orderIds });
     if (this.watchedAnywhere(ALL_STORES)) this.nsp.to(ALL_STORES).emit('location', { ...location, orderIds: [...byStore.values()].flat() });
     // the tracking pages of the parcels it carries in transit (held above are pickups not yet reported)
@@ -137,16 +141,23 @@ export class Dashboards {
     this.timer = undefined;
   }
 
-  stats(store?: string): DashboardStats {
+  /** What every dashboard's stats are cut from: read once a tick, however many dashboard rooms. */
+  private snapshot(): { drivers: Array<{ name: string; carried: ParcelRef[] }>; queues: DashboardStats['queues'] } {
+    return {
+      drivers: this.delivery.driverLoads().map((d) => ({ name: d.name, carried: this.carried(d.name, d.holding) })),
+      queues: this.delivery.queueStats(),
+    };
+  }
+
+  stats(store?: string, snapshot = this.snapshot()): DashboardStats {
     const now = performance.now();
     const total = this.metrics.receivedTotal();
     const seconds = (now - this.lastAt) / 1000;
     const eventsPerSecond = seconds > 0 ? (total - this.lastTotal) / seconds : 0;
     // a dashboard of one store sees that store: its vendors, and the drivers holding its parcels
     // (pickups not yet acknowledged, or in transit)
-    const drivers = this.delivery
-      .driverLoads()
-      .map((d) => ({ name: d.name, holding: this.carried(d.name, d.holding).filter((h) => store === undefined || h.store === store).map((h) => h.orderId) }))
+    const drivers = snapshot.drivers
+      .map((d) => ({ name: d.name, holding: d.carried.filter((h) => store === undefined || h.store === store).map((h) => h.orderId) }))
       .filter((d) => store === undefined || d.holding.length > 0);
     const clients = { vendor: 0, driver: 0, dashboard: 0, unknown: 0 };
     if (store === undefined) {
@@ -160,7 +171,7 @@ export class Dashboards {
       clients,
       // the hub's whole rate is every store's business: not for a dashboard of one
       ...(store === undefined ? { eventsPerSecond: Math.round(eventsPerSecond * 10) / 10 } : {}),
-      queues: this.delivery.queueStats().filter((q) => store === undefined || q.queue === store),
+      queues: snapshot.queues.filter((q) => store === undefined || q.queue === store),
       drivers,
     };
   }
@@ -172,9 +183,9 @@ export class Dashboards {
       this.close();
       return;
     }
-    const all = this.stats();
+    const snapshot = this.snapshot();
     for (const room of watched) {
-      this.nsp.to(room).emit('stats', room === ALL_STORES ? all : this.stats(room.slice(ALL_STORES.length + 1)));
+      this.nsp.to(room).emit('stats', this.stats(room === ALL_STORES ? undefined : room.slice(ALL_STORES.length + 1), snapshot));
     }
     this.lastTotal = this.metrics.receivedTotal();
     this.lastAt = performance.now();

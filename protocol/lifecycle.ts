@@ -24,7 +24,8 @@ export const PARCEL_EVENTS = ['pickup', 'in-transit', 'delivered', 'failed', 're
 export type ParcelEvent = (typeof PARCEL_EVENTS)[number];
 
 /** States no step leaves: the parcel's story is over (and retention may remove it). */
-export const FINAL_STATES: ReadonlySet<ParcelEvent> = new Set(['delivered', 'returned', 'cancelled']);
+export const FINAL_EVENTS = ['delivered', 'returned', 'cancelled'] as const satisfies readonly ParcelEvent[];
+export const FINAL_STATES: ReadonlySet<ParcelEvent> = new Set(FINAL_EVENTS);
 
 /** Why an attempt failed: a documented list, so stores and dashboards can count and act on them. */
 export const FAILURE_REASONS = ['recipient-absent', 'address-not-found', 'refused', 'damaged', 'access-denied', 'other'] as const;

@@ -8,6 +8,7 @@ import type { MessageAck } from '../protocol/events.js';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
 import type { Order } from '../protocol/schemas.js';
 import { RecentIds } from '../protocol/recent-ids.js';
+import { FINAL_EVENTS } from '../protocol/lifecycle.js';
 
 export interface VendorOptions {
   /** Hub URL, e.g. `http://localhost:3000`. */
@@ -157,7 +158,7 @@ export class VendorClient extends EventEmitter<VendorEvents> {
       /** Publishes not answered yet: a parcel can be delivered before its own ack comes back (a hub restart). */
       let unanswered = 0;
       // a parcel's story ends delivered, returned or cancelled
-      const ends = ['delivered', 'returned', 'cancelled'] as const;
+      const ends = FINAL_EVENTS;
       const checkDone = (): void => {
         if (count !== undefined && published >= count && unanswered === 0 && this.awaiting.size === 0) {
           for (const end of ends) this.off(end, checkDone);

@@ -15,23 +15,14 @@ import { drive } from './bench.js';
 import type { HubsRun } from './hubs-summary.js';
 import { formatHubsTable, hubsMedians, hubsVerdicts, rateHubs, redisLabel, windowCommands } from './hubs-summary.js';
 import type { LoadConfig } from './protocol.js';
-import { capsHubArgs, freePort, Progress, Running, startServer, waitListening } from './processes.js';
+import { capsHubArgs, freePort, machineTicks, Progress, Running, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
 import { CLUSTER_PRIMARIES, PROBE_CALLS, RedisProbe, startRedisOf, ticksOf } from './redis-probe.js';
 import type { BenchRedisSetup, RedisKind, RedisSample } from './redis-probe.js';
-import { machineTicksOf, formatNumber, othersShare, ticksPerItemUs } from './stats.js';
+import { formatNumber, othersShare, ticksPerItemUs } from './stats.js';
 import type { Loop } from './summary.js';
 
 type Flags = FlagValues<typeof benchCommand>;
-
-/** The machine's busy and total CPU ticks, from /proc/stat; undefined where it cannot be read. */
-function busyTicks(): { total: number; busy: number } | undefined {
-  try {
-    return machineTicksOf(readFileSync('/proc/stat', 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
 
 /** Hub log lines kept per run (WARN, ERROR, stderr). */
 const WARNINGS_KEPT = 10;
@@ -233,7 +224,7 @@ async function runOnce(flags: Flags, kind: RedisKind, hubs: number, loop: Loop, 
       idle: ticksOf([idle.pid])[0] ?? Number.NaN,
       redis: ticksOf(redis.pids),
       self: ticksOf([process.pid])[0] ?? Number.NaN,
-      machine: busyTicks(),
+      machine: machineTicks(),
       info: p.sample(),
     });
     let start: Mark | undefined;

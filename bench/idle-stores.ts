@@ -5,7 +5,7 @@
  * vendor (of a store of its own) connected, no traffic: Redis commands/s, hub and Redis CPU over
  * IDLE_WINDOW_MS. Neither should grow with N.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 import type { Socket } from 'socket.io-client';
@@ -15,11 +15,11 @@ import type { StepInput } from '../hub/storage/storage.js';
 import type { benchCommand } from './bench.js';
 import { freePorts, hubWarnings, redisHubArgs } from './hubs.js';
 import { redisLabel, windowCommands } from './hubs-summary.js';
-import { Progress, Running, startServer, waitListening } from './processes.js';
+import { machineTicks, Progress, Running, startServer, waitListening } from './processes.js';
 import type { Server } from './processes.js';
 import { CLUSTER_PRIMARIES, PROBE_CALLS, RedisProbe, startRedisOf, ticksOf } from './redis-probe.js';
 import type { RedisKind } from './redis-probe.js';
-import { machineTicksOf, formatNumber, othersShare } from './stats.js';
+import { formatNumber, othersShare } from './stats.js';
 
 /** The measured window of each idle run. */
 export const IDLE_WINDOW_MS = 5_000;
@@ -174,12 +174,12 @@ async function idleOnce(flags: FlagValues<typeof benchCommand>, kind: RedisKind,
     progress.update(`${name}: settling for ${flags.warmup} s`);
     await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
     progress.update(`${name}: measuring for ${IDLE_WINDOW_MS / 1000} s`);
-    const mark = (): { at: number; hub: number; redis: number; self: number; machine: ReturnType<typeof machineTicksOf> } => ({
+    const mark = (): { at: number; hub: number; redis: number; self: number; machine: ReturnType<typeof machineTicks> } => ({
       at: performance.now(),
       hub: ticksOf([h.pid])[0] ?? Number.NaN,
       redis: sum(ticksOf(redis.pids)),
       self: ticksOf([process.pid])[0] ?? Number.NaN,
-      machine: machineTicksOf(readFileSync('/proc/stat', 'utf8')),
+      machine: machineTicks(),
     });
     const a = mark();
     const s = await probe.sample();

@@ -305,6 +305,9 @@
     for (const card of document.querySelectorAll('.column[data-state="in-transit"] .card')) showWhere(card);
   }
 
+  /** The in-transit cards of one driver: those a new position of theirs changes. */
+  const cardsOf = (driver) => document.querySelectorAll(`.column[data-state="in-transit"] .card[data-driver="${CSS.escape(driver)}"]`);
+
   /** A position's lines in the drivers panel: where (a link to the map), which way and how fast, how old. */
   function positionItem(p) {
     const div = document.createElement('div');
@@ -667,6 +670,8 @@
 
   /** The drivers of the latest stats (those this board may see), each with its position if it sent one. */
   let drivers = [];
+  /** What the drivers panel lists (each driver's name and load): the stats come every second, mostly the same. */
+  let listedDrivers;
 
   function renderDrivers() {
     $('drivers').replaceChildren(
@@ -691,6 +696,34 @@
     }
   }
 
+  /**
+   * A driver's new position, in its own line of the panel and on its cards in transit: the rest of
+   * the panel and board is left alone (a driver sends one every few seconds). A driver not in the
+   * panel (not in the latest stats) is shown once the next stats list it.
+   */
+  function showDriver(driver) {
+    const p = positions.get(driver);
+    const li = $('drivers').querySelector(`li[data-driver="${CSS.escape(driver)}"]`);
+    if (li && p) {
+      const shown = li.querySelector('.position');
+      if (shown) shown.replaceWith(positionItem(p));
+      else li.append(positionItem(p));
+    }
+    for (const card of cardsOf(driver)) showWhere(card);
+  }
+
+  /** How old each shown position is, and whether it is stale: the one thing the clock changes. */
+  function showAges() {
+    for (const div of $('drivers').querySelectorAll('li[data-driver] > .position')) {
+      const p = positions.get(div.parentElement.dataset.driver);
+      if (!p) continue;
+      div.dataset.stale = String(isStale(p));
+      const age = div.querySelector('.age');
+      if (age) age.textContent = ageWords(p);
+    }
+    for (const where of document.querySelectorAll('.column[data-state="in-transit"] .card .where')) showWhere(where.closest('.card'));
+  }
+
   function renderStats(stats) {
     $('eps').textContent = stats.eventsPerSecond === undefined ? '—' : String(stats.eventsPerSecond);
     $('driver-count').textContent = String(stats.clients.driver);
@@ -702,7 +735,12 @@
     for (const name of positions.keys()) {
       if (!listed.has(name)) forgot = positions.delete(name);
     }
-    renderDrivers();
+    // positions are kept up to date by `location` and the clock: the panel is redrawn when its list changes
+    const listing = JSON.stringify(drivers.map((d) => [d.name, d.holding.length]));
+    if (listing !== listedDrivers) {
+      listedDrivers = listing;
+      renderDrivers();
+    }
     if (forgot) showWhereAll();
     $('queues').replaceChildren(
       ...stats.queues.map((q) => {
@@ -741,13 +779,11 @@
     const p = positionOf(l);
     if (!p) return;
     positions.set(l.driver, p);
-    renderDrivers();
-    showWhereAll();
+    showDriver(l.driver);
   });
   // ages and staleness move on between positions (and while the hub is away)
   setInterval(() => {
     if (positions.size === 0) return;
-    renderDrivers();
-    showWhereAll();
+    showAges();
   }, 1_000);
 })();

@@ -116,8 +116,13 @@
         return li;
       }),
     );
+    renderPosition();
+  }
+
+  /** Where the driver is: the one thing a position changes (no steps to sort, no headline to announce again). */
+  function renderPosition() {
     // a position means something only while the parcel is on its way
-    const shown = now === 'in-transit' && position;
+    const shown = main.dataset.state === 'in-transit' && position;
     $('position').hidden = !shown;
     if (!shown) {
       $('position').replaceChildren();
@@ -155,7 +160,7 @@
   });
   socket.on('tracking-position', (p) => {
     position = p;
-    render();
+    renderPosition();
   });
   socket.on('disconnect', (reason) => {
     live('Reconnecting…', 'down');

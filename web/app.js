@@ -12,11 +12,11 @@
   ];
   const STATE_WORDS = new Map(STATES);
   /**
-   * A step's place within its attempt (protocol/lifecycle.ts TRANSITIONS): a parcel's steps are
-   * ordered by attempt, then by this, then by time. Events repeat across attempts (a re-attempt
-   * records a pickup again), so an event's name alone says nothing of which step is newer.
+   * A step's place within its attempt (protocol/lifecycle.ts STEP_RANK, served as lifecycle.js):
+   * events repeat across attempts (a re-attempt records a pickup again), so an event's name alone
+   * says nothing of which step is newer.
    */
-  const RANK = { pickup: 0, 'in-transit': 1, delivered: 2, failed: 2, cancelled: 2, returned: 3 };
+  const { rankOf } = window.CAPS_LIFECYCLE;
   const REASON_WORDS = {
     'recipient-absent': 'recipient absent',
     'address-not-found': 'address not found',
@@ -72,7 +72,7 @@
 
   /** Where a step stands in its parcel's story: its attempt, its rank in the attempt, its time. */
   function placeOf(step) {
-    return { attempt: step.attempt ?? 1, rank: RANK[step.event] ?? Object.keys(RANK).length, time: String(step.time ?? '') };
+    return { attempt: step.attempt ?? 1, rank: rankOf(step.event), time: String(step.time ?? '') };
   }
 
   function comparePlaces(a, b) {
@@ -140,7 +140,7 @@
       driver: waiting ? undefined : (u.driver ?? known?.driver),
       failure: u.event === 'failed' ? failureOf(u) : known?.failure,
       eta: u.event === 'in-transit' ? u.details?.eta : undefined,
-      place: again ? { attempt: attempt + 1, rank: RANK.pickup, time: String(u.time) } : placeOf(u),
+      place: again ? { attempt: attempt + 1, rank: rankOf('pickup'), time: String(u.time) } : placeOf(u),
     };
   }
 

@@ -101,9 +101,9 @@
     return { attempt: step.attempt ?? 1, reason: step.details?.reason, note: step.details?.note };
   }
 
-  /** A parcel of the board from its timeline (GET /api/...): its state, attempt and last failure. */
+  /** A parcel of the board from its timeline (GET /api/..., its history in order): its state, attempt and last failure. */
   function fromTimeline(p) {
-    const history = [...p.history].sort(stepOrder);
+    const { history } = p;
     const last = history.at(-1);
     return {
       store: p.store,
@@ -412,7 +412,8 @@
     try {
       const p = await api(`/packages/${encodeURIComponent(orderId)}?store=${encodeURIComponent(store)}`);
       $('timeline-who').textContent = `${p.customer}, ${p.address} · ${p.store}`;
-      $('timeline-steps').replaceChildren(...[...p.history].sort(stepOrder).map(stepItem));
+      // the hub answers a history in order
+      $('timeline-steps').replaceChildren(...p.history.map(stepItem));
     } catch (err) {
       $('timeline-who').textContent = `Could not load the timeline: ${err.message}`;
     }

@@ -118,6 +118,7 @@ function parcelPage(view: TrackingView): string {
 <p id="live" class="live">Connecting for live updates…</p>
 </main>
 <script src="/socket.io/socket.io.min.js"></script>
+<script src="/lifecycle.js"></script>
 <script src="/track.js"></script>`,
   );
 }

@@ -65,6 +65,21 @@ export const TRANSITIONS: Readonly<Record<ParcelEvent, readonly ParcelEvent[]>> 
   cancelled: [],
 };
 
+/**
+ * Each step's place within an attempt: the longest way to it from `pickup` through TRANSITIONS
+ * (pickup 0, in-transit 1, delivered, failed and cancelled 2, returned 3). Steps repeat across
+ * attempts (a re-attempt records a pickup again), so a parcel's history is in order by attempt, then
+ * by this, then by time. The pages get the same table from web/lifecycle.js
+ * (tests/step-rank.test.ts checks that the two agree).
+ */
+export const STEP_RANK: Readonly<Record<ParcelEvent, number>> = rankSteps();
+
+function rankSteps(): Record<ParcelEvent, number> {
+  // TRANSITIONS has no cycle (a re-attempt's pickup is recorded by the hub, not a move), so this ends
+  const rankOf = (event: ParcelEvent): number => (event === 'pickup' ? 0 : 1 + Math.max(...PARCEL_EVENTS.filter((from) => TRANSITIONS[from].includes(event)).map(rankOf)));
+  return Object.fromEntries(PARCEL_EVENTS.map((event) => [event, rankOf(event)])) as Record<ParcelEvent, number>;
+}
+
 /** What a step does to a parcel: its state after, and whether a failed attempt goes back to the pool. */
 export type Move = { ok: true; state: ParcelEvent; reattempt: boolean } | { ok: false; reason: string };
 

@@ -12,11 +12,11 @@
   ];
   const STATE_WORDS = new Map(STATES);
   /**
-   * A step's place within its attempt (protocol/lifecycle.ts TRANSITIONS): a parcel's steps are
-   * ordered by attempt, then by this, then by time. Events repeat across attempts (a re-attempt
-   * records a pickup again), so an event's name alone says nothing of which step is newer.
+   * A step's place within its attempt (protocol/lifecycle.ts STEP_RANK, served as lifecycle.js):
+   * events repeat across attempts (a re-attempt records a pickup again), so an event's name alone
+   * says nothing of which step is newer.
    */
-  const RANK = { pickup: 0, 'in-transit': 1, delivered: 2, failed: 2, cancelled: 2, returned: 3 };
+  const { rankOf } = window.CAPS_LIFECYCLE;
   const REASON_WORDS = {
     'recipient-absent': 'recipient absent',
     'address-not-found': 'address not found',
@@ -72,7 +72,7 @@
 
   /** Where a step stands in its parcel's story: its attempt, its rank in the attempt, its time. */
   function placeOf(step) {
-    return { attempt: step.attempt ?? 1, rank: RANK[step.event] ?? Object.keys(RANK).length, time: String(step.time ?? '') };
+    return { attempt: step.attempt ?? 1, rank: rankOf(step.event), time: String(step.time ?? '') };
   }
 
   function comparePlaces(a, b) {
@@ -101,9 +101,9 @@
     return { attempt: step.attempt ?? 1, reason: step.details?.reason, note: step.details?.note };
   }
 
-  /** A parcel of the board from its timeline (GET /api/...): its state, attempt and last failure. */
+  /** A parcel of the board from its timeline (GET /api/..., its history in order): its state, attempt and last failure. */
   function fromTimeline(p) {
-    const history = [...p.history].sort(stepOrder);
+    const { history } = p;
     const last = history.at(-1);
     return {
       store: p.store,
@@ -140,7 +140,7 @@
       driver: waiting ? undefined : (u.driver ?? known?.driver),
       failure: u.event === 'failed' ? failureOf(u) : known?.failure,
       eta: u.event === 'in-transit' ? u.details?.eta : undefined,
-      place: again ? { attempt: attempt + 1, rank: RANK.pickup, time: String(u.time) } : placeOf(u),
+      place: again ? { attempt: attempt + 1, rank: rankOf('pickup'), time: String(u.time) } : placeOf(u),
     };
   }
 
@@ -305,6 +305,9 @@
     for (const card of document.querySelectorAll('.column[data-state="in-transit"] .card')) showWhere(card);
   }
 
+  /** The in-transit cards of one driver: those a new position of theirs changes. */
+  const cardsOf = (driver) => document.querySelectorAll(`.column[data-state="in-transit"] .card[data-driver="${CSS.escape(driver)}"]`);
+
   /** A position's lines in the drivers panel: where (a link to the map), which way and how fast, how old. */
   function positionItem(p) {
     const div = document.createElement('div');
@@ -409,7 +412,8 @@
     try {
       const p = await api(`/packages/${encodeURIComponent(orderId)}?store=${encodeURIComponent(store)}`);
       $('timeline-who').textContent = `${p.customer}, ${p.address} · ${p.store}`;
-      $('timeline-steps').replaceChildren(...[...p.history].sort(stepOrder).map(stepItem));
+      // the hub answers a history in order
+      $('timeline-steps').replaceChildren(...p.history.map(stepItem));
     } catch (err) {
       $('timeline-who').textContent = `Could not load the timeline: ${err.message}`;
     }
@@ -667,6 +671,8 @@
 
   /** The drivers of the latest stats (those this board may see), each with its position if it sent one. */
   let drivers = [];
+  /** What the drivers panel lists (each driver's name and load): the stats come every second, mostly the same. */
+  let listedDrivers;
 
   function renderDrivers() {
     $('drivers').replaceChildren(
@@ -691,6 +697,34 @@
     }
   }
 
+  /**
+   * A driver's new position, in its own line of the panel and on its cards in transit: the rest of
+   * the panel and board is left alone (a driver sends one every few seconds). A driver not in the
+   * panel (not in the latest stats) is shown once the next stats list it.
+   */
+  function showDriver(driver) {
+    const p = positions.get(driver);
+    const li = $('drivers').querySelector(`li[data-driver="${CSS.escape(driver)}"]`);
+    if (li && p) {
+      const shown = li.querySelector('.position');
+      if (shown) shown.replaceWith(positionItem(p));
+      else li.append(positionItem(p));
+    }
+    for (const card of cardsOf(driver)) showWhere(card);
+  }
+
+  /** How old each shown position is, and whether it is stale: the one thing the clock changes. */
+  function showAges() {
+    for (const div of $('drivers').querySelectorAll('li[data-driver] > .position')) {
+      const p = positions.get(div.parentElement.dataset.driver);
+      if (!p) continue;
+      div.dataset.stale = String(isStale(p));
+      const age = div.querySelector('.age');
+      if (age) age.textContent = ageWords(p);
+    }
+    for (const where of document.querySelectorAll('.column[data-state="in-transit"] .card .where')) showWhere(where.closest('.card'));
+  }
+
   function renderStats(stats) {
     $('eps').textContent = stats.eventsPerSecond === undefined ? '—' : String(stats.eventsPerSecond);
     $('driver-count').textContent = String(stats.clients.driver);
@@ -702,7 +736,12 @@
     for (const name of positions.keys()) {
       if (!listed.has(name)) forgot = positions.delete(name);
     }
-    renderDrivers();
+    // positions are kept up to date by `location` and the clock: the panel is redrawn when its list changes
+    const listing = JSON.stringify(drivers.map((d) => [d.name, d.holding.length]));
+    if (listing !== listedDrivers) {
+      listedDrivers = listing;
+      renderDrivers();
+    }
     if (forgot) showWhereAll();
     $('queues').replaceChildren(
       ...stats.queues.map((q) => {
@@ -741,13 +780,11 @@
     const p = positionOf(l);
     if (!p) return;
     positions.set(l.driver, p);
-    renderDrivers();
-    showWhereAll();
+    showDriver(l.driver);
   });
   // ages and staleness move on between positions (and while the hub is away)
   setInterval(() => {
     if (positions.size === 0) return;
-    renderDrivers();
-    showWhereAll();
+    showAges();
   }, 1_000);
 })();

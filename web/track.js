@@ -28,8 +28,8 @@
     'access-denied': 'the driver could not get in',
     other: 'the driver could not deliver it',
   };
-  /** A step's place within its attempt (protocol/lifecycle.ts): steps repeat across attempts. */
-  const RANK = { pickup: 0, 'in-transit': 1, delivered: 2, failed: 2, cancelled: 2, returned: 3 };
+  /** A step's place within its attempt (protocol/lifecycle.ts STEP_RANK, served as lifecycle.js): steps repeat across attempts. */
+  const { rankOf } = window.CAPS_LIFECYCLE;
   const $ = (id) => document.getElementById(id);
   const main = document.querySelector('main.track');
   const token = decodeURIComponent(location.pathname.split('/').pop() || '');
@@ -52,8 +52,9 @@
   let position;
   window.capsTrack = { loadedAt: Date.now(), steps };
 
-  const rank = (event) => RANK[event] ?? 9;
-  const story = () => [...steps.values()].sort((a, b) => a.attempt - b.attempt || rank(a.event) - rank(b.event) || a.time.localeCompare(b.time));
+  /** A parcel's steps in order: by attempt, then by place within it, then by time. */
+  const stepOrder = (a, b) => a.attempt - b.attempt || rankOf(a.event) - rankOf(b.event) || a.time.localeCompare(b.time);
+  const story = () => [...steps.values()].sort(stepOrder);
 
   /** The parcel's state: its last step's, except a failure that sent it back to the drivers. */
   function stateOf(list) {
@@ -116,8 +117,13 @@
         return li;
       }),
     );
+    renderPosition();
+  }
+
+  /** Where the driver is: the one thing a position changes (no steps to sort, no headline to announce again). */
+  function renderPosition() {
     // a position means something only while the parcel is on its way
-    const shown = now === 'in-transit' && position;
+    const shown = main.dataset.state === 'in-transit' && position;
     $('position').hidden = !shown;
     if (!shown) {
       $('position').replaceChildren();
@@ -155,7 +161,7 @@
   });
   socket.on('tracking-position', (p) => {
     position = p;
-    render();
+    renderPosition();
   });
   socket.on('disconnect', (reason) => {
     live('Reconnecting…', 'down');

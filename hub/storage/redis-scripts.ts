@@ -211,23 +211,28 @@ end
 if verdict[1] ~= 'ok' then return verdict end
 local after, again = verdict[2], verdict[3]
 local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', after, 'act')
+-- a pickup's room among those waiting for drivers: the store's quota, then the shard's share of
+-- the hub's limit; own (0 or 1) is the parcel's own pickup still counted there, which leaves first.
+-- Replies the refusal, or nil
+local function pickupRoom(own)
+  local waiting = tonumber(c[1] or '0') - own
+  if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
+  local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0') - own
+  if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+  return nil
+end
 if event == 'pickup' then
   if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
-  local waiting = tonumber(c[1] or '0')
-  if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
-  local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0')
-  if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+  local refused = pickupRoom(0)
+  if refused then return refused end
 else
   local depth = redis.call('XLEN', log)
   if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. store .. ' holds ' .. depth .. ' messages, its limit'} end
   if again then
     -- the next attempt's pickup takes a place in the store's quota as a new pickup does (the
     -- parcel's own pickup, if still queued, leaves first)
-    local own = p[7] and 1 or 0
-    local waiting = tonumber(c[1] or '0') - own
-    if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
-    local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0') - own
-    if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+    local refused = pickupRoom(p[7] and 1 or 0)
+    if refused then return refused end
   end
 end
 local step = {time = time}

@@ -260,18 +260,20 @@ export class RedisStorage implements Storage {
     const { store, orderId, event } = input;
     const k = shardOf(store);
     const keys = this.keys;
+    // the store's keys from its shard's prefix, its name hashed once (shardOf above)
+    const at = keys.shard(k);
     const reply = await this.call(() =>
       this.redis.capsRecordStep(
-        keys.parcel(store, orderId),
-        keys.counts(store),
+        keys.parcel(store, orderId, at),
+        keys.counts(store, at),
         keys.stores(k),
         keys.orders(k, orderId),
         keys.pickups(k),
-        keys.log(store),
+        keys.log(store, at),
         keys.meta(k),
         keys.done(k),
-        keys.list(store, 'all'),
-        ...PARCEL_EVENTS.map((state) => keys.list(store, state)),
+        keys.list(store, 'all', at),
+        ...PARCEL_EVENTS.map((state) => keys.list(store, state, at)),
         event,
         store,
         orderId,
@@ -283,7 +285,7 @@ export class RedisStorage implements Storage {
         input.dispatched === undefined ? '' : input.dispatched ? '1' : '0',
         String(this.limits.maxPickups),
         keys.pickupBell(k),
-        keys.storeBell(store),
+        keys.storeBell(store, at),
         String(ACTIVE_PER_STORE),
         String(Date.parse(input.time) || Date.now()),
         input.attempt === undefined ? '' : String(input.attempt),

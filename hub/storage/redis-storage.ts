@@ -308,8 +308,7 @@ export class RedisStorage implements Storage {
         const pickup = event === 'pickup';
         const queue = pickup ? DRIVER_QUEUE : store;
         const messageId = !pickup ? storeMessageId(store, id) : id === '' ? '' : pickupMessageId(k, id);
-        const message = buildMessage(order, { event, time: input.time, driver: input.driver || undefined, details: pickup ? undefined : input.details }, queue, Number(seq), messageId, Number(attempt));
-        if (event === 'failed') message.reattempt = reattempt === '1';
+        const message = buildMessage(order, { event, time: input.time, driver: input.driver || undefined, details: pickup ? undefined : input.details }, queue, Number(seq), messageId, Number(attempt), reattempt === '1');
         const outcome: StepOutcome = { status: 'accepted', message, pickedUpAt: created };
         // a pickup waiting in its store's list gets its id when it enters the stream
         if (pickup && id === '') outcome.spilled = true;
@@ -599,9 +598,7 @@ interface StepExtras {
 /** A vendor message of `store` as the log or its bell carries it, with what buildMessage adds. */
 function vendorMessage(store: string, orderId: string, customer: string, address: string, event: ParcelEvent, time: string, driver: string, seq: number, streamId: string, extras: StepExtras): ParcelMessage {
   const details = extras.x ? (JSON.parse(extras.x) as StepDetails) : undefined;
-  const message = buildMessage({ store, orderId, customer, address }, { event, time, driver: driver || undefined, details }, store, seq, storeMessageId(store, streamId), Number(extras.n ?? 1));
-  if (event === 'failed') message.reattempt = String(extras.r) === '1';
-  return message;
+  return buildMessage({ store, orderId, customer, address }, { event, time, driver: driver || undefined, details }, store, seq, storeMessageId(store, streamId), Number(extras.n ?? 1), String(extras.r) === '1');
 }
 
 function storeMessageOf(store: string, entry: StreamEntry): ParcelMessage {

@@ -69,8 +69,7 @@ export function decodeJournal(text: string): Mutation[] {
       if (stepDriver !== null) input.driver = stepDriver;
       if (more?.a !== undefined) input.attempt = more.a;
       if (more?.d !== undefined) input.details = more.d;
-      const message = buildMessage(order, input, queue, seq, messageId, more?.a);
-      if (more?.r !== undefined) message.reattempt = more.r;
+      const message = buildMessage(order, input, queue, seq, messageId, more?.a, more?.r);
       const mutation: Mutation = { kind: 'step', key: parcelKey(store, orderId), order, input, driver: parcelDriver ?? undefined, message };
       if (more?.h !== undefined) mutation.history = more.h;
       return mutation;

@@ -44,7 +44,9 @@ function luaSet(names: Iterable<string>): string {
  * judge(state, event, current, recorded, named, maxAttempts, reason, oid, store): `state` nil for
  * a parcel not recorded, `current` its attempt (attemptOf), `recorded(e, n)` whether step `e` of
  * attempt `n` is in its history, `named` the attempt the step names (nil: none). Replies
- * {'ok', state after, reattempt} | {'duplicate'} | {'refused', code, reason}.
+ * {'ok', state after, reattempt} | {'duplicate'} | {'refused', code, reason}. For a history held
+ * as a list of steps, attemptOf(steps) and recordedIn(steps) give `current` and `recorded`: RECORD_STEP
+ * and the test's JUDGE share them, so the property test holds the code that runs.
  */
 export const LIFECYCLE = `
 local FOLLOWS = {${PARCEL_EVENTS.map((state) => `[${luaString(state)}] = ${luaSet(TRANSITIONS[state])}`).join(', ')}}
@@ -75,6 +77,19 @@ local function judge(state, event, current, recorded, named, maxAttempts, reason
   end
   return {'ok', event, false}
 end
+-- the attempt a history (a list of ParcelStep) is on: attemptOf
+local function attemptOf(steps)
+  local pickups = 0
+  for _, s in ipairs(steps) do if s.event == 'pickup' then pickups = pickups + 1 end end
+  return math.max(1, pickups)
+end
+-- judge's recorded(e, n) over a history: whether step e of attempt n is in it
+local function recordedIn(steps)
+  return function(e, n)
+    for _, s in ipairs(steps) do if s.event == e and (s.attempt or 1) == n then return true end end
+    return false
+  end
+end
 -- a history step as JSON (ParcelStep); details is JSON already ('' for none)
 local function stepJson(event, time, driver, attempt, details)
   local s = '{"event":' .. cjson.encode(event) .. ',"time":' .. cjson.encode(time)
@@ -99,13 +114,7 @@ end
 export const JUDGE = `${LIFECYCLE}
 local history, state, event, named, maxAttempts, reason = unpack(ARGV)
 local steps = history ~= '' and cjson.decode(history) or {}
-local current = 0
-for _, s in ipairs(steps) do if s.event == 'pickup' then current = current + 1 end end
-local function recorded(e, n)
-  for _, s in ipairs(steps) do if s.event == e and (s.attempt or 1) == n then return true end end
-  return false
-end
-local v = judge(history ~= '' and state or nil, event, math.max(1, current), recorded, tonumber(named), tonumber(maxAttempts), reason ~= '' and reason or nil, 'o', 's')
+local v = judge(history ~= '' and state or nil, event, attemptOf(steps), recordedIn(steps), tonumber(named), tonumber(maxAttempts), reason ~= '' and reason or nil, 'o', 's')
 if v[1] == 'ok' then v[3] = v[3] and 1 or 0 end
 return v
 `;
@@ -174,20 +183,16 @@ if notMine and not state then return notDispatched() end
 -- the history as far as the lifecycle looks: a plain parcel's is attempt 1, its steps its h: fields
 local hist = p[9] or nil
 local steps = hist and cjson.decode(hist)
-local current = 1
+local current, recorded
 if steps then
-  current = 0
-  for _, s in ipairs(steps) do if s.event == 'pickup' then current = current + 1 end end
-  current = math.max(1, current)
-end
-local function recorded(e, n)
-  if steps then
-    for _, s in ipairs(steps) do if s.event == e and (s.attempt or 1) == n then return true end end
-    return false
+  current, recorded = attemptOf(steps), recordedIn(steps)
+else
+  current = 1
+  recorded = function(e, n)
+    if n ~= 1 then return false end
+    if e == 'pickup' then return state ~= nil end
+    return e == event and p[3] ~= false
   end
-  if n ~= 1 then return false end
-  if e == 'pickup' then return state ~= nil end
-  return e == event and p[3] ~= false
 end
 local verdict = judge(state, event, current, recorded, tonumber(named), tonumber(maxAttempts), reason ~= '' and reason or nil, oid, store)
 if notMine then
@@ -206,23 +211,28 @@ end
 if verdict[1] ~= 'ok' then return verdict end
 local after, again = verdict[2], verdict[3]
 local c = redis.call('HMGET', ck, 'wait', 'seqp', 'seql', state or 'pickup', after, 'act')
+-- a pickup's room among those waiting for drivers: the store's quota, then the shard's share of
+-- the hub's limit; own (0 or 1) is the parcel's own pickup still counted there, which leaves first.
+-- Replies the refusal, or nil
+local function pickupRoom(own)
+  local waiting = tonumber(c[1] or '0') - own
+  if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
+  local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0') - own
+  if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+  return nil
+end
 if event == 'pickup' then
   if customer == '' or address == '' then return {'refused', 'CAPS_ERR_INVALID_PAYLOAD', 'a pickup needs customer and address'} end
-  local waiting = tonumber(c[1] or '0')
-  if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
-  local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0')
-  if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+  local refused = pickupRoom(0)
+  if refused then return refused end
 else
   local depth = redis.call('XLEN', log)
   if depth >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'queue ' .. store .. ' holds ' .. depth .. ' messages, its limit'} end
   if again then
     -- the next attempt's pickup takes a place in the store's quota as a new pickup does (the
     -- parcel's own pickup, if still queued, leaves first)
-    local own = p[7] and 1 or 0
-    local waiting = tonumber(c[1] or '0') - own
-    if waiting >= tonumber(maxDepth) then return {'refused', 'CAPS_ERR_QUEUE_FULL', 'store ' .. store .. ' has ' .. waiting .. ' pickups waiting for drivers, its quota'} end
-    local inShard = tonumber(redis.call('HGET', meta, 'waiting') or '0') - own
-    if inShard >= tonumber(maxPickups) then return {'refused', 'CAPS_ERR_QUEUE_FULL', inShard .. " pickups wait for drivers in this store's shard, the hub's limit"} end
+    local refused = pickupRoom(p[7] and 1 or 0)
+    if refused then return refused end
   end
 end
 local step = {time = time}

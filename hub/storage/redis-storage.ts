@@ -260,18 +260,20 @@ export class RedisStorage implements Storage {
     const { store, orderId, event } = input;
     const k = shardOf(store);
     const keys = this.keys;
+    // the store's keys from its shard's prefix, its name hashed once (shardOf above)
+    const at = keys.shard(k);
     const reply = await this.call(() =>
       this.redis.capsRecordStep(
-        keys.parcel(store, orderId),
-        keys.counts(store),
+        keys.parcel(store, orderId, at),
+        keys.counts(store, at),
         keys.stores(k),
         keys.orders(k, orderId),
         keys.pickups(k),
-        keys.log(store),
+        keys.log(store, at),
         keys.meta(k),
         keys.done(k),
-        keys.list(store, 'all'),
-        ...PARCEL_EVENTS.map((state) => keys.list(store, state)),
+        keys.list(store, 'all', at),
+        ...PARCEL_EVENTS.map((state) => keys.list(store, state, at)),
         event,
         store,
         orderId,
@@ -283,7 +285,7 @@ export class RedisStorage implements Storage {
         input.dispatched === undefined ? '' : input.dispatched ? '1' : '0',
         String(this.limits.maxPickups),
         keys.pickupBell(k),
-        keys.storeBell(store),
+        keys.storeBell(store, at),
         String(ACTIVE_PER_STORE),
         String(Date.parse(input.time) || Date.now()),
         input.attempt === undefined ? '' : String(input.attempt),
@@ -306,8 +308,7 @@ export class RedisStorage implements Storage {
         const pickup = event === 'pickup';
         const queue = pickup ? DRIVER_QUEUE : store;
         const messageId = !pickup ? storeMessageId(store, id) : id === '' ? '' : pickupMessageId(k, id);
-        const message = buildMessage(order, { event, time: input.time, driver: input.driver || undefined, details: pickup ? undefined : input.details }, queue, Number(seq), messageId, Number(attempt));
-        if (event === 'failed') message.reattempt = reattempt === '1';
+        const message = buildMessage(order, { event, time: input.time, driver: input.driver || undefined, details: pickup ? undefined : input.details }, queue, Number(seq), messageId, Number(attempt), reattempt === '1');
         const outcome: StepOutcome = { status: 'accepted', message, pickedUpAt: created };
         // a pickup waiting in its store's list gets its id when it enters the stream
         if (pickup && id === '') outcome.spilled = true;
@@ -597,9 +598,7 @@ interface StepExtras {
 /** A vendor message of `store` as the log or its bell carries it, with what buildMessage adds. */
 function vendorMessage(store: string, orderId: string, customer: string, address: string, event: ParcelEvent, time: string, driver: string, seq: number, streamId: string, extras: StepExtras): ParcelMessage {
   const details = extras.x ? (JSON.parse(extras.x) as StepDetails) : undefined;
-  const message = buildMessage({ store, orderId, customer, address }, { event, time, driver: driver || undefined, details }, store, seq, storeMessageId(store, streamId), Number(extras.n ?? 1));
-  if (event === 'failed') message.reattempt = String(extras.r) === '1';
-  return message;
+  return buildMessage({ store, orderId, customer, address }, { event, time, driver: driver || undefined, details }, store, seq, storeMessageId(store, streamId), Number(extras.n ?? 1), String(extras.r) === '1');
 }
 
 function storeMessageOf(store: string, entry: StreamEntry): ParcelMessage {

@@ -128,8 +128,7 @@ export class StorageCore {
     const history = isPlainHistory(parcel.history) ? undefined : structuredClone(parcel.history);
 
     state.lastSeq += 1;
-    const message = buildMessage(parcel.order, input, queue, state.lastSeq, undefined, attempt);
-    if (input.event === 'failed') message.reattempt = reattempt;
+    const message = buildMessage(parcel.order, input, queue, state.lastSeq, undefined, attempt, reattempt);
     // a store's vendors behind by a window: the message waits in the log, after those already there
     // and with none of its vendors online, nothing of it is held in memory at all; vendors that
     // never acknowledge would never drain a window: theirs is held up to --max-queue, then refused
@@ -306,7 +305,11 @@ export class StorageCore {
   }
 }
 
-/** The outbound message: the order's fields at top level and under `order`, for every lab client. */
+/**
+ * The outbound message: the order's fields at top level and under `order`, for every lab client.
+ * `reattempt`, for a failed step, says whether the parcel went back to the driver pool (ignored for
+ * any other step).
+ */
 export function buildMessage(
   order: Order,
   input: Pick<StepInput, 'event' | 'time' | 'driver' | 'details'>,
@@ -314,6 +317,7 @@ export function buildMessage(
   seq: number,
   messageId: string = randomUUID(),
   attempt = 1,
+  reattempt?: boolean,
 ): ParcelMessage {
   // one literal of a fixed shape, no spreads: this runs for every event
   const { store, orderId, customer, address } = order;
@@ -334,6 +338,7 @@ export function buildMessage(
   if (input.driver !== undefined) message.driver = input.driver;
   if (attempt > 1) message.attempt = attempt;
   if (input.details !== undefined) message.details = input.details;
+  if (reattempt !== undefined && input.event === 'failed') message.reattempt = reattempt;
   return message;
 }
 

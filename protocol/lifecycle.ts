@@ -131,11 +131,11 @@ export function attemptOf(history: readonly LifecycleStep[]): number {
  * as a duplicate and changes nothing: a pickup once the parcel exists; any other step already
  * recorded in the attempt it names (`attempt`), or, naming none, in the current attempt, or, when
  * the step cannot follow the current state, in the attempt before (a driver re-sending its
- * `failed` after the parcel went back to the pool).
+ * `failed` after the parcel went back to the pool). `current`: the parcel's attempt, when the
+ * caller has counted it already.
  */
-export function isDuplicate(history: readonly LifecycleStep[], state: ParcelEvent, event: ParcelEvent, attempt?: number): boolean {
+export function isDuplicate(history: readonly LifecycleStep[], state: ParcelEvent, event: ParcelEvent, attempt?: number, current = attemptOf(history)): boolean {
   if (event === 'pickup') return history.length > 0;
-  const current = attemptOf(history);
   const recorded = (n: number): boolean => history.some((step) => step.event === event && (step.attempt ?? 1) === n);
   if (attempt !== undefined) return attempt <= current && recorded(attempt);
   if (recorded(current)) return true;

@@ -79,7 +79,7 @@ export class MemoryStorage extends CoreBackedStorage implements Storage {
   }
 
   async prune(before: string, limit: number): Promise<number> {
-    return this.core.pruneDelivered(before, limit);
+    return this.core.pruneEnded(before, limit);
   }
 
   async ping(): Promise<void> {}

@@ -125,7 +125,8 @@ export class StorageCore {
     if (input.driver !== undefined) parcel.driver = input.driver;
     parcel.history.push(historyStep(input.event, input.time, input.driver, attempt, input.details));
     if (!existing) this.parcels.set(key, parcel);
-    const history = isPlainHistory(parcel.history) ? undefined : structuredClone(parcel.history);
+    // a copy of the list: its steps are never changed once pushed
+    const history = isPlainHistory(parcel.history) ? undefined : parcel.history.slice();
 
     state.lastSeq += 1;
     const message = buildMessage(parcel.order, input, queue, state.lastSeq, undefined, attempt, reattempt);
@@ -163,7 +164,7 @@ export class StorageCore {
       pool.windowEnd = requeued.seq;
       this.countPickup(input.store, 1);
       this.pickupIds.set(key, requeued.messageId);
-      mutations.push({ kind: 'step', key, order: parcel.order, input: { ...pickup, attempt: next }, driver: undefined, message: requeued, history: structuredClone(parcel.history) });
+      mutations.push({ kind: 'step', key, order: parcel.order, input: { ...pickup, attempt: next }, driver: undefined, message: requeued, history: parcel.history.slice() });
       outcome.requeued = requeued;
     }
     if (input.event === 'cancelled') {
@@ -199,7 +200,7 @@ export class StorageCore {
    * oldest pickup and stopping at the first picked up after `before` (none after can have ended
    * before it). `keep(key)` vetoes a removal.
    */
-  pruneDelivered(before: string, limit: number, keep: (key: string) => boolean = () => false): number {
+  pruneEnded(before: string, limit: number, keep: (key: string) => boolean = () => false): number {
     let removed = 0;
     for (const [key, parcel] of this.parcels) {
       if (removed >= limit || (parcel.history[0]?.time ?? '') >= before) break;
@@ -343,7 +344,7 @@ export function buildMessage(
 }
 
 /** A history step, with only the fields it has. */
-export function historyStep(event: ParcelStep['event'], time: string, driver: string | undefined, attempt: number, details: StepDetails | undefined): ParcelStep {
+function historyStep(event: ParcelStep['event'], time: string, driver: string | undefined, attempt: number, details: StepDetails | undefined): ParcelStep {
   const step: ParcelStep = { event, time };
   if (driver !== undefined) step.driver = driver;
   if (attempt > 1) step.attempt = attempt;
@@ -363,8 +364,8 @@ export function checkStep(parcel: Pick<ParcelRecord, 'state' | 'history'> | unde
     if (input.event !== 'pickup') return { status: 'refused', code: 'CAPS_ERR_UNKNOWN_PARCEL', reason: `no pickup was recorded for order ${input.orderId} of ${input.store}` };
     return { status: 'ok', state: 'pickup', attempt: 1, reattempt: false };
   }
-  if (isDuplicate(parcel.history, parcel.state, input.event, input.attempt)) return { status: 'duplicate' };
   const attempt = attemptOf(parcel.history);
+  if (isDuplicate(parcel.history, parcel.state, input.event, input.attempt, attempt)) return { status: 'duplicate' };
   if (input.attempt !== undefined && input.attempt !== attempt) {
     return { status: 'refused', code: 'CAPS_ERR_OUT_OF_ORDER', reason: `order ${input.orderId} is on attempt ${attempt}, not ${input.attempt}` };
   }

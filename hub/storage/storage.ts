@@ -1,6 +1,8 @@
 import type { CapsErrorCode } from '../../protocol/errors.js';
 import type { ParcelMessage } from '../../protocol/messages.js';
-import { FINAL_STATES } from '../../protocol/lifecycle.js';
+import { COURSE_EVENTS, FINAL_STATES, PARCEL_EVENTS } from '../../protocol/lifecycle.js';
+
+const COURSE: ReadonlySet<ParcelEvent> = new Set(COURSE_EVENTS);
 import type { Order, ParcelEvent, StepDetails } from '../../protocol/schemas.js';
 
 /** One step a client published, as the hub records it. */
@@ -106,7 +108,7 @@ export interface StoreSummary {
 
 /** A store's counts before any parcel is counted: every state, at 0. */
 export function noCounts(): Record<ParcelEvent, number> {
-  return { pickup: 0, 'in-transit': 0, delivered: 0, failed: 0, returned: 0, cancelled: 0 };
+  return Object.fromEntries(PARCEL_EVENTS.map((event) => [event, 0])) as Record<ParcelEvent, number>;
 }
 
 /** Newest first: by pickup time, then orderId, both descending. */
@@ -210,7 +212,7 @@ export function endedAt(parcel: ParcelRecord): string | undefined {
 export function isPlainHistory(history: readonly ParcelStep[]): boolean {
   for (const step of history) {
     if (step.details !== undefined || step.attempt !== undefined) return false;
-    if (step.event !== 'pickup' && step.event !== 'in-transit' && step.event !== 'delivered') return false;
+    if (!COURSE.has(step.event)) return false;
   }
   return true;
 }

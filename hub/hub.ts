@@ -13,6 +13,7 @@ import { callerOf, sendError, trackingApi } from './http-api.js';
 import { handleConnection } from './connection.js';
 import { Retention } from './retention.js';
 import { pickupRoute } from './http-publish.js';
+import { LIFECYCLE_SCRIPT } from './lifecycle-script.js';
 import type { PublishContext } from './publish.js';
 import { DEFAULT_MAX_ATTEMPTS } from '../protocol/lifecycle.js';
 import { shopApi } from './shop-api.js';
@@ -308,6 +309,9 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   });
   app.use('/api', trackingApi({ storage, delivery, metrics, keyring, allowAnonymous, maxAttempts }));
   app.use(trackingPage({ storage, metrics, keyring }));
+  app.get('/lifecycle.js', (_req, res) => {
+    res.type('text/javascript').send(LIFECYCLE_SCRIPT);
+  });
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((_req, res) => {
     res.status(404).json(fail('CAPS_ERR_NOT_FOUND'));

@@ -18,7 +18,7 @@ export interface TrackingPageOptions {
 
 /**
  * What the page says of each state, of each step in its timeline, and of why an attempt failed.
- * web/track.js says the same (tests/tracking-page.test.ts compares the two).
+ * web/track.js says the same: the hub hands it these words in /lifecycle.js (TRACKING_WORDS).
  */
 const HEADLINE: Record<ParcelEvent, string> = {
   pickup: 'Waiting for a driver',
@@ -46,6 +46,9 @@ const REASON: Record<FailureReason, string> = {
   'access-denied': 'the driver could not get in',
   other: 'the driver could not deliver it',
 };
+
+/** The words web/track.js keeps the page live with (served in /lifecycle.js, hub/lifecycle-script.ts). */
+export const TRACKING_WORDS = { headline: HEADLINE, step: STEP, again: STEP_AGAIN, reason: REASON } as const;
 
 /** "A delivery attempt failed: nobody was home" (or without the reason, when none was given). */
 function failedWords(step: TrackingStep | undefined): string {

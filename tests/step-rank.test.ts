@@ -1,13 +1,13 @@
-import { readFileSync } from 'node:fs';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { PARCEL_EVENTS, STEP_RANK, TRANSITIONS } from '../protocol/lifecycle.js';
+import { LIFECYCLE_SCRIPT } from '../hub/lifecycle-script.js';
 
-/** web/lifecycle.js as a page runs it: what it leaves on `window`. */
+/** The hub's /lifecycle.js as a page runs it: what it leaves on `window`. */
 function pageLifecycle(): { rank: Record<string, number>; rankOf: (event: string) => number } {
   const window: { CAPS_LIFECYCLE?: { rank: Record<string, number>; rankOf: (event: string) => number } } = {};
-  runInNewContext(readFileSync(new URL('../web/lifecycle.js', import.meta.url), 'utf8'), { window });
-  if (!window.CAPS_LIFECYCLE) throw new Error('web/lifecycle.js did not define window.CAPS_LIFECYCLE');
+  runInNewContext(LIFECYCLE_SCRIPT, { window });
+  if (!window.CAPS_LIFECYCLE) throw new Error('/lifecycle.js did not define window.CAPS_LIFECYCLE');
   return window.CAPS_LIFECYCLE;
 }
 
@@ -19,7 +19,7 @@ describe("a step's place within its attempt", () => {
     }
   });
 
-  it('is the same in web/lifecycle.js, which puts a step it does not know after every known one', () => {
+  it('is the same in the /lifecycle.js the hub serves the pages, which puts a step it does not know after every known one', () => {
     const page = pageLifecycle();
     // the page's objects come from another realm: compared as data
     expect(JSON.parse(JSON.stringify(page.rank))).toEqual(STEP_RANK);

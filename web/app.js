@@ -12,7 +12,7 @@
   ];
   const STATE_WORDS = new Map(STATES);
   /**
-   * A step's place within its attempt (protocol/lifecycle.ts STEP_RANK, served as lifecycle.js):
+   * A step's place within its attempt (protocol/lifecycle.ts STEP_RANK, served by the hub as /lifecycle.js):
    * events repeat across attempts (a re-attempt records a pickup again), so an event's name alone
    * says nothing of which step is newer.
    */

@@ -1,35 +1,12 @@
 // CAPS tracking page: the hub rendered the parcel; this keeps it live over the link's own socket.
 // It hears its one parcel only: a view once connected, each step, and while in transit where the
-// driver is. The words match hub/tracking-page.ts.
+// driver is. Its words are the hub's (hub/tracking-page.ts), from /lifecycle.js.
 (() => {
   'use strict';
-  const HEADLINE = {
-    pickup: 'Waiting for a driver',
-    'in-transit': 'On its way',
-    delivered: 'Delivered',
-    failed: 'A delivery attempt failed',
-    returned: 'Returned to the shop',
-    cancelled: 'Cancelled by the shop',
-  };
-  const STEP = {
-    pickup: 'The shop handed it over',
-    'in-transit': 'A driver picked it up',
-    delivered: 'Delivered',
-    failed: 'A delivery attempt failed',
-    returned: 'Returned to the shop',
-    cancelled: 'Cancelled by the shop',
-  };
-  const STEP_AGAIN = 'Back with the drivers for another try';
-  const REASON = {
-    'recipient-absent': 'nobody was home',
-    'address-not-found': 'the address could not be found',
-    refused: 'the parcel was refused',
-    damaged: 'the parcel was damaged',
-    'access-denied': 'the driver could not get in',
-    other: 'the driver could not deliver it',
-  };
-  /** A step's place within its attempt (protocol/lifecycle.ts STEP_RANK, served as lifecycle.js): steps repeat across attempts. */
-  const { rankOf } = window.CAPS_LIFECYCLE;
+  // a step's place within its attempt (steps repeat across attempts), and the page's words: the
+  // hub's own, served as /lifecycle.js (hub/lifecycle-script.ts)
+  const { rankOf, words } = window.CAPS_LIFECYCLE;
+  const { headline: HEADLINE, step: STEP, again: STEP_AGAIN, reason: REASON } = words;
   const $ = (id) => document.getElementById(id);
   const main = document.querySelector('main.track');
   const token = decodeURIComponent(location.pathname.split('/').pop() || '');

@@ -1,49 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { FAILURE_REASONS, FINAL_STATES, PARCEL_EVENTS, TRANSITIONS, attemptOf } from '../protocol/lifecycle.js';
 import type { FailureReason, ParcelEvent } from '../protocol/lifecycle.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
-import { MemoryStorage } from '../hub/storage/memory-storage.js';
-import { RedisStorage } from '../hub/storage/redis-storage.js';
 import { JUDGE } from '../hub/storage/redis-scripts.js';
 import { checkStep } from '../hub/storage/storage-core.js';
 import type { StepCheck } from '../hub/storage/storage-core.js';
 import { SqliteStorage } from '../hub/storage/sqlite-storage.js';
 import type { ParcelRecord, StepInput, Storage } from '../hub/storage/storage.js';
-import { TestRedis } from './helpers/redis.js';
+import { testStorages } from './helpers/storages.js';
 
 /** The parcel lifecycle (issue 17) on every storage: failed attempts, re-attempts, returns, cancels. */
-const dirs: string[] = [];
-const open: Storage[] = [];
-afterEach(async () => {
-  for (const store of open.splice(0)) await store.close();
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'caps-life-'));
-  dirs.push(dir);
-  return dir;
-}
-
-let redis: TestRedis | undefined;
-beforeAll(async () => {
-  redis = await TestRedis.start();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
-
-const factories: Array<[string, () => Storage]> = [
-  ['memory', () => new MemoryStorage()],
-  ['sqlite', () => new SqliteStorage({ dir: tempDir() })],
-  ['redis', () => new RedisStorage({ url: redis?.url ?? '', prefix: `t${randomUUID()}:` })],
-];
+const { factories, tempDir, open, closeAll, redisUrl } = testStorages('caps-life-');
+afterEach(() => closeAll());
 
 let clock = 0;
 function at(): string {
@@ -266,7 +236,7 @@ describe.each(factories)('%s storage: no sequence of steps breaks the lifecycle'
 
 describe('redis storage: its scripts judge a step as checkStep does', () => {
   it('gives the verdict of checkStep on any history, state and step (duplicates, attempts, reasons, refusals and their words)', async () => {
-    const client = new Redis(redis?.url ?? '');
+    const client = new Redis(redisUrl());
     try {
       const stepOf = fc.record({ event: fc.constantFrom(...PARCEL_EVENTS), attempt: fc.option(fc.integer({ min: 2, max: 4 }), { nil: undefined }) });
       await fc.assert(

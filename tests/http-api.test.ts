@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_ATTEMPTS } from '../protocol/lifecycle.js';
 import type { TokenSubject } from '../protocol/token.js';
-import { Cleanup, RawClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { Cleanup, RawClient, connectClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -16,8 +16,7 @@ async function get(url: string, path: string, subject?: TokenSubject | string): 
 /** A secure hub with parcels of two stores in every state, published over real sockets. */
 async function hubWithParcels() {
   const hub = cleanup.add(await startSecureHub(), (h) => h.close());
-  const driver = cleanup.add(new RawClient(hub.url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
-  await driver.connected();
+  const driver = await connectClient(cleanup, hub.url, { role: 'driver', name: 'd1' });
   for (const store of ['acme', 'flowers']) {
     // the vendors do not acknowledge, so their store queues keep what was sent
     const vendor = cleanup.add(new RawClient(hub.url, { auth: { token: tokenFor({ role: 'vendor', store }) }, autoAck: false }), (c) => c.close());
@@ -95,9 +94,8 @@ describe('tracking API', () => {
 
   it('lists online drivers and what each holds', async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
-    const holder = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'driver', name: 'slow' }) }, autoAck: false }), (c) => c.close());
+    const holder = await connectClient(cleanup, url, { role: 'driver', name: 'slow' }, false);
     const vendor = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }) } }), (c) => c.close());
-    await holder.connected();
     await vendor.request('pickup', order('acme', 1));
     await holder.waitFor('pickup', 1, 'the driver to hold the pickup');
     const { body } = await get(url, '/api/drivers', { role: 'dashboard' });

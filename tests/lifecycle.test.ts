@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ParcelMessage, PublishResult } from '../protocol/messages.js';
 import type { AckResult } from '../protocol/result.js';
-import type { TokenSubject } from '../protocol/token.js';
 import { DriverClient } from '../driver/driver-client.js';
 import { VendorClient } from '../vendor/vendor-client.js';
-import { Cleanup, RawClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { Cleanup, RawClient, connectClient, order, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { api } from './helpers/api.js';
 import { waitUntil } from './helpers/wait.js';
 import type { TestHub } from './helpers/hub.js';
 
@@ -12,37 +12,35 @@ import type { TestHub } from './helpers/hub.js';
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-async function client(url: string, as: TokenSubject, autoAck = true): Promise<RawClient> {
-  const c = cleanup.add(new RawClient(url, { auth: { token: tokenFor(as) }, autoAck }), (x) => x.close());
-  await c.connected();
-  return c;
-}
-
 async function hub(options: Parameters<typeof startSecureHub>[0] = {}): Promise<TestHub> {
   return cleanup.add(await startSecureHub(options), (h) => h.close());
 }
 
 type Answer = AckResult<PublishResult>;
 
-async function http(url: string, path: string, as: TokenSubject, body?: unknown): Promise<{ status: number; body: { ok: boolean; data?: Record<string, unknown>; error?: { code: string; message: string } }; replayed: string | null }> {
-  const res = await fetch(`${url}${path}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { authorization: `Bearer ${tokenFor(as)}`, 'content-type': 'application/json' },
-    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-  });
-  return { status: res.status, body: (await res.json()) as never, replayed: res.headers.get('idempotent-replayed') };
+const ref = (m: ParcelMessage) => ({ store: m.store, orderId: m.orderId, attempt: m.attempt ?? 1 });
+
+/** The `n`th (from 1) pickup handed to `driver`, once it has been. */
+async function nthPickup(driver: RawClient, n: number, what: string): Promise<ParcelMessage> {
+  const p = (await driver.waitFor('pickup', n, what))[n - 1];
+  if (p === undefined) throw new Error(`${what}: waitFor resolved without pickup ${n}`);
+  return p;
 }
 
-const ref = (m: ParcelMessage) => ({ store: m.store, orderId: m.orderId, attempt: m.attempt ?? 1 });
+/** A secure hub, a vendor of acme and a driver d1 on it, and acme's first parcel handed to d1 (`at`: its `ref`). */
+async function handedToD1(options: Parameters<typeof startSecureHub>[0] = {}) {
+  const { url } = await hub(options);
+  const vendor = await connectClient(cleanup, url, { role: 'vendor', store: 'acme' });
+  const d1 = await connectClient(cleanup, url, { role: 'driver', name: 'd1' });
+  const published = await vendor.request<Answer>('pickup', order('acme', 1));
+  const p = await nthPickup(d1, 1, 'd1 to be handed the parcel');
+  return { url, vendor, d1, published, p, at: ref(p) };
+}
 
 describe('failed attempts, re-attempts and returns over sockets', () => {
   it('sends a failed attempt back to the drivers as attempt 2, tells the store why, and records the proof of the delivery that follows', async () => {
-    const { url } = await hub();
-    const vendor = await client(url, { role: 'vendor', store: 'acme' });
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
-    expect(await vendor.request<Answer>('pickup', order('acme', 1))).toMatchObject({ ok: true });
-    const [first] = await d1.waitFor('pickup', 1, 'd1 to be handed the parcel');
-    const p1 = first as ParcelMessage;
+    const { url, vendor, d1, published, p: p1 } = await handedToD1();
+    expect(published).toMatchObject({ ok: true });
     expect(await d1.request<Answer>('in-transit', { ...ref(p1), eta: '2026-12-03T10:30:00.000Z' })).toMatchObject({ ok: true });
     expect(await d1.request<Answer>('failed', { ...ref(p1), reason: 'recipient-absent', note: 'rang twice', location: { lat: 52.37, lng: 4.89 } })).toEqual({
       ok: true,
@@ -51,8 +49,7 @@ describe('failed attempts, re-attempts and returns over sockets', () => {
     // the store hears the failure with its reason; the drivers get the parcel again, as attempt 2
     const [failed] = await vendor.waitFor('failed', 1, 'the vendor to hear the failed attempt');
     expect(failed).toMatchObject({ event: 'failed', orderId: p1.orderId, reattempt: true, driver: 'd1', details: { reason: 'recipient-absent', note: 'rang twice', location: { lat: 52.37, lng: 4.89 } } });
-    const pickups = await d1.waitFor('pickup', 2, 'the parcel to come back to the drivers');
-    const p2 = pickups[1] as ParcelMessage;
+    const p2 = await nthPickup(d1, 2, 'the parcel to come back to the drivers');
     expect(p2).toMatchObject({ orderId: p1.orderId, attempt: 2, customer: p1.customer });
     // the failure sent again (its ack was lost) is a duplicate, not a second failure
     expect(await d1.request<Answer>('failed', { ...ref(p1), reason: 'recipient-absent' })).toMatchObject({ ok: true, data: { duplicate: true } });
@@ -63,7 +60,7 @@ describe('failed attempts, re-attempts and returns over sockets', () => {
     const [delivered] = await vendor.waitFor('delivered', 1, 'the vendor to hear the delivery');
     expect(delivered).toMatchObject({ attempt: 2, details: proof });
 
-    const timeline = await http(url, `/api/packages/${p1.orderId}`, { role: 'vendor', store: 'acme' });
+    const timeline = await api(url, 'GET', `/packages/${p1.orderId}`, undefined, { role: 'vendor', store: 'acme' });
     expect(timeline.body.data).toMatchObject({ state: 'delivered', attempts: 2 });
     expect((timeline.body.data?.['history'] as Array<{ event: string; attempt?: number }>).map((s) => [s.event, s.attempt ?? 1])).toEqual([
       ['pickup', 1],
@@ -76,49 +73,35 @@ describe('failed attempts, re-attempts and returns over sockets', () => {
   });
 
   it('answers a driver’s failure sent again as a duplicate after the re-attempt went to another driver', async () => {
-    const { url } = await hub();
-    const vendor = await client(url, { role: 'vendor', store: 'acme' });
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
-    await vendor.request('pickup', order('acme', 1));
-    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
-    const at = ref(p as ParcelMessage);
+    const { url, d1, at } = await handedToD1();
     await d1.request('in-transit', at);
     d1.close();
-    const d2 = await client(url, { role: 'driver', name: 'd2' });
+    const d2 = await connectClient(cleanup, url, { role: 'driver', name: 'd2' });
     // d1 reports the failure from its app over HTTP: d2 is the one driver online for the re-attempt
-    const failedOverHttp = await http(url, `/api/stores/acme/parcels/${at.orderId}/steps`, { role: 'driver', name: 'd1' }, { event: 'failed', ...at, reason: 'recipient-absent' });
+    const failedOverHttp = await api(url, 'POST', `/stores/acme/parcels/${at.orderId}/steps`, { event: 'failed', ...at, reason: 'recipient-absent' }, { role: 'driver', name: 'd1' });
     expect(failedOverHttp.body).toMatchObject({ ok: true, data: { reattempt: true } });
     await d2.waitFor('pickup', 1, 'the re-attempt to go to d2');
     // d1's answer was lost: it sends the same failure again, on a new connection
-    const d1Again = await client(url, { role: 'driver', name: 'd1' });
+    const d1Again = await connectClient(cleanup, url, { role: 'driver', name: 'd1' });
     expect(await d1Again.request<Answer>('failed', { ...at, reason: 'recipient-absent' })).toMatchObject({ ok: true, data: { duplicate: true } });
     expect(await d1Again.request<Answer>('delivered', { ...at, attempt: 2 })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
   });
 
   it('returns a parcel to its store once its store’s attempts are over; only a driver may report it', async () => {
-    const { url } = await hub({ maxAttempts: 3, storeMaxAttempts: { acme: 1 } });
-    const vendor = await client(url, { role: 'vendor', store: 'acme' });
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
-    await vendor.request('pickup', order('acme', 1));
-    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
-    await d1.request('in-transit', ref(p as ParcelMessage));
-    expect(await d1.request<Answer>('failed', { ...ref(p as ParcelMessage), reason: 'address-not-found' })).toMatchObject({ ok: true, data: { reattempt: false } });
-    expect(await vendor.request<Answer>('returned', ref(p as ParcelMessage))).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
-    expect(await d1.request<Answer>('cancelled', ref(p as ParcelMessage))).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
-    expect(await d1.request<Answer>('returned', { ...ref(p as ParcelMessage), note: 'back at the counter' })).toMatchObject({ ok: true, data: { duplicate: false } });
+    const { url, vendor, d1, at } = await handedToD1({ maxAttempts: 3, storeMaxAttempts: { acme: 1 } });
+    await d1.request('in-transit', at);
+    expect(await d1.request<Answer>('failed', { ...at, reason: 'address-not-found' })).toMatchObject({ ok: true, data: { reattempt: false } });
+    expect(await vendor.request<Answer>('returned', at)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    expect(await d1.request<Answer>('cancelled', at)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    expect(await d1.request<Answer>('returned', { ...at, note: 'back at the counter' })).toMatchObject({ ok: true, data: { duplicate: false } });
     await vendor.waitFor('returned', 1, 'the vendor to hear the parcel is back');
     expect(d1.of('pickup')).toHaveLength(1);
-    const timeline = await http(url, `/api/packages/${(p as ParcelMessage).orderId}`, { role: 'vendor', store: 'acme' });
+    const timeline = await api(url, 'GET', `/packages/${at.orderId}`, undefined, { role: 'vendor', store: 'acme' });
     expect(timeline.body.data).toMatchObject({ state: 'returned', attempts: 1 });
   });
 
   it('refuses bad lifecycle payloads with CAPS_ERR_INVALID_PAYLOAD and illegal moves with CAPS_ERR_OUT_OF_ORDER, changing nothing', async () => {
-    const { url } = await hub();
-    const vendor = await client(url, { role: 'vendor', store: 'acme' });
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
-    await vendor.request('pickup', order('acme', 1));
-    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
-    const at = ref(p as ParcelMessage);
+    const { url, d1, at } = await handedToD1();
     const invalid = [
       ['failed', at, 'reason'],
       ['failed', { ...at, reason: 'lost-in-space' }, 'reason'],
@@ -139,7 +122,7 @@ describe('failed attempts, re-attempts and returns over sockets', () => {
     // a failure before the parcel is on its way, a return with nothing failed: out of order
     expect(await d1.request<Answer>('failed', { ...at, reason: 'other' })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_OUT_OF_ORDER' } });
     expect(await d1.request<Answer>('returned', at)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_OUT_OF_ORDER' } });
-    const timeline = await http(url, `/api/packages/${at.orderId}`, { role: 'vendor', store: 'acme' });
+    const timeline = await api(url, 'GET', `/packages/${at.orderId}`, undefined, { role: 'vendor', store: 'acme' });
     expect(timeline.body.data).toMatchObject({ state: 'pickup', attempts: 1, history: [{ event: 'pickup' }] });
   });
 });
@@ -147,56 +130,51 @@ describe('failed attempts, re-attempts and returns over sockets', () => {
 describe('cancelled by the store', () => {
   it('withdraws a pickup no driver has taken yet: the next driver is never handed it', async () => {
     const { url } = await hub();
-    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const vendor = await connectClient(cleanup, url, { role: 'vendor', store: 'acme' });
     await vendor.request('pickup', order('acme', 1));
     expect(await vendor.request<Answer>('cancelled', { store: 'acme', orderId: order('acme', 1).orderId, note: 'customer changed their mind' })).toMatchObject({ ok: true, data: { duplicate: false } });
     await vendor.waitFor('cancelled', 1, 'the store to hear its own cancel');
     await vendor.request('pickup', order('acme', 2));
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    const d1 = await connectClient(cleanup, url, { role: 'driver', name: 'd1' });
     // the pool is first in, first out: once the later parcel arrives, the cancelled one would have come first
     await d1.waitFor('pickup', 1, 'd1 to be handed the parcel not cancelled');
     expect(d1.of('pickup').map((m) => m.orderId)).toEqual([order('acme', 2).orderId]);
   });
 
   it('tells the driver holding a parcel at once, and refuses its steps after', async () => {
-    const { url } = await hub();
-    const vendor = await client(url, { role: 'vendor', store: 'acme' });
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
-    await vendor.request('pickup', order('acme', 1));
-    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed the parcel')) as ParcelMessage[];
-    await d1.request('in-transit', ref(p as ParcelMessage));
-    expect(await vendor.request<Answer>('cancelled', { store: 'acme', orderId: (p as ParcelMessage).orderId })).toMatchObject({ ok: true });
+    const { url, vendor, d1, at } = await handedToD1();
+    await d1.request('in-transit', at);
+    expect(await vendor.request<Answer>('cancelled', { store: 'acme', orderId: at.orderId })).toMatchObject({ ok: true });
     const [told] = await d1.waitFor('cancelled', 1, 'the driver holding it to be told of the cancel');
-    expect(told).toMatchObject({ event: 'cancelled', orderId: (p as ParcelMessage).orderId });
-    expect(await d1.request<Answer>('delivered', ref(p as ParcelMessage))).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_OUT_OF_ORDER' } });
+    expect(told).toMatchObject({ event: 'cancelled', orderId: at.orderId });
+    expect(await d1.request<Answer>('delivered', at)).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_OUT_OF_ORDER' } });
     // another store's vendor may not cancel it
-    const other = await client(url, { role: 'vendor', store: 'bakery' });
-    expect(await other.request<Answer>('cancelled', { store: 'acme', orderId: (p as ParcelMessage).orderId })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
+    const other = await connectClient(cleanup, url, { role: 'vendor', store: 'bakery' });
+    expect(await other.request<Answer>('cancelled', { store: 'acme', orderId: at.orderId })).toMatchObject({ ok: false, error: { code: 'CAPS_ERR_FORBIDDEN' } });
   });
 
   it('over HTTP with the store’s vendor token: idempotent, 409 once delivered, 404 for a parcel it does not have, 403 for another store', async () => {
     const { url } = await hub();
     const acme = { role: 'vendor', store: 'acme' } as const;
-    const created = await http(url, '/api/stores/acme/parcels', acme, { orderId: 'web-1', customer: 'Ada', address: '1 Main St' });
+    const created = await api(url, 'POST', '/stores/acme/parcels', { orderId: 'web-1', customer: 'Ada', address: '1 Main St' }, acme);
     expect(created.status).toBe(201);
-    const cancel = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, { note: 'out of stock' });
+    const cancel = await api(url, 'POST', '/stores/acme/parcels/web-1/cancel', { note: 'out of stock' }, acme);
     expect(cancel.status).toBe(200);
     expect(cancel.body.data).toMatchObject({ status: 'cancelled', state: 'cancelled', history: [{ event: 'pickup' }, { event: 'cancelled', details: { note: 'out of stock' } }] });
-    const again = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, {});
-    expect([again.status, again.replayed, again.body.data?.['status']]).toEqual([200, 'true', 'already-cancelled']);
-    expect((await http(url, '/api/stores/acme/parcels/nope/cancel', acme, {})).body.error?.code).toBe('CAPS_ERR_UNKNOWN_PARCEL');
-    const forbidden = await http(url, '/api/stores/acme/parcels/web-1/cancel', { role: 'vendor', store: 'bakery' }, {});
+    const again = await api(url, 'POST', '/stores/acme/parcels/web-1/cancel', {}, acme);
+    expect([again.status, again.headers.get('idempotent-replayed'), again.body.data?.['status']]).toEqual([200, 'true', 'already-cancelled']);
+    expect((await api(url, 'POST', '/stores/acme/parcels/nope/cancel', {}, acme)).body.error?.code).toBe('CAPS_ERR_UNKNOWN_PARCEL');
+    const forbidden = await api(url, 'POST', '/stores/acme/parcels/web-1/cancel', {}, { role: 'vendor', store: 'bakery' });
     expect([forbidden.status, forbidden.body.error?.code]).toEqual([403, 'CAPS_ERR_FORBIDDEN']);
-    const bad = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, { note: 'x', reason: 'refused' });
+    const bad = await api(url, 'POST', '/stores/acme/parcels/web-1/cancel', { note: 'x', reason: 'refused' }, acme);
     expect([bad.status, bad.body.error?.code]).toEqual([400, 'CAPS_ERR_INVALID_PAYLOAD']);
-    const notJson = await http(url, '/api/stores/acme/parcels/web-1/cancel', acme, '{nope');
+    const notJson = await api(url, 'POST', '/stores/acme/parcels/web-1/cancel', '{nope', acme);
     expect([notJson.status, notJson.body.error?.code]).toEqual([400, 'CAPS_ERR_INVALID_PAYLOAD']);
 
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
-    await http(url, '/api/stores/acme/parcels', acme, { orderId: 'web-2', customer: 'Ada', address: '1 Main St' });
-    const [p] = (await d1.waitFor('pickup', 1, 'd1 to be handed web-2')) as ParcelMessage[];
-    await d1.request('delivered', ref(p as ParcelMessage));
-    const late = await http(url, '/api/stores/acme/parcels/web-2/cancel', acme, {});
+    const d1 = await connectClient(cleanup, url, { role: 'driver', name: 'd1' });
+    await api(url, 'POST', '/stores/acme/parcels', { orderId: 'web-2', customer: 'Ada', address: '1 Main St' }, acme);
+    await d1.request('delivered', ref(await nthPickup(d1, 1, 'd1 to be handed web-2')));
+    const late = await api(url, 'POST', '/stores/acme/parcels/web-2/cancel', {}, acme);
     expect([late.status, late.body.error?.code]).toEqual([409, 'CAPS_ERR_OUT_OF_ORDER']);
     expect(late.body.error?.message).toContain('delivered');
   });
@@ -205,33 +183,33 @@ describe('cancelled by the store', () => {
 describe('a driver’s steps over HTTP', () => {
   it('takes in-transit, failed and delivered from the driver the parcel went to, with the socket’s rules and codes', async () => {
     const { url } = await hub();
-    const d1 = await client(url, { role: 'driver', name: 'd1' });
+    const d1 = await connectClient(cleanup, url, { role: 'driver', name: 'd1' });
     const acme = { role: 'vendor', store: 'acme' } as const;
     const asD1 = { role: 'driver', name: 'd1' } as const;
-    await http(url, '/api/stores/acme/parcels', acme, { orderId: 'web-1', customer: 'Ada', address: '1 Main St' });
+    await api(url, 'POST', '/stores/acme/parcels', { orderId: 'web-1', customer: 'Ada', address: '1 Main St' }, acme);
     await d1.waitFor('pickup', 1, 'd1 to be handed web-1');
-    const steps = '/api/stores/acme/parcels/web-1/steps';
-    expect((await http(url, steps, asD1, { event: 'in-transit', attempt: 1, eta: '2026-12-03T10:30:00Z' })).body).toMatchObject({ ok: true, data: { event: 'in-transit', duplicate: false } });
-    const again = await http(url, steps, asD1, { event: 'in-transit', attempt: 1 });
-    expect([again.status, again.replayed, again.body.data?.['duplicate']]).toEqual([200, 'true', true]);
-    const other = await http(url, steps, { role: 'driver', name: 'd2' }, { event: 'failed', reason: 'other' });
+    const steps = '/stores/acme/parcels/web-1/steps';
+    expect((await api(url, 'POST', steps, { event: 'in-transit', attempt: 1, eta: '2026-12-03T10:30:00Z' }, asD1)).body).toMatchObject({ ok: true, data: { event: 'in-transit', duplicate: false } });
+    const again = await api(url, 'POST', steps, { event: 'in-transit', attempt: 1 }, asD1);
+    expect([again.status, again.headers.get('idempotent-replayed'), again.body.data?.['duplicate']]).toEqual([200, 'true', true]);
+    const other = await api(url, 'POST', steps, { event: 'failed', reason: 'other' }, { role: 'driver', name: 'd2' });
     expect([other.status, other.body.error?.code]).toEqual([403, 'CAPS_ERR_NOT_DISPATCHED']);
-    const vendorTries = await http(url, steps, acme, { event: 'failed', reason: 'other' });
+    const vendorTries = await api(url, 'POST', steps, { event: 'failed', reason: 'other' }, acme);
     expect([vendorTries.status, vendorTries.body.error?.code]).toEqual([403, 'CAPS_ERR_FORBIDDEN']);
     for (const bad of [{ event: 'pickup' }, { event: 'teleported' }, { reason: 'other' }, { event: 'failed', reason: 'aliens' }, { event: 'failed' }]) {
-      const answer = await http(url, steps, asD1, bad);
+      const answer = await api(url, 'POST', steps, bad, asD1);
       expect([answer.status, answer.body.error?.code], JSON.stringify(bad)).toEqual([400, 'CAPS_ERR_INVALID_PAYLOAD']);
     }
-    const failed = await http(url, steps, asD1, { event: 'failed', attempt: 1, reason: 'recipient-absent', photo: 'https://proofs.example.com/door.jpg' });
+    const failed = await api(url, 'POST', steps, { event: 'failed', attempt: 1, reason: 'recipient-absent', photo: 'https://proofs.example.com/door.jpg' }, asD1);
     expect(failed.body).toMatchObject({ ok: true, data: { event: 'failed', reattempt: true } });
     const [, second] = await d1.waitFor('pickup', 2, 'web-1 back with d1 as attempt 2');
     expect(second).toMatchObject({ orderId: 'web-1', attempt: 2 });
-    const late = await http(url, steps, asD1, { event: 'delivered', attempt: 1 });
+    const late = await api(url, 'POST', steps, { event: 'delivered', attempt: 1 }, asD1);
     expect([late.status, late.body.error?.code]).toEqual([409, 'CAPS_ERR_OUT_OF_ORDER']);
-    expect((await http(url, steps, asD1, { event: 'delivered', attempt: 2, recipient: 'Ada' })).body).toMatchObject({ ok: true, data: { duplicate: false } });
-    const timeline = await http(url, '/api/packages/web-1', acme);
+    expect((await api(url, 'POST', steps, { event: 'delivered', attempt: 2, recipient: 'Ada' }, asD1)).body).toMatchObject({ ok: true, data: { duplicate: false } });
+    const timeline = await api(url, 'GET', '/packages/web-1', undefined, acme);
     expect(timeline.body.data).toMatchObject({ state: 'delivered', attempts: 2 });
-    expect((await http(url, '/api/stores/acme/parcels/nope/steps', asD1, { event: 'in-transit' })).body.error?.code).toBe('CAPS_ERR_NOT_DISPATCHED');
+    expect((await api(url, 'POST', '/stores/acme/parcels/nope/steps', { event: 'in-transit' }, asD1)).body.error?.code).toBe('CAPS_ERR_NOT_DISPATCHED');
   });
 });
 
@@ -295,7 +273,7 @@ describe('CAPS’s own clients', () => {
 describe('a driver’s simulated van', () => {
   it('says where it is while it carries a parcel; its store hears it with its own order ids', async () => {
     const { url } = await hub();
-    const vendor = await client(url, { role: 'vendor', store: 'acme' });
+    const vendor = await connectClient(cleanup, url, { role: 'vendor', store: 'acme' });
     const driver = cleanup.add(
       new DriverClient({ url, name: 'd1', delay: 60_000, locationEveryMs: 1_100, start: { lat: 52.37, lng: 4.89 }, token: tokenFor({ role: 'driver', name: 'd1' }), log: () => undefined }),
       (c) => c.close(),

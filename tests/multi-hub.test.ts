@@ -8,7 +8,7 @@ import type { TokenSubject } from '../protocol/token.js';
 import { signToken } from '../protocol/token.js';
 import type { CliProcess } from './helpers/cli.js';
 import { killAllCli, startCli } from './helpers/cli.js';
-import { Cleanup, RawClient, order, records, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { Cleanup, RawClient, connectClient, order, records, startHub, startSecureHub } from './helpers/hub.js';
 import { RedisStorage } from '../hub/storage/redis-storage.js';
 import { RedisKeys, shardOf } from '../hub/storage/redis-keys.js';
 import { TestRedis, freePort } from './helpers/redis.js';
@@ -132,20 +132,16 @@ describe('several hubs on one Redis', () => {
     const prefix = `t${randomUUID()}:`;
     const a = cleanup.add(await startSecureHub({ redisUrl: redis.url, redisPrefix: prefix }), (h) => h.close());
     const b = cleanup.add(await startSecureHub({ redisUrl: redis.url, redisPrefix: prefix }), (h) => h.close());
-    const vendor = cleanup.add(new RawClient(a.url, { auth: { token: tokenFor({ role: 'vendor', store: 'acme' }) } }), (c) => c.close());
-    const onA = cleanup.add(new RawClient(a.url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
-    await Promise.all([vendor.connected(), onA.connected()]);
+    const [vendor, onA] = await Promise.all([connectClient(cleanup, a.url, { role: 'vendor', store: 'acme' }), connectClient(cleanup, a.url, { role: 'driver', name: 'd1' })]);
     await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
     await onA.waitFor('pickup', 1, 'the driver on hub A to be handed the pickup');
     onA.close();
     // the same driver, now on hub B, which never dispatched anything to it
-    const onB = cleanup.add(new RawClient(b.url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) } }), (c) => c.close());
-    await onB.connected();
+    const onB = await connectClient(cleanup, b.url, { role: 'driver', name: 'd1' });
     await expect(onB.request('in-transit', order('acme', 1))).resolves.toMatchObject({ ok: true });
     await expect(onB.request('delivered', order('acme', 1))).resolves.toMatchObject({ ok: true });
     // and another driver still may not
-    const other = cleanup.add(new RawClient(b.url, { auth: { token: tokenFor({ role: 'driver', name: 'd2' }) } }), (c) => c.close());
-    await other.connected();
+    const other = await connectClient(cleanup, b.url, { role: 'driver', name: 'd2' });
     await expect(vendor.request('pickup', order('acme', 2))).resolves.toMatchObject({ ok: true });
     await expect(other.request('in-transit', order('acme', 1))).resolves.toMatchObject({ ok: false, error: { code: 'CAPS_ERR_NOT_DISPATCHED' } });
   });

@@ -15,22 +15,16 @@ import { trackingPage } from '../hub/tracking-page.js';
 import { webhookRoutes } from '../hub/webhooks/routes.js';
 import type { WebhookRoutesOptions } from '../hub/webhooks/routes.js';
 import type { TokenSubject } from '../protocol/token.js';
-import { Cleanup, RawClient, startSecureHub, tokenFor } from './helpers/hub.js';
+import { Cleanup, connectClient, startSecureHub } from './helpers/hub.js';
+import { api } from './helpers/api.js';
+import type { ApiAnswer } from './helpers/api.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  body: { ok: boolean; data?: Record<string, unknown>; error?: { code: string; message: string } };
-}
-
-async function create(url: string, store: string, body: unknown, options: { as?: TokenSubject; key?: string; raw?: string } = {}): Promise<Answer> {
-  const headers: Record<string, string> = { 'content-type': 'application/json', authorization: `Bearer ${tokenFor(options.as ?? { role: 'vendor', store })}` };
-  if (options.key !== undefined) headers['idempotency-key'] = options.key;
-  const res = await fetch(`${url}/api/stores/${store}/parcels`, { method: 'POST', headers, body: options.raw ?? JSON.stringify(body) });
-  return { status: res.status, headers: res.headers, body: (await res.json()) as Answer['body'] };
+/** POST /api/stores/:store/parcels as the store's vendor (or `as`); `raw`: a body sent as it is. */
+function create(url: string, store: string, body: unknown, options: { as?: TokenSubject; key?: string; raw?: string } = {}): Promise<ApiAnswer> {
+  return api(url, 'POST', `/stores/${store}/parcels`, options.raw ?? body, options.as ?? { role: 'vendor', store }, options.key !== undefined ? { 'idempotency-key': options.key } : {});
 }
 
 const ORDER = { customer: 'Zoë Ångström', address: '1 Harbour Road' };
@@ -38,8 +32,7 @@ const ORDER = { customer: 'Zoë Ångström', address: '1 Harbour Road' };
 describe('POST /api/stores/:store/parcels', () => {
   it('creates a parcel that reaches a driver; sent again, it is answered 200 with the parcel as it is', async () => {
     const { url } = cleanup.add(await startSecureHub(), (h) => h.close());
-    const driver = cleanup.add(new RawClient(url, { auth: { token: tokenFor({ role: 'driver', name: 'd1' }) }, autoAck: false }), (c) => c.close());
-    await driver.connected();
+    const driver = await connectClient(cleanup, url, { role: 'driver', name: 'd1' }, false);
     const first = await create(url, 'acme', { ...ORDER, orderId: 'shop-1' });
     expect(first.status).toBe(201);
     expect(first.body).toMatchObject({ ok: true, data: { status: 'created', store: 'acme', orderId: 'shop-1', state: 'pickup', customer: ORDER.customer } });

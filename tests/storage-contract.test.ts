@@ -1,12 +1,9 @@
-import { copyFileSync, existsSync, fstatSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, fstatSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { RedisStorage } from '../hub/storage/redis-storage.js';
-import { TestRedis } from './helpers/redis.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { testStorages } from './helpers/storages.js';
 import { within } from './helpers/hub-process.js';
 import { DRIVER_QUEUE } from '../protocol/messages.js';
 import type { ParcelMessage } from '../protocol/messages.js';
@@ -16,8 +13,7 @@ import type { SqliteStorageOptions } from '../hub/storage/sqlite-storage.js';
 import type { Storage, StepInput, StorageLimits } from '../hub/storage/storage.js';
 
 /** One contract, every store: the hub must not be able to tell them apart. */
-const dirs: string[] = [];
-const open: Storage[] = [];
+const { factories, tempDir, open, closeAll } = testStorages('caps-store-');
 /** Second connections to a store's file, as another process would look at it. */
 const readers: Database.Database[] = [];
 /** WAL syncs a test holds: let go before the stores close, so a failed test does not hang in close(). */
@@ -25,15 +21,8 @@ const heldFinishes: Array<(err: Error | null) => void> = [];
 afterEach(async () => {
   for (const finish of heldFinishes.splice(0)) finish(null);
   for (const reader of readers.splice(0)) reader.close();
-  for (const store of open.splice(0)) await store.close();
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  await closeAll();
 });
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'caps-store-'));
-  dirs.push(dir);
-  return dir;
-}
 
 /**
  * The store's files as a `kill -9` would leave them at this instant (what it wrote, synced or not;
@@ -48,21 +37,6 @@ function afterCrash(dir: string): SqliteStorage {
   open.push(store);
   return store;
 }
-
-let redis: TestRedis | undefined;
-beforeAll(async () => {
-  redis = await TestRedis.start();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
-
-const factories: Array<[string, (limits?: Partial<StorageLimits>) => Storage]> = [
-  ['memory', (limits = {}) => new MemoryStorage(limits)],
-  ['sqlite', (limits = {}) => new SqliteStorage({ dir: tempDir(), ...limits })],
-  // every store gets its own key prefix on the test's own redis-server
-  ['redis', (limits = {}) => new RedisStorage({ url: redis?.url ?? '', prefix: `t${randomUUID()}:`, ...limits })],
-];
 
 let clock = 0;
 function step(event: StepInput['event'], store: string, n: number, extra: Partial<StepInput> = {}): StepInput {

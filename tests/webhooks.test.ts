@@ -3,6 +3,7 @@ import { PARCEL_EVENTS } from '../protocol/schemas.js';
 import { eventId } from '../hub/webhooks/signing.js';
 import type { TokenSubject } from '../protocol/token.js';
 import { Cleanup, RawClient, order, records, startHub, startSecureHub, tokenFor } from './helpers/hub.js';
+import { api } from './helpers/api.js';
 import { WebhookReceiver, deliveredEvents, inOrderPerParcel, verifies } from './helpers/webhook-receiver.js';
 import { poll } from './helpers/wait.js';
 
@@ -11,18 +12,6 @@ afterEach(() => cleanup.run());
 
 /** Test hubs send to receivers on 127.0.0.1, retry fast, and keep nothing on disk. */
 const FAST = { webhookAllowPrivate: true, webhookRetryBaseMs: 20 } as const;
-
-interface Answer {
-  status: number;
-  body: { ok: boolean; data?: Record<string, unknown>; error?: { code: string; message: string } };
-}
-
-async function api(url: string, method: string, path: string, body?: unknown, as?: TokenSubject): Promise<Answer> {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (as) headers['authorization'] = `Bearer ${tokenFor(as)}`;
-  const res = await fetch(`${url}/api${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-  return { status: res.status, body: (await res.json()) as Answer['body'] };
-}
 
 async function register(url: string, store: string, body: unknown, as?: TokenSubject): Promise<{ id: string; secret: string }> {
   const answer = await api(url, 'POST', `/stores/${store}/webhooks`, body, as);

@@ -121,6 +121,13 @@ export class Cleanup {
   }
 }
 
+/** A RawClient with a token for `as` (registered in `cleanup`), once it is connected. */
+export async function connectClient(cleanup: Cleanup, url: string, as: TokenSubject, autoAck = true): Promise<RawClient> {
+  const client = cleanup.add(new RawClient(url, { auth: { token: tokenFor(as) }, autoAck }), (c) => c.close());
+  await client.connected();
+  return client;
+}
+
 export function order(store: string, n: number | string) {
   return { store, orderId: `${store}-order-${n}`, customer: `Customer ${n}`, address: `${n} Main Street, Springfield` };
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { DriverClient } from '../driver/driver-client.js';
 import type { ParcelMessage } from '../protocol/messages.js';
 import { VendorClient } from '../vendor/vendor-client.js';
@@ -11,29 +11,23 @@ import { killAllCli, startCli } from './helpers/cli.js';
 import { Cleanup, RawClient, connectClient, order, records, startHub, startSecureHub } from './helpers/hub.js';
 import { RedisStorage } from '../hub/storage/redis-storage.js';
 import { RedisKeys, shardOf } from '../hub/storage/redis-keys.js';
-import { TestRedis, freePort } from './helpers/redis.js';
+import { TestRedis, fileRedis, freePort } from './helpers/redis.js';
 import { Lines, poll, waitUntil } from './helpers/wait.js';
 
 const cleanup = new Cleanup();
-let redis: TestRedis;
-beforeAll(async () => {
-  redis = await TestRedis.start();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const testRedis = fileRedis();
 afterEach(async () => {
   await cleanup.run();
   await killAllCli();
   // a test that stopped Redis leaves it running again for the next one
-  if (!redis.running) await redis.run();
+  if (!testRedis().running) await testRedis().run();
 });
 
 /** Two in-process hubs on the test's Redis, under a prefix of their own, each pickup to one driver. */
 async function twoHubs(options: { ackTimeoutMs?: number; driverPrefetch?: number } = {}) {
   const prefix = `t${randomUUID()}:`;
-  const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', ...options }), (h) => h.close());
-  const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, dispatch: 'one', ...options }), (h) => h.close());
+  const a = cleanup.add(await startHub({ redisUrl: testRedis().url, redisPrefix: prefix, dispatch: 'one', ...options }), (h) => h.close());
+  const b = cleanup.add(await startHub({ redisUrl: testRedis().url, redisPrefix: prefix, dispatch: 'one', ...options }), (h) => h.close());
   return { a, b, prefix };
 }
 
@@ -98,7 +92,7 @@ describe('several hubs on one Redis', () => {
 
   it('broadcasts nothing between hubs while no dashboard or tracking page is open on any of them', async () => {
     const { a, b, prefix } = await twoHubs();
-    const admin = cleanup.add(new Redis(redis.url), (r) => r.quit());
+    const admin = cleanup.add(new Redis(testRedis().url), (r) => r.quit());
     const vendor = cleanup.add(new VendorClient({ url: a.url, store: 'acme', log: () => undefined }), (v) => v.close());
     const driver = cleanup.add(new DriverClient({ url: b.url, name: 'd1', delay: 0, log: () => undefined }), (d) => d.close());
     await Promise.all([vendor.start(), driver.start()]);
@@ -130,8 +124,8 @@ describe('several hubs on one Redis', () => {
 
   it('takes the steps of a driver (with a token) that moved to another hub after it was handed the pickup', async () => {
     const prefix = `t${randomUUID()}:`;
-    const a = cleanup.add(await startSecureHub({ redisUrl: redis.url, redisPrefix: prefix }), (h) => h.close());
-    const b = cleanup.add(await startSecureHub({ redisUrl: redis.url, redisPrefix: prefix }), (h) => h.close());
+    const a = cleanup.add(await startSecureHub({ redisUrl: testRedis().url, redisPrefix: prefix }), (h) => h.close());
+    const b = cleanup.add(await startSecureHub({ redisUrl: testRedis().url, redisPrefix: prefix }), (h) => h.close());
     const [vendor, onA] = await Promise.all([connectClient(cleanup, a.url, { role: 'vendor', store: 'acme' }), connectClient(cleanup, a.url, { role: 'driver', name: 'd1' })]);
     await expect(vendor.request('pickup', order('acme', 1))).resolves.toMatchObject({ ok: true });
     await onA.waitFor('pickup', 1, 'the driver on hub A to be handed the pickup');
@@ -148,8 +142,8 @@ describe('several hubs on one Redis', () => {
 
   it('reads on past a full window once the vendors acknowledge, on their hub and on another hub', async () => {
     const prefix = `t${randomUUID()}:`;
-    const a = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, window: 2 }), (h) => h.close());
-    const b = cleanup.add(await startHub({ redisUrl: redis.url, redisPrefix: prefix, window: 2 }), (h) => h.close());
+    const a = cleanup.add(await startHub({ redisUrl: testRedis().url, redisPrefix: prefix, window: 2 }), (h) => h.close());
+    const b = cleanup.add(await startHub({ redisUrl: testRedis().url, redisPrefix: prefix, window: 2 }), (h) => h.close());
     // vendors that acknowledge only with received, when the test says so
     const onA = cleanup.add(new RawClient(a.url, { auth: { role: 'vendor', store: 'acme' }, autoAck: false }), (c) => c.close());
     const onB = cleanup.add(new RawClient(b.url, { auth: { role: 'vendor', store: 'acme' }, autoAck: false }), (c) => c.close());

@@ -5,7 +5,7 @@ import { RedisStorage } from '../hub/storage/redis-storage.js';
 import { ENDPOINTS_EFFECTIVE_MS, RedisOutbox } from '../hub/webhooks/redis-outbox.js';
 import type { WebhookEndpoint } from '../hub/webhooks/types.js';
 import { Cleanup, RawClient, order, startHub } from './helpers/hub.js';
-import { TestRedis, TestRedisCluster } from './helpers/redis.js';
+import { TestRedisCluster, fileRedis } from './helpers/redis.js';
 import { poll } from './helpers/wait.js';
 import { WebhookReceiver, deliveredEvents, inOrderPerParcel, verifies } from './helpers/webhook-receiver.js';
 
@@ -15,13 +15,7 @@ import { WebhookReceiver, deliveredEvents, inOrderPerParcel, verifies } from './
  * any hub delivers what waits, and the routes agree on every hub.
  */
 const cleanup = new Cleanup();
-let redis: TestRedis;
-beforeAll(async () => {
-  redis = await TestRedis.start();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const testRedis = fileRedis();
 afterEach(() => cleanup.run());
 
 /** Test hubs send to receivers on 127.0.0.1 and retry fast. */
@@ -77,7 +71,7 @@ async function effectiveOn(through: RawClient, store: string, receiver: WebhookR
 describe('webhooks with several hubs on one Redis', () => {
   it('an endpoint registered through hub A gets, signed and in order per parcel, the steps recorded through hub B', async () => {
     const receiver = cleanup.add(await WebhookReceiver.start(), (r) => r.close());
-    const { a, b } = await twoHubs({ redisUrl: redis.url });
+    const { a, b } = await twoHubs({ redisUrl: testRedis().url });
     const onB = await client(b.url);
     const registeredAt = Date.now();
     const { id, secret } = await register(a.url, 'acme', receiver.url);
@@ -100,7 +94,7 @@ describe('webhooks with several hubs on one Redis', () => {
 
   it('retries a receiver that fails, then recovers: every step recorded through either hub delivered, in order per parcel', async () => {
     const receiver = cleanup.add(await WebhookReceiver.start(), (r) => r.close());
-    const { a, b } = await twoHubs({ redisUrl: redis.url });
+    const { a, b } = await twoHubs({ redisUrl: testRedis().url });
     const [onA, onB] = [await client(a.url), await client(b.url)];
     const registeredAt = Date.now();
     const { secret } = await register(b.url, 'acme', receiver.url);
@@ -119,7 +113,7 @@ describe('webhooks with several hubs on one Redis', () => {
   it('a hub closed with deliveries pending: the other delivers them, none lost, each once per endpoint, in order per parcel', async () => {
     const first = cleanup.add(await WebhookReceiver.start(), (r) => r.close());
     const second = cleanup.add(await WebhookReceiver.start(), (r) => r.close());
-    const { a, b } = await twoHubs({ redisUrl: redis.url });
+    const { a, b } = await twoHubs({ redisUrl: testRedis().url });
     const [onA, onB] = [await client(a.url), await client(b.url)];
     const registeredAt = Date.now();
     const one = await register(a.url, 'acme', first.url);
@@ -157,7 +151,7 @@ describe('webhooks with several hubs on one Redis', () => {
   it('list, disable, enable and remove agree on both hubs', async () => {
     const receiver = cleanup.add(await WebhookReceiver.start(), (r) => r.close());
     receiver.answer = () => 500;
-    const { a, b } = await twoHubs({ redisUrl: redis.url }, { webhookDisableAfterMs: 200 });
+    const { a, b } = await twoHubs({ redisUrl: testRedis().url }, { webhookDisableAfterMs: 200 });
     const onB = await client(b.url);
     const { id } = await register(a.url, 'acme', receiver.url);
     expect((await listOf(b.url, 'acme')).map((w) => w['id'])).toEqual([id]);
@@ -186,7 +180,7 @@ describe('webhooks with several hubs on one Redis', () => {
 describe('the Redis outbox alone', () => {
   async function outboxes(leaseMs: number) {
     const prefix = `t${randomUUID()}:`;
-    const storage = cleanup.add(new RedisStorage({ url: redis.url, prefix }), (s) => s.close());
+    const storage = cleanup.add(new RedisStorage({ url: testRedis().url, prefix }), (s) => s.close());
     await storage.open();
     const make = (hubId: string) => cleanup.add(new RedisOutbox({ redis: storage.redis, keys: storage.keys, hubId, leaseMs }), (o) => o.close());
     const one = make('hub-1');

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { afterAll, beforeAll } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../bench/processes.js';
@@ -102,4 +103,22 @@ export class TestRedisCluster {
     await this.cluster.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A test Redis for the whole file: started in its beforeAll, stopped in its afterAll. Returns how
+ * to reach it once it runs (the tests of the file call it, never at load time).
+ */
+export function fileRedis(): () => TestRedis {
+  let redis: TestRedis | undefined;
+  beforeAll(async () => {
+    redis = await TestRedis.start();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  return () => {
+    if (!redis) throw new Error('the test Redis is not started yet (it starts in beforeAll)');
+    return redis;
+  };
 }

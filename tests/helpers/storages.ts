@@ -2,12 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll } from 'vitest';
 import { MemoryStorage } from '../../hub/storage/memory-storage.js';
 import { RedisStorage } from '../../hub/storage/redis-storage.js';
 import { SqliteStorage } from '../../hub/storage/sqlite-storage.js';
 import type { Storage, StorageLimits } from '../../hub/storage/storage.js';
-import { TestRedis } from './redis.js';
+import { fileRedis } from './redis.js';
 
 export type StorageFactory = (limits?: Partial<StorageLimits>) => Storage;
 
@@ -20,13 +19,7 @@ export function testStorages(dirPrefix: string) {
   const dirs: string[] = [];
   /** Stores to close after each test. */
   const open: Storage[] = [];
-  let redis: TestRedis | undefined;
-  beforeAll(async () => {
-    redis = await TestRedis.start();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
+  const redis = fileRedis();
 
   function tempDir(): string {
     const dir = mkdtempSync(join(tmpdir(), dirPrefix));
@@ -43,8 +36,8 @@ export function testStorages(dirPrefix: string) {
     ['memory', (limits = {}) => new MemoryStorage(limits)],
     ['sqlite', (limits = {}) => new SqliteStorage({ dir: tempDir(), ...limits })],
     // every store gets its own key prefix on the test's own redis-server
-    ['redis', (limits = {}) => new RedisStorage({ url: redis?.url ?? '', prefix: `t${randomUUID()}:`, ...limits })],
+    ['redis', (limits = {}) => new RedisStorage({ url: redis().url, prefix: `t${randomUUID()}:`, ...limits })],
   ];
 
-  return { factories, tempDir, open, closeAll, redisUrl: (): string => redis?.url ?? '' };
+  return { factories, tempDir, open, closeAll, redisUrl: (): string => redis().url };
 }
